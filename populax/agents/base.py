@@ -1,0 +1,87 @@
+"""The interface every algorithm implements, for one member only.
+
+An algorithm is a handful of pure functions over a state pytree (compare
+optax's ``GradientTransformation``). The population is a transformation applied
+from outside by an executor (``populax.population``); nothing here knows how
+many members there are.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Key = jax.Array
+State = Any
+HParams = Any
+Metrics = dict[str, Array]
+
+
+class ActionSpec(NamedTuple):
+    """What an environment expects as action, as the agent sees it.
+
+    Continuous actions are always in [-1, 1] on the agent's side; the
+    environment adapter rescales them to the environment's bounds.
+    """
+
+    discrete: bool
+    size: int
+    """Number of actions (discrete) or action dimensions (continuous)."""
+
+
+class Transition(NamedTuple):
+    """One batch of environment steps as stored in the replay buffer."""
+
+    obs: Array
+    action: Array
+    reward: Array
+    next_obs: Array
+    terminated: Array
+    """1.0 where the episode ended in a terminal state: no bootstrap there.
+
+    Time-limit truncation is *not* terminal: the target bootstraps from
+    ``next_obs`` (the real final observation, not the reset one)."""
+
+
+class Agent(NamedTuple):
+    """One member's algorithm as pure functions.
+
+    ``init(key, hparams) -> state``
+    ``act(state, obs, key, hparams) -> action``   exploratory, batched over obs
+    ``policy(state, obs) -> action``              deterministic, for evaluation
+    ``update(state, batch, key, hparams) -> (state, metrics)``
+    """
+
+    init: Callable[[Key, HParams], State]
+    act: Callable[[State, Array, Key, HParams], Array]
+    policy: Callable[[State, Array], Array]
+    update: Callable[[State, Transition, Key, HParams], tuple[State, Metrics]]
+
+
+def adam_step(
+    params: Any, grads: Any, opt_state: Any, lr: Array, optimizer: Any
+) -> tuple[Any, Any]:
+    """Apply one optimizer step whose learning rate is a traced array.
+
+    The optimizer is an optax transformation *without* a learning rate (e.g.
+    ``optax.scale_by_adam()``); scaling by ``-lr`` here keeps the rate out of the
+    optimizer state, so PBT can change it by editing hyperparameters alone and a
+    new value never recompiles.
+    """
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
+    return params, opt_state
+
+
+def polyak(target: Any, online: Any, tau: Array) -> Any:
+    """Move target parameters a fraction ``tau`` toward the online ones."""
+    return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target, online)
+
+
+def all_finite(tree: Any) -> Array:
+    """True when every leaf of ``tree`` is free of NaN and Inf (no host sync)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)

@@ -1,0 +1,214 @@
+"""Per-member hyperparameters: declaration, parsing of user values, sampling.
+
+An algorithm declares its traced hyperparameters as a flax ``struct.dataclass``
+whose fields are created with :func:`hparam`. Each field carries its default,
+the range of values that are valid at all (``valid``) and the range a search
+may explore (``search``), so PBT and sweeps know where they may go without the
+algorithm knowing about them.
+
+A user gives a value per hyperparameter as a string (``--hp.lr-actor VALUE``):
+
+* ``3e-4``                  -- every member gets this value;
+* ``1e-4,3e-4,1e-3,3e-3``   -- one value per member (exactly N of them);
+* ``uniform:LO,HI``         -- drawn per member from the run's seeded key;
+* ``loguniform:LO,HI``      -- drawn log-uniformly;
+* ``choice:A,B,...``        -- drawn uniformly from a finite set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from populax.errors import ConfigError
+
+
+class HParamInfo(NamedTuple):
+    """What an algorithm declares about one traced hyperparameter."""
+
+    default: float
+    doc: str
+    valid: tuple[float, float]
+    """Closed interval of values the algorithm accepts at all."""
+    search: tuple[float, float]
+    """Interval a search (PBT resampling, sweeps) explores by default."""
+    log: bool
+    """Whether the natural scale is logarithmic (learning rates)."""
+    integer: bool
+    """Whether values are rounded to integers (e.g. TD3's policy delay)."""
+
+
+def hparam(
+    default: float,
+    doc: str,
+    *,
+    valid: tuple[float, float] = (-math.inf, math.inf),
+    search: tuple[float, float] | None = None,
+    log: bool = False,
+    integer: bool = False,
+) -> Any:
+    """Declare a traced hyperparameter field of a ``struct.dataclass``."""
+    info = HParamInfo(float(default), doc, valid, search or valid, log, integer)
+    return struct.field(pytree_node=True, default=default, metadata={"hparam": info})
+
+
+def cli_name(field_name: str) -> str:
+    """``lr_actor`` -> ``lr-actor``: the spelling used on the command line."""
+    return field_name.replace("_", "-")
+
+
+def field_name(name: str) -> str:
+    """``lr-actor`` -> ``lr_actor``: accepts either spelling."""
+    return name.replace("-", "_")
+
+
+def hparam_infos(hparams_type: type) -> dict[str, HParamInfo]:
+    """The declared hyperparameters of an algorithm, by field name, in order."""
+    return {
+        f.name: f.metadata["hparam"]
+        for f in dataclasses.fields(hparams_type)
+        if "hparam" in f.metadata
+    }
+
+
+class Distribution(NamedTuple):
+    """A parsed per-member value: a fixed list or a distribution to draw from."""
+
+    kind: str
+    """One of ``const``, ``list``, ``uniform``, ``loguniform``, ``choice``."""
+    values: tuple[float, ...]
+
+    def bounds(self) -> tuple[float, float]:
+        """Smallest and largest value this spec can produce."""
+        return (min(self.values), max(self.values))
+
+
+_SPEC_HELP = (
+    "expected a number, N comma-separated numbers, uniform:LO,HI, "
+    "loguniform:LO,HI or choice:A,B,..."
+)
+
+
+def parse_spec(name: str, text: str | float | int | list, pop: int) -> Distribution:
+    """Parse a user's value for hyperparameter ``name`` (CLI or YAML form)."""
+    setting = f"--hp.{cli_name(name)}"
+    if isinstance(text, bool):
+        raise ConfigError(f"{setting}: got {text!r}; {_SPEC_HELP}")
+    if isinstance(text, (int, float)):
+        return Distribution("const", (float(text),))
+    if isinstance(text, (list, tuple)):
+        text = ",".join(str(v) for v in text)
+    text = str(text).strip()
+    kind, _, rest = text.partition(":")
+    if not rest:
+        kind, rest = "list", text
+    try:
+        values = tuple(float(v) for v in rest.split(","))
+    except ValueError:
+        raise ConfigError(f"{setting}: cannot parse {text!r}; {_SPEC_HELP}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{setting}: {text!r} is not finite; {_SPEC_HELP}")
+    if kind == "list":
+        if len(values) == 1:
+            return Distribution("const", values)
+        if len(values) != pop:
+            raise ConfigError(
+                f"{setting}: gives {len(values)} values but --pop is {pop}; "
+                "give one value or exactly one per member"
+            )
+        return Distribution("list", values)
+    if kind in ("uniform", "loguniform"):
+        if len(values) != 2 or values[0] > values[1]:
+            raise ConfigError(f"{setting}: {kind} needs LO,HI with LO <= HI, got {rest!r}")
+        if kind == "loguniform" and values[0] <= 0:
+            raise ConfigError(f"{setting}: loguniform needs 0 < LO <= HI, got {rest!r}")
+        return Distribution(kind, values)
+    if kind == "choice":
+        return Distribution(kind, values)
+    raise ConfigError(f"{setting}: unknown distribution {kind!r}; {_SPEC_HELP}")
+
+
+def draw(dist: Distribution, key: jax.Array, pop: int) -> np.ndarray:
+    """Draw ``pop`` values from ``dist`` with ``key`` (deterministic per key)."""
+    lo, hi = dist.bounds()
+    if dist.kind == "const":
+        return np.full((pop,), dist.values[0], np.float32)
+    if dist.kind == "list":
+        return np.asarray(dist.values, np.float32)
+    if dist.kind == "uniform":
+        return np.asarray(jax.random.uniform(key, (pop,), minval=lo, maxval=hi))
+    if dist.kind == "loguniform":
+        u = jax.random.uniform(key, (pop,), minval=math.log(lo), maxval=math.log(hi))
+        return np.asarray(jnp.exp(u))
+    index = jax.random.randint(key, (pop,), 0, len(dist.values))
+    return np.asarray(dist.values, np.float32)[np.asarray(index)]
+
+
+def validate(name: str, info: HParamInfo, values: np.ndarray) -> None:
+    """Raise a one-line ConfigError if any member's value is outside ``info.valid``."""
+    lo, hi = info.valid
+    bad = values[(values < lo) | (values > hi)]
+    if bad.size:
+        raise ConfigError(
+            f"--hp.{cli_name(name)}: {float(bad[0]):g} is outside the allowed range "
+            f"[{lo:g}, {hi:g}]"
+        )
+    if info.integer and np.any(values != np.round(values)):
+        raise ConfigError(f"--hp.{cli_name(name)}: must be a whole number")
+
+
+def resolve_specs(
+    hparams_type: type, user: dict[str, Any], pop: int
+) -> dict[str, Distribution]:
+    """Turn the user's hyperparameter settings into one Distribution per field.
+
+    Unknown names raise a ConfigError listing the algorithm's names; fields the
+    user did not set take their declared default.
+    """
+    infos = hparam_infos(hparams_type)
+    specs = {name: Distribution("const", (info.default,)) for name, info in infos.items()}
+    for raw_name, text in user.items():
+        name = field_name(raw_name)
+        if name not in infos:
+            known = ", ".join(cli_name(n) for n in infos)
+            raise ConfigError(f"--hp.{cli_name(name)}: unknown hyperparameter; allowed: {known}")
+        specs[name] = parse_spec(name, text, pop)
+    return specs
+
+
+def sample_population(
+    hparams_type: type, specs: dict[str, Distribution], key: jax.Array, pop: int
+) -> Any:
+    """Stacked hyperparameters ``[pop]`` per field, each drawn with its own key."""
+    infos = hparam_infos(hparams_type)
+    keys = jax.random.split(key, len(infos))
+    columns = {}
+    for k, (name, info) in zip(keys, infos.items(), strict=True):
+        values = draw(specs[name], k, pop)
+        if info.integer:
+            values = np.round(values)
+        validate(name, info, values)
+        columns[name] = jnp.asarray(values, jnp.float32)
+    return hparams_type(**columns)
+
+
+def spec_to_text(dist: Distribution) -> str | float:
+    """The inverse of :func:`parse_spec`, used to write a resolved config."""
+    if dist.kind == "const":
+        return dist.values[0]
+    joined = ",".join(f"{v:g}" for v in dist.values)
+    return joined if dist.kind == "list" else f"{dist.kind}:{joined}"
+
+
+def member_hparams(hparams: Any, member: int) -> dict[str, float]:
+    """One member's hyperparameters as plain floats, keyed by CLI name."""
+    return {
+        cli_name(name): float(f"{float(np.asarray(getattr(hparams, name))[member]):.7g}")
+        for name in hparam_infos(type(hparams))
+    }

@@ -1,0 +1,1 @@
+"""Run configuration, run directory, logging."""

@@ -1,0 +1,174 @@
+"""The training configuration: one typed dataclass, a docstring per field.
+
+A configuration comes from three layers, later ones winning: the defaults
+below, a YAML recipe (``--config recipe.yaml``, read with ``yaml.safe_load``),
+and command-line flags. ``config.yaml`` in a run directory is the fully
+resolved result and can be given back to ``--config`` to rerun.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from populax.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run."""
+
+    env: str = "Pendulum-v1"
+    """Environment id (gymnax); `populax envs` lists them."""
+    algo: str = "td3"
+    """Algorithm: td3."""
+    pop: int = 8
+    """Number of members in the population."""
+    envs_per_member: int = 1
+    """Parallel environments each member acts in."""
+    seed: int = 0
+    """Seed of every random draw of the run (init, exploration, hyperparameters)."""
+    total_steps: int = 20_000
+    """Env steps per member (rounded up to whole evaluation periods)."""
+    eval_every: int = 2_000
+    """Env steps per member between evaluations (one compiled chunk)."""
+    eval_episodes: int = 10
+    """Fresh episodes per member per evaluation, deterministic policy."""
+    executor: str = "auto"
+    """How the member axis runs: auto, sequential, vmap, chunked:K, sharded."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of every network (static: changes shapes)."""
+    batch_size: int = 256
+    """Transitions per gradient update (static)."""
+    buffer_size: int = 1_000_000
+    """Replay capacity per member, capped at total_steps (static)."""
+    learning_starts: int = 1_000
+    """Env steps per member of uniform random actions before learning starts."""
+    updates_per_step: float = 1.0
+    """Gradient updates per env step (update-to-data ratio), e.g. 0.25 = every 4 steps."""
+    hp: dict[str, Any] = field(default_factory=dict)
+    """Per-member hyperparameters: NAME -> number, N numbers, uniform:/loguniform:/choice:."""
+    out: str | None = None
+    """Run directory (default: runs/ALGO-ENV-TIMESTAMP)."""
+    force: bool = False
+    """Replace an existing run directory instead of refusing."""
+    tensorboard: bool = True
+    """Write TensorBoard event files into the run directory."""
+    progress: bool = True
+    """Show a live progress bar."""
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass (the string right after each field)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Convert a YAML or CLI value to the type of field ``name`` (ConfigError if impossible)."""
+    setting = f"--{name.replace('_', '-')}"
+    default = TrainConfig().__getattribute__(name)
+    try:
+        if name == "hp":
+            if not isinstance(value, dict):
+                raise TypeError
+            return {str(k): v for k, v in value.items()}
+        if name == "hidden":
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v.strip()]
+            widths = tuple(int(v) for v in value)
+            if not widths or min(widths) < 1:
+                raise ValueError
+            return widths
+        if name == "out":
+            return None if value is None else str(value)
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if isinstance(default, int):
+            number = float(value)
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        kind = "comma-separated positive whole numbers" if name == "hidden" else type(default).__name__
+        raise ConfigError(f"{setting}: cannot read {value!r} as {kind}") from None
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a YAML recipe with ``safe_load``; keys may use - or _."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config: no such file {str(path)!r}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        line = getattr(getattr(error, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise ConfigError(f"--config: {path} is not valid YAML{where}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"--config: {path} must hold a mapping of settings")
+    return {str(k).replace("-", "_"): v for k, v in raw.items()}
+
+
+def build_config(layers: list[dict[str, Any]]) -> TrainConfig:
+    """Apply setting layers in order over the defaults; ``hp`` entries merge."""
+    config = TrainConfig()
+    for layer in layers:
+        for name, value in layer.items():
+            if name not in FIELDS:
+                allowed = ", ".join(FIELDS)
+                raise ConfigError(f"unknown setting {name!r}; allowed: {allowed}")
+            value = coerce(name, value)
+            if name == "hp":
+                value = {**config.hp, **value}
+            setattr(config, name, value)
+    return config
+
+
+def check_ranges(config: TrainConfig) -> None:
+    """Range checks that need no environment or algorithm (ConfigError on the first)."""
+    positive = ("pop", "envs_per_member", "total_steps", "eval_every", "eval_episodes", "batch_size", "buffer_size")
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(config, name)})")
+    if config.learning_starts < 0:
+        raise ConfigError(f"--learning-starts must be >= 0 (got {config.learning_starts})")
+    if not config.updates_per_step > 0:
+        raise ConfigError(f"--updates-per-step must be > 0 (got {config.updates_per_step})")
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """Plain YAML-safe dict of a config (tuples become lists)."""
+    out = dataclasses.asdict(config)
+    out["hidden"] = list(config.hidden)
+    return out

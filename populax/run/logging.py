@@ -1,0 +1,61 @@
+"""What a run writes while it trains: metrics.jsonl and TensorBoard events."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def _clean(value: float) -> float | None:
+    """JSON has no NaN: missing values become null."""
+    return float(value) if math.isfinite(float(value)) else None
+
+
+class RunLogger:
+    """Appends one JSON record per member per evaluation, mirrors scalars to TensorBoard."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True):
+        self.path = run_dir / "metrics.jsonl"
+        self._file = self.path.open("a")
+        self._writer = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def log_member(self, record: dict[str, Any]) -> None:
+        """Write one evaluation record; ``record`` needs ``env_step`` and ``member``."""
+        clean = {
+            k: (_clean(v) if isinstance(v, float) else v) for k, v in record.items()
+        }
+        self._file.write(json.dumps(clean) + "\n")
+        if self._writer is not None:
+            member, step = record["member"], record["env_step"]
+            for name, value in record.items():
+                if isinstance(value, float) and math.isfinite(value):
+                    self._writer.add_scalar(f"member_{member}/{name}", value, step)
+                if name == "hparams":
+                    for hp_name, hp_value in value.items():
+                        self._writer.add_scalar(f"member_{member}/hp/{hp_name}", hp_value, step)
+
+    def log_population(self, step: int, scalars: dict[str, float]) -> None:
+        """Population-level scalars (median, best return...) to TensorBoard only."""
+        if self._writer is not None:
+            for name, value in scalars.items():
+                if math.isfinite(value):
+                    self._writer.add_scalar(f"population/{name}", value, step)
+
+    def flush(self) -> None:
+        """Make everything written so far durable."""
+        self._file.flush()
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and close all files."""
+        self.flush()
+        self._file.close()
+        if self._writer is not None:
+            self._writer.close()
