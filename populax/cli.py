@@ -16,7 +16,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from populax.errors import ConfigError
-from populax.run.config import FIELDS, build_config, field_docs, load_recipe, TrainConfig
+from populax.run.config import FIELDS, TrainConfig, build_config, field_docs, load_recipe
 
 console = Console(stderr=True)
 FLAG_FIELDS = [name for name in FIELDS if name not in ("hp", "force", "tensorboard", "progress")]
@@ -179,5 +179,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m populax.cli
     sys.exit(main())

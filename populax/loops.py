@@ -19,7 +19,8 @@ One chunk, read top to bottom::
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -195,7 +196,7 @@ def make_member_program(agent: Agent, env: JaxEnv, schedule: Schedule) -> Member
             metrics = jax.eval_shape(do_update, state)[1]
             return state, jax.tree.map(lambda m: jnp.full(m.shape, jnp.nan, m.dtype), metrics)
 
-        started = member.env_steps >= schedule.learning_starts
+        started = member.env_steps > schedule.learning_starts
         agent_state, metrics = jax.lax.cond(started, do_update, skip_update, member.agent)
         return member.replace(agent=agent_state, key=key), metrics
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from populax.agents.base import ActionSpec, Agent, Transition
 from populax.agents.td3 import TD3Config, TD3HParams, make_td3

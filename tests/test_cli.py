@@ -1,0 +1,79 @@
+"""`populax` end to end: the run directory, and clear errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from populax.cli import main
+
+
+def populax(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "populax.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_train_writes_the_documented_run_directory(tmp_path):
+    out = tmp_path / "run"
+    code = main(["train", "--pop", "3", "--total-steps", "600", "--eval-every", "300", "--learning-starts", "200",
+                 "--hidden", "16,16", "--batch-size", "32", "--eval-episodes", "2", "--no-progress",
+                 "--hp.lr-actor", "loguniform:1e-4,1e-2", "--hp.gamma", "0.9,0.95,0.99", "--out", str(out)])
+    assert code == 0
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["pop"] == 3 and config["hidden"] == [16, 16] and config["hp"]["gamma"] == "0.9,0.95,0.99"
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 * 3  # 2 evaluations x 3 members
+    assert {"env_step", "member", "return", "hparams"} <= set(records[0])
+    assert records[-1]["env_step"] == 600 and records[-1]["hparams"]["gamma"] == pytest.approx(0.99)
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("members", "best_member", "wall_time_s", "env_steps_per_s", "updates_per_s"):
+        assert key in summary
+    assert [m["id"] for m in summary["members"]] == [0, 1, 2]
+    assert {"hparams", "final_return"} <= set(summary["members"][0])
+    assert summary["updates_per_s"] > 0
+    event_files = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert event_files and event_files[0].stat().st_size > 1000
+
+    # The resolved config reruns to the same draws.
+    rerun = tmp_path / "rerun"
+    assert main(["train", "--config", str(out / "config.yaml"), "--out", str(rerun), "--no-progress"]) == 0
+    again = json.loads((rerun / "summary.json").read_text())
+    assert [m["hparams"] for m in again["members"]] == [m["hparams"] for m in summary["members"]]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--env", "NoSuchEnv-v0"], "--env: unknown environment 'NoSuchEnv-v0'"),
+        (["--env", "CartPole-v1"], "--env: td3 needs a continuous (Box) action space"),
+        (["--pop", "0"], "--pop must be >= 1"),
+        (["--hp.lr-critic", "-3e-4"], "--hp.lr-critic: -0.0003 is outside the allowed range"),
+        (["--hp.lr-actor", "loguniform:1e-3"], "--hp.lr-actor: loguniform needs LO,HI"),
+        (["--hidden", "64,x"], "--hidden: cannot read"),
+        (["--executor", "warp"], "--executor: unknown executor 'warp'"),
+        (["--algo", "a2c"], "--algo: unknown algorithm 'a2c'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, fragment):
+    out = tmp_path / "run"
+    result = populax("train", *args, "--out", str(out), "--no-progress")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_existing_run_is_never_overwritten_without_force(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    result = populax("train", "--out", str(out), "--no-progress")
+    assert result.returncode == 2 and "--out" in result.stderr and "--force" in result.stderr
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_envs_lists_gymnax_ids():
+    result = populax("envs")
+    assert result.returncode == 0 and "Pendulum-v1" in result.stdout and "td3" in result.stdout

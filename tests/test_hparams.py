@@ -1,0 +1,70 @@
+"""Parsing and sampling of per-member hyperparameters."""
+
+import jax
+import numpy as np
+import pytest
+
+from populax.agents.td3 import TD3HParams
+from populax.errors import ConfigError
+from populax.hparams import Distribution, parse_spec, resolve_specs, sample_population, spec_to_text
+
+
+@pytest.mark.parametrize(
+    "text, kind, values",
+    [
+        ("3e-4", "const", (3e-4,)),
+        (0.5, "const", (0.5,)),
+        ("1,2,3,4", "list", (1, 2, 3, 4)),
+        ("uniform:0.9,1.0", "uniform", (0.9, 1.0)),
+        ("loguniform:1e-5,1e-2", "loguniform", (1e-5, 1e-2)),
+        ("choice:1,2,5", "choice", (1, 2, 5)),
+    ],
+)
+def test_parse_spec_forms(text, kind, values):
+    dist = parse_spec("lr_actor", text, pop=4)
+    assert dist.kind == kind
+    np.testing.assert_allclose(dist.values, values)
+    assert parse_spec("lr_actor", spec_to_text(dist), pop=4).kind == kind
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("loguniform:1e-3", "LO,HI"),
+        ("loguniform:0,1", "0 < LO"),
+        ("uniform:2,1", "LO <= HI"),
+        ("gauss:1,2", "unknown distribution"),
+        ("1,2,3", "--pop is 4"),
+        ("abc", "cannot parse"),
+        ("nan", "not finite"),
+    ],
+)
+def test_parse_spec_errors_name_the_setting(text, fragment):
+    with pytest.raises(ConfigError) as error:
+        parse_spec("lr_actor", text, pop=4)
+    assert "--hp.lr-actor" in str(error.value) and fragment in str(error.value)
+
+
+def test_sampling_is_seeded_and_within_range():
+    specs = resolve_specs(TD3HParams, {"lr-actor": "loguniform:1e-5,1e-2", "delay": "choice:1,3"}, pop=64)
+    a = sample_population(TD3HParams, specs, jax.random.key(0), 64)
+    b = sample_population(TD3HParams, specs, jax.random.key(0), 64)
+    c = sample_population(TD3HParams, specs, jax.random.key(1), 64)
+    np.testing.assert_array_equal(a.lr_actor, b.lr_actor)
+    assert not np.array_equal(a.lr_actor, c.lr_actor)
+    assert 1e-5 <= float(a.lr_actor.min()) and float(a.lr_actor.max()) <= 1e-2
+    # log-uniform: about half the draws fall below the geometric mean
+    assert 16 < int((np.asarray(a.lr_actor) < np.sqrt(1e-5 * 1e-2)).sum()) < 48
+    assert set(np.asarray(a.delay).tolist()) == {1.0, 3.0}
+    np.testing.assert_allclose(a.gamma, 0.99)
+
+
+def test_unknown_and_out_of_range_values():
+    with pytest.raises(ConfigError, match="unknown hyperparameter; allowed: lr-actor"):
+        resolve_specs(TD3HParams, {"learning-rate": 1}, pop=2)
+    specs = resolve_specs(TD3HParams, {"lr-critic": "-0.1"}, pop=2)
+    with pytest.raises(ConfigError, match=r"--hp.lr-critic: -0.1 is outside the allowed range"):
+        sample_population(TD3HParams, specs, jax.random.key(0), 2)
+    specs = {**resolve_specs(TD3HParams, {}, pop=2), "delay": Distribution("const", (0.0,))}
+    with pytest.raises(ConfigError, match="--hp.delay"):
+        sample_population(TD3HParams, specs, jax.random.key(0), 2)
