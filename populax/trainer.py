@@ -218,7 +218,7 @@ def write_summary(setup: Setup, population: MemberState, returns: np.ndarray, wa
         ],
         "best_member": int(np.argmax(finite)),
         "best_return": float(np.max(finite)),
-        "median_return": float(np.median(returns)),
+        "median_return": float(np.nanmedian(returns)) if np.isfinite(returns).any() else math.nan,
         "env_steps_per_member": steps_per_member,
         "wall_time_s": wall,
         "first_chunk_s": first_chunk_s,
@@ -227,9 +227,16 @@ def write_summary(setup: Setup, population: MemberState, returns: np.ndarray, wa
         "executor": setup.config.executor,
         "devices": [str(d) for d in jax.devices()],
     }
-    (setup.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=_json_default))
+    (setup.run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False))
     return summary
 
 
-def _json_default(value: Any) -> Any:
-    return float(value)
+def json_safe(value: Any) -> Any:
+    """Replace NaN/Inf (a diverged member) by None, recursively: JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
