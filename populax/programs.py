@@ -37,6 +37,8 @@ def build_program(algorithm: Algorithm, config: TrainConfig, env: JaxEnv) -> tup
         buffer_size=min(config.buffer_size, config.total_steps),
         eval_episodes=config.eval_episodes,
     )
-    spec = AgentSpec(env.obs_shape, env.action, hidden, options,
-                     steps_per_update=schedule.steps_per_phase / schedule.updates_per_phase)
+    steps_per_update = schedule.steps_per_phase / schedule.updates_per_phase
+    total_steps = math.ceil(config.total_steps / schedule.chunk_steps) * schedule.chunk_steps
+    spec = AgentSpec(env.obs_shape, env.action, hidden, options, steps_per_update=steps_per_update,
+                     total_updates=max(1, round((total_steps - config.learning_starts) / steps_per_update)))
     return schedule, make_member_program(algorithm.make(spec), env, schedule)

@@ -48,7 +48,7 @@ def test_sac_update_regresses_onto_soft_target_and_tunes_alpha():
     obs = jnp.array([[0.1, 0.2, 0.3], [0.3, -0.2, 0.1]])
     batch = Transition(obs, jnp.array([[0.5, -0.5], [0.0, 0.1]]), jnp.array([1.0, -2.0]), obs[::-1] * 2,
                        jnp.array([0.0, 1.0]))
-    new_state, metrics = agent.update(state, batch, jax.random.key(1), hp)
+    new_state, metrics = jax.jit(agent.update)(state, batch, jax.random.key(1), hp)
     # Rebuild the target with the same key split the update uses.
     next_key, _ = jax.random.split(jax.random.key(1))
     from populax.agents.sac import GaussianActor
@@ -85,9 +85,10 @@ def test_dqn_hard_target_copy_every_period_and_huber_loss():
     obs = jnp.array([[0.1, 0.2, 0.3], [0.3, -0.2, 0.1]])
     batch = Transition(obs, jnp.array([0, 1], jnp.int32), jnp.array([1.0, 30.0]), obs, jnp.array([0.0, 1.0]))
     first = jax.tree.leaves(state.target)[0]
+    update = jax.jit(agent.update)
     for step in range(1, 4):
         previous = state
-        state, metrics = agent.update(state, batch, jax.random.key(step), hp)
+        state, metrics = update(state, batch, jax.random.key(step), hp)
         target = jax.tree.leaves(state.target)[0]
         if step < 3:
             np.testing.assert_array_equal(target, first)
@@ -109,8 +110,8 @@ def test_dqn_hard_target_copy_every_period_and_huber_loss():
 def test_dqn_torsos_pick_and_run(shape, torso):
     assert default_torso(shape) == torso
     agent = ALGORITHMS["dqn"].make(AgentSpec(shape, ActionSpec(True, 3), (8,), DQNOptions(dueling=True)))
-    state = agent.init(jax.random.key(0), DQNHParams())
-    action = agent.act(state, jnp.ones((5, *shape)), jax.random.key(1), DQNHParams())
+    state = jax.jit(agent.init)(jax.random.key(0), DQNHParams())
+    action = jax.jit(agent.act)(state, jnp.ones((5, *shape)), jax.random.key(1), DQNHParams())
     assert action.shape == (5,) and action.dtype == jnp.int32 and int(action.max()) < 3
 
 
@@ -144,10 +145,10 @@ def test_ppo_update_improves_the_surrogate_on_a_fixed_rollout():
     hp = PPOHParams(lr=1e-2)
     state = agent.init(jax.random.key(0), hp)
     obs = jax.random.normal(jax.random.key(1), (8, 2, 3))
-    action, log_prob, value = jax.vmap(lambda o, k: agent.act(state, o, k))(obs, jax.random.split(jax.random.key(2), 8))
+    action, log_prob, value = jax.jit(jax.vmap(lambda o, k: agent.act(state, o, k)))(obs, jax.random.split(jax.random.key(2), 8))
     rollout = Rollout(obs, action, log_prob, value, jnp.zeros((8, 2)), jnp.zeros((8, 2)))
     adv = jnp.where(action == 1, 1.0, -1.0)  # action 1 is good
-    new, metrics = agent.update(state, rollout, adv, value, jax.random.key(3), hp)
+    new, metrics = jax.jit(agent.update)(state, rollout, adv, value, jax.random.key(3), hp)
     net = ActorCritic((16,), ActionSpec(True, 2))
 
     def p_good(params):

@@ -26,7 +26,7 @@ class AgentSpec(NamedTuple):
     steps_per_update: float = 1.0
     """Env steps per gradient update in the off-policy loop (DQN's epsilon clock)."""
     total_updates: int = 0
-    """Gradient steps of the whole run in the on-policy loop (PPO's learning-rate annealing)."""
+    """Gradient steps of the whole run (learning-rate annealing)."""
 
 
 class Algorithm(NamedTuple):
@@ -70,7 +70,8 @@ def _make_dqn(spec: AgentSpec) -> Agent:
     options: DQNOptions = spec.options
     torso = default_torso(spec.obs_shape) if options.torso == "auto" else options.torso
     return make_dqn(DQNConfig(spec.obs_shape, spec.action, spec.hidden, torso=torso, dueling=options.dueling,
-                              max_grad_norm=options.max_grad_norm, steps_per_update=spec.steps_per_update))
+                              max_grad_norm=options.max_grad_norm, steps_per_update=spec.steps_per_update,
+                              anneal_steps=spec.total_updates if options.anneal_lr else 0))
 
 
 def _make_ppo(spec: AgentSpec):

@@ -57,6 +57,8 @@ class DQNConfig:
     """Split the head into state value and mean-centred advantages."""
     max_grad_norm: float = 10.0
     """Global gradient-norm clip of each update."""
+    anneal_steps: int = 0
+    """If > 0, the learning rate decays linearly to 0 over this many gradient updates."""
     steps_per_update: float = 4.0
     """Env steps per gradient update (from the loop's schedule); turns the update count into env steps for epsilon."""
 
@@ -153,7 +155,10 @@ def make_dqn(config: DQNConfig) -> Agent:
         )
         # 2. Huber regression of Q(s, a) onto it.
         (loss, q_mean), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, target)
-        params, opt = adam_step(state.params, grads, state.opt, hp.lr, optimizer)
+        lr = hp.lr
+        if config.anneal_steps > 0:  # a calm end: the last policy is the one evaluated
+            lr = lr * jnp.maximum(1.0 - state.updates / config.anneal_steps, 0.0)
+        params, opt = adam_step(state.params, grads, state.opt, lr, optimizer)
         updates = state.updates + 1
         # 3. Hard target copy every target_period updates (traced, so a select).
         copy = updates % jnp.maximum(jnp.round(hp.target_period), 1).astype(jnp.int32) == 0

@@ -33,6 +33,8 @@ class DQNOptions:
     """Dueling head: state value plus mean-centred advantages."""
     max_grad_norm: float = 10.0
     """Global gradient-norm clip of each update."""
+    anneal_lr: bool = False
+    """Decay the learning rate linearly to 0 over the run's updates."""
 
 
 @dataclass(frozen=True)
