@@ -49,7 +49,7 @@ def test_ppo_population_learns_cartpole(tmp_path):
 def test_dqn_population_learns_cartpole(tmp_path):
     """DQN, population 4, gymnax CartPole-v1, tuned recipe: median final return >= 400
     within 100k env steps per member."""
-    config = recipe_config("dqn", "CartPole-v1", tmp_path, eval_every=50_000)
+    config = recipe_config("dqn", "CartPole-v1", tmp_path)
     assert config.total_steps <= 100_000
     result = populax.train(config)
     assert np.median(result.returns) >= 400, result.returns
