@@ -24,7 +24,7 @@ def recipe_config(algo, env, tmp_path, **overrides):
 
     path, recipe = recipe_layer(algo, env)
     assert path is not None, f"no recipe for {algo} on {env}"
-    base = {"pop": 4, "seed": 0, "out": str(tmp_path / "run"), "progress": False, "tensorboard": False}
+    base = {"algo": algo, "env": env, "pop": 4, "seed": 0, "out": str(tmp_path / "run"), "progress": False, "tensorboard": False}
     return build_config([recipe, {**base, **overrides}])
 
 

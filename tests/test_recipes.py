@@ -42,3 +42,9 @@ def test_algo_option_mistakes_are_one_line_errors(tmp_path, capsys):
     assert main(["train", "--algo", "dqn", "--env", "Pendulum-v1", "--out", str(out)]) == 2
     assert "dqn needs a discrete action space" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_recipe_names_its_own_algorithm_and_environment():
+    for path in Path(RECIPE_DIR).glob("*-*.yaml"):
+        settings = yaml.safe_load(path.read_text())
+        assert f"{settings['algo']}-{settings['env']}" == path.stem, path
