@@ -1,6 +1,6 @@
 """The `populax` command: a thin layer over the Python API.
 
-    populax train [--env ID] [--algo NAME] [--pop N] [--hp.NAME VALUE] ...
+    populax train [--env ID] [--algo td3|sac|dqn|ppo] [--pop N] [--hp.NAME VALUE] [--algo-opt.NAME VALUE] ...
     populax envs
 """
 
@@ -17,9 +17,10 @@ from rich.table import Table
 
 from populax.errors import ConfigError
 from populax.run.config import FIELDS, TrainConfig, build_config, field_docs, load_recipe
+from populax.run.recipes import recipe_layer
 
 console = Console(stderr=True)
-FLAG_FIELDS = [name for name in FIELDS if name not in ("hp", "force", "tensorboard", "progress")]
+FLAG_FIELDS = [name for name in FIELDS if name not in ("hp", "algo_options", "force", "tensorboard", "progress")]
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -36,23 +37,25 @@ def train_parser() -> argparse.ArgumentParser:
         default = getattr(TrainConfig(), name)
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=name.upper(), help=f"{docs[name]} (default: {shown})")
+    parser.add_argument("--no-recipe", dest="recipe", action="store_false",
+                        help="Ignore the tuned recipe configs/ALGO-ENV.yaml (used as defaults when it exists).")
     parser.add_argument("--force", action="store_true", help=docs["force"])
     parser.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="Do not write TensorBoard files.")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="No live progress bar.")
     return parser
 
 
-def split_hp_flags(argv: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Take `--hp.NAME VALUE` / `--hp.NAME=VALUE` out of argv."""
+def split_hp_flags(argv: list[str], prefix: str = "--hp.") -> tuple[list[str], dict[str, str]]:
+    """Take `--hp.NAME VALUE` / `--hp.NAME=VALUE` (or another ``prefix``) out of argv."""
     rest, hp = [], {}
     args = iter(argv)
     for arg in args:
-        if arg.startswith("--hp."):
-            name, eq, value = arg[len("--hp."):].partition("=")
+        if arg.startswith(prefix):
+            name, eq, value = arg[len(prefix):].partition("=")
             if not eq:
                 value = next(args, None)
                 if value is None:
-                    raise ConfigError(f"--hp.{name}: needs a value")
+                    raise ConfigError(f"{prefix}{name}: needs a value")
             hp[name] = value
         else:
             rest.append(arg)
@@ -60,16 +63,26 @@ def split_hp_flags(argv: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def parse_train_args(argv: list[str]) -> TrainConfig:
-    """argv of `populax train` -> TrainConfig (defaults < recipe < flags)."""
+    """argv of `populax train` -> TrainConfig (defaults < tuned recipe < --config < flags)."""
     argv, hp = split_hp_flags(argv)
+    argv, algo_options = split_hp_flags(argv, "--algo-opt.")
     flags: dict[str, Any] = vars(train_parser().parse_args(argv))
     layers = []
+    use_tuned = flags.pop("recipe", True)
     recipe = flags.pop("config", None)
     if recipe is not None:
         layers.append(load_recipe(recipe))
     if hp:
         flags["hp"] = hp
+    if algo_options:
+        flags["algo_options"] = algo_options
     layers.append(flags)
+    if use_tuned:
+        chosen = build_config(layers)
+        path, tuned = recipe_layer(chosen.algo, chosen.env)
+        if path is not None:
+            console.print(f"using tuned recipe {path.parent.name}/{path.name} as defaults (--no-recipe to opt out)")
+            layers.insert(0, tuned)
     return build_config(layers)
 
 

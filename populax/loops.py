@@ -141,6 +141,26 @@ def example_transition(env: JaxEnv) -> Transition:
     return Transition(obs, action, jnp.float32(0), obs, jnp.float32(0))
 
 
+def evaluate_policy(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array) -> jax.Array:
+    """Mean undiscounted return of ``episodes`` fresh episodes under ``policy(agent_state, obs)``."""
+    reset_key, run_key = jax.random.split(key)
+    obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
+
+    def step(carry, step_key):
+        obs, env_state, total, alive = carry
+        action = policy(agent_state, obs)
+        result = jax.vmap(env.step)(jax.random.split(step_key, episodes), env_state, action)
+        total = total + alive * result.reward
+        alive = alive * (1.0 - jnp.maximum(result.terminated, result.truncated))
+        return (result.obs, result.state, total, alive), None
+
+    zeros = jnp.zeros((episodes,), jnp.float32)
+    carry = (obs, env_state, zeros, zeros + 1.0)
+    keys = jax.random.split(run_key, env.max_episode_steps)
+    (_, _, total, _), _ = jax.lax.scan(step, carry, keys)
+    return jnp.mean(total)
+
+
 def make_member_program(agent: Agent, env: JaxEnv, schedule: Schedule) -> MemberProgram:
     """Build ``init``, ``train_chunk`` and ``evaluate`` for one member."""
     num_envs = schedule.envs_per_member
@@ -213,21 +233,6 @@ def make_member_program(agent: Agent, env: JaxEnv, schedule: Schedule) -> Member
 
     def evaluate(member: MemberState, key: jax.Array) -> jax.Array:
         """Mean undiscounted return of fresh episodes under the deterministic policy."""
-        reset_key, run_key = jax.random.split(key)
-        obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, schedule.eval_episodes))
-
-        def step(carry, step_key):
-            obs, env_state, total, alive = carry
-            action = agent.policy(member.agent, obs)
-            result = jax.vmap(env.step)(jax.random.split(step_key, schedule.eval_episodes), env_state, action)
-            total = total + alive * result.reward
-            alive = alive * (1.0 - jnp.maximum(result.terminated, result.truncated))
-            return (result.obs, result.state, total, alive), None
-
-        zeros = jnp.zeros((schedule.eval_episodes,), jnp.float32)
-        carry = (obs, env_state, zeros, zeros + 1.0)
-        keys = jax.random.split(run_key, env.max_episode_steps)
-        (_, _, total, _), _ = jax.lax.scan(step, carry, keys)
-        return jnp.mean(total)
+        return evaluate_policy(agent.policy, member.agent, env, schedule.eval_episodes, key)
 
     return MemberProgram(init=init, train_chunk=train_chunk, evaluate=evaluate)

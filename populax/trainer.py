@@ -32,8 +32,9 @@ from populax.hparams import (
     sample_population,
     spec_to_text,
 )
-from populax.loops import MemberProgram, MemberState, Schedule, make_member_program, make_schedule
+from populax.loops import MemberProgram, MemberState, Schedule
 from populax.population import make_executor
+from populax.programs import build_program
 from populax.run.config import TrainConfig, check_ranges, config_to_dict
 from populax.run.logging import RunLogger
 
@@ -48,6 +49,7 @@ class Setup(NamedTuple):
     hparams: Any
     """Stacked per-member hyperparameters drawn from the seed."""
     schedule: Schedule
+    """The loop's static shape (an ``OnPolicySchedule`` for on-policy algorithms)."""
     program: MemberProgram
     executor: Callable
     run_dir: Path
@@ -88,17 +90,7 @@ def prepare(config: TrainConfig) -> Setup:
     specs = resolve_specs(algorithm.hparams, config.hp, config.pop)
     hp_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     hparams = sample_population(algorithm.hparams, specs, hp_key, config.pop)
-    schedule = make_schedule(
-        envs_per_member=config.envs_per_member,
-        updates_per_step=config.updates_per_step,
-        eval_every=config.eval_every,
-        learning_starts=config.learning_starts,
-        batch_size=config.batch_size,
-        buffer_size=min(config.buffer_size, config.total_steps),
-        eval_episodes=config.eval_episodes,
-    )
-    agent = algorithm.make(env.obs_shape, env.action, tuple(config.hidden))
-    program = make_member_program(agent, env, schedule)
+    schedule, program = build_program(algorithm, config, env)
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     if run_dir.exists() and not config.force:
         raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")

@@ -15,3 +15,41 @@ def test_td3_population_learns_pendulum(tmp_path):
     result = populax.train(config)
     assert result.returns.shape == (4,)
     assert np.median(result.returns) >= -300, result.returns
+
+
+def recipe_config(algo, env, tmp_path, **overrides):
+    """The tuned recipe of (algo, env) with test overrides (fewer steps is stricter)."""
+    from populax.run.config import build_config
+    from populax.run.recipes import recipe_layer
+
+    path, recipe = recipe_layer(algo, env)
+    assert path is not None, f"no recipe for {algo} on {env}"
+    base = {"algo": algo, "env": env, "pop": 4, "seed": 0, "out": str(tmp_path / "run"), "progress": False, "tensorboard": False}
+    return build_config([recipe, {**base, **overrides}])
+
+
+def test_sac_population_learns_pendulum(tmp_path):
+    """SAC, population 4, gymnax Pendulum-v1, tuned recipe: median final return >= -300
+    within 20k env steps per member (checked after 8k, which is stricter and faster)."""
+    config = recipe_config("sac", "Pendulum-v1", tmp_path, total_steps=8_000, eval_every=4_000)
+    assert config.hidden == (64, 64)
+    result = populax.train(config)
+    assert np.median(result.returns) >= -300, result.returns
+
+
+def test_ppo_population_learns_cartpole(tmp_path):
+    """PPO, population 4, gymnax CartPole-v1, tuned recipe: median final return >= 450
+    within 200k env steps per member (the recipe uses 100k)."""
+    config = recipe_config("ppo", "CartPole-v1", tmp_path, eval_every=50_000)
+    assert config.total_steps <= 200_000
+    result = populax.train(config)
+    assert np.median(result.returns) >= 450, result.returns
+
+
+def test_dqn_population_learns_cartpole(tmp_path):
+    """DQN, population 4, gymnax CartPole-v1, tuned recipe: median final return >= 400
+    within 100k env steps per member."""
+    config = recipe_config("dqn", "CartPole-v1", tmp_path)
+    assert config.total_steps <= 100_000
+    result = populax.train(config)
+    assert np.median(result.returns) >= 400, result.returns

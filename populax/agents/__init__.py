@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from populax.agents.base import ActionSpec, Agent, Transition
+from populax.agents.dqn import DQNConfig, DQNHParams, make_dqn
+from populax.agents.options import DQNOptions, PPOOptions, SACOptions
+from populax.agents.ppo import PPOConfig, PPOHParams, make_ppo
+from populax.agents.sac import SACConfig, SACHParams, make_sac
 from populax.agents.td3 import TD3Config, TD3HParams, make_td3
 from populax.errors import ConfigError
+
+
+class AgentSpec(NamedTuple):
+    """What an algorithm's builder gets: shapes, widths, options and loop facts."""
+
+    obs_shape: tuple[int, ...]
+    action: ActionSpec
+    hidden: tuple[int, ...]
+    options: Any = None
+    """The algorithm's options dataclass instance (None if it has none)."""
+    steps_per_update: float = 1.0
+    """Env steps per gradient update in the off-policy loop (DQN's epsilon clock)."""
+    total_updates: int = 0
+    """Gradient steps of the whole run (learning-rate annealing)."""
 
 
 class Algorithm(NamedTuple):
@@ -16,20 +35,59 @@ class Algorithm(NamedTuple):
     name: str
     hparams: type
     """The struct.dataclass of traced per-member hyperparameters."""
-    make: Callable[[tuple[int, ...], ActionSpec, tuple[int, ...]], Agent]
-    """(observation shape, action spec, hidden widths) -> Agent."""
+    make: Callable[[AgentSpec], Any]
+    """AgentSpec -> Agent (off-policy) or OnPolicyAgent (on-policy)."""
     continuous: bool
     """Whether it handles continuous (Box) action spaces."""
     discrete: bool
     """Whether it handles discrete action spaces."""
+    options: type | None = None
+    """Frozen dataclass of static settings (``--algo-opt.NAME``), or None."""
+    on_policy: bool = False
+    """True: trained by ``populax.loops_onpolicy`` (rollouts, no replay buffer)."""
 
 
-def _make_td3(obs_shape: tuple[int, ...], action: ActionSpec, hidden: tuple[int, ...]) -> Agent:
-    return make_td3(TD3Config(obs_dim=int(obs_shape[-1]), action=action, hidden=hidden))
+def _flat(shape: tuple[int, ...]) -> int:
+    return int(math.prod(shape))
+
+
+def _make_td3(spec: AgentSpec) -> Agent:
+    return make_td3(TD3Config(obs_dim=_flat(spec.obs_shape), action=spec.action, hidden=spec.hidden))
+
+
+def _make_sac(spec: AgentSpec) -> Agent:
+    return make_sac(SACConfig(_flat(spec.obs_shape), spec.action, spec.hidden, init_alpha=spec.options.init_alpha))
+
+
+def default_torso(obs_shape: tuple[int, ...]) -> str:
+    """mlp for vectors, the small CNN for MinAtar-sized frames, the Nature CNN for larger images."""
+    if len(obs_shape) < 3:
+        return "mlp"
+    return "minatar_cnn" if max(obs_shape[:2]) <= 16 else "nature_cnn"
+
+
+def _make_dqn(spec: AgentSpec) -> Agent:
+    options: DQNOptions = spec.options
+    torso = default_torso(spec.obs_shape) if options.torso == "auto" else options.torso
+    return make_dqn(DQNConfig(spec.obs_shape, spec.action, spec.hidden, torso=torso, dueling=options.dueling,
+                              max_grad_norm=options.max_grad_norm, steps_per_update=spec.steps_per_update,
+                              anneal_steps=spec.total_updates if options.anneal_lr else 0))
+
+
+def _make_ppo(spec: AgentSpec):
+    options: PPOOptions = spec.options
+    return make_ppo(PPOConfig(
+        obs_shape=spec.obs_shape, action=spec.action, hidden=spec.hidden, epochs=options.epochs,
+        minibatches=options.minibatches, clip_value=options.clip_value, max_grad_norm=options.max_grad_norm,
+        anneal_steps=spec.total_updates if options.anneal_lr else 0,
+    ))
 
 
 ALGORITHMS: dict[str, Algorithm] = {
     "td3": Algorithm("td3", TD3HParams, _make_td3, continuous=True, discrete=False),
+    "sac": Algorithm("sac", SACHParams, _make_sac, continuous=True, discrete=False, options=SACOptions),
+    "dqn": Algorithm("dqn", DQNHParams, _make_dqn, continuous=False, discrete=True, options=DQNOptions),
+    "ppo": Algorithm("ppo", PPOHParams, _make_ppo, continuous=True, discrete=True, options=PPOOptions, on_policy=True),
 }
 
 
@@ -40,4 +98,4 @@ def get_algorithm(name: str) -> Algorithm:
     return ALGORITHMS[name]
 
 
-__all__ = ["ALGORITHMS", "ActionSpec", "Agent", "Algorithm", "Transition", "get_algorithm"]
+__all__ = ["ALGORITHMS", "ActionSpec", "Agent", "AgentSpec", "Algorithm", "Transition", "get_algorithm"]

@@ -28,7 +28,7 @@ class TrainConfig:
     env: str = "Pendulum-v1"
     """Environment id (gymnax); `populax envs` lists them."""
     algo: str = "td3"
-    """Algorithm: td3."""
+    """Algorithm: td3, sac, dqn, ppo."""
     pop: int = 8
     """Number of members in the population."""
     envs_per_member: int = 1
@@ -55,6 +55,8 @@ class TrainConfig:
     """Gradient updates per env step (update-to-data ratio), e.g. 0.25 = every 4 steps."""
     hp: dict[str, Any] = field(default_factory=dict)
     """Per-member hyperparameters: NAME -> number, N numbers, uniform:/loguniform:/choice:."""
+    algo_options: dict[str, Any] = field(default_factory=dict)
+    """Static settings of the algorithm (--algo-opt.NAME VALUE), e.g. DQN's torso or PPO's rollout-len."""
     out: str | None = None
     """Run directory (default: runs/ALGO-ENV-TIMESTAMP)."""
     force: bool = False
@@ -90,7 +92,7 @@ def coerce(name: str, value: Any) -> Any:
     setting = f"--{name.replace('_', '-')}"
     default = TrainConfig().__getattribute__(name)
     try:
-        if name == "hp":
+        if name in ("hp", "algo_options"):
             if not isinstance(value, dict):
                 raise TypeError
             return {str(k): v for k, v in value.items()}
@@ -149,8 +151,8 @@ def build_config(layers: list[dict[str, Any]]) -> TrainConfig:
                 allowed = ", ".join(FIELDS)
                 raise ConfigError(f"unknown setting {name!r}; allowed: {allowed}")
             value = coerce(name, value)
-            if name == "hp":
-                value = {**config.hp, **value}
+            if name in ("hp", "algo_options"):
+                value = {**getattr(config, name), **value}
             setattr(config, name, value)
     return config
 

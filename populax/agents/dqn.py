@@ -1,0 +1,169 @@
+"""DQN (Mnih et al. 2015) with Double-DQN targets for one member.
+
+Online and target Q-networks (hard copy every ``target_period`` updates),
+optional dueling head, Huber loss, epsilon-greedy exploration whose linear
+schedule (start, end, decay steps) is traced per member. The torso is an MLP
+for vector observations or a CNN for images: the Nature DQN one (84x84 Atari
+frames) or a small one for MinAtar's 10x10 frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from populax.agents.base import ActionSpec, Agent, Array, Key, Transition, adam_step
+from populax.hparams import hparam
+
+TORSOS = ("mlp", "nature_cnn", "minatar_cnn")
+
+
+@struct.dataclass
+class DQNHParams:
+    """DQN hyperparameters that may differ per member (traced; never recompile)."""
+
+    lr: Array = hparam(1e-3, "Adam learning rate of the Q-network.", valid=(0, 1), search=(1e-5, 1e-2), log=True)
+    gamma: Array = hparam(0.99, "Discount factor.", valid=(0, 1), search=(0.9, 1.0))
+    eps_start: Array = hparam(1.0, "Exploration epsilon when learning starts.", valid=(0, 1), search=(0.5, 1.0))
+    eps_end: Array = hparam(0.05, "Exploration epsilon after the decay.", valid=(0, 1), search=(0.0, 0.2))
+    eps_decay_steps: Array = hparam(
+        10_000, "Env steps (after learning starts) over which epsilon decays linearly.",
+        valid=(1, 1e9), search=(1_000, 100_000), log=True, integer=True,
+    )
+    target_period: Array = hparam(
+        500, "Gradient updates between hard copies of the online network into the target.",
+        valid=(1, 1e9), search=(10, 10_000), log=True, integer=True,
+    )
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """Static DQN settings: changing one changes array shapes and recompiles."""
+
+    obs_shape: tuple[int, ...]
+    """Observation shape: (D,) for vectors, (H, W, C) for images."""
+    action: ActionSpec
+    """The environment's action space (discrete)."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Widths of the hidden layers after the torso."""
+    torso: str = "mlp"
+    """Feature extractor: mlp, nature_cnn (84x84 Atari) or minatar_cnn (10x10 MinAtar)."""
+    dueling: bool = False
+    """Split the head into state value and mean-centred advantages."""
+    max_grad_norm: float = 10.0
+    """Global gradient-norm clip of each update."""
+    anneal_steps: int = 0
+    """If > 0, the learning rate decays linearly to 0 over this many gradient updates."""
+    steps_per_update: float = 4.0
+    """Env steps per gradient update (from the loop's schedule); turns the update count into env steps for epsilon."""
+
+
+@struct.dataclass
+class DQNState:
+    """Everything one DQN member learns or counts."""
+
+    params: dict
+    target: dict
+    opt: optax.OptState
+    updates: Array
+    """Gradient updates done so far (drives epsilon and the target period)."""
+
+
+class QNetwork(nn.Module):
+    """obs -> Q-values of every action."""
+
+    hidden: tuple[int, ...]
+    num_actions: int
+    torso: str
+    dueling: bool
+
+    @nn.compact
+    def __call__(self, obs):
+        x = obs.astype(jnp.float32)
+        if self.torso == "nature_cnn":  # Mnih et al. 2015
+            x = nn.relu(nn.Conv(32, (8, 8), strides=(4, 4), padding="VALID")(x / 255.0))
+            x = nn.relu(nn.Conv(64, (4, 4), strides=(2, 2), padding="VALID")(x))
+            x = nn.relu(nn.Conv(64, (3, 3), strides=(1, 1), padding="VALID")(x))
+        elif self.torso == "minatar_cnn":  # Young & Tian 2019: one 3x3 conv on 10x10 frames
+            x = nn.relu(nn.Conv(16, (3, 3), strides=(1, 1), padding="VALID")(x))
+        x = x.reshape((x.shape[0], -1))  # inputs are always (batch, *obs_shape)
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        if not self.dueling:
+            return nn.Dense(self.num_actions)(x)
+        value = nn.Dense(1)(x)
+        advantage = nn.Dense(self.num_actions)(x)
+        return value + advantage - jnp.mean(advantage, axis=-1, keepdims=True)
+
+
+def double_q_target(reward: Array, terminated: Array, next_q_online: Array, next_q_target: Array, gamma: Array) -> Array:
+    """y = r + gamma * (1 - terminated) * Q_target(s', argmax_a Q_online(s', a))."""
+    best = jnp.argmax(next_q_online, axis=-1)
+    next_value = jnp.take_along_axis(next_q_target, best[..., None], axis=-1)[..., 0]
+    return reward + gamma * (1.0 - terminated) * next_value
+
+
+def epsilon(hp: DQNHParams, env_steps: Array) -> Array:
+    """Linear decay from eps_start to eps_end over eps_decay_steps env steps."""
+    fraction = jnp.clip(env_steps / jnp.maximum(hp.eps_decay_steps, 1.0), 0.0, 1.0)
+    return hp.eps_start + fraction * (hp.eps_end - hp.eps_start)
+
+
+def make_dqn(config: DQNConfig) -> Agent:
+    """Build the DQN agent functions for one member."""
+    if not config.action.discrete:
+        raise ValueError("DQN needs a discrete action space")
+    if config.torso not in TORSOS:
+        raise ValueError(f"unknown torso {config.torso!r}")
+    net = QNetwork(config.hidden, config.action.size, config.torso, config.dueling)
+    optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.scale_by_adam())
+    obs0 = jnp.zeros((1, *config.obs_shape))
+
+    def init(key: Key, hparams: DQNHParams) -> DQNState:
+        params = net.init(key, obs0)
+        return DQNState(params=params, target=params, opt=optimizer.init(params), updates=jnp.zeros((), jnp.int32))
+
+    def policy(state: DQNState, obs: Array) -> Array:
+        return jnp.argmax(net.apply(state.params, obs), axis=-1).astype(jnp.int32)
+
+    def act(state: DQNState, obs: Array, key: Key, hp: DQNHParams) -> Array:
+        explore_key, random_key = jax.random.split(key)
+        greedy = policy(state, obs)
+        # Act is called only after learning starts with a live schedule, so the
+        # update count times the schedule's steps per update is the env-step clock.
+        eps = epsilon(hp, state.updates * config.steps_per_update)
+        explore = jax.random.uniform(explore_key, greedy.shape) < eps
+        random = jax.random.randint(random_key, greedy.shape, 0, config.action.size)
+        return jnp.where(explore, random, greedy)
+
+    def loss_fn(params: dict, batch: Transition, target: Array):
+        q = net.apply(params, batch.obs)
+        q_taken = jnp.take_along_axis(q, batch.action[..., None].astype(jnp.int32), axis=-1)[..., 0]
+        return jnp.mean(optax.huber_loss(q_taken, target, delta=1.0)), jnp.mean(q_taken)
+
+    def update(state: DQNState, batch: Transition, key: Key, hp: DQNHParams):
+        # 1. Double-DQN target: the online net picks a', the target net values it.
+        next_q_online = net.apply(state.params, batch.next_obs)
+        next_q_target = net.apply(state.target, batch.next_obs)
+        target = jax.lax.stop_gradient(
+            double_q_target(batch.reward, batch.terminated, next_q_online, next_q_target, hp.gamma)
+        )
+        # 2. Huber regression of Q(s, a) onto it.
+        (loss, q_mean), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, target)
+        lr = hp.lr
+        if config.anneal_steps > 0:  # a calm end: the last policy is the one evaluated
+            lr = lr * jnp.maximum(1.0 - state.updates / config.anneal_steps, 0.0)
+        params, opt = adam_step(state.params, grads, state.opt, lr, optimizer)
+        updates = state.updates + 1
+        # 3. Hard target copy every target_period updates (traced, so a select).
+        copy = updates % jnp.maximum(jnp.round(hp.target_period), 1).astype(jnp.int32) == 0
+        target_params = jax.tree.map(lambda t, p: jnp.where(copy, p, t), state.target, params)
+        state = DQNState(params=params, target=target_params, opt=opt, updates=updates)
+        return state, {"q_loss": loss, "q_mean": q_mean, "epsilon": epsilon(hp, updates * config.steps_per_update)}
+
+    return Agent(init=init, act=act, policy=policy, update=update)

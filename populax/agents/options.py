@@ -1,0 +1,103 @@
+"""Static, per-algorithm settings (``--algo-opt.NAME VALUE``): typed, documented, validated.
+
+Each algorithm may declare a frozen dataclass of settings that change the
+compiled program (network torso, rollout length, epochs...), with a
+docstring per field. Users set them by name in ``TrainConfig.algo_options``;
+:func:`resolve_options` turns those strings/numbers into the typed instance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from populax.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SACOptions:
+    """Static SAC settings."""
+
+    init_alpha: float = 1.0
+    """Initial entropy temperature alpha (then tuned automatically)."""
+
+
+@dataclass(frozen=True)
+class DQNOptions:
+    """Static DQN settings."""
+
+    torso: str = "auto"
+    """Feature extractor: auto (mlp for vectors, minatar_cnn for 10x10 frames, nature_cnn otherwise), mlp, nature_cnn, minatar_cnn."""
+    dueling: bool = False
+    """Dueling head: state value plus mean-centred advantages."""
+    max_grad_norm: float = 10.0
+    """Global gradient-norm clip of each update."""
+    anneal_lr: bool = False
+    """Decay the learning rate linearly to 0 over the run's updates."""
+
+
+@dataclass(frozen=True)
+class PPOOptions:
+    """Static PPO settings."""
+
+    rollout_len: int = 128
+    """Env iterations per rollout (each steps all envs of a member once)."""
+    epochs: int = 10
+    """Passes over each rollout."""
+    minibatches: int = 4
+    """Minibatches each rollout is split into per epoch."""
+    clip_value: bool = False
+    """Clip the value update around the rollout's values."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip of each step."""
+    anneal_lr: bool = True
+    """Decay the learning rate linearly to 0 over the run."""
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _coerce(name: str, kind: type, value: Any, allowed: str) -> Any:
+    setting = f"--algo-opt.{name.replace('_', '-')}"
+    try:
+        if kind is bool:
+            text = str(value).lower()
+            if text not in _TRUE + _FALSE:
+                raise ValueError
+            return text in _TRUE
+        if kind is int:
+            number = float(value)
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        if kind is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{setting}: cannot read {value!r} as {kind.__name__}") from None
+
+
+def resolve_options(options_type: type | None, user: dict[str, Any], algo: str) -> Any:
+    """The typed options of ``algo`` from the user's name -> value mapping (ConfigError on a bad one)."""
+    if options_type is None:
+        if user:
+            raise ConfigError(f"--algo-opt.{next(iter(user))}: {algo} has no algorithm options")
+        return None
+    fields = {f.name: f for f in dataclasses.fields(options_type)}
+    values = {}
+    for raw, value in user.items():
+        name = str(raw).replace("-", "_")
+        if name not in fields:
+            allowed = ", ".join(n.replace("_", "-") for n in fields)
+            raise ConfigError(f"--algo-opt.{raw}: unknown option of {algo}; allowed: {allowed}")
+        kind = {"bool": bool, "int": int, "float": float, "str": str}[str(fields[name].type)]
+        values[name] = _coerce(name, kind, value, "")
+    options = options_type(**values)
+    for name in ("rollout_len", "epochs", "minibatches"):
+        if getattr(options, name, 1) < 1:
+            raise ConfigError(f"--algo-opt.{name.replace('_', '-')} must be >= 1 (got {getattr(options, name)})")
+    if getattr(options, "torso", "mlp") not in ("auto", "mlp", "nature_cnn", "minatar_cnn"):
+        raise ConfigError(f"--algo-opt.torso: unknown torso {options.torso!r}; allowed: auto, mlp, nature_cnn, minatar_cnn")
+    return options

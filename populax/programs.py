@@ -1,0 +1,44 @@
+"""Pick and build the member program of an algorithm: off-policy (replay) or on-policy (rollouts)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from populax.agents import AgentSpec, Algorithm
+from populax.agents.options import resolve_options
+from populax.envs.jax_envs import JaxEnv
+from populax.loops import MemberProgram, make_member_program, make_schedule
+from populax.loops_onpolicy import make_onpolicy_program, make_onpolicy_schedule
+from populax.run.config import TrainConfig
+
+
+def build_program(algorithm: Algorithm, config: TrainConfig, env: JaxEnv) -> tuple[Any, MemberProgram]:
+    """(schedule, member program) for ``algorithm`` as ``config`` says; ConfigError on bad options."""
+    options = resolve_options(algorithm.options, config.algo_options, algorithm.name)
+    hidden = tuple(config.hidden)
+    if algorithm.on_policy:
+        schedule = make_onpolicy_schedule(
+            envs_per_member=config.envs_per_member,
+            rollout_len=options.rollout_len,
+            eval_every=config.eval_every,
+            eval_episodes=config.eval_episodes,
+        )
+        rollouts = math.ceil(config.total_steps / schedule.chunk_steps) * schedule.phases_per_chunk
+        spec = AgentSpec(env.obs_shape, env.action, hidden, options,
+                         total_updates=rollouts * options.epochs * options.minibatches)
+        return schedule, make_onpolicy_program(algorithm.make(spec), env, schedule)
+    schedule = make_schedule(
+        envs_per_member=config.envs_per_member,
+        updates_per_step=config.updates_per_step,
+        eval_every=config.eval_every,
+        learning_starts=config.learning_starts,
+        batch_size=config.batch_size,
+        buffer_size=min(config.buffer_size, config.total_steps),
+        eval_episodes=config.eval_episodes,
+    )
+    steps_per_update = schedule.steps_per_phase / schedule.updates_per_phase
+    total_steps = math.ceil(config.total_steps / schedule.chunk_steps) * schedule.chunk_steps
+    spec = AgentSpec(env.obs_shape, env.action, hidden, options, steps_per_update=steps_per_update,
+                     total_updates=max(1, round((total_steps - config.learning_starts) / steps_per_update)))
+    return schedule, make_member_program(algorithm.make(spec), env, schedule)
