@@ -29,6 +29,18 @@ def where_members(mask: np.ndarray, new: Any, old: Any) -> Any:
     return jax.tree.map(pick, new, old)
 
 
+def rollback_data(population: Any, previous: Any, failed: np.ndarray) -> Any:
+    """Failed members get back their pre-chunk environments and replay buffer.
+
+    Once a member's parameters are NaN, its actions are NaN: the transitions
+    and environment states of the failing chunk are poisoned too, and a fresh
+    or copied agent that learned from them would fail again.
+    """
+    fields = ("buffer", "env_state", "obs", "episode_return", "last_episode_return")
+    restored = where_members(failed, {f: getattr(previous, f) for f in fields}, {f: getattr(population, f) for f in fields})
+    return population.replace(**restored)
+
+
 def reinitialise(population: Any, fresh_agents: Any, members: np.ndarray) -> Any:
     """Members ``members`` get the agent states ``fresh_agents`` (stacked over all members).
 

@@ -155,6 +155,8 @@ class PopulationStrategy:
         env_step = int(np.max(np.asarray(population.env_steps)))
         frozen = np.asarray(self.frozen, bool)
         failed = detect_failures(metrics, returns) & ~frozen
+        if failed.any():
+            population = independent.rollback_data(population, previous, failed)
         for i in np.flatnonzero(~failed & ~frozen):
             self.history[i].append(float(returns[i]))
             if self.baseline[i] is None:
