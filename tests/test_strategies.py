@@ -199,3 +199,13 @@ def test_space_uses_user_bounds_within_valid_range():
     specs["gamma"] = Distribution("uniform", (0.9, 1.0))
     (dim,) = make_space(TD3HParams, specs)
     assert (dim.name, dim.lo, dim.hi, dim.log) == ("gamma", 0.9, 1.0, False)
+
+
+def test_cli_strategy_flags(tmp_path, capsys):
+    from populax.cli import main, parse_train_args
+
+    config = parse_train_args(["--strategy", "pbt", "--pbt-copy", "policy", "--pbt-copy-buffer", "true", "--ready-interval", "4000"])
+    assert (config.strategy, config.pbt_copy, config.pbt_copy_buffer, config.ready_interval) == ("pbt", "policy", True, 4000)
+    assert main(["train", "--strategy", "pb2", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "--strategy pb2" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
