@@ -180,13 +180,14 @@ def run(setup: Setup, on_chunk: Callable[[Progress], None] | None = None) -> Tra
         previous = population
         population, metrics = train_chunk(population)
         returns = np.asarray(evaluate(population, eval_keys(config.seed, chunk, config.pop)))
-        # PBT/PB2 exploit+explore, failed-member handling; events go to lineage.jsonl.
-        population, returns, _ = strategy.update(population, previous, returns, metrics, chunk)
         if progress.first_chunk_s is None:
             progress.first_chunk_s = time.perf_counter() - chunk_start
         progress.env_steps = int(np.asarray(population.env_steps)[0])
         progress.best_return = float(np.nanmax(returns)) if np.isfinite(returns).any() else -math.inf
         log_chunk(logger, population, metrics, returns, progress.env_steps, time.perf_counter() - start)
+        # After logging, so each record pairs a return with the hyperparameters that produced it:
+        # PBT/PB2 exploit+explore and failed-member handling; events go to lineage.jsonl.
+        population, returns, _ = strategy.update(population, previous, returns, metrics, chunk)
         if on_chunk is not None:
             on_chunk(progress)
     jax.block_until_ready(population)

@@ -128,7 +128,7 @@ class PopulationStrategy:
     # -- serialisation (for checkpoints) ------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """All bookkeeping as JSON-able data (floats may be -inf: use allow_nan JSON or YAML)."""
+        """All bookkeeping as JSON-able data (lists, floats, None): enough to resume the strategy."""
         return {
             "history": self.history,
             "schedules": self.schedules,
