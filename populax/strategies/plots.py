@@ -41,14 +41,20 @@ def write_lineage_plot(run_dir: str | Path) -> Path | None:
         for (s0, r0), (s1, _) in zip(rows, rows[1:]):
             color = cmap(norm(r0)) if r0 is not None else "lightgrey"
             ax.plot([s0, s1], [member, member], color=color, lw=4, solid_capstyle="butt")
+    steps = [m["env_step"] for m in metrics] or [e["env_step"] for e in events]
+    nudge = 0.008 * (max(steps) - min(steps) or 1)
+    seen: dict[int, int] = {}
     for e in events:
+        # Copies at the same step are nudged apart so overlapping arrows stay readable.
+        k = seen[e["env_step"]] = seen.get(e["env_step"], -1) + 1
+        x = e["env_step"] + k * nudge
         if e["source"] is not None:
             ax.annotate(
-                "", xy=(e["env_step"], e["member"]), xytext=(e["env_step"], e["source"]),
+                "", xy=(x, e["member"]), xytext=(x, e["source"]),
                 arrowprops={"arrowstyle": "->", "color": "crimson" if e["event"] == "replace_failed" else "black", "lw": 1},
             )
         if e["event"] != "exploit":
-            ax.plot(e["env_step"], e["member"], "x", color="crimson", ms=9, mew=2)
+            ax.plot(x, e["member"], "x", color="crimson", ms=9, mew=2)
     ax.set_yticks(members)
     ax.set_ylim(min(members) - 0.7, max(members) + 0.7)
     ax.set_xlabel("env steps per member")
