@@ -129,9 +129,10 @@ def print_members(result) -> None:
     for name in names:
         table.add_column(name, justify="right")
     table.add_column("final return", justify="right")
-    for m in sorted(members, key=lambda m: -m["final_return"] if m["final_return"] == m["final_return"] else 1e30):
+    for m in sorted(members, key=lambda m: -m["final_return"] if m["final_return"] is not None else 1e30):
         mark = " *" if m["id"] == summary["best_member"] else ""
-        table.add_row(f"{m['id']}{mark}", *[f"{m['hparams'][n]:.4g}" for n in names], f"{m['final_return']:.1f}")
+        final = "failed" if m["final_return"] is None else f"{m['final_return']:.1f}"
+        table.add_row(f"{m['id']}{mark}", *[f"{m['hparams'][n]:.4g}" for n in names], final)
     out = Console()
     out.print(table)
     if shared:

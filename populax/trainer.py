@@ -37,6 +37,9 @@ from populax.population import make_executor
 from populax.programs import build_program
 from populax.run.config import TrainConfig, check_ranges, config_to_dict
 from populax.run.logging import RunLogger
+from populax.strategies import check_strategy_config, make_strategy
+from populax.strategies.plots import write_lineage_plot
+from populax.strategies.space import make_space
 
 
 class Setup(NamedTuple):
@@ -91,6 +94,7 @@ def prepare(config: TrainConfig) -> Setup:
     hp_key = jax.random.fold_in(jax.random.key(config.seed), 1)
     hparams = sample_population(algorithm.hparams, specs, hp_key, config.pop)
     schedule, program = build_program(algorithm, config, env)
+    check_strategy_config(config, schedule.chunk_steps, make_space(algorithm.hparams, specs))
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     if run_dir.exists() and not config.force:
         raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
@@ -161,9 +165,11 @@ def run(setup: Setup, on_chunk: Callable[[Progress], None] | None = None) -> Tra
     progress = Progress(setup)
     start = time.perf_counter()
     population = init_population(setup)
+    strategy = make_strategy(setup, setup.run_dir)
     returns = np.full(config.pop, np.nan)
     for chunk in range(setup.num_chunks):
         chunk_start = time.perf_counter()
+        previous = population
         population, metrics = train_chunk(population)
         returns = np.asarray(evaluate(population, eval_keys(config.seed, chunk, config.pop)))
         if progress.first_chunk_s is None:
@@ -171,12 +177,17 @@ def run(setup: Setup, on_chunk: Callable[[Progress], None] | None = None) -> Tra
         progress.env_steps = int(np.asarray(population.env_steps)[0])
         progress.best_return = float(np.nanmax(returns)) if np.isfinite(returns).any() else -math.inf
         log_chunk(logger, population, metrics, returns, progress.env_steps, time.perf_counter() - start)
+        # After logging, so each record pairs a return with the hyperparameters that produced it:
+        # PBT/PB2 exploit+explore and failed-member handling; events go to lineage.jsonl.
+        population, returns, _ = strategy.update(population, previous, returns, metrics, chunk)
         if on_chunk is not None:
             on_chunk(progress)
     jax.block_until_ready(population)
     wall = time.perf_counter() - start
     logger.close()
-    summary = write_summary(setup, population, returns, wall, progress.first_chunk_s or 0.0)
+    summary = write_summary(setup, population, returns, wall, progress.first_chunk_s or 0.0, strategy)
+    if strategy.events:
+        write_lineage_plot(setup.run_dir)
     return TrainResult(population=population, returns=returns, run_dir=setup.run_dir, summary=summary)
 
 
@@ -194,8 +205,10 @@ def log_chunk(logger: RunLogger, population: MemberState, metrics: dict, returns
     logger.flush()
 
 
-def write_summary(setup: Setup, population: MemberState, returns: np.ndarray, wall: float, first_chunk_s: float) -> dict:
-    """summary.json: members, best member, throughput."""
+def write_summary(
+    setup: Setup, population: MemberState, returns: np.ndarray, wall: float, first_chunk_s: float, strategy: Any = None
+) -> dict:
+    """summary.json: members, best member, throughput (and the strategy's lineage summary)."""
     pop = setup.config.pop
     steps_per_member = int(np.asarray(population.env_steps)[0])
     updates_per_member = int(np.asarray(getattr(population.agent, "updates", jnp.zeros(pop)))[0])
@@ -205,7 +218,9 @@ def write_summary(setup: Setup, population: MemberState, returns: np.ndarray, wa
         "env": setup.config.env,
         "pop": pop,
         "members": [
-            {"id": i, "hparams": member_hparams(population.hparams, i), "final_return": float(returns[i])}
+            # null: the member failed in the last chunk (NaN/Inf), see lineage.jsonl
+            {"id": i, "hparams": member_hparams(population.hparams, i),
+             "final_return": float(returns[i]) if np.isfinite(returns[i]) else None}
             for i in range(pop)
         ],
         "best_member": int(np.argmax(finite)),
@@ -219,6 +234,8 @@ def write_summary(setup: Setup, population: MemberState, returns: np.ndarray, wa
         "executor": setup.config.executor,
         "devices": [str(d) for d in jax.devices()],
     }
+    if strategy is not None:
+        summary.update(strategy.summary(summary["best_member"]))
     (setup.run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False))
     return summary
 

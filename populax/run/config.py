@@ -53,6 +53,26 @@ class TrainConfig:
     """Env steps per member of uniform random actions before learning starts."""
     updates_per_step: float = 1.0
     """Gradient updates per env step (update-to-data ratio), e.g. 0.25 = every 4 steps."""
+    strategy: str = "independent"
+    """Population strategy: independent (seeds/sweeps), pbt (Jaderberg et al. 2017) or pb2 (GP-bandit explore)."""
+    ready_interval: int = 0
+    """PBT/PB2: env steps per member between exploit/explore rounds (0 = two evaluation periods)."""
+    fitness_window: int = 2
+    """PBT/PB2: fitness = mean of a member's last this-many evaluations (since its last copy)."""
+    pbt_bottom: float = 0.25
+    """PBT/PB2: fraction of members (worst fitness) replaced at each round (the paper: 0.4)."""
+    pbt_top: float = 0.25
+    """PBT/PB2: fraction of members (best fitness) a replaced member copies from."""
+    pbt_copy: str = "all"
+    """PBT/PB2 exploit: all (actor, critics, targets, optimizer states) or policy (actor only, the paper)."""
+    pbt_copy_buffer: bool = False
+    """PBT/PB2 exploit: also copy the source's replay buffer."""
+    pbt_explore: str = "perturb"
+    """PBT explore: perturb (x0.8/x1.2, or resample with pbt_resample_prob) or resample (always, the paper)."""
+    pbt_resample_prob: float = 0.25
+    """PBT explore: probability of resampling a hyperparameter from its prior instead of perturbing it."""
+    on_failure: str = "reinit"
+    """independent: a member whose parameters or losses become NaN/Inf is re-initialised (reinit) or frozen (freeze)."""
     hp: dict[str, Any] = field(default_factory=dict)
     """Per-member hyperparameters: NAME -> number, N numbers, uniform:/loguniform:/choice:."""
     algo_options: dict[str, Any] = field(default_factory=dict)

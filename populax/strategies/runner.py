@@ -1,0 +1,296 @@
+"""The host side of a population strategy, called once per chunk after evaluation.
+
+``PopulationStrategy.update(population, previous, returns, metrics, chunk)``
+returns the (possibly edited) population, the returns to report and the
+lineage events of this chunk. Per chunk, top to bottom::
+
+    failed   = members whose parameters (the chunk's in-graph `finite` flag),
+               losses or evaluation return are NaN/Inf
+    record each healthy member's evaluation in its fitness window
+    independent: failed members are re-initialised or frozen; done
+    pbt / pb2:   if a round is due (every ready_interval env steps) or a member
+                 failed: truncation selection -> compiled exploit -> explore
+                 (pbt: perturb/resample; pb2: GP-bandit suggestion)
+    every event -> lineage.jsonl
+
+Every random draw comes from ``fold_in(fold_in(key(seed), 4), chunk)``, so the
+same seed gives the same lineage. All bookkeeping (fitness windows, schedules,
+PB2 history, frozen members) is plain JSON-able data: see :meth:`state_dict`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from populax.errors import ConfigError
+from populax.hparams import cli_name, member_hparams
+from populax.strategies import independent, pb2, pbt
+from populax.strategies.space import Dim, from_unit, get_values, set_values, to_unit
+
+STRATEGIES = ("independent", "pbt", "pb2")
+COPY_MODES = ("all", "policy")
+EXPLORE_MODES = ("perturb", "resample")
+STRATEGY_KEY = 4
+"""fold_in constant of the strategy's keys (1: hparams, 2: init, 3: evaluation)."""
+
+
+def check_strategy_config(config: Any, chunk_steps: int, dims: list[Dim]) -> int:
+    """Validate the strategy settings (ConfigError naming the setting); return the ready interval."""
+    if config.strategy not in STRATEGIES:
+        raise ConfigError(f"--strategy: unknown strategy {config.strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    if config.on_failure not in independent.ON_FAILURE:
+        raise ConfigError(f"--on-failure: got {config.on_failure!r}; allowed: {', '.join(independent.ON_FAILURE)}")
+    if config.pbt_copy not in COPY_MODES:
+        raise ConfigError(f"--pbt-copy: got {config.pbt_copy!r}; allowed: {', '.join(COPY_MODES)}")
+    if config.pbt_explore not in EXPLORE_MODES:
+        raise ConfigError(f"--pbt-explore: got {config.pbt_explore!r}; allowed: {', '.join(EXPLORE_MODES)}")
+    for name in ("pbt_bottom", "pbt_top"):
+        value = getattr(config, name)
+        if not 0 < value <= 0.5:
+            raise ConfigError(f"--{cli_name(name)} must be a fraction in (0, 0.5] (got {value})")
+    if not 0 <= config.pbt_resample_prob <= 1:
+        raise ConfigError(f"--pbt-resample-prob must be in [0, 1] (got {config.pbt_resample_prob})")
+    if config.fitness_window < 1:
+        raise ConfigError(f"--fitness-window must be >= 1 (got {config.fitness_window})")
+    ready = config.ready_interval or 2 * chunk_steps
+    if config.ready_interval < 0 or ready % chunk_steps:
+        raise ConfigError(
+            f"--ready-interval must be a positive multiple of the evaluation period ({chunk_steps} env steps) "
+            f"or 0 for two periods (got {config.ready_interval})"
+        )
+    if config.strategy == "pb2" and not dims:
+        raise ConfigError(
+            "--strategy pb2: needs at least one hyperparameter given as a distribution or list "
+            "(e.g. --hp.lr-actor loguniform:1e-5,1e-2)"
+        )
+    return ready
+
+
+def detect_failures(metrics: dict[str, Any], returns: np.ndarray) -> np.ndarray:
+    """Per member: parameters not finite (in-graph flag), an Inf loss, or a non-finite return.
+
+    Losses are NaN by design before learning starts (no update ran), so only
+    Inf counts there; a NaN that reaches the parameters is caught by ``finite``.
+    """
+    failed = ~np.isfinite(np.asarray(returns, np.float64))
+    if "finite" in metrics:
+        failed |= ~np.asarray(metrics["finite"]).astype(bool)
+    for name, value in metrics.items():
+        if name != "finite":
+            failed |= np.isinf(np.asarray(value, np.float64))
+    return failed
+
+
+class PopulationStrategy:
+    """One run's strategy: its settings, its bookkeeping and its lineage file."""
+
+    def __init__(
+        self,
+        config: Any,
+        dims: list[Dim],
+        ready_interval: int,
+        num_chunks: int,
+        total_steps: int,
+        init_agents: Callable[[jax.Array, Any], Any],
+        hparams: Any,
+        run_dir: Path | None,
+    ):
+        """``init_agents(keys, hparams)`` returns fresh stacked agent states (for re-initialisation)."""
+        self.config = config
+        self.dims = dims
+        self.ready_interval = ready_interval
+        self.num_chunks = num_chunks
+        self.total_steps = total_steps
+        self.init_agents = init_agents
+        self.path = None if run_dir is None else Path(run_dir) / "lineage.jsonl"
+        pop = config.pop
+        self.history: list[list[float]] = [[] for _ in range(pop)]
+        """Per member: evaluation returns since its last copy or re-initialisation."""
+        self.schedules: list[list[dict]] = [
+            [{"env_step": 0, "hparams": member_hparams(hparams, i)}] for i in range(pop)
+        ]
+        """Per member: its hyperparameters over time, inherited along copies."""
+        self.frozen: list[bool] = [False] * pop
+        self.baseline: list[float | None] = [None] * pop
+        """PB2: each member's fitness at the start of the current round."""
+        self.pb2_x: list[list[float]] = []
+        self.pb2_y: list[float] = []
+        self.rounds = 0
+        self.events: list[dict] = []
+
+    # -- serialisation (for checkpoints) ------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """All bookkeeping as JSON-able data (lists, floats, None): enough to resume the strategy."""
+        return {
+            "history": self.history,
+            "schedules": self.schedules,
+            "frozen": self.frozen,
+            "baseline": self.baseline,
+            "pb2_x": self.pb2_x,
+            "pb2_y": self.pb2_y,
+            "rounds": self.rounds,
+            "events": self.events,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (e.g. when resuming a run)."""
+        for name in ("history", "schedules", "frozen", "baseline", "pb2_x", "pb2_y", "rounds", "events"):
+            setattr(self, name, state[name])
+
+    # -- the per-chunk hook ---------------------------------------------------------------
+
+    def update(
+        self, population: Any, previous: Any, returns: np.ndarray, metrics: dict[str, Any], chunk: int
+    ) -> tuple[Any, np.ndarray, list[dict]]:
+        """Apply the strategy after ``chunk``'s evaluation; see the module docstring."""
+        returns = np.array(returns, np.float64, copy=True)
+        env_step = int(np.max(np.asarray(population.env_steps)))
+        frozen = np.asarray(self.frozen, bool)
+        failed = detect_failures(metrics, returns) & ~frozen
+        if failed.any():
+            population = independent.rollback_data(population, previous, failed)
+        for i in np.flatnonzero(~failed & ~frozen):
+            self.history[i].append(float(returns[i]))
+            if self.baseline[i] is None:
+                self.baseline[i] = float(returns[i])
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.config.seed), STRATEGY_KEY), chunk)
+        select_key, explore_key, reinit_key = jax.random.split(key, 3)
+        if self.config.strategy == "independent":
+            population, returns, events = self._independent(population, previous, returns, failed, env_step, reinit_key)
+        else:
+            ready = pbt.is_ready(env_step, self.ready_interval) and chunk < self.num_chunks - 1
+            events = []
+            if ready or failed.any():
+                population, events = self._exploit_explore(
+                    population, returns, failed, ready, env_step, select_key, explore_key
+                )
+        self._write(events)
+        return population, returns, events
+
+    def _independent(self, population, previous, returns, failed, env_step, key):
+        events = []
+        members = np.flatnonzero(failed)
+        if members.size and self.config.on_failure == "reinit":
+            keys = jax.random.split(key, self.config.pop)
+            population = independent.reinitialise(population, self.init_agents(keys, population.hparams), members)
+            for i in members:
+                self.history[i] = []
+        for i in members:
+            if self.config.on_failure == "freeze":
+                self.frozen[i] = True
+            hp = member_hparams(population.hparams, int(i))
+            events.append(self._event(self.config.on_failure, env_step, i, None, hp, hp, returns[i], None))
+        frozen = np.asarray(self.frozen, bool)
+        if frozen.any():
+            steps = population.env_steps
+            population = independent.freeze(population, previous, frozen).replace(env_steps=steps)
+            for i in np.flatnonzero(frozen):  # report the last finite evaluation of a frozen member
+                returns[i] = self.history[i][-1] if self.history[i] else math.nan
+        return population, returns, events
+
+    def _exploit_explore(self, population, returns, failed, ready, env_step, select_key, explore_key):
+        pop = self.config.pop
+        fitness = np.asarray([pbt.window_mean(h, self.config.fitness_window) for h in self.history])
+        fitness[failed] = -math.inf
+        values = get_values(population.hparams, self.dims)
+        if ready:
+            self.rounds += 1
+            if self.config.strategy == "pb2":
+                self._record_improvements(values, fitness)
+        n_bottom = pbt.fraction_count(self.config.pbt_bottom, pop) if ready else 0
+        replaced, sources = pbt.truncation_selection(
+            fitness, n_bottom, pbt.fraction_count(self.config.pbt_top, pop), select_key
+        )
+        if replaced.size == 0:
+            return population, []
+        old_hp = [member_hparams(population.hparams, int(i)) for i in replaced]
+        population = pbt.exploit(
+            population,
+            pbt.sources_vector(pop, replaced, sources),
+            copy=self.config.pbt_copy,
+            copy_buffer=self.config.pbt_copy_buffer,
+        )
+        if self.dims:
+            new_values = self._explore(values[sources], explore_key)
+            population = population.replace(hparams=set_values(population.hparams, self.dims, replaced, new_values))
+        events = []
+        for i, src, old in zip(replaced, sources, old_hp):
+            i, src = int(i), int(src)
+            new = member_hparams(population.hparams, i)
+            kind = "replace_failed" if failed[i] else "exploit"
+            events.append(self._event(kind, env_step, i, src, old, new, fitness[i], fitness[src]))
+            self.history[i] = []
+            self.baseline[i] = float(fitness[src])
+            self.schedules[i] = [*self.schedules[src], {"env_step": env_step, "hparams": new}]
+        return population, events
+
+    def _explore(self, values: np.ndarray, key: jax.Array) -> np.ndarray:
+        """New hyperparameters for copies whose sources had ``values``."""
+        if self.config.strategy == "pb2":
+            unit = pb2.suggest(
+                np.asarray(self.pb2_x).reshape(-1, 1 + len(self.dims)),
+                np.asarray(self.pb2_y),
+                float(self.rounds + 1),
+                len(values),
+                key,
+                len(self.dims),
+            )
+            return np.stack([from_unit(d, unit[:, j]) for j, d in enumerate(self.dims)], axis=1)
+        if self.config.pbt_explore == "resample":
+            return pbt.resample_all(self.dims, len(values), key)
+        return pbt.perturb(self.dims, values, key, self.config.pbt_resample_prob)
+
+    def _record_improvements(self, values: np.ndarray, fitness: np.ndarray) -> None:
+        """PB2 data: (round, unit hyperparameters) -> fitness change over the round."""
+        unit = np.stack([to_unit(d, values[:, j]) for j, d in enumerate(self.dims)], axis=1)
+        for i in range(self.config.pop):
+            if np.isfinite(fitness[i]) and self.baseline[i] is not None:
+                self.pb2_x.append([float(self.rounds), *map(float, unit[i])])
+                self.pb2_y.append(float(fitness[i] - self.baseline[i]))
+                self.baseline[i] = float(fitness[i])
+
+    # -- lineage ----------------------------------------------------------------------------
+
+    def _event(self, kind, env_step, member, source, old, new, fitness, source_fitness) -> dict:
+        event = {
+            "event": kind,
+            "env_step": int(env_step),
+            "member": int(member),
+            "source": None if source is None else int(source),
+            "old_hparams": old,
+            "new_hparams": new,
+            "fitness": _finite_or_none(fitness),
+            "source_fitness": _finite_or_none(source_fitness),
+        }
+        self.events.append(event)
+        return event
+
+    def _write(self, events: list[dict]) -> None:
+        if self.path is None or not events:
+            return
+        with self.path.open("a") as f:
+            for event in events:
+                f.write(json.dumps(event) + "\n")
+
+    def summary(self, best_member: int) -> dict[str, Any]:
+        """What summary.json gains: the strategy, event counts, the best member's schedule."""
+        counts: dict[str, int] = {}
+        for event in self.events:
+            counts[event["event"]] = counts.get(event["event"], 0) + 1
+        return {
+            "strategy": self.config.strategy,
+            "lineage_events": counts,
+            "best_member_schedule": self.schedules[best_member],
+        }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(float(value)) else None

@@ -1,0 +1,211 @@
+"""Population strategies: PBT/PB2 pieces, lineage invariants, failing members (seeded, tiny runs)."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import populax
+from populax.agents.td3 import TD3HParams
+from populax.errors import ConfigError
+from populax.hparams import Distribution, resolve_specs
+from populax.population import select_member
+from populax.strategies import make_strategy, pb2, pbt
+from populax.strategies.space import from_unit, make_space, to_unit
+from populax.trainer import init_population, prepare, run
+
+LR_PRIOR = {"lr-actor": "loguniform:1e-6,1e-1", "lr-critic": "loguniform:1e-6,1e-1", "delay": "1,2,3,4"}
+
+
+def tiny_config(tmp_path, name, **overrides):
+    """A run small enough to compile and train in seconds."""
+    settings = dict(
+        env="Pendulum-v1", algo="td3", pop=4, total_steps=1_500, eval_every=500, eval_episodes=1,
+        hidden=(16, 16), batch_size=32, learning_starts=200, seed=3, strategy="pbt",
+        ready_interval=500, hp=dict(LR_PRIOR), out=str(tmp_path / name), progress=False, tensorboard=False,
+    )
+    settings.update(overrides)
+    return populax.TrainConfig(**settings)
+
+
+def test_truncation_selection_replaces_bottom_and_failed_from_top():
+    fitness = np.array([5.0, -math.inf, 1.0, 9.0, 7.0, 3.0, 8.0, 2.0])
+    replaced, sources = pbt.truncation_selection(fitness, 2, 2, jax.random.key(0))
+    # The failed member always goes, then the two worst healthy ones.
+    assert list(replaced) == [1, 2, 7]
+    assert set(sources) <= {3, 6}  # the two best
+    # No round due: only the failed member is replaced.
+    replaced, sources = pbt.truncation_selection(fitness, 0, 2, jax.random.key(0))
+    assert list(replaced) == [1] and sources[0] in (3, 6)
+
+
+def test_perturb_stays_in_bounds_and_moves_integers():
+    specs = resolve_specs(TD3HParams, LR_PRIOR, 4)
+    dims = make_space(TD3HParams, specs)
+    assert [d.name for d in dims] == ["lr_actor", "lr_critic", "delay"]  # fixed ones are not explored
+    values = np.array([[1e-6, 1e-1, 1.0], [1e-1, 1e-6, 4.0], [1e-3, 1e-3, 2.0], [2e-6, 5e-2, 3.0]])
+    for seed in range(20):
+        new = pbt.perturb(dims, values, jax.random.key(seed), resample_prob=0.25)
+        for j, d in enumerate(dims):
+            assert np.all((new[:, j] >= d.lo) & (new[:, j] <= d.hi)), (d.name, new[:, j])
+        assert np.all(new[:, 2] == np.round(new[:, 2]))
+        # Without resampling every value moves by x0.8/x1.2 (integers by at least one) unless clipped.
+        stepped = pbt.perturb(dims, values, jax.random.key(seed), resample_prob=0.0)
+        ratio = stepped[2, :2] / values[2, :2]
+        assert np.all(np.isclose(ratio, 0.8) | np.isclose(ratio, 1.2))
+        assert stepped[2, 2] in (1.0, 3.0)
+    unit = to_unit(dims[0], np.array([1e-6, 1e-3, 1e-1]))
+    np.testing.assert_allclose(unit, [0.0, 0.6, 1.0], atol=1e-6)
+    np.testing.assert_allclose(from_unit(dims[0], unit), [1e-6, 1e-3, 1e-1], rtol=1e-6)
+
+
+def test_pb2_suggestion_beats_random_resampling():
+    """The GP bandit alone, on a synthetic objective over two hyperparameters."""
+    optimum = np.array([0.7, 0.25])
+
+    def improvement(u, t):
+        return -np.sum((u - optimum) ** 2, axis=-1) + 0.02 * t
+
+    wins, gp_scores, random_scores = 0, [], []
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        u = rng.uniform(size=(24, 2))
+        t = np.repeat(np.arange(3.0), 8)
+        y = improvement(u, t) + 0.01 * rng.normal(size=24)
+        x = np.concatenate([t[:, None], u], axis=1)
+        suggested = pb2.suggest(x, y, 3.0, 2, jax.random.key(seed), 2)
+        random = np.asarray(jax.random.uniform(jax.random.key(seed + 100), (2, 2)))
+        gp_scores.append(improvement(suggested, 3.0).mean())
+        random_scores.append(improvement(random, 3.0).mean())
+        wins += gp_scores[-1] > random_scores[-1]
+    assert wins >= 8, (gp_scores, random_scores)
+    assert np.mean(gp_scores) > np.mean(random_scores) + 0.05
+
+
+def leaves_equal(a, b) -> bool:
+    return all(bool(jnp.array_equal(x, y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_exploit_copies_whole_member_and_explores_within_bounds(tmp_path):
+    setup = prepare(tiny_config(tmp_path, "copy", total_steps=1_000))
+    strategy = make_strategy(setup)
+    population = init_population(setup)
+    train_chunk = setup.executor(setup.program.train_chunk)
+    population, metrics = train_chunk(population)
+    metrics = {k: np.asarray(v) for k, v in metrics.items()}
+    # chunk 0 of 2 at step 500 = ready_interval: a round is due. Member 1 is the worst, 2 the best.
+    returns = np.array([-500.0, -900.0, -100.0, -300.0])
+    before = population
+    after, _, events = strategy.update(population, before, returns, metrics, chunk=0)
+    assert [(e["member"], e["source"], e["event"]) for e in events] == [(1, 2, "exploit")]
+    assert leaves_equal(select_member(after.agent, 1), select_member(before.agent, 2))
+    assert leaves_equal(select_member(after.agent, 0), select_member(before.agent, 0))
+    # Own environments, data and random stream are kept: a copy does not replay its source.
+    assert leaves_equal(select_member(after.buffer, 1), select_member(before.buffer, 1))
+    assert not jnp.array_equal(jax.random.key_data(after.key[1]), jax.random.key_data(after.key[2]))
+    new = events[0]["new_hparams"]
+    assert new == {k: pytest.approx(v, rel=1e-6) for k, v in strategy.schedules[1][-1]["hparams"].items()}
+    assert 1e-6 <= new["lr-actor"] <= 1e-1 and 1e-6 <= new["lr-critic"] <= 1e-1 and 1 <= new["delay"] <= 4
+    assert new["gamma"] == events[0]["old_hparams"]["gamma"] == 0.99  # fixed hyperparameters are not explored
+    # The policy-only variant (the paper's) copies actor fields and leaves the critic.
+    policy_copy = pbt.exploit(before, jnp.array([0, 2, 2, 3]), copy="policy")
+    assert leaves_equal(select_member(policy_copy.agent.actor, 1), select_member(before.agent.actor, 2))
+    assert leaves_equal(select_member(policy_copy.agent.critic, 1), select_member(before.agent.critic, 1))
+
+
+def test_pbt_lineage_is_reproducible_and_bounded(tmp_path):
+    lineages = []
+    for name in ("a", "b"):
+        result = populax.train(tiny_config(tmp_path, name))
+        lineages.append((result.run_dir / "lineage.jsonl").read_text())
+        summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert lineages[0] == lineages[1]
+    events = [json.loads(line) for line in lineages[0].splitlines()]
+    assert len(events) == 2  # rounds at 500 and 1000 (none after the last evaluation), one member each
+    for e in events:
+        assert e["event"] == "exploit" and e["member"] != e["source"]
+        assert e["fitness"] <= e["source_fitness"]
+        assert 1e-6 <= e["new_hparams"]["lr-actor"] <= 1e-1 and e["new_hparams"]["delay"] in (1, 2, 3, 4)
+    hp = result.population.hparams
+    assert np.all((np.asarray(hp.lr_critic) >= 1e-6 * 0.999) & (np.asarray(hp.lr_critic) <= 1e-1 * 1.001))
+    schedule = summary["best_member_schedule"]
+    assert schedule[0]["env_step"] == 0 and [s["env_step"] for s in schedule] == sorted(s["env_step"] for s in schedule)
+    final = summary["members"][summary["best_member"]]["hparams"]
+    assert schedule[-1]["hparams"] == final
+    assert summary["lineage_events"] == {"exploit": 2}
+    assert (result.run_dir / "report" / "lineage.png").stat().st_size > 1000
+
+
+def poisoned(setup, member: int, at_call: int):
+    """The setup with NaN written into ``member``'s actor before its ``at_call``-th chunk."""
+    calls = [0]
+
+    def executor(fn):
+        mapped = setup.executor(fn)
+        if fn is not setup.program.train_chunk:
+            return mapped
+
+        def train_chunk(population):
+            calls[0] += 1
+            if calls[0] == at_call:
+                actor = jax.tree.map(lambda x: x.at[member].set(jnp.nan), population.agent.actor)
+                population = population.replace(agent=population.agent.replace(actor=actor))
+            return mapped(population)
+
+        return train_chunk
+
+    return setup._replace(executor=executor)
+
+
+@pytest.mark.parametrize("strategy, on_failure, kind", [
+    ("pbt", "reinit", "replace_failed"),
+    ("independent", "reinit", "reinit"),
+    ("independent", "freeze", "freeze"),
+])
+def test_nan_member_is_detected_and_handled(tmp_path, strategy, on_failure, kind):
+    # ready_interval 1500 = the last evaluation: no regular PBT round in this run, so the only event is the failure.
+    config = tiny_config(tmp_path, kind, strategy=strategy, on_failure=on_failure, ready_interval=1_500)
+    result = run(poisoned(prepare(config), member=2, at_call=2))
+    events = [json.loads(line) for line in (result.run_dir / "lineage.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["member"], e["env_step"]) for e in events] == [(kind, 2, 1_000)]
+    assert np.all(np.isfinite(result.returns)), result.returns
+    agent = result.population.agent
+    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(agent))
+    if kind == "replace_failed":
+        assert events[0]["source"] != 2
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["lineage_events"] == {kind: 1}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"strategy": "cma"}, "--strategy"),
+    ({"ready_interval": 750}, "--ready-interval"),
+    ({"pbt_bottom": 0.7}, "--pbt-bottom"),
+    ({"pbt_copy": "critic"}, "--pbt-copy"),
+    ({"on_failure": "ignore"}, "--on-failure"),
+    ({"strategy": "pb2", "hp": {}}, "--strategy pb2"),
+])
+def test_bad_strategy_settings_are_config_errors(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        prepare(tiny_config(tmp_path, "bad", **overrides))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_space_uses_user_bounds_within_valid_range():
+    specs = {"gamma": Distribution("uniform", (0.9, 1.0)), **resolve_specs(TD3HParams, {}, 2)}
+    specs["gamma"] = Distribution("uniform", (0.9, 1.0))
+    (dim,) = make_space(TD3HParams, specs)
+    assert (dim.name, dim.lo, dim.hi, dim.log) == ("gamma", 0.9, 1.0, False)
+
+
+def test_cli_strategy_flags(tmp_path, capsys):
+    from populax.cli import main, parse_train_args
+
+    config = parse_train_args(["--strategy", "pbt", "--pbt-copy", "policy", "--pbt-copy-buffer", "true", "--ready-interval", "4000"])
+    assert (config.strategy, config.pbt_copy, config.pbt_copy_buffer, config.ready_interval) == ("pbt", "policy", True, 4000)
+    assert main(["train", "--strategy", "pb2", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "--strategy pb2" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
