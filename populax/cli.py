@@ -146,10 +146,10 @@ def run_with_progress(total_steps: int, pop: int, enabled: bool, start: Callable
 def finish(result) -> int:
     """Print the outcome of a train or resume: the member table, or how to continue."""
     if result.interrupted:
-        console.print(f"stopped; checkpoint saved. Continue with: populax resume {result.run_dir}")
+        print(f"populax: stopped; checkpoint saved. Continue with: populax resume {result.run_dir}", file=sys.stderr)
         return 0
     print_members(result)
-    console.print(f"report: {result.run_dir / 'report' / 'report.md'}")
+    print(f"report: {result.run_dir / 'report' / 'report.md'}", file=sys.stderr)
     return 0
 
 
@@ -179,8 +179,8 @@ def cmd_resume(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     setup = load_setup(args.run)
     checkpoint = load_checkpoint(setup, warn=lambda line: print(line, file=sys.stderr, flush=True))
-    console.print(f"resuming {setup.run_dir} from {checkpoint.path.name} "
-                  f"({checkpoint.manifest['env_step']:,} env steps per member)")
+    print(f"populax: resuming {setup.run_dir} from {checkpoint.path.name} "
+          f"({checkpoint.manifest['env_step']:,} env steps per member)", file=sys.stderr, flush=True)
     config = setup.config
     return finish(run_with_progress(config.total_steps, config.pop, args.progress and config.progress,
                                     lambda cb: run(setup, on_chunk=cb, start=checkpoint)))

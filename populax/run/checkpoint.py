@@ -177,8 +177,7 @@ def restore(path: Path, template: Any) -> Checkpoint:
     payload = serialization.msgpack_restore(data)
     saved = payload["population"]
     host_template = jax.tree.map(
-        lambda t: np.zeros(jax.random.key_data(t).shape if is_key(t) else t.shape,
-                           np.uint32 if is_key(t) else t.dtype),
+        lambda t: np.zeros(jax.eval_shape(jax.random.key_data, t).shape, np.uint32) if is_key(t) else np.zeros(t.shape, t.dtype),
         template,
     )
     if "buffer" not in saved:

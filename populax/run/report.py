@@ -94,13 +94,14 @@ def plot_learning_curves(records: list[dict[str, Any]], best: int, path: Path, t
         ax.fill_between(x, low, high, color="0.6", alpha=0.35, label="population IQR", lw=0)
         for member, color in zip(range(len(values)), _colors(len(values))):
             if member != best:
-                ax.plot(x, values[member], color=color, lw=1, alpha=0.55)
+                shown = f"member {member}" if len(values) <= 10 else None
+                ax.plot(x, values[member], color=color, lw=1, alpha=0.6, label=shown)
         ax.plot(x, median, color="black", lw=2, label="population median")
         ax.plot(x, values[best], color="crimson", lw=2.5, marker="o", ms=3, label=f"best: member {best}")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("evaluation return")
-    axes[0].legend(loc="lower right", fontsize=9)
+    axes[0].legend(loc="best", fontsize=8, ncol=2)
     fig.suptitle(f"{title}: every member (thin), median and interquartile band")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
