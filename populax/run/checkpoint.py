@@ -126,6 +126,8 @@ def save_checkpoint(
     final = root / checkpoint_name(chunk)
     # Write everything into a temporary sibling, make it durable, then rename:
     # readers only ever see complete checkpoints.
+    for stale in root.glob(".tmp-*"):  # left by a run killed mid-write; one writer per run, so garbage
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is as readable as the rest of the run
     for name, content in ((STATE_FILE, data), (MANIFEST_FILE, json.dumps(manifest, indent=2).encode())):

@@ -77,10 +77,14 @@ def varying_hparams(records: list[dict[str, Any]]) -> list[str]:
 
 
 def _colors(count: int) -> list[Any]:
+    """One color per member; tab10 without its red, which marks the best member."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["tab10" if count <= 10 else "viridis"]
-    return [cmap(i if count <= 10 else i / max(1, count - 1)) for i in range(count)]
+    if count <= 9:
+        palette = [c for i, c in enumerate(matplotlib.colormaps["tab10"].colors) if i != 3]
+        return palette[:count]
+    cmap = matplotlib.colormaps["viridis"]
+    return [cmap(i / max(1, count - 1)) for i in range(count)]
 
 
 def plot_learning_curves(records: list[dict[str, Any]], best: int, path: Path, title: str) -> None:
@@ -94,7 +98,7 @@ def plot_learning_curves(records: list[dict[str, Any]], best: int, path: Path, t
         ax.fill_between(x, low, high, color="0.6", alpha=0.35, label="population IQR", lw=0)
         for member, color in zip(range(len(values)), _colors(len(values))):
             if member != best:
-                shown = f"member {member}" if len(values) <= 10 else None
+                shown = f"member {member}" if len(values) <= 9 else None
                 ax.plot(x, values[member], color=color, lw=1, alpha=0.6, label=shown)
         ax.plot(x, median, color="black", lw=2, label="population median")
         ax.plot(x, values[best], color="crimson", lw=2.5, marker="o", ms=3, label=f"best: member {best}")
