@@ -183,3 +183,29 @@ def test_report_and_resume_name_a_directory_that_is_not_a_run(tmp_path):
         extra = ["--member", "0"] if command == "eval" else []
         result = subprocess.run(cli(command, str(tmp_path), *extra), capture_output=True, text=True)
         assert result.returncode == 2 and "not a populax run directory" in result.stderr, result.stderr
+
+
+def test_save_restore_roundtrip_prunes_and_ignores_partial_writes(reference, tmp_path):
+    import shutil
+
+    import jax
+
+    from populax.run.checkpoint import restore, save_checkpoint
+
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    dead = out / "checkpoints" / ".tmp-killed"  # what a kill -9 in the middle of a write leaves
+    dead.mkdir()
+    (dead / STATE_FILE).write_bytes(b"\x00" * 10)
+    assert [p.name for p in list_checkpoints(out)] == ["chunk_000010", "chunk_000011"]
+    checkpoint = load_checkpoint(load_setup(out))
+    manifest = {k: v for k, v in checkpoint.manifest.items() if k not in ("sha256", "bytes")}
+    save_checkpoint(out, checkpoint.population, chunk=12, manifest=manifest, strategy={"lineage": [[0, 1]], "method": "pbt"}, keep=2)
+    assert [p.name for p in list_checkpoints(out)] == ["chunk_000011", "chunk_000012"] and not dead.exists()
+    again = restore(out / "checkpoints" / "chunk_000012", checkpoint.population)
+    assert jax.tree.structure(again.population) == jax.tree.structure(checkpoint.population)
+    for a, b in zip(jax.tree.leaves(again.population), jax.tree.leaves(checkpoint.population)):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):  # typed keys survive as keys
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert again.strategy == {"lineage": [[0, 1]], "method": "pbt"}

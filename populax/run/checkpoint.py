@@ -62,8 +62,14 @@ def is_key(leaf: Any) -> bool:
 
 
 def to_host(tree: Any) -> Any:
-    """Numpy copy of a pytree; typed keys become their uint32 key data."""
-    return jax.tree.map(lambda x: np.asarray(jax.random.key_data(x) if is_key(x) else x), tree)
+    """Numpy copy of a pytree's arrays; typed keys become their uint32 key data, other leaves stay as they are."""
+
+    def convert(x: Any) -> Any:
+        if is_key(x):
+            return np.asarray(jax.random.key_data(x))
+        return np.asarray(x) if isinstance(x, jax.Array | np.ndarray | np.generic) else x
+
+    return jax.tree.map(convert, tree)
 
 
 def config_hash(run_dir: Path) -> str:
