@@ -121,7 +121,7 @@ def test_sigint_leaves_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert len(lines) == 4 * (checkpoint.manifest["chunk"] + 1)
 
 
-def test_checkpoints_are_pruned_and_temporary_directories_ignored(reference, tmp_path):
+def test_only_the_newest_checkpoints_are_kept(reference, tmp_path):
     names = [p.name for p in list_checkpoints(reference)]
     assert names == ["chunk_000010", "chunk_000011"]  # --keep-checkpoints 2, the last is the final chunk
     manifest = json.loads((reference / "checkpoints" / "chunk_000011" / "manifest.json").read_text())
