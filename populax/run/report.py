@@ -146,7 +146,7 @@ def plot_hparams(records: list[dict[str, Any]], names: list[str], best: int, pat
     steps = sorted({r["env_step"] for r in records})
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(7.0, 4.6 * cols), 3.4 * rows), squeeze=False)
     colors = _colors(len(members))
     for ax, name in zip(axes.flat, names):
         table = {(r["member"], r["env_step"]): r["hparams"][name] for r in records}
