@@ -1,6 +1,9 @@
 """The `populax` command: a thin layer over the Python API.
 
     populax train [--env ID] [--algo td3|sac|dqn|ppo] [--pop N] [--hp.NAME VALUE] [--algo-opt.NAME VALUE] ...
+    populax resume RUN
+    populax report RUN
+    populax eval RUN --member K [--episodes E] [--seed S] [--video PATH]
     populax envs
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -20,7 +24,7 @@ from populax.run.config import FIELDS, TrainConfig, build_config, field_docs, lo
 from populax.run.recipes import recipe_layer
 
 console = Console(stderr=True)
-FLAG_FIELDS = [name for name in FIELDS if name not in ("hp", "algo_options", "force", "tensorboard", "progress")]
+FLAG_FIELDS = [name for name in FIELDS if name not in ("hp", "algo_options", "force", "tensorboard", "progress", "save_buffer")]
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -42,6 +46,7 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help=docs["force"])
     parser.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="Do not write TensorBoard files.")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="No live progress bar.")
+    parser.add_argument("--save-buffer", dest="save_buffer", action=argparse.BooleanOptionalAction, help=docs["save_buffer"])
     return parser
 
 
@@ -144,16 +149,90 @@ def print_members(result) -> None:
     out.print(f"run directory: {result.run_dir}")
 
 
+def run_with_progress(total_steps: int, pop: int, enabled: bool, start: Callable[[Callable], Any]) -> Any:
+    """Run ``start(on_chunk)`` under a progress bar."""
+    bar = ProgressBar(total_steps, enabled)
+    bar.pop = pop
+    with bar.progress:
+        return start(bar.update)
+
+
+def finish(result) -> int:
+    """Print the outcome of a train or resume: the member table, or how to continue."""
+    if result.interrupted:
+        print(f"populax: stopped; checkpoint saved. Continue with: populax resume {result.run_dir}", file=sys.stderr)
+        return 0
+    print_members(result)
+    print(f"report: {result.run_dir / 'report' / 'report.md'}", file=sys.stderr)
+    return 0
+
+
 def cmd_train(argv: list[str]) -> int:
     """`populax train`."""
     from populax.trainer import prepare, run
 
     setup = prepare(parse_train_args(argv))  # every check before anything is drawn or written
-    bar = ProgressBar(setup.config.total_steps, setup.config.progress)
-    bar.pop = setup.config.pop
-    with bar.progress:
-        result = run(setup, on_chunk=bar.update)
-    print_members(result)
+    config = setup.config
+    return finish(run_with_progress(config.total_steps, config.pop, config.progress, lambda cb: run(setup, on_chunk=cb)))
+
+
+def run_dir_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser whose first argument is a run directory."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("run", metavar="RUN", help="run directory")
+    return parser
+
+
+def cmd_resume(argv: list[str]) -> int:
+    """`populax resume RUN`: continue a stopped run from its newest good checkpoint."""
+    from populax.run.resume import load_checkpoint, load_setup
+    from populax.trainer import run
+
+    parser = run_dir_parser("populax resume", "Continue a stopped run from its newest good checkpoint.")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="No live progress bar.")
+    args = parser.parse_args(argv)
+    setup = load_setup(args.run)
+    checkpoint = load_checkpoint(setup, warn=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"populax: resuming {setup.run_dir} from {checkpoint.path.name} "
+          f"({checkpoint.manifest['env_step']:,} env steps per member)", file=sys.stderr, flush=True)
+    config = setup.config
+    return finish(run_with_progress(config.total_steps, config.pop, args.progress and config.progress,
+                                    lambda cb: run(setup, on_chunk=cb, start=checkpoint)))
+
+
+def cmd_report(argv: list[str]) -> int:
+    """`populax report RUN`: figures and report.md in RUN/report/."""
+    from pathlib import Path
+
+    from populax.run.report import write_report
+
+    args = run_dir_parser("populax report", "Write learning curves, hyperparameter trajectories and report.md.").parse_args(argv)
+    if not (Path(args.run) / "metrics.jsonl").is_file():
+        raise ConfigError(f"RUN: {args.run} is not a populax run directory (no metrics.jsonl)")
+    page = write_report(args.run)
+    print(page)
+    return 0
+
+
+def cmd_eval(argv: list[str]) -> int:
+    """`populax eval RUN --member K --episodes E`: mean and std return of a saved member."""
+    from populax.run.resume import evaluate_saved_member, load_setup
+
+    parser = run_dir_parser("populax eval", "Evaluate a saved member with its deterministic policy.")
+    parser.add_argument("--member", type=int, required=True, help="member id (see summary.json / report.md)")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes to run (default: 10)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the episodes (default: the episodes of the run's evaluation at the checkpoint)")
+    parser.add_argument("--video", metavar="PATH", default=None, help="write an mp4 of one episode (rendering envs only)")
+    args = parser.parse_args(argv)
+    if args.video is not None:
+        env = load_setup(args.run).config.env
+        raise ConfigError(f"--video: {env} is a gymnax environment, which does not render rgb_array frames; "
+                          "video needs a Gymnasium environment")
+    returns, checkpoint = evaluate_saved_member(args.run, args.member, args.episodes, args.seed,
+                                                warn=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"member {args.member} ({checkpoint.path.name}, {checkpoint.manifest['env_step']:,} env steps): "
+          f"mean return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes")
     return 0
 
 
@@ -177,7 +256,7 @@ def cmd_envs(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "envs": cmd_envs}
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "report": cmd_report, "eval": cmd_eval, "envs": cmd_envs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,8 +39,10 @@ from populax.hparams import (
 from populax.loops import MemberProgram, MemberState, Schedule
 from populax.population import make_executor
 from populax.programs import build_program
+from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
 from populax.run.config import TrainConfig, check_ranges, config_to_dict
 from populax.run.logging import RunLogger
+from populax.run.report import write_report
 from populax.strategies import check_strategy_config, make_strategy
 from populax.strategies.plots import write_lineage_plot
 from populax.strategies.space import make_space
@@ -69,7 +75,9 @@ class TrainResult:
     """Final evaluation return per member."""
     run_dir: Path
     summary: dict[str, Any]
-    """The content of summary.json."""
+    """The content of summary.json (empty when interrupted)."""
+    interrupted: bool = False
+    """True when SIGINT/SIGTERM stopped the run early; `populax resume RUN` continues it."""
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -155,40 +163,132 @@ def train(config: TrainConfig, on_chunk: Callable[[Progress], None] | None = Non
     return run(prepare(config), on_chunk)
 
 
-def run(setup: Setup, on_chunk: Callable[[Progress], None] | None = None) -> TrainResult:
-    """Train from a validated :class:`Setup` (see :func:`train`)."""
+def run(setup: Setup, on_chunk: Callable[[Progress], None] | None = None, start: Checkpoint | None = None) -> TrainResult:
+    """Train from a validated :class:`Setup` (see :func:`train`); from ``start`` when resuming.
+
+    Checkpoints land every ``checkpoint_every`` steps, at the end, and when
+    SIGINT/SIGTERM asks the run to stop (after the current chunk); a stopped
+    run returns with ``interrupted=True``.
+    """
     config = setup.config
-    create_run_dir(setup)
-    logger = RunLogger(setup.run_dir, tensorboard=config.tensorboard)
     train_chunk = setup.executor(setup.program.train_chunk)
     evaluate = setup.executor(setup.program.evaluate)
     progress = Progress(setup)
-    start = time.perf_counter()
-    population = init_population(setup)
+    # PBT/PB2/failure handling between chunks; its state is checkpointed with the members.
     strategy = make_strategy(setup, setup.run_dir)
-    returns = np.full(config.pop, np.nan)
-    for chunk in range(setup.num_chunks):
-        chunk_start = time.perf_counter()
-        previous = population
-        population, metrics = train_chunk(population)
-        returns = np.asarray(evaluate(population, eval_keys(config.seed, chunk, config.pop)))
-        if progress.first_chunk_s is None:
-            progress.first_chunk_s = time.perf_counter() - chunk_start
-        progress.env_steps = int(np.asarray(population.env_steps)[0])
-        progress.best_return = float(np.nanmax(returns)) if np.isfinite(returns).any() else -math.inf
-        log_chunk(logger, population, metrics, returns, progress.env_steps, time.perf_counter() - start)
-        # After logging, so each record pairs a return with the hyperparameters that produced it:
-        # PBT/PB2 exploit+explore and failed-member handling; events go to lineage.jsonl.
-        population, returns, _ = strategy.update(population, previous, returns, metrics, chunk)
-        if on_chunk is not None:
-            on_chunk(progress)
+    if start is None:
+        create_run_dir(setup)
+        population, first_chunk, elapsed = init_population(setup), 0, 0.0
+        returns = np.full(config.pop, np.nan)
+    else:
+        population, first_chunk, elapsed, returns = start.population, start.manifest["chunk"] + 1, start.manifest["wall_time_s"], np.asarray(start.manifest["returns"], float)
+        if start.strategy is not None:
+            strategy.load_state_dict(start.strategy)
+            strategy.rewrite_lineage()  # drop events logged after the checkpoint
+        progress.first_chunk_s = start.manifest["first_chunk_s"]
+        progress.env_steps = start.manifest["env_step"]
+        truncate_metrics(setup.run_dir, start.manifest["metrics_offset"])
+    logger = RunLogger(setup.run_dir, tensorboard=config.tensorboard, purge_step=progress.env_steps + 1 if start else None)
+    policy = CheckpointPolicy(config.checkpoint_every, setup.schedule.chunk_steps)
+    begin = time.perf_counter() - elapsed
+    interrupted = False
+    with StopSignals() as stop:
+        for chunk in range(first_chunk, setup.num_chunks):
+            chunk_start = time.perf_counter()
+            previous = population
+            population, metrics = train_chunk(population)
+            returns = np.asarray(evaluate(population, eval_keys(config.seed, chunk, config.pop)))
+            if progress.first_chunk_s is None:
+                progress.first_chunk_s = time.perf_counter() - chunk_start
+            progress.env_steps = int(np.asarray(population.env_steps)[0])
+            progress.best_return = float(np.nanmax(returns)) if np.isfinite(returns).any() else -math.inf
+            log_chunk(logger, population, metrics, returns, progress.env_steps, time.perf_counter() - begin)
+            # After logging, so each record pairs a return with the hyperparameters that produced it.
+            population, returns, _ = strategy.update(population, previous, returns, metrics, chunk)
+            interrupted = stop.requested and chunk < setup.num_chunks - 1
+            if chunk == setup.num_chunks - 1 or stop.requested or policy.due(chunk):
+                manifest = {
+                    "env_step": progress.env_steps,
+                    "metrics_offset": logger.path.stat().st_size,
+                    "wall_time_s": time.perf_counter() - begin,
+                    "first_chunk_s": progress.first_chunk_s,
+                    "returns": [float(r) for r in returns],
+                    "populax_version": version("populax"),
+                    "config_hash": config_hash(setup.run_dir),
+                }
+                save_checkpoint(setup.run_dir, population, chunk=chunk, manifest=manifest, strategy=strategy.state_dict(),
+                                save_buffer=config.save_buffer, keep=config.keep_checkpoints)
+                policy.saved()
+            if on_chunk is not None:
+                on_chunk(progress)
+            if interrupted:
+                break
     jax.block_until_ready(population)
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - begin
     logger.close()
+    if interrupted:
+        return TrainResult(population=population, returns=returns, run_dir=setup.run_dir, summary={}, interrupted=True)
     summary = write_summary(setup, population, returns, wall, progress.first_chunk_s or 0.0, strategy)
     if strategy.events:
         write_lineage_plot(setup.run_dir)
+    write_report(setup.run_dir)
     return TrainResult(population=population, returns=returns, run_dir=setup.run_dir, summary=summary)
+
+
+def truncate_metrics(run_dir: Path, offset: int) -> None:
+    """Drop metrics.jsonl records written after a checkpoint (they will be written again)."""
+    with open(run_dir / "metrics.jsonl", "r+b") as file:
+        file.truncate(offset)
+
+
+class CheckpointPolicy:
+    """When to checkpoint: every N env steps, or (0) once 2+ minutes passed since the last one."""
+
+    AUTO_SECONDS = 120.0
+
+    def __init__(self, every_steps: int, chunk_steps: int):
+        self.every_chunks = math.ceil(every_steps / chunk_steps) if every_steps else 0
+        self.last = time.perf_counter()
+
+    def due(self, chunk: int) -> bool:
+        """Whether to checkpoint after ``chunk`` (0-based)."""
+        if self.every_chunks:
+            return (chunk + 1) % self.every_chunks == 0
+        return time.perf_counter() - self.last >= self.AUTO_SECONDS
+
+    def saved(self) -> None:
+        """Note that a checkpoint was just written."""
+        self.last = time.perf_counter()
+
+
+class StopSignals:
+    """Turn the first SIGINT/SIGTERM into a request to stop after the current chunk.
+
+    A second SIGINT raises KeyboardInterrupt as usual (abort without a new
+    checkpoint; the previous one stays valid). Handlers are only installed in
+    the main thread, where Python delivers signals.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"populax: {signal.Signals(signum).name} received; stopping after the current chunk and writing a checkpoint",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def log_chunk(logger: RunLogger, population: MemberState, metrics: dict, returns: np.ndarray, step: int, wall: float) -> None:

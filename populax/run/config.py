@@ -73,6 +73,12 @@ class TrainConfig:
     """PBT explore: probability of resampling a hyperparameter from its prior instead of perturbing it."""
     on_failure: str = "reinit"
     """independent: a member whose parameters or losses become NaN/Inf is re-initialised (reinit) or frozen (freeze)."""
+    checkpoint_every: int = 0
+    """Env steps per member between checkpoints (whole evaluation periods); 0 = after the first period ending 2+ minutes after the last checkpoint."""
+    keep_checkpoints: int = 3
+    """How many of the newest checkpoints to keep in RUN/checkpoints/."""
+    save_buffer: bool = True
+    """Save replay buffers in checkpoints (needed for an exact resume; skipped above 2 GB in total)."""
     hp: dict[str, Any] = field(default_factory=dict)
     """Per-member hyperparameters: NAME -> number, N numbers, uniform:/loguniform:/choice:."""
     algo_options: dict[str, Any] = field(default_factory=dict)
@@ -183,6 +189,10 @@ def check_ranges(config: TrainConfig) -> None:
     for name in positive:
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(config, name)})")
+    if config.checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every must be >= 0 (0 = every few minutes; got {config.checkpoint_every})")
+    if config.keep_checkpoints < 1:
+        raise ConfigError(f"--keep-checkpoints must be >= 1 (got {config.keep_checkpoints})")
     if config.learning_starts < 0:
         raise ConfigError(f"--learning-starts must be >= 0 (got {config.learning_starts})")
     if not config.updates_per_step > 0:

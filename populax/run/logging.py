@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,15 @@ def _clean(value: float) -> float | None:
 class RunLogger:
     """Appends one JSON record per member per evaluation, mirrors scalars to TensorBoard."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True):
+    def __init__(self, run_dir: Path, tensorboard: bool = True, purge_step: int | None = None):
+        """``purge_step``: on resume, TensorBoard hides events at or after this step from the stopped run."""
         self.path = run_dir / "metrics.jsonl"
         self._file = self.path.open("a")
         self._writer = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._writer = SummaryWriter(str(run_dir / "tensorboard"))
+            self._writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
 
     def log_member(self, record: dict[str, Any]) -> None:
         """Write one evaluation record; ``record`` needs ``env_step`` and ``member``."""
@@ -50,6 +52,7 @@ class RunLogger:
     def flush(self) -> None:
         """Make everything written so far durable."""
         self._file.flush()
+        os.fsync(self._file.fileno())  # a checkpoint records this offset: it must be on disk first
         if self._writer is not None:
             self._writer.flush()
 

@@ -273,6 +273,13 @@ class PopulationStrategy:
         self.events.append(event)
         return event
 
+    def rewrite_lineage(self) -> None:
+        """Make lineage.jsonl hold exactly ``self.events`` (after resuming from a checkpoint)."""
+        if self.path is not None and self.path.parent.is_dir():
+            self.path.write_text("".join(json.dumps(event) + "\n" for event in self.events))
+            if not self.events:
+                self.path.unlink()
+
     def _write(self, events: list[dict]) -> None:
         if self.path is None or not events:
             return

@@ -1,0 +1,222 @@
+"""Checkpoints of a run: everything that influences its future, written atomically.
+
+A checkpoint is a directory ``RUN/checkpoints/chunk_NNNNNN/`` holding
+
+* ``state.msgpack`` -- the stacked population (parameters, targets, optimizer
+  states, traced hyperparameters, replay buffers, environment states,
+  observations, RNG keys, counters) and the strategy's state, serialised with
+  flax's msgpack (a safe format: no code is ever loaded, unlike pickle);
+* ``manifest.json`` -- the host loop's position (chunk index, metrics.jsonl
+  byte offset, elapsed wall time, last returns), the payload's sha256, the
+  populax version and a hash of the configuration.
+
+It is written into a temporary directory next to the final one and renamed
+into place, so a kill at any instant leaves every earlier checkpoint intact;
+the sha256 catches a payload damaged afterwards (a truncated copy, a full
+disk). Typed PRNG keys are stored as their raw key data and re-wrapped on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import yaml
+from flax import serialization
+
+from populax.errors import ConfigError
+
+CHECKPOINT_DIR = "checkpoints"
+STATE_FILE = "state.msgpack"
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+BUFFER_LIMIT_BYTES = 2 * 1024**3
+"""Replay buffers larger than this (all members together) are left out of checkpoints."""
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back from disk."""
+
+    path: Path
+    manifest: dict[str, Any]
+    """The manifest: ``chunk``, ``metrics_offset``, ``wall_time_s``, ``returns``, ..."""
+    population: Any
+    """The stacked member state, on device, with the template's structure and dtypes."""
+    strategy: Any
+    """The strategy's state as saved (nested dicts/lists of numpy arrays and numbers), or None."""
+
+
+def is_key(leaf: Any) -> bool:
+    """True for a typed PRNG key array (``jax.random.key``)."""
+    return jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key)
+
+
+def to_host(tree: Any) -> Any:
+    """Numpy copy of a pytree's arrays; typed keys become their uint32 key data, other leaves stay as they are."""
+
+    def convert(x: Any) -> Any:
+        if is_key(x):
+            return np.asarray(jax.random.key_data(x))
+        return np.asarray(x) if isinstance(x, jax.Array | np.ndarray | np.generic) else x
+
+    return jax.tree.map(convert, tree)
+
+
+def config_hash(run_dir: Path) -> str:
+    """Short hash of RUN/config.yaml's settings that shape the run (not where it is written or shown)."""
+    settings = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    shaping = {k: v for k, v in settings.items() if k not in ("out", "force", "progress", "tensorboard")}
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def buffer_bytes(population: Any) -> int:
+    """Size of all members' replay buffers."""
+    return sum(x.nbytes for x in jax.tree.leaves(population.buffer))
+
+
+def checkpoint_name(chunk: int) -> str:
+    """Directory name of the checkpoint taken after ``chunk`` (sorts by chunk)."""
+    return f"chunk_{chunk:06d}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    run_dir: Path,
+    population: Any,
+    *,
+    chunk: int,
+    manifest: dict[str, Any],
+    strategy: Any = None,
+    save_buffer: bool = True,
+    keep: int = 3,
+) -> Path:
+    """Write the checkpoint after ``chunk`` atomically and keep only the newest ``keep``.
+
+    ``manifest`` holds the host loop's position (JSON-able); ``strategy`` is any
+    pytree of arrays, numbers, strings, lists and dicts a population strategy
+    needs to continue exactly (PBT lineage, CEM mean and variance...).
+    """
+    root = run_dir / CHECKPOINT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    state = to_host(population)
+    with_buffer = save_buffer and buffer_bytes(population) <= BUFFER_LIMIT_BYTES
+    payload = {"population": serialization.to_state_dict(state), "strategy": to_host(strategy)}
+    if not with_buffer:
+        del payload["population"]["buffer"]
+    data = serialization.msgpack_serialize(payload)
+    manifest = {
+        **manifest,
+        "format": FORMAT_VERSION,
+        "chunk": chunk,
+        "buffer_saved": with_buffer,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+    }
+    final = root / checkpoint_name(chunk)
+    # Write everything into a temporary sibling, make it durable, then rename:
+    # readers only ever see complete checkpoints.
+    for stale in root.glob(".tmp-*"):  # left by a run killed mid-write; one writer per run, so garbage
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a checkpoint is as readable as the rest of the run
+    for name, content in ((STATE_FILE, data), (MANIFEST_FILE, json.dumps(manifest, indent=2).encode())):
+        with open(tmp / name, "wb") as file:
+            file.write(content)
+            file.flush()
+            os.fsync(file.fileno())
+    if final.exists():  # a resumed run redoing a chunk replaces its checkpoint
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+    _fsync_dir(root)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoint directories of a run, oldest first."""
+    root = run_dir / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("chunk_"))
+
+
+def verify(path: Path) -> tuple[dict[str, Any], bytes]:
+    """Manifest and payload of the checkpoint at ``path``; ValueError says what is wrong."""
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"unreadable {MANIFEST_FILE} ({type(error).__name__})") from None
+    try:
+        data = (path / STATE_FILE).read_bytes()
+    except OSError:
+        raise ValueError(f"missing {STATE_FILE}") from None
+    if len(data) != manifest.get("bytes") or hashlib.sha256(data).hexdigest() != manifest.get("sha256"):
+        raise ValueError(f"{STATE_FILE} does not match its checksum ({len(data)} of {manifest.get('bytes')} bytes)")
+    return manifest, data
+
+
+def restore(path: Path, template: Any) -> Checkpoint:
+    """Read the checkpoint at ``path`` into the structure of ``template``.
+
+    ``template`` is the population as ``init`` makes it (arrays or
+    ``jax.ShapeDtypeStruct``s); its typed keys are rebuilt from key data, and a
+    checkpoint saved without replay buffers gets the template's (empty) ones.
+    Raises ValueError when the payload is damaged or does not fit the template.
+    """
+    manifest, data = verify(path)
+    payload = serialization.msgpack_restore(data)
+    saved = payload["population"]
+    host_template = jax.tree.map(
+        lambda t: np.zeros(jax.eval_shape(jax.random.key_data, t).shape, np.uint32) if is_key(t) else np.zeros(t.shape, t.dtype),
+        template,
+    )
+    if "buffer" not in saved:
+        saved["buffer"] = serialization.to_state_dict(host_template.buffer)
+    try:
+        state = serialization.from_state_dict(host_template, saved)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"does not fit this run's configuration ({error})") from None
+
+    def load(t: Any, x: Any) -> jax.Array:
+        if is_key(t):
+            return jax.random.wrap_key_data(jnp.asarray(x))
+        if tuple(np.shape(x)) != tuple(t.shape) or np.asarray(x).dtype != t.dtype:
+            raise ValueError(f"does not fit this run's configuration (array {np.shape(x)} vs {t.shape})")
+        return jnp.asarray(x, dtype=t.dtype)
+
+    population = jax.tree.map(load, template, state)
+    return Checkpoint(path=path, manifest=manifest, population=population, strategy=payload.get("strategy"))
+
+
+def latest_checkpoint(run_dir: Path, template: Any, warn: Any = print) -> Checkpoint:
+    """The newest checkpoint that verifies; each damaged newer one is reported in one line via ``warn``.
+
+    Raises ConfigError when the run has no usable checkpoint.
+    """
+    candidates = list_checkpoints(run_dir)
+    for path in reversed(candidates):
+        try:
+            return restore(path, template)
+        except ValueError as problem:
+            warn(f"populax: checkpoint {path.relative_to(run_dir)} is corrupt or partial: {problem}; using the previous one")
+    if candidates:
+        raise ConfigError(f"RUN: no usable checkpoint in {run_dir / CHECKPOINT_DIR} (all {len(candidates)} are damaged)")
+    raise ConfigError(f"RUN: {run_dir} has no checkpoints to resume from")

@@ -1,0 +1,118 @@
+"""Load a run directory back: its configuration, its newest good checkpoint, a member's policy.
+
+``populax resume RUN`` continues a stopped run from its newest checkpoint that
+verifies. With JAX environments every random draw comes from keys stored in
+the checkpoint (training) or derived from the seed and chunk index
+(evaluation), and metrics.jsonl is cut back to the checkpoint's offset, so the
+resumed run ends with the same parameters and metrics as one never stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from populax.errors import ConfigError
+from populax.population import select_member
+from populax.run.checkpoint import Checkpoint, config_hash, latest_checkpoint
+from populax.run.config import build_config, load_recipe
+from populax.trainer import Progress, Setup, TrainResult, eval_keys, init_population, prepare, run
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_setup(run_dir: str | Path) -> Setup:
+    """Rebuild a run's :class:`Setup` from RUN/config.yaml (validated as for `train`)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"RUN: {run_dir} is not a populax run directory (no config.yaml)")
+    config = build_config([load_recipe(run_dir / "config.yaml")])
+    # The directory exists by definition here; nothing is replaced (no create_run_dir).
+    config = dataclasses.replace(config, out=str(run_dir), force=True)
+    return prepare(config)
+
+
+def load_checkpoint(setup: Setup, warn: Callable[[str], None] = _stderr) -> Checkpoint:
+    """The newest good checkpoint of the run, checked against its configuration."""
+    template = jax.eval_shape(lambda: init_population(setup))
+    checkpoint = latest_checkpoint(setup.run_dir, template, warn=warn)
+    expected = config_hash(setup.run_dir)
+    if checkpoint.manifest.get("config_hash") != expected:
+        raise ConfigError(f"RUN: {setup.run_dir / 'config.yaml'} changed since {checkpoint.path.name} was written; "
+                          "restore it or start a new run")
+    if not checkpoint.manifest.get("buffer_saved", True):
+        warn("populax: this checkpoint has no replay buffers (--no-save-buffer); they refill from scratch, "
+             "so the resumed run will not match an uninterrupted one exactly")
+    return checkpoint
+
+
+def resume(
+    run_dir: str | Path,
+    on_chunk: Callable[[Progress], None] | None = None,
+    warn: Callable[[str], None] = _stderr,
+) -> TrainResult:
+    """Continue the run in ``run_dir`` from its newest good checkpoint."""
+    setup = load_setup(run_dir)
+    return run(setup, on_chunk, start=load_checkpoint(setup, warn))
+
+
+def episode_returns(setup: Setup, agent_state: Any, key: jax.Array, episodes: int) -> np.ndarray:
+    """Undiscounted return of ``episodes`` fresh episodes under the deterministic policy.
+
+    Draws exactly as the trainer's evaluation does, so with the trainer's key
+    and its episode count the mean equals the logged evaluation return.
+    """
+    env = setup.env
+    agent = setup.algorithm.make(env.obs_shape, env.action, tuple(setup.config.hidden))
+
+    @jax.jit
+    def rollout(agent_state, key):
+        reset_key, run_key = jax.random.split(key)
+        obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
+
+        def step(carry, step_key):
+            obs, env_state, total, alive = carry
+            action = agent.policy(agent_state, obs)
+            result = jax.vmap(env.step)(jax.random.split(step_key, episodes), env_state, action)
+            total = total + alive * result.reward
+            alive = alive * (1.0 - jnp.maximum(result.terminated, result.truncated))
+            return (result.obs, result.state, total, alive), None
+
+        zeros = jnp.zeros((episodes,), jnp.float32)
+        (_, _, total, _), _ = jax.lax.scan(step, (obs, env_state, zeros, zeros + 1.0),
+                                           jax.random.split(run_key, env.max_episode_steps))
+        return total
+
+    return np.asarray(rollout(agent_state, key))
+
+
+def evaluate_saved_member(
+    run_dir: str | Path, member: int, episodes: int, seed: int | None = None,
+    warn: Callable[[str], None] = _stderr,
+) -> tuple[np.ndarray, Checkpoint]:
+    """Per-episode returns of ``member`` as saved in the run's newest good checkpoint.
+
+    Without ``seed`` the episodes are those of the run's evaluation at that
+    checkpoint; a seed draws others.
+    """
+    setup = load_setup(run_dir)
+    if not 0 <= member < setup.config.pop:
+        raise ConfigError(f"--member must be between 0 and {setup.config.pop - 1} (got {member})")
+    if episodes < 1:
+        raise ConfigError(f"--episodes must be >= 1 (got {episodes})")
+    checkpoint = load_checkpoint(setup, warn)
+    if seed is None:
+        key = eval_keys(setup.config.seed, checkpoint.manifest["chunk"], setup.config.pop)[member]
+    else:
+        key = jax.random.key(seed)
+    state = select_member(checkpoint.population, member)
+    return episode_returns(setup, state.agent, key, episodes), checkpoint
