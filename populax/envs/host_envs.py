@@ -134,6 +134,8 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
             raise ConfigError(f"--env: {env_id} needs ale-py, which is not installed; install {missing}")
         raise ConfigError(f"--env: unknown environment {env_id!r}; run `populax envs` for the list")
     entry = str(gym.registry[env_id].entry_point)
+    if "mujoco_py" in entry:
+        raise ConfigError(f"--env: {env_id} needs the retired mujoco-py; use the v5 version of this task")
     missing = _missing_extra(env_id, entry)
     if missing:
         raise ConfigError(f"--env: {env_id} needs a package that is not installed; install {missing}")
@@ -196,3 +198,32 @@ def final_observations(obs: np.ndarray, done: np.ndarray, info: dict) -> np.ndar
     for i in np.flatnonzero(done):
         final[i] = info["final_obs"][i]
     return final
+
+
+def family(env_id: str, entry_point: str) -> str:
+    """A short family name for listing: Atari, MuJoCo, Box2D, classic control, toy text..."""
+    if env_id.startswith("ALE/") or "ale_py" in entry_point:
+        return "Atari"
+    for key, name in (("mujoco", "MuJoCo"), ("box2d", "Box2D"), ("classic_control", "classic control"),
+                      ("toy_text", "toy text"), ("phys2d", "phys2d (functional)"), ("tabular", "tabular")):
+        if key in entry_point:
+            return name
+    return entry_point.split(":")[0]
+
+
+def host_env_rows() -> list[tuple[str, str, str]]:
+    """(id, family, status) of every Gymnasium id populax can route to the host path.
+
+    Atari appears under its ``ALE/`` ids only (the legacy v0/v4 aliases are
+    left out); status says whether the needed extra is installed.
+    """
+    gym = _gymnasium()
+    _register_ale(gym)
+    rows = []
+    for env_id in sorted(gym.registry):
+        entry = str(gym.registry[env_id].entry_point)
+        if "ale_py" in entry and not env_id.startswith("ALE/") or "mujoco_py" in entry:
+            continue  # legacy Atari aliases; MuJoCo v2/v3 need the retired mujoco-py
+        missing = _missing_extra(env_id, entry)
+        rows.append((env_id, family(env_id, entry), f"install {missing}" if missing else "ready"))
+    return rows
