@@ -453,6 +453,7 @@ def run_host(setup: HostSetup, on_chunk: Callable[[HostProgress], None] | None =
     returns = np.full(config.pop, np.nan)
     episode_returns: list[list[float]] = [[] for _ in range(config.pop)]
     next_eval, evaluation, max_lag = config.eval_every, 0, 0
+    eval_s, steady = 0.0, None  # steady state: from the first evaluation on (compilation done)
     try:
         while True:
             block = blocks.get() if thread is not None else collector.collect_block()
@@ -464,8 +465,12 @@ def run_host(setup: HostSetup, on_chunk: Callable[[HostProgress], None] | None =
                 episode_returns[member].extend(finished)
             steps = int(np.asarray(learner.population.env_steps)[0])
             if steps >= next_eval or steps >= progress.total_steps:
+                eval_start = time.perf_counter()
                 returns = evaluate(setup.spec, setup.functions, learner.population, config.eval_episodes,
                                    seed=config.seed * 7919 + 1_000_003 * (evaluation + 1))
+                eval_s += time.perf_counter() - eval_start
+                if steady is None:
+                    steady = (time.perf_counter(), steps, learner.busy_s, eval_s)
                 metrics = learner.take_metrics()
                 metrics["train_return"] = np.array([np.mean(r) if r else np.nan for r in episode_returns])
                 episode_returns = [[] for _ in range(config.pop)]
@@ -489,6 +494,10 @@ def run_host(setup: HostSetup, on_chunk: Callable[[HostProgress], None] | None =
     population = learner.population
     wall = time.perf_counter() - start
     summary = write_summary(setup, population, returns, wall, progress.first_chunk_s or 0.0)
+    steady_s = steady_steps = 0.0
+    if steady is not None:
+        steady_s = time.perf_counter() - start - (steady[0] - start) - (eval_s - steady[3])
+        steady_steps = int(np.asarray(population.env_steps)[0]) - steady[1]
     summary["host"] = {
         "vector_env": config.vector_env,
         "overlap": config.overlap,
@@ -496,6 +505,10 @@ def run_host(setup: HostSetup, on_chunk: Callable[[HostProgress], None] | None =
         "collector_wait_s": collector.wait_s,
         "max_policy_lag_seen": max_lag,
         "updates_per_member": learner.updates,
+        "eval_s": eval_s,
+        # After the first evaluation, evaluation time excluded: what the benchmark reports.
+        "steady_env_steps_per_s": config.pop * steady_steps / steady_s if steady_s > 0 else None,
+        "steady_learner_busy_fraction": (learner.busy_s - steady[2]) / steady_s if steady_s > 0 else None,
     }
     import json
 
