@@ -357,6 +357,8 @@ def prepare_host(config: TrainConfig, env_id: str, run_dir: Path) -> HostSetup:
     if config.max_episode_steps < 0:
         raise ConfigError(f"--max-episode-steps must be >= 0 (0: the environment's own limit; got {config.max_episode_steps})")
     algorithm = get_algorithm(config.algo)
+    if getattr(algorithm, "on_policy", False):
+        raise ConfigError(f"--algo: {config.algo} is on-policy; host environments train off-policy algorithms only for now")
     spec = make_host_spec(env_id, terminal_on_life_loss=config.terminal_on_life_loss,
                           max_episode_steps=config.max_episode_steps or None)
     if spec.action.discrete and not algorithm.discrete or not spec.action.discrete and not algorithm.continuous:

@@ -162,16 +162,21 @@ def test_without_overlap_a_host_run_is_reproducible(tmp_path):
 
 def test_atari_preprocessing_is_the_dqn_standard():
     spec = make_host_spec("ALE/Pong-v5")
-    assert spec.obs_shape == (4, 84, 84) and spec.obs_dtype == np.uint8
+    assert spec.obs_shape == (84, 84, 4) and spec.obs_dtype == np.uint8  # channels last, like MinAtar
     assert spec.action.discrete and spec.action.size == 6
     env = spec.make()
     assert env.unwrapped._frameskip == 1  # AtariPreprocessing skips (4, max-pooled); ALE must not skip again
+    obs, _ = env.reset(seed=1)
+    for _ in range(3):
+        previous = obs
+        obs, *_ = env.step(0)
+    np.testing.assert_array_equal(obs[..., :3], previous[..., 1:])  # the stack shifts by one frame per step
     env.close()
     envs = make_vector_env(spec, 2, "sync")
     obs, _ = envs.reset(seed=0)
     obs, reward, terminated, truncated, _ = envs.step(np.zeros(2, np.int64))
     envs.close()
-    assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8 and obs.max() > 0
+    assert obs.shape == (2, 84, 84, 4) and obs.dtype == np.uint8 and obs.max() > 0
 
 
 @pytest.mark.skipif("dqn" not in ALGORITHMS, reason="DQN is built on the agents branch; un-skip after merging it")
@@ -196,3 +201,39 @@ def test_td3_population_learns_gymnasium_pendulum(tmp_path):
                          seed=0, out=str(tmp_path / "run"), progress=False, tensorboard=False)
     result = populax.train(config)
     assert np.median(result.returns) >= -400, result.returns
+
+
+def test_atari_frames_flow_through_collector_buffer_and_evaluation():
+    """The host path with real ALE frames and a discrete action space, using a minimal
+    linear-Q agent (no DQN on this branch): uint8 frames in the buffer, one action per env."""
+    from populax.agents.base import Agent
+    from populax.host_loop import HostPlan, evaluate, make_functions
+    from populax.population import make_executor
+
+    spec = make_host_spec("ALE/Pong-v5", max_episode_steps=30)
+    size = int(np.prod(spec.obs_shape))
+
+    def q_values(state, obs):
+        return obs.reshape(obs.shape[0], -1) / 255.0 @ state["w"]
+
+    agent = Agent(
+        init=lambda key, hp: {"w": jax.random.normal(key, (size, spec.action.size)) * 1e-2},
+        act=lambda state, obs, key, hp: jax.numpy.argmax(q_values(state, obs), -1),
+        policy=lambda state, obs: jax.numpy.argmax(q_values(state, obs), -1),
+        update=lambda state, batch, key, hp: (state, {}),
+    )
+    plan = HostPlan(envs_per_member=2, block_iterations=40, update_chunk=1, total_iterations=40, learning_starts=20,
+                    updates_per_step=1.0, max_policy_lag=80, batch_size=8, buffer_size=80)
+    functions = make_functions(agent, spec, plan, make_executor("vmap", 2), obs_norm=False)
+    population = functions.init(jax.random.split(jax.random.key(0), 2), jax.numpy.zeros(2))
+    collector = Collector(spec, plan, functions, population, 2, "sync", seed=0)
+    block = collector.collect_block()
+    collector.close()
+    population = functions.insert(population, block.transitions, block.stats)
+    data = population.buffer.data
+    assert data.obs.dtype == np.uint8 and data.obs.shape == (2, 80, 84, 84, 4)
+    assert data.action.shape == (2, 80) and int(data.action.max()) < 6
+    assert np.asarray(block.truncated).sum() == 2 * 2  # every env hit the 30-step limit once in 40 iterations
+    assert np.asarray(data.terminated).sum() == 0
+    returns = evaluate(spec, functions, population, episodes=1, seed=0)
+    assert returns.shape == (2,) and np.all(np.isfinite(returns))

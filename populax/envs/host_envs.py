@@ -103,7 +103,7 @@ def make_env_fn(env_id: str, *, atari: bool, terminal_on_life_loss: bool, max_ep
     Atari gets the standard DQN preprocessing: ALE's own frame skip is turned
     off (``frameskip=1``) so that ``AtariPreprocessing`` does the skipping with
     max-pooling, then 84x84 grey frames, up to 30 no-op starts, optional
-    terminal on life loss, and a stack of the last 4 frames.
+    terminal on life loss, and a stack of the last 4 frames, channels last.
     """
 
     def make():
@@ -113,12 +113,17 @@ def make_env_fn(env_id: str, *, atari: bool, terminal_on_life_loss: bool, max_ep
             _register_ale(gym)
             from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 
-            env = gym.make(env_id, frameskip=1, **kwargs)
+            env = gym.make(env_id, frameskip=1)
             env = AtariPreprocessing(
                 env, noop_max=30, frame_skip=4, screen_size=84,
                 terminal_on_life_loss=terminal_on_life_loss, grayscale_obs=True, scale_obs=False,
             )
-            return FrameStackObservation(env, stack_size=4)
+            env = FrameStackObservation(env, stack_size=4)
+            # Channels last (84, 84, 4), the layout of gymnax's MinAtar frames and of the CNN torsos.
+            space = gym.spaces.Box(0, 255, (*env.observation_space.shape[1:], env.observation_space.shape[0]), np.uint8)
+            env = gym.wrappers.TransformObservation(env, lambda obs: np.moveaxis(obs, 0, -1), space)
+            # The limit counts agent steps (4 frames each), so it wraps the preprocessed env.
+            return env if max_episode_steps is None else gym.wrappers.TimeLimit(env, max_episode_steps)
         return gym.make(env_id, **kwargs)
 
     return make
