@@ -237,3 +237,20 @@ def test_atari_frames_flow_through_collector_buffer_and_evaluation():
     assert np.asarray(data.terminated).sum() == 0
     returns = evaluate(spec, functions, population, episodes=1, seed=0)
     assert returns.shape == (2,) and np.all(np.isfinite(returns))
+
+
+def test_async_vector_env_matches_sync():
+    """Subprocess stepping gives the same trajectories as in-process stepping."""
+    spec = make_host_spec("Hopper-v5", max_episode_steps=20)
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(30, 2, 3))
+    trajectories = []
+    for mode in ("sync", "async"):
+        envs = make_vector_env(spec, 2, mode)
+        obs, _ = envs.reset(seed=7)
+        rows = [obs]
+        for a in actions:
+            obs, reward, terminated, truncated, _ = envs.step(a)
+            rows.append(obs)
+        envs.close()
+        trajectories.append(np.stack(rows))
+    np.testing.assert_array_equal(trajectories[0], trajectories[1])

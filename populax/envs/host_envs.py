@@ -182,7 +182,8 @@ def make_vector_env(spec: HostEnvSpec, num_envs: int, mode: str) -> Any:
 
     fns = [spec.make] * num_envs
     if mode == "async":
-        return AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+        # spawn, not fork: forking a process that runs JAX's threads can deadlock.
+        return AsyncVectorEnv(fns, context="spawn", autoreset_mode=AutoresetMode.SAME_STEP)
     if mode == "sync":
         return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     raise ConfigError(f"--vector-env: unknown mode {mode!r}; allowed: {', '.join(VECTOR_MODES)}")
