@@ -253,7 +253,22 @@ def cmd_envs(argv: list[str]) -> int:
         algos = [a.name for a in ALGORITHMS.values() if (a.discrete if env.action.discrete else a.continuous)]
         table.add_row(env_id, str(env.obs_shape), describe_action(env.action), ", ".join(algos) or "-")
     Console().print(table)
+    print_host_envs()
     return 0
+
+
+def print_host_envs() -> None:
+    """The Gymnasium/ALE ids (host path): ids gymnax also has go to gymnax unless prefixed gymnasium:."""
+    from populax.envs import gymnax_ids
+    from populax.envs.host_envs import host_env_rows
+
+    compiled = set(gymnax_ids())
+    table = Table(title="Environments (Gymnasium / ALE on the CPU; prefix gymnasium: for ids gymnax also has)")
+    for column in ("id", "family", "status"):
+        table.add_column(column)
+    for env_id, family, status in host_env_rows():
+        table.add_row(f"gymnasium:{env_id}" if env_id in compiled else env_id, family, status)
+    Console(width=200).print(table)
 
 
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "report": cmd_report, "eval": cmd_eval, "envs": cmd_envs}

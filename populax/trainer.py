@@ -27,7 +27,8 @@ import numpy as np
 import yaml
 
 from populax.agents import Algorithm, get_algorithm
-from populax.envs.jax_envs import JaxEnv, describe_action, make_jax_env
+from populax.envs.host_envs import resolve_env
+from populax.envs.jax_envs import JaxEnv, describe_action, gymnax_ids, make_jax_env
 from populax.errors import ConfigError
 from populax.hparams import (
     Distribution,
@@ -83,14 +84,25 @@ class TrainResult:
 def default_run_dir(config: TrainConfig) -> Path:
     """runs/ALGO-ENV-TIMESTAMP."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{config.algo}-{config.env.replace('/', '_')}-{stamp}"
+    return Path("runs") / f"{config.algo}-{config.env.replace('/', '_').replace(':', '_')}-{stamp}"
 
 
 def prepare(config: TrainConfig) -> Setup:
-    """Validate ``config`` and build the run's objects; raises ConfigError, writes nothing."""
+    """Validate ``config`` and build the run's objects; raises ConfigError, writes nothing.
+
+    Host (Gymnasium/ALE) ids return a ``populax.host_loop.HostSetup`` instead.
+    """
     check_ranges(config)
+    choice = resolve_env(config.env, gymnax_ids())
+    if choice.kind == "gymnasium":
+        from populax.host_loop import prepare_host
+
+        setup = prepare_host(config, choice.env_id, Path(config.out) if config.out else default_run_dir(config))
+        if setup.run_dir.exists() and not config.force:
+            raise ConfigError(f"--out: {setup.run_dir} already exists; choose another directory or pass --force to replace it")
+        return setup
     algorithm = get_algorithm(config.algo)
-    env = make_jax_env(config.env)
+    env = make_jax_env(choice.env_id)
     if env.action.discrete and not algorithm.discrete or not env.action.discrete and not algorithm.continuous:
         needs = "continuous (Box)" if algorithm.continuous else "discrete"
         raise ConfigError(
@@ -170,6 +182,12 @@ def run(setup: Setup, on_chunk: Callable[[Progress], None] | None = None, start:
     SIGINT/SIGTERM asks the run to stop (after the current chunk); a stopped
     run returns with ``interrupted=True``.
     """
+    if not isinstance(setup, Setup):  # a host-environment run
+        from populax.host_loop import run_host
+
+        if start is not None:
+            raise ConfigError("populax resume: resuming host-environment (Gymnasium/ALE) runs is not supported yet")
+        return run_host(setup, on_chunk)
     config = setup.config
     train_chunk = setup.executor(setup.program.train_chunk)
     evaluate = setup.executor(setup.program.evaluate)

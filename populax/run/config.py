@@ -26,7 +26,7 @@ class TrainConfig:
     """Everything that defines a training run."""
 
     env: str = "Pendulum-v1"
-    """Environment id (gymnax); `populax envs` lists them."""
+    """Environment id: gymnax (compiled) or any Gymnasium/ALE id (host); prefix gymnax: or gymnasium: to choose; `populax envs` lists them."""
     algo: str = "td3"
     """Algorithm: td3, sac, dqn, ppo."""
     pop: int = 8
@@ -79,6 +79,18 @@ class TrainConfig:
     """How many of the newest checkpoints to keep in RUN/checkpoints/."""
     save_buffer: bool = True
     """Save replay buffers in checkpoints (needed for an exact resume; skipped above 2 GB in total)."""
+    vector_env: str = "sync"
+    """Host envs: step the N x E Gymnasium envs in this process (sync) or one subprocess each (async)."""
+    overlap: bool = True
+    """Host envs: collect in a background thread while the learner updates (false: alternate, reproducible)."""
+    max_policy_lag: int = 100
+    """Host envs: most env steps per member the acting parameters may lag behind the collected data."""
+    obs_norm: bool = False
+    """Host envs: normalise observations with running per-member statistics."""
+    terminal_on_life_loss: bool = False
+    """Atari: treat the loss of a life as a terminal state."""
+    max_episode_steps: int = 0
+    """Host envs: time limit per episode (0: the environment's own)."""
     hp: dict[str, Any] = field(default_factory=dict)
     """Per-member hyperparameters: NAME -> number, N numbers, uniform:/loguniform:/choice:."""
     algo_options: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,235 @@
+"""Host environments: any Gymnasium id (MuJoCo v5 tasks, classic control) and Atari via ale-py.
+
+These run on the CPU, outside JAX. The adapter here resolves an id, checks
+that it can be built and trained on, and makes Gymnasium vector environments
+for a whole population: N members x E envs each in ONE vector env, so a single
+``step`` advances every member and a single jitted call chooses every action.
+
+The vector envs use Gymnasium's same-step autoreset: after an episode ends,
+``step`` already returns the next episode's first observation and puts the true
+final observation in ``info["final_obs"]``; the loop stores that one as
+``next_obs`` so that a time-limit truncation bootstraps from the right state.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from populax.agents.base import ActionSpec
+from populax.errors import ConfigError
+
+VECTOR_MODES = ("sync", "async")
+
+# Which extra provides a family of Gymnasium environments (for "not installed" errors).
+EXTRAS = {"mujoco": ("mujoco", "populax[mujoco]"), "ale_py": ("ale_py", "populax[atari]")}
+
+
+class EnvChoice(NamedTuple):
+    """Where an ``--env`` value goes: the compiled (gymnax) or the host (Gymnasium) path."""
+
+    kind: str
+    """"gymnax" or "gymnasium"."""
+    env_id: str
+    """The id without its ``gymnax:``/``gymnasium:`` prefix."""
+
+
+class HostEnvSpec(NamedTuple):
+    """A Gymnasium environment as the host loop sees it (no instance held)."""
+
+    name: str
+    obs_shape: tuple[int, ...]
+    obs_dtype: Any
+    """numpy dtype the replay buffer stores observations in (uint8 for Atari frames)."""
+    action: ActionSpec
+    action_low: np.ndarray | None
+    """Lower bound of a Box action space (None for Discrete)."""
+    action_high: np.ndarray | None
+    make: Callable[[], Any]
+    """Builds one fully wrapped environment instance (a picklable closure for subprocesses)."""
+
+
+def _gymnasium():
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import gymnasium
+    except ImportError:  # pragma: no cover - gymnasium ships with the extras
+        raise ConfigError("--env: Gymnasium is not installed; install populax[mujoco] or populax[atari]") from None
+    return gymnasium
+
+
+def _register_ale(gym) -> bool:
+    """Register the ALE/... ids with Gymnasium when ale-py is installed."""
+    if importlib.util.find_spec("ale_py") is None:
+        return False
+    import ale_py
+
+    gym.register_envs(ale_py)
+    return True
+
+
+def resolve_env(env_id: str, gymnax_ids: list[str]) -> EnvChoice:
+    """Decide the path of ``env_id``: a prefix chooses; otherwise gymnax ids stay compiled."""
+    for kind in ("gymnax", "gymnasium"):
+        if env_id.startswith(kind + ":"):
+            return EnvChoice(kind, env_id[len(kind) + 1 :])
+    return EnvChoice("gymnax" if env_id in gymnax_ids else "gymnasium", env_id)
+
+
+def gymnasium_ids() -> list[str]:
+    """Registered Gymnasium ids this machine can list (ALE ids when ale-py is installed)."""
+    gym = _gymnasium()
+    _register_ale(gym)
+    return sorted(gym.registry)
+
+
+def _missing_extra(env_id: str, entry_point: str) -> str | None:
+    """The extra to install when ``env_id``'s entry point needs a package that is absent."""
+    if env_id.startswith("ALE/") or "ale_py" in entry_point:
+        return None if importlib.util.find_spec("ale_py") else EXTRAS["ale_py"][1]
+    if "mujoco" in entry_point:
+        return None if importlib.util.find_spec("mujoco") else EXTRAS["mujoco"][1]
+    return None
+
+
+def make_env_fn(env_id: str, *, atari: bool, terminal_on_life_loss: bool, max_episode_steps: int | None) -> Callable[[], Any]:
+    """A closure building one wrapped instance of ``env_id``.
+
+    Atari gets the standard DQN preprocessing: ALE's own frame skip is turned
+    off (``frameskip=1``) so that ``AtariPreprocessing`` does the skipping with
+    max-pooling, then 84x84 grey frames, up to 30 no-op starts, optional
+    terminal on life loss, and a stack of the last 4 frames, channels last.
+    """
+
+    def make():
+        gym = _gymnasium()
+        kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+        if atari:
+            _register_ale(gym)
+            from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
+
+            env = gym.make(env_id, frameskip=1)
+            env = AtariPreprocessing(
+                env, noop_max=30, frame_skip=4, screen_size=84,
+                terminal_on_life_loss=terminal_on_life_loss, grayscale_obs=True, scale_obs=False,
+            )
+            env = FrameStackObservation(env, stack_size=4)
+            # Channels last (84, 84, 4), the layout of gymnax's MinAtar frames and of the CNN torsos.
+            space = gym.spaces.Box(0, 255, (*env.observation_space.shape[1:], env.observation_space.shape[0]), np.uint8)
+            env = gym.wrappers.TransformObservation(env, lambda obs: np.moveaxis(obs, 0, -1), space)
+            # The limit counts agent steps (4 frames each), so it wraps the preprocessed env.
+            return env if max_episode_steps is None else gym.wrappers.TimeLimit(env, max_episode_steps)
+        return gym.make(env_id, **kwargs)
+
+    return make
+
+
+def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_episode_steps: int | None = None) -> HostEnvSpec:
+    """Check that ``env_id`` exists, is installed and has a usable action space; describe it."""
+    gym = _gymnasium()
+    _register_ale(gym)
+    if env_id not in gym.registry:
+        missing = EXTRAS["ale_py"][1] if env_id.startswith("ALE/") else None
+        if missing:
+            raise ConfigError(f"--env: {env_id} needs ale-py, which is not installed; install {missing}")
+        raise ConfigError(f"--env: unknown environment {env_id!r}; run `populax envs` for the list")
+    entry = str(gym.registry[env_id].entry_point)
+    if "mujoco_py" in entry:
+        raise ConfigError(f"--env: {env_id} needs the retired mujoco-py; use the v5 version of this task")
+    missing = _missing_extra(env_id, entry)
+    if missing:
+        raise ConfigError(f"--env: {env_id} needs a package that is not installed; install {missing}")
+    atari = env_id.startswith("ALE/") or "ale_py" in entry
+    make = make_env_fn(env_id, atari=atari, terminal_on_life_loss=terminal_on_life_loss, max_episode_steps=max_episode_steps)
+    try:
+        env = make()
+    except (ImportError, gym.error.DependencyNotInstalled) as error:
+        raise ConfigError(f"--env: {env_id} cannot be built here ({error}); install populax[mujoco] or populax[atari]") from None
+    try:
+        obs_space, act_space = env.observation_space, env.action_space
+    finally:
+        env.close()
+    spaces = gym.spaces
+    if not isinstance(obs_space, spaces.Box):
+        raise ConfigError(f"--env: {env_id} has a {type(obs_space).__name__} observation space; populax needs a Box")
+    if isinstance(act_space, spaces.Discrete):
+        action, low, high = ActionSpec(discrete=True, size=int(act_space.n)), None, None
+    elif isinstance(act_space, spaces.Box) and np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high)):
+        action = ActionSpec(discrete=False, size=int(np.prod(act_space.shape)))
+        low = np.asarray(act_space.low, np.float32).reshape(-1)
+        high = np.asarray(act_space.high, np.float32).reshape(-1)
+    else:
+        raise ConfigError(
+            f"--env: {env_id} has action space {act_space}; populax handles Discrete or a bounded Box"
+        )
+    dtype = np.uint8 if obs_space.dtype == np.uint8 else np.float32
+    return HostEnvSpec(env_id, tuple(int(d) for d in obs_space.shape), dtype, action, low, high, make)
+
+
+def make_vector_env(spec: HostEnvSpec, num_envs: int, mode: str) -> Any:
+    """``num_envs`` instances in one Gymnasium vector env with same-step autoreset.
+
+    ``sync`` steps them in this process one after another; ``async`` runs each
+    in a subprocess (worth it when one step is expensive, e.g. Humanoid).
+    """
+    _gymnasium()
+    from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+
+    fns = [spec.make] * num_envs
+    if mode == "async":
+        # spawn, not fork: forking a process that runs JAX's threads can deadlock.
+        return AsyncVectorEnv(fns, context="spawn", autoreset_mode=AutoresetMode.SAME_STEP)
+    if mode == "sync":
+        return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    raise ConfigError(f"--vector-env: unknown mode {mode!r}; allowed: {', '.join(VECTOR_MODES)}")
+
+
+def to_env_actions(spec: HostEnvSpec, actions: np.ndarray) -> np.ndarray:
+    """Agent actions (continuous ones in [-1, 1]) -> what the environment expects."""
+    if spec.action.discrete:
+        return actions.astype(np.int64)
+    return spec.action_low + (actions + 1.0) * 0.5 * (spec.action_high - spec.action_low)
+
+
+def final_observations(obs: np.ndarray, done: np.ndarray, info: dict) -> np.ndarray:
+    """The observation each transition really led to: ``info['final_obs']`` where an episode ended."""
+    if not done.any():
+        return obs
+    final = np.array(obs, copy=True)
+    for i in np.flatnonzero(done):
+        final[i] = info["final_obs"][i]
+    return final
+
+
+def family(env_id: str, entry_point: str) -> str:
+    """A short family name for listing: Atari, MuJoCo, Box2D, classic control, toy text..."""
+    if env_id.startswith("ALE/") or "ale_py" in entry_point:
+        return "Atari"
+    for key, name in (("mujoco", "MuJoCo"), ("box2d", "Box2D"), ("classic_control", "classic control"),
+                      ("toy_text", "toy text"), ("phys2d", "phys2d (functional)"), ("tabular", "tabular")):
+        if key in entry_point:
+            return name
+    return entry_point.split(":")[0]
+
+
+def host_env_rows() -> list[tuple[str, str, str]]:
+    """(id, family, status) of every Gymnasium id populax can route to the host path.
+
+    Atari appears under its ``ALE/`` ids only (the legacy v0/v4 aliases are
+    left out); status says whether the needed extra is installed.
+    """
+    gym = _gymnasium()
+    _register_ale(gym)
+    rows = []
+    for env_id in sorted(gym.registry):
+        entry = str(gym.registry[env_id].entry_point)
+        if "ale_py" in entry and not env_id.startswith("ALE/") or "mujoco_py" in entry:
+            continue  # legacy Atari aliases; MuJoCo v2/v3 need the retired mujoco-py
+        missing = _missing_extra(env_id, entry)
+        rows.append((env_id, family(env_id, entry), f"install {missing}" if missing else "ready"))
+    return rows

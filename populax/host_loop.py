@@ -1,0 +1,518 @@
+"""Training a population on host (Gymnasium / ALE) environments.
+
+Host environments cannot run inside ``jit``, so the loop is split like the
+paper's actor/learner design, with both halves reusing the one-member pieces
+of the compiled path (Agent, replay buffer, executors):
+
+* the **collector** steps ONE Gymnasium vector env holding all N x E
+  environments; every env step, all members act in ONE jitted executor call
+  over the stacked agent states and observations;
+* the **learner** inserts each block of transitions into the stacked
+  per-member replay buffers (one executor call) and runs compiled chunks of
+  ``update_chunk`` updates per member until the update-to-data ratio is met.
+
+With ``overlap`` the collector runs in a background thread (JAX releases the
+GIL while it computes, Gymnasium's MuJoCo/ALE steps release it in C), so env
+stepping and updates proceed at the same time. Two rules keep it honest:
+
+1. update-to-data ratio: after each block the learner catches up to
+   ``floor(updates_per_step * (steps - learning_starts))`` updates per member,
+   so the ratio holds on average (exactly, at the end of the run);
+2. bounded staleness: the collector may act at most ``max_policy_lag`` env
+   steps per member past the data the acting parameters were published
+   after; beyond that it waits for the learner.
+
+Without ``overlap`` the two alternate in one thread (collect a block, learn on
+it) and a run is reproducible from its seed. See docs/host_envs.md.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from populax.agents import Algorithm, get_algorithm
+from populax.agents.base import Agent, Transition, all_finite
+from populax.buffers import ReplayBuffer, buffer_add, buffer_init, buffer_sample
+from populax.envs.host_envs import (
+    VECTOR_MODES,
+    HostEnvSpec,
+    final_observations,
+    make_host_spec,
+    make_vector_env,
+    to_env_actions,
+)
+from populax.envs.jax_envs import describe_action
+from populax.errors import ConfigError
+from populax.hparams import Distribution, resolve_specs, sample_population
+from populax.loops import random_actions
+from populax.obs_norm import RunningStats, normalize, stats_init, stats_update
+from populax.population import make_executor
+from populax.run.config import TrainConfig, check_ranges
+
+
+@struct.dataclass
+class HostMember:
+    """One member's learner-side state (stacked over members by the executor)."""
+
+    agent: Any
+    hparams: Any
+    buffer: ReplayBuffer
+    obs_stats: RunningStats
+    """Observation statistics the acting and learning use (unused unless obs_norm)."""
+    env_steps: jax.Array
+    """Env steps of this member inserted into its buffer so far."""
+    key: jax.Array
+
+
+class HostPlan(NamedTuple):
+    """Static sizes of the host loop, derived from the configuration."""
+
+    envs_per_member: int
+    block_iterations: int
+    """Env iterations (each steps all N x E envs once) per block handed to the learner."""
+    update_chunk: int
+    """Updates per member in one compiled learner call."""
+    total_iterations: int
+    learning_starts: int
+    updates_per_step: float
+    max_policy_lag: int
+    batch_size: int
+    buffer_size: int
+
+    @property
+    def block_steps(self) -> int:
+        """Env steps per member in one block."""
+        return self.block_iterations * self.envs_per_member
+
+    def target_updates(self, steps: int) -> int:
+        """Updates per member owed once ``steps`` env steps per member are in the buffer."""
+        return math.floor(self.updates_per_step * max(0, steps - self.learning_starts) + 1e-9)
+
+
+def make_plan(config: TrainConfig) -> HostPlan:
+    """Blocks of half the policy lag (so one block is collected while the last is learned on)."""
+    e = config.envs_per_member
+    if config.max_policy_lag < e:
+        raise ConfigError(
+            f"--max-policy-lag must be >= --envs-per-member ({e}) so that one env iteration fits (got {config.max_policy_lag})"
+        )
+    block_iterations = max(1, config.max_policy_lag // (2 * e))
+    block_steps = block_iterations * e
+    total_iterations = math.ceil(config.total_steps / e)
+    return HostPlan(
+        envs_per_member=e,
+        block_iterations=block_iterations,
+        update_chunk=max(1, math.ceil(config.updates_per_step * block_steps)),
+        total_iterations=total_iterations,
+        learning_starts=config.learning_starts,
+        updates_per_step=config.updates_per_step,
+        max_policy_lag=config.max_policy_lag,
+        batch_size=config.batch_size,
+        buffer_size=max(block_steps, min(config.buffer_size, total_iterations * e)),
+    )
+
+
+class HostFunctions(NamedTuple):
+    """The population-level (executor-mapped) functions of the host loop."""
+
+    init: Callable
+    act: Callable
+    """(agent, stats, hparams, obs[N,E,...], keys, warming[N], obs_norm) -> (actions, stats, keys)."""
+    insert: Callable
+    """(HostMember, Transition[N, B*E, ...], stats) -> HostMember."""
+    learn: Callable
+    """(HostMember, count[N]) -> (HostMember, metrics)."""
+    policy: Callable
+    """(agent, stats, obs[N, M, ...]) -> actions (deterministic, evaluation)."""
+
+
+def make_functions(agent: Agent, spec: HostEnvSpec, plan: HostPlan, executor: Callable, obs_norm: bool) -> HostFunctions:
+    """Write each step for ONE member, then map it over the population with the executor."""
+
+    def prepare_obs(stats, obs):
+        return normalize(stats, obs) if obs_norm else obs.astype(jnp.float32)
+
+    def init(key, hparams):
+        agent_key, key = jax.random.split(key)
+        obs = jnp.zeros(spec.obs_shape, spec.obs_dtype)
+        action = jnp.zeros((), jnp.int32) if spec.action.discrete else jnp.zeros((spec.action.size,), jnp.float32)
+        example = Transition(obs, action, jnp.float32(0), obs, jnp.float32(0))
+        return HostMember(
+            agent=agent.init(agent_key, hparams),
+            hparams=hparams,
+            buffer=buffer_init(example, plan.buffer_size),
+            obs_stats=stats_init(spec.obs_shape),
+            env_steps=jnp.zeros((), jnp.int32),
+            key=key,
+        )
+
+    def act(agent_state, stats, hparams, obs, key, warming):
+        key, act_key, random_key = jax.random.split(key, 3)
+        if obs_norm:
+            stats = stats_update(stats, obs)
+        learned = agent.act(agent_state, prepare_obs(stats, obs), act_key, hparams)
+        action = jnp.where(warming, random_actions(random_key, spec.action, obs.shape[0]), learned)
+        return action, stats, key
+
+    def insert(member, batch, stats):
+        return member.replace(
+            buffer=buffer_add(member.buffer, batch),
+            obs_stats=stats,
+            env_steps=member.env_steps + batch.reward.shape[0],
+        )
+
+    def learn(member, count):
+        def one_update(carry, index):
+            state, key = carry
+            key, sample_key, update_key = jax.random.split(key, 3)
+            batch = buffer_sample(member.buffer, sample_key, plan.batch_size)
+            batch = batch._replace(obs=prepare_obs(member.obs_stats, batch.obs),
+                                   next_obs=prepare_obs(member.obs_stats, batch.next_obs))
+
+            def do_update(s):
+                return agent.update(s, batch, update_key, member.hparams)
+
+            def skip_update(s):  # the tail of the run's last chunk only
+                metrics = jax.eval_shape(do_update, s)[1]
+                return s, jax.tree.map(lambda m: jnp.full(m.shape, jnp.nan, m.dtype), metrics)
+
+            state, metrics = jax.lax.cond(index < count, do_update, skip_update, state)
+            return (state, key), metrics
+
+        (state, key), metrics = jax.lax.scan(one_update, (member.agent, member.key), jnp.arange(plan.update_chunk))
+        summary = jax.tree.map(jnp.nanmean, metrics)
+        summary["finite"] = all_finite(state)
+        return member.replace(agent=state, key=key), summary
+
+    def policy(agent_state, stats, obs):
+        return agent.policy(agent_state, prepare_obs(stats, obs))
+
+    return HostFunctions(
+        init=executor(init), act=executor(act), insert=executor(insert), learn=executor(learn), policy=executor(policy)
+    )
+
+
+class Block(NamedTuple):
+    """What the collector hands the learner: ``block_iterations`` env iterations of all members."""
+
+    transitions: Transition
+    """Leaves shaped [N, B*E, ...] (row t*E + e is env e at iteration t)."""
+    truncated: np.ndarray
+    """[N, B*E] 1.0 where an episode hit its time limit (kept for bookkeeping and tests)."""
+    stats: RunningStats
+    """Observation statistics after the block (stacked over members)."""
+    episode_returns: list[list[float]]
+    """Returns of the episodes each member finished during the block."""
+    acted_lag: int
+    """Largest staleness (env steps per member) of the parameters that acted in the block."""
+
+
+class Collector:
+    """Steps the N x E host envs; all members act in one jitted call per env step."""
+
+    def __init__(self, spec: HostEnvSpec, plan: HostPlan, functions: HostFunctions, population: HostMember,
+                 pop: int, mode: str, seed: int):
+        self.spec, self.plan, self.functions, self.pop = spec, plan, functions, pop
+        self.envs = make_vector_env(spec, pop * plan.envs_per_member, mode)
+        obs, _ = self.envs.reset(seed=seed)
+        self.obs = np.asarray(obs, spec.obs_dtype)
+        self.episode_return = np.zeros(pop * plan.envs_per_member)
+        self.keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 4), pop)
+        self.stats = population.obs_stats
+        self.iterations = 0
+        # Acting parameters and the env steps per member they were published after.
+        self.params = (population.agent, population.hparams)
+        self.published_at = 0
+        self.cond = threading.Condition()
+        self.stopped = False
+        self.wait_s = 0.0
+
+    @property
+    def steps(self) -> int:
+        """Env steps per member taken so far."""
+        return self.iterations * self.plan.envs_per_member
+
+    def publish(self, agent_state: Any, hparams: Any, steps: int) -> None:
+        """Called by the learner: new acting parameters, trained on ``steps`` env steps per member."""
+        with self.cond:
+            self.params, self.published_at = (agent_state, hparams), steps
+            self.cond.notify_all()
+
+    def stop(self) -> None:
+        """Wake and end the collector thread."""
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
+
+    def _wait_for_fresh_params(self) -> bool:
+        """Block while acting would exceed the staleness bound; False when stopped."""
+        start = time.perf_counter()
+        with self.cond:
+            while not self.stopped and self._lag_after_block() > self.plan.max_policy_lag:
+                self.cond.wait()
+        self.wait_s += time.perf_counter() - start
+        return not self.stopped
+
+    def _lag_after_block(self) -> int:
+        # The warm-up acts randomly, so parameters cannot be stale before learning starts.
+        end = self.steps + self.plan.block_steps
+        return end - max(self.published_at, self.plan.learning_starts) if end > self.plan.learning_starts else 0
+
+    def collect_block(self) -> Block | None:
+        """Run one block of env iterations (None once the run's steps are done or stopped)."""
+        remaining = self.plan.total_iterations - self.iterations
+        if remaining <= 0 or not self._wait_for_fresh_params():
+            return None
+        n, e = self.pop, self.plan.envs_per_member
+        agent_state, hparams = self.params
+        acted_lag = max(0, self.steps + self.plan.block_steps - max(self.published_at, self.plan.learning_starts))
+        rows: dict[str, list] = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated")}
+        finished: list[list[float]] = [[] for _ in range(n)]
+        for _ in range(min(self.plan.block_iterations, remaining)):
+            warming = jnp.full((n,), self.steps < self.plan.learning_starts)
+            obs = self.obs.reshape(n, e, *self.spec.obs_shape)
+            actions, self.stats, self.keys = self.functions.act(agent_state, self.stats, hparams, obs, self.keys, warming)
+            actions = np.asarray(actions).reshape(n * e, *np.shape(actions)[2:])
+            next_obs, reward, terminated, truncated, info = self.envs.step(to_env_actions(self.spec, actions))
+            done = np.logical_or(terminated, truncated)
+            rows["obs"].append(self.obs)
+            rows["action"].append(actions)
+            rows["reward"].append(np.asarray(reward, np.float32))
+            rows["next_obs"].append(np.asarray(final_observations(next_obs, done, info), self.spec.obs_dtype))
+            rows["terminated"].append(np.asarray(terminated, np.float32))
+            rows["truncated"].append(np.asarray(truncated, np.float32))
+            self.episode_return += reward
+            for i in np.flatnonzero(done):
+                finished[i // e].append(float(self.episode_return[i]))
+                self.episode_return[i] = 0.0
+            self.obs = np.asarray(next_obs, self.spec.obs_dtype)
+            self.iterations += 1
+
+        def per_member(name):  # [T, N*E, ...] -> [N, T*E, ...]
+            x = np.stack(rows[name])
+            t = x.shape[0]
+            x = x.reshape(t, n, e, *x.shape[2:]).swapaxes(0, 1)
+            return x.reshape(n, t * e, *x.shape[3:])
+
+        transitions = Transition(*(per_member(k) for k in ("obs", "action", "reward", "next_obs", "terminated")))
+        return Block(transitions, per_member("truncated"), self.stats, finished, acted_lag)
+
+    def close(self) -> None:
+        """Close the vector env (ends async workers)."""
+        self.envs.close()
+
+
+def evaluate(spec: HostEnvSpec, functions: HostFunctions, population: HostMember, episodes: int,
+             seed: int, max_steps: int = 100_000) -> np.ndarray:
+    """Mean return of ``episodes`` fresh episodes per member, deterministic policy, separate env instances."""
+    n = int(np.asarray(population.env_steps).shape[0])
+    envs = make_vector_env(spec, n * episodes, "sync")
+    try:
+        obs, _ = envs.reset(seed=seed)
+        total = np.zeros(n * episodes)
+        alive = np.ones(n * episodes)
+        for _ in range(max_steps):
+            batch = np.asarray(obs, spec.obs_dtype).reshape(n, episodes, *spec.obs_shape)
+            actions = np.asarray(functions.policy(population.agent, population.obs_stats, batch))
+            actions = actions.reshape(n * episodes, *actions.shape[2:])
+            obs, reward, terminated, truncated, _ = envs.step(to_env_actions(spec, actions))
+            total += alive * reward
+            alive *= 1.0 - np.logical_or(terminated, truncated)
+            if not alive.any():
+                break
+    finally:
+        envs.close()
+    return total.reshape(n, episodes).mean(axis=1)
+
+
+class HostSetup(NamedTuple):
+    """A validated host-environment run (nothing on disk yet); the host twin of trainer.Setup."""
+
+    config: TrainConfig
+    algorithm: Algorithm
+    spec: HostEnvSpec
+    specs: dict[str, Distribution]
+    hparams: Any
+    plan: HostPlan
+    functions: HostFunctions
+    run_dir: Path
+
+
+def prepare_host(config: TrainConfig, env_id: str, run_dir: Path) -> HostSetup:
+    """Validate a host-environment run; raises ConfigError, writes nothing."""
+    check_ranges(config)
+    if config.vector_env not in VECTOR_MODES:
+        raise ConfigError(f"--vector-env: unknown mode {config.vector_env!r}; allowed: {', '.join(VECTOR_MODES)}")
+    if config.max_episode_steps < 0:
+        raise ConfigError(f"--max-episode-steps must be >= 0 (0: the environment's own limit; got {config.max_episode_steps})")
+    algorithm = get_algorithm(config.algo)
+    if getattr(algorithm, "on_policy", False):
+        raise ConfigError(f"--algo: {config.algo} is on-policy; host environments train off-policy algorithms only for now")
+    spec = make_host_spec(env_id, terminal_on_life_loss=config.terminal_on_life_loss,
+                          max_episode_steps=config.max_episode_steps or None)
+    if spec.action.discrete and not algorithm.discrete or not spec.action.discrete and not algorithm.continuous:
+        needs = "continuous (Box)" if algorithm.continuous else "discrete"
+        raise ConfigError(f"--env: {config.algo} needs a {needs} action space; {env_id} has {describe_action(spec.action)}")
+    plan = make_plan(config)
+    executor = make_executor(config.executor, config.pop)
+    specs = resolve_specs(algorithm.hparams, config.hp, config.pop)
+    hparams = sample_population(algorithm.hparams, specs, jax.random.fold_in(jax.random.key(config.seed), 1), config.pop)
+    agent = algorithm.make(spec.obs_shape, spec.action, tuple(config.hidden))
+    functions = make_functions(agent, spec, plan, executor, config.obs_norm)
+    return HostSetup(config, algorithm, spec, specs, hparams, plan, functions, run_dir)
+
+
+class HostProgress:
+    """Counters the progress display reads after each evaluation (same fields as trainer.Progress)."""
+
+    def __init__(self, setup: HostSetup):
+        self.total_steps = setup.plan.total_iterations * setup.plan.envs_per_member
+        self.env_steps = 0
+        self.best_return = -math.inf
+        self.first_chunk_s: float | None = None
+
+
+class Learner:
+    """The learner's side: insert blocks, keep the update-to-data ratio, publish parameters."""
+
+    def __init__(self, setup: HostSetup, population: HostMember):
+        self.setup, self.population = setup, population
+        self.updates = 0
+        self.busy_s = 0.0
+        self.metrics: list[dict[str, np.ndarray]] = []
+
+    def consume(self, block: Block, collector: Collector) -> None:
+        """Insert ``block``, run the updates it makes owed, publish the new parameters."""
+        plan, functions = self.setup.plan, self.setup.functions
+        start = time.perf_counter()
+        self.population = functions.insert(self.population, block.transitions, block.stats)
+        steps = int(np.asarray(self.population.env_steps)[0])
+        pop = self.setup.config.pop
+        while self.updates < plan.target_updates(steps):
+            count = min(plan.update_chunk, plan.target_updates(steps) - self.updates)
+            self.population, metrics = functions.learn(self.population, jnp.full((pop,), count, jnp.int32))
+            self.metrics.append(metrics)
+            self.updates += count
+        jax.block_until_ready(self.population.agent)
+        self.busy_s += time.perf_counter() - start
+        collector.publish(self.population.agent, self.population.hparams, steps)
+
+    def take_metrics(self) -> dict[str, np.ndarray]:
+        """Mean of the learner metrics since the last call (per member)."""
+        if not self.metrics:
+            return {}
+        names = self.metrics[0].keys()
+        out = {n: np.nanmean(np.stack([np.asarray(m[n], np.float64) for m in self.metrics]), axis=0) for n in names}
+        out["finite"] = np.all(np.stack([np.asarray(m["finite"]) for m in self.metrics]), axis=0).astype(np.float64)
+        self.metrics = []
+        return out
+
+
+def run_host(setup: HostSetup, on_chunk: Callable[[HostProgress], None] | None = None):
+    """Train on host environments; writes the same run directory as the compiled path."""
+    import warnings
+
+    from populax.run.logging import RunLogger
+    from populax.trainer import TrainResult, create_run_dir, log_chunk, write_summary
+
+    config, plan = setup.config, setup.plan
+    create_run_dir(setup)
+    logger = RunLogger(setup.run_dir, tensorboard=config.tensorboard)
+    progress = HostProgress(setup)
+    start = time.perf_counter()
+    member_keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 2), config.pop)
+    population = setup.functions.init(member_keys, setup.hparams)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Gymnasium/MuJoCo deprecation chatter at env creation
+        collector = Collector(setup.spec, plan, setup.functions, population, config.pop, config.vector_env, config.seed)
+    learner = Learner(setup, population)
+    blocks: queue.Queue = queue.Queue()
+    failure: list[BaseException] = []
+
+    def produce():
+        try:
+            while (block := collector.collect_block()) is not None:
+                blocks.put(block)
+        except BaseException as error:  # surfaced in the main thread
+            failure.append(error)
+        finally:
+            blocks.put(None)
+
+    thread = threading.Thread(target=produce, name="populax-collector", daemon=True) if config.overlap else None
+    if thread is not None:
+        thread.start()
+    returns = np.full(config.pop, np.nan)
+    episode_returns: list[list[float]] = [[] for _ in range(config.pop)]
+    next_eval, evaluation, max_lag = config.eval_every, 0, 0
+    eval_s, steady = 0.0, None  # steady state: from the first evaluation on (compilation done)
+    try:
+        while True:
+            block = blocks.get() if thread is not None else collector.collect_block()
+            if block is None:
+                break
+            learner.consume(block, collector)
+            max_lag = max(max_lag, block.acted_lag)
+            for member, finished in enumerate(block.episode_returns):
+                episode_returns[member].extend(finished)
+            steps = int(np.asarray(learner.population.env_steps)[0])
+            if steps >= next_eval or steps >= progress.total_steps:
+                eval_start = time.perf_counter()
+                returns = evaluate(setup.spec, setup.functions, learner.population, config.eval_episodes,
+                                   seed=config.seed * 7919 + 1_000_003 * (evaluation + 1))
+                eval_s += time.perf_counter() - eval_start
+                if steady is None:
+                    steady = (time.perf_counter(), steps, learner.busy_s, eval_s)
+                metrics = learner.take_metrics()
+                metrics["train_return"] = np.array([np.mean(r) if r else np.nan for r in episode_returns])
+                episode_returns = [[] for _ in range(config.pop)]
+                if progress.first_chunk_s is None:
+                    progress.first_chunk_s = time.perf_counter() - start
+                progress.env_steps = steps
+                progress.best_return = float(np.nanmax(returns)) if np.isfinite(returns).any() else -math.inf
+                log_chunk(logger, learner.population, metrics, returns, steps, time.perf_counter() - start)
+                if on_chunk is not None:
+                    on_chunk(progress)
+                next_eval += config.eval_every
+                evaluation += 1
+    finally:
+        collector.stop()
+        if thread is not None:
+            thread.join()
+        collector.close()
+        logger.close()
+    if failure:
+        raise failure[0]
+    population = learner.population
+    wall = time.perf_counter() - start
+    summary = write_summary(setup, population, returns, wall, progress.first_chunk_s or 0.0)
+    steady_s = steady_steps = 0.0
+    if steady is not None:
+        steady_s = time.perf_counter() - start - (steady[0] - start) - (eval_s - steady[3])
+        steady_steps = int(np.asarray(population.env_steps)[0]) - steady[1]
+    summary["host"] = {
+        "vector_env": config.vector_env,
+        "overlap": config.overlap,
+        "learner_busy_fraction": learner.busy_s / wall,
+        "collector_wait_s": collector.wait_s,
+        "max_policy_lag_seen": max_lag,
+        "updates_per_member": learner.updates,
+        "eval_s": eval_s,
+        # After the first evaluation, evaluation time excluded: what the benchmark reports.
+        "steady_env_steps_per_s": config.pop * steady_steps / steady_s if steady_s > 0 else None,
+        "steady_learner_busy_fraction": (learner.busy_s - steady[2]) / steady_s if steady_s > 0 else None,
+    }
+    import json
+
+    (setup.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=float))
+    return TrainResult(population=population, returns=returns, run_dir=setup.run_dir, summary=summary)
