@@ -41,8 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from populax.agents import Algorithm, get_algorithm
+from populax.agents import AgentSpec, Algorithm, get_algorithm
 from populax.agents.base import Agent, Transition, all_finite
+from populax.agents.options import resolve_options
 from populax.buffers import ReplayBuffer, buffer_add, buffer_init, buffer_sample
 from populax.envs.host_envs import (
     VECTOR_MODES,
@@ -357,7 +358,7 @@ def prepare_host(config: TrainConfig, env_id: str, run_dir: Path) -> HostSetup:
     if config.max_episode_steps < 0:
         raise ConfigError(f"--max-episode-steps must be >= 0 (0: the environment's own limit; got {config.max_episode_steps})")
     algorithm = get_algorithm(config.algo)
-    if getattr(algorithm, "on_policy", False):
+    if algorithm.on_policy:
         raise ConfigError(f"--algo: {config.algo} is on-policy; host environments train off-policy algorithms only for now")
     spec = make_host_spec(env_id, terminal_on_life_loss=config.terminal_on_life_loss,
                           max_episode_steps=config.max_episode_steps or None)
@@ -368,7 +369,13 @@ def prepare_host(config: TrainConfig, env_id: str, run_dir: Path) -> HostSetup:
     executor = make_executor(config.executor, config.pop)
     specs = resolve_specs(algorithm.hparams, config.hp, config.pop)
     hparams = sample_population(algorithm.hparams, specs, jax.random.fold_in(jax.random.key(config.seed), 1), config.pop)
-    agent = algorithm.make(spec.obs_shape, spec.action, tuple(config.hidden))
+    options = resolve_options(algorithm.options, config.algo_options, algorithm.name)
+    total_steps = plan.total_iterations * plan.envs_per_member
+    agent = algorithm.make(AgentSpec(
+        spec.obs_shape, spec.action, tuple(config.hidden), options,
+        steps_per_update=1.0 / plan.updates_per_step,
+        total_updates=max(1, plan.target_updates(total_steps)),
+    ))
     functions = make_functions(agent, spec, plan, executor, config.obs_norm)
     return HostSetup(config, algorithm, spec, specs, hparams, plan, functions, run_dir)
 

@@ -13,7 +13,6 @@ import yaml
 
 import populax
 import populax.trainer
-from populax.agents import ALGORITHMS
 from populax.cli import main
 from populax.envs import gymnax_ids
 from populax.envs.host_envs import make_host_spec, make_vector_env, resolve_env
@@ -179,7 +178,6 @@ def test_atari_preprocessing_is_the_dqn_standard():
     assert obs.shape == (2, 84, 84, 4) and obs.dtype == np.uint8 and obs.max() > 0
 
 
-@pytest.mark.skipif("dqn" not in ALGORITHMS, reason="DQN is built on the agents branch; un-skip after merging it")
 def test_pong_dqn_run_directory(tmp_path):
     out = tmp_path / "run"
     code = main(["train", "--env", "ALE/Pong-v5", "--algo", "dqn", "--pop", "2", "--total-steps", "400",
