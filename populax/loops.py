@@ -125,6 +125,8 @@ class MemberProgram(NamedTuple):
     init: Callable[[jax.Array, Any], MemberState]
     train_chunk: Callable[[MemberState], tuple[MemberState, dict[str, jax.Array]]]
     evaluate: Callable[[MemberState, jax.Array], jax.Array]
+    policy: Callable[[Any, jax.Array], jax.Array]
+    """The agent's deterministic policy ``(agent_state, obs) -> action`` (for `populax eval`)."""
 
 
 def random_actions(key: jax.Array, spec: ActionSpec, count: int) -> jax.Array:
@@ -143,6 +145,11 @@ def example_transition(env: JaxEnv) -> Transition:
 
 def evaluate_policy(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array) -> jax.Array:
     """Mean undiscounted return of ``episodes`` fresh episodes under ``policy(agent_state, obs)``."""
+    return jnp.mean(episode_returns(policy, agent_state, env, episodes, key))
+
+
+def episode_returns(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array) -> jax.Array:
+    """Undiscounted return of each of ``episodes`` fresh episodes under ``policy(agent_state, obs)``."""
     reset_key, run_key = jax.random.split(key)
     obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
 
@@ -158,7 +165,7 @@ def evaluate_policy(policy: Callable, agent_state: Any, env: JaxEnv, episodes: i
     carry = (obs, env_state, zeros, zeros + 1.0)
     keys = jax.random.split(run_key, env.max_episode_steps)
     (_, _, total, _), _ = jax.lax.scan(step, carry, keys)
-    return jnp.mean(total)
+    return total
 
 
 def make_member_program(agent: Agent, env: JaxEnv, schedule: Schedule) -> MemberProgram:
@@ -235,4 +242,4 @@ def make_member_program(agent: Agent, env: JaxEnv, schedule: Schedule) -> Member
         """Mean undiscounted return of fresh episodes under the deterministic policy."""
         return evaluate_policy(agent.policy, member.agent, env, schedule.eval_episodes, key)
 
-    return MemberProgram(init=init, train_chunk=train_chunk, evaluate=evaluate)
+    return MemberProgram(init=init, train_chunk=train_chunk, evaluate=evaluate, policy=agent.policy)

@@ -125,4 +125,4 @@ def make_onpolicy_program(agent: OnPolicyAgent, env: JaxEnv, schedule: OnPolicyS
         """Mean undiscounted return of fresh episodes under the deterministic policy."""
         return evaluate_policy(agent.policy, member.agent, env, schedule.eval_episodes, key)
 
-    return MemberProgram(init=init, train_chunk=train_chunk, evaluate=evaluate)
+    return MemberProgram(init=init, train_chunk=train_chunk, evaluate=evaluate, policy=agent.policy)

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from populax.errors import ConfigError
+from populax.loops import episode_returns as loop_episode_returns
 from populax.population import select_member
 from populax.run.checkpoint import Checkpoint, config_hash, latest_checkpoint
 from populax.run.config import build_config, load_recipe
@@ -71,27 +71,7 @@ def episode_returns(setup: Setup, agent_state: Any, key: jax.Array, episodes: in
     Draws exactly as the trainer's evaluation does, so with the trainer's key
     and its episode count the mean equals the logged evaluation return.
     """
-    env = setup.env
-    agent = setup.algorithm.make(env.obs_shape, env.action, tuple(setup.config.hidden))
-
-    @jax.jit
-    def rollout(agent_state, key):
-        reset_key, run_key = jax.random.split(key)
-        obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
-
-        def step(carry, step_key):
-            obs, env_state, total, alive = carry
-            action = agent.policy(agent_state, obs)
-            result = jax.vmap(env.step)(jax.random.split(step_key, episodes), env_state, action)
-            total = total + alive * result.reward
-            alive = alive * (1.0 - jnp.maximum(result.terminated, result.truncated))
-            return (result.obs, result.state, total, alive), None
-
-        zeros = jnp.zeros((episodes,), jnp.float32)
-        (_, _, total, _), _ = jax.lax.scan(step, (obs, env_state, zeros, zeros + 1.0),
-                                           jax.random.split(run_key, env.max_episode_steps))
-        return total
-
+    rollout = jax.jit(lambda state, k: loop_episode_returns(setup.program.policy, state, setup.env, episodes, k))
     return np.asarray(rollout(agent_state, key))
 
 
