@@ -143,6 +143,17 @@ def example_transition(env: JaxEnv) -> Transition:
     return Transition(obs, action, jnp.float32(0), obs, jnp.float32(0))
 
 
+def summarize_chunk(metrics: dict[str, jax.Array], member: Any) -> dict[str, jax.Array]:
+    """What a chunk reports per member: mean update metrics over the chunk (NaN
+    entries, e.g. skipped actor steps, ignored), the latest training episode
+    returns, and whether every parameter is still finite (checked in-graph, so
+    failing members are found without a host sync per step)."""
+    summary = jax.tree.map(jnp.nanmean, metrics)
+    summary["train_return"] = jnp.nanmean(member.last_episode_return)
+    summary["finite"] = all_finite(member.agent)
+    return summary
+
+
 def evaluate_policy(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array) -> jax.Array:
     """Mean undiscounted return of ``episodes`` fresh episodes under ``policy(agent_state, obs)``."""
     return jnp.mean(episode_returns(policy, agent_state, env, episodes, key))
@@ -233,10 +244,7 @@ def make_member_program(agent: Agent, env: JaxEnv, schedule: Schedule) -> Member
 
     def train_chunk(member: MemberState) -> tuple[MemberState, dict[str, jax.Array]]:
         member, metrics = jax.lax.scan(phase, member, length=schedule.phases_per_chunk)
-        summary = jax.tree.map(jnp.nanmean, metrics)
-        summary["train_return"] = jnp.nanmean(member.last_episode_return)
-        summary["finite"] = all_finite(member.agent)
-        return member, summary
+        return member, summarize_chunk(metrics, member)
 
     def evaluate(member: MemberState, key: jax.Array) -> jax.Array:
         """Mean undiscounted return of fresh episodes under the deterministic policy."""

@@ -19,10 +19,9 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from populax.agents.base import all_finite
 from populax.agents.ppo import OnPolicyAgent, Rollout, gae
 from populax.envs.jax_envs import JaxEnv
-from populax.loops import MemberProgram, evaluate_policy
+from populax.loops import MemberProgram, evaluate_policy, summarize_chunk
 
 
 @struct.dataclass
@@ -116,10 +115,7 @@ def make_onpolicy_program(agent: OnPolicyAgent, env: JaxEnv, schedule: OnPolicyS
 
     def train_chunk(member: OnPolicyMemberState):
         member, metrics = jax.lax.scan(phase, member, length=schedule.phases_per_chunk)
-        summary = jax.tree.map(jnp.nanmean, metrics)
-        summary["train_return"] = jnp.nanmean(member.last_episode_return)
-        summary["finite"] = all_finite(member.agent)
-        return member, summary
+        return member, summarize_chunk(metrics, member)
 
     def evaluate(member: OnPolicyMemberState, key: jax.Array) -> jax.Array:
         """Mean undiscounted return of fresh episodes under the deterministic policy."""
