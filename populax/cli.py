@@ -2,6 +2,7 @@
 
     populax train [--env ID] [--algo NAME] [--pop N] [--hp.NAME VALUE] ...
     populax envs
+    populax bench update-step [--algo td3] [--pop 1,2,4,...] [--impl all] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -163,7 +164,14 @@ def cmd_envs(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "envs": cmd_envs}
+def cmd_bench(argv: list[str]) -> int:
+    """`populax bench update-step`: the paper's timing study (populax/bench/)."""
+    from populax.bench.cli import cmd_bench as run
+
+    return run(argv)
+
+
+COMMANDS = {"train": cmd_train, "envs": cmd_envs, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
