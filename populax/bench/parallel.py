@@ -45,7 +45,7 @@ def worker(conn: Any, algo: str, pop: int, member: int, seed: int, steps_at_once
 class ParallelPopulation:
     """N worker processes, one member each, timed concurrently."""
 
-    max_pop = 16
+    max_pop = 8
     """Largest population run this way (each process holds a full JAX runtime)."""
 
     def __init__(self, case: Any, steps_at_once: int):
