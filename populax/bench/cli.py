@@ -81,6 +81,6 @@ def cmd_bench(argv: list[str]) -> int:
         force_host_devices()
     from populax.bench.update_step import run_bench
 
-    report = run_bench(config)
+    report = run_bench(config, log=lambda line: print(line, flush=True))
     print(f"wrote {config.out} ({len(report['results'])} rows), its .csv and .png")
     return 0
