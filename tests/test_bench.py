@@ -125,3 +125,14 @@ def test_bench_rejects_bad_input_and_writes_nothing(tmp_path, capsys, args, mess
         from populax.bench.cli import parse_bench_args
 
         parse_bench_args(args)
+
+
+def test_auto_picks_a_compiled_loop_for_large_networks_on_cpu_only():
+    from populax.population import auto_chunk
+
+    small, large = make_case("td3", 2, **TINY), make_case("td3", 2)
+    assert auto_chunk(2, large.state, platform="cpu") == 1
+    assert auto_chunk(2, small.state, platform="cpu") == 2
+    assert auto_chunk(2, large.state, platform="gpu") == 2
+    # replay buffers are not weights: a member program's large buffer does not count
+    assert auto_chunk(2, {"buffer": np.zeros((2, 100_000, 17)), "net": small.state}, platform="cpu") == 2
