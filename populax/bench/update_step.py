@@ -203,15 +203,15 @@ def run_bench(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     machine["matmul_peak_gflops"] = matmul_peak_gflops(config.matmul_size)
     machine.update(config.extra)
     log(f"dense float32 matmul peak: {machine['matmul_peak_gflops']:.1f} GFLOP/s")
-    results = []
+    report: dict[str, Any] = {"machine": machine, "results": []}
     for algo in config.algos:
         for steps in config.steps_at_once:
             for pop in config.pops:
                 log(f"{algo} N={pop} steps-at-once={steps}")
-                results += bench_point(algo, pop, steps, config, log)
+                report["results"] += bench_point(algo, pop, steps, config, log)
+                write_outputs(report, Path(config.out))  # an interrupted run keeps its finished points
     # the peak again at the end: the machine's load may have changed meanwhile
     machine["matmul_peak_gflops_end"] = matmul_peak_gflops(config.matmul_size)
-    report = {"machine": machine, "results": results}
     write_outputs(report, Path(config.out))
     return report
 
