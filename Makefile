@@ -22,5 +22,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check populax tests benchmarks
 
+# The paper's Figure 2 on this machine (installs the optional torch extra).
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,torch]'
+	$(BIN)/populax bench update-step --algo td3 --pop 1,2,4,8,16,32,64 --impl all --out docs/bench/update-step-td3.json
+
 clean-venv:
 	rm -rf $(VENV)

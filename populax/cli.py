@@ -5,6 +5,7 @@
     populax report RUN
     populax eval RUN --member K [--episodes E] [--seed S] [--video PATH]
     populax envs
+    populax bench update-step [--algo td3] [--pop 1,2,4,...] [--impl all] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -271,7 +272,14 @@ def print_host_envs() -> None:
     Console(width=200).print(table)
 
 
-COMMANDS = {"train": cmd_train, "resume": cmd_resume, "report": cmd_report, "eval": cmd_eval, "envs": cmd_envs}
+def cmd_bench(argv: list[str]) -> int:
+    """`populax bench update-step`: the paper's timing study (populax/bench/)."""
+    from populax.bench.cli import cmd_bench as run
+
+    return run(argv)
+
+
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "report": cmd_report, "eval": cmd_eval, "envs": cmd_envs, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

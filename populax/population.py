@@ -9,6 +9,8 @@ stacked population (every leaf has a leading axis of size N), like
 * ``vmap``       -- one compiled program for all members;
 * ``chunked:K``  -- one compiled program that vmaps over K members at a time
   inside ``lax.map`` (keeps the working set of a chunk in cache on CPU);
+  ``chunked:1`` is a compiled loop: each member runs unbatched, one after
+  the other, inside one program (no Python dispatch per member);
 * ``sharded``    -- the member axis split over the local devices with
   ``shard_map``, vmap within each device;
 * ``auto``       -- what ``populax train`` uses by default (see ``make_executor``).
@@ -71,9 +73,16 @@ def sequential_executor(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def chunked_executor(chunk: int) -> Executor:
-    """vmap over ``chunk`` members at a time, the chunks in a compiled ``lax.map``."""
+    """vmap over ``chunk`` members at a time, the chunks in a compiled ``lax.map``.
+
+    ``chunk == 1`` maps the *unbatched* member function (``lax.map`` without
+    ``batch_size``), so a member's ``lax.cond`` stays a real branch and its
+    matmuls stay plain GEMMs; a size-1 vmap would batch both.
+    """
 
     def executor(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if chunk == 1:
+            return jax.jit(lambda *stacked: jax.lax.map(lambda args: fn(*args), stacked))
         return jax.jit(lambda *stacked: jax.lax.map(lambda args: fn(*args), stacked, batch_size=chunk))
 
     return executor
@@ -93,16 +102,64 @@ def sharded_executor(fn: Callable[..., Any]) -> Callable[..., Any]:
     return jax.jit(mapped)
 
 
-def auto_chunk(pop: int) -> int:
-    """Chunk size ``auto`` uses: whole-population vmap for small N.
+LOOP_MIN_WEIGHT = 128 * 128
+"""On CPU, members whose largest weight (flax ``kernel``) has at least this many entries
+run as a compiled loop; smaller networks run as one vmap (measured crossover,
+docs/benchmarks.md)."""
 
-    Measured (docs/benchmarks.md): on XLA:CPU a plain vmap of a whole TD3
-    update stays efficient up to a handful of members and then falls behind
-    a loop, because the stacked parameters and optimizer moments of many
-    members no longer fit in cache; vmapping over chunks of a few members keeps
-    the per-member cost flat.
+
+def largest_weight(stacked: Any) -> int:
+    """Entries of one member's largest weight (a leaf named ``kernel``, as flax names them).
+
+    Only kernels count: replay buffers are large too, but they are not matmul operands."""
+    sizes = [
+        int(np.prod(leaf.shape[1:]))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(stacked)[0]
+        if path and getattr(path[-1], "key", None) == "kernel"
+    ]
+    return max(sizes, default=0)
+
+
+def auto_chunk(pop: int, stacked: Any = None, platform: str | None = None) -> int:
+    """Members ``auto`` vmaps together: ``pop`` (one vmap) or 1 (a compiled loop).
+
+    Measured with ``populax bench update-step`` (docs/benchmarks.md): on
+    XLA:CPU a vmapped TD3 update with (256, 256) networks is slower per member
+    than one member alone, at every N, for two reasons a chunk size does not
+    fix: batched ``dot_general`` runs far below a plain GEMM's GFLOP/s on
+    XLA:CPU, and vmap turns the delayed actor step (a ``lax.cond`` on data)
+    into a select that computes it on every update. A compiled loop over
+    unbatched members keeps both fast and costs the same per member at every
+    N. With small networks (64 wide) the per-op overhead dominates instead and
+    one vmap over all members is faster, so on CPU the choice is made from the
+    largest weight matrix of the arguments. Accelerators execute the batched
+    program efficiently: there the whole population is one vmap.
     """
-    return min(pop, 4)
+    platform = platform or jax.default_backend()
+    if platform != "cpu" or stacked is None:
+        return pop
+    return 1 if largest_weight(stacked) >= LOOP_MIN_WEIGHT else pop
+
+
+def auto_executor(pop: int) -> Executor:
+    """Pick vmap or a compiled loop from the first call's arguments (see ``auto_chunk``)."""
+
+    def executor(fn: Callable[..., Any]) -> Callable[..., Any]:
+        chosen: dict[str, Callable[..., Any]] = {}
+
+        def pick(stacked: tuple) -> Callable[..., Any]:
+            if "fn" not in chosen:
+                chunk = auto_chunk(pop, stacked)
+                chosen["fn"] = vmap_executor(fn) if chunk >= pop > 1 else chunked_executor(chunk)(fn)
+            return chosen["fn"]
+
+        def run(*stacked):
+            return pick(stacked)(*stacked)
+
+        run.lower = lambda *stacked: pick(stacked).lower(*stacked)  # as jax.jit's, for cost analysis
+        return run
+
+    return executor
 
 
 def make_executor(name: str, pop: int) -> Executor:
@@ -112,8 +169,7 @@ def make_executor(name: str, pop: int) -> Executor:
     if name == "vmap":
         return vmap_executor
     if name == "auto":
-        chunk = auto_chunk(pop)
-        return vmap_executor if chunk >= pop else chunked_executor(chunk)
+        return auto_executor(pop)
     if name == "sharded":
         devices = jax.local_device_count()
         if pop % devices:

@@ -1,0 +1,1 @@
+"""Benchmarks: `populax bench update-step` (the paper's Figure 2), see update_step.py."""

@@ -1,0 +1,222 @@
+"""The implementations the update-step benchmark compares, behind one interface.
+
+Each implementation owns a population's state and runs "one population-wide
+update step" (K updates per member when ``steps_at_once=K``) per call:
+
+* ``jax-sequential``  a Python loop over N jitted single-member updates, each
+  member's state its own pytree (what a practitioner writes first);
+* ``jax-vmap``        one compiled ``jax.vmap`` of the update;
+* ``jax-sharded``     the population axis over all local devices (``shard_map``);
+* ``jax-parallel``    one OS process per member, all at once (``populax.bench.parallel``);
+* ``torch-sequential``/``torch-vectorized``  the same TD3 math in PyTorch, a loop
+  over members or batched-matmul layers (``populax.bench.torch_td3``);
+* ``auto``            ``populax.population.make_executor("auto", N)``, exactly
+  what ``populax train`` uses.
+
+The state is threaded from call to call (TD3's delayed actor step alternates,
+as in training); the batch and keys stay fixed on the device.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from populax.bench.cases import BenchCase
+from populax.errors import ConfigError
+from populax.population import make_executor, select_member, stack_members
+
+IMPLS = ("jax-sequential", "jax-vmap", "jax-sharded", "jax-parallel", "torch-sequential", "torch-vectorized", "auto")
+
+
+class Skipped(Exception):
+    """This implementation cannot run this point (the reason is reported)."""
+
+
+def member_update(case: BenchCase, steps_at_once: int) -> Callable[..., Any]:
+    """One member's ``steps_at_once`` updates in one call: ``(state, batch, key, hp) -> state``.
+
+    K > 1 is a ``lax.scan`` over K updates on the same batch with keys
+    ``fold_in(key, i)``, as the paper's "steps at once"; metrics are dropped.
+    """
+    update = case.agent.update
+    if steps_at_once == 1:
+        return lambda state, batch, key, hp: update(state, batch, key, hp)[0]
+
+    def member(state, batch, key, hp):
+        def body(state, i):
+            return update(state, batch, jax.random.fold_in(key, i), hp)[0], None
+
+        return jax.lax.scan(body, state, jnp.arange(steps_at_once))[0]
+
+    return member
+
+
+def timed_calls(call: Callable[[], None], calls: int) -> list[float]:
+    """Wall time in seconds of each of ``calls`` calls of ``call``."""
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+class JaxPopulation:
+    """A compiled population function ``(state, batch, keys, hparams) -> state``."""
+
+    def __init__(self, case: BenchCase, steps_at_once: int, executor: str, place: Callable[[Any], Any] | None = None):
+        fn = make_executor(executor, case.pop)(member_update(case, steps_at_once))
+        place = place or (lambda tree: tree)
+        self.args = place((case.batch, case.keys, case.hparams))
+        self.state = place(case.state)
+        start = time.perf_counter()
+        self.compiled = fn.lower(self.state, *self.args).compile()
+        self.compile_s = time.perf_counter() - start
+
+    def run(self, calls: int) -> list[float]:
+        """Time ``calls`` population updates (state threaded)."""
+
+        def call():
+            self.state = jax.block_until_ready(self.compiled(self.state, *self.args))
+
+        return timed_calls(call, calls)
+
+    def result(self) -> Any:
+        """The current stacked state."""
+        return self.state
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class JaxSequential:
+    """N separate member states, a Python loop over one jitted member update."""
+
+    def __init__(self, case: BenchCase, steps_at_once: int):
+        members = [select_member((case.state, case.batch, case.keys, case.hparams), i) for i in range(case.pop)]
+        self.states = [m[0] for m in members]
+        self.args = [m[1:] for m in members]
+        start = time.perf_counter()
+        self.compiled = jax.jit(member_update(case, steps_at_once)).lower(self.states[0], *self.args[0]).compile()
+        self.compile_s = time.perf_counter() - start
+
+    def run(self, calls: int) -> list[float]:
+        """Time ``calls`` loops over all members."""
+
+        def call():
+            self.states = [self.compiled(s, *a) for s, a in zip(self.states, self.args)]
+            jax.block_until_ready(self.states)
+
+        return timed_calls(call, calls)
+
+    def result(self) -> Any:
+        """The members' states, stacked."""
+        return stack_members(self.states)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def sharded(case: BenchCase, steps_at_once: int) -> JaxPopulation:
+    """The population axis split over all local devices, inputs placed there once."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    devices = jax.local_device_count()
+    if case.pop % devices:
+        raise Skipped(f"pop {case.pop} is not a multiple of the {devices} local devices")
+    sharding = NamedSharding(Mesh(np.asarray(jax.devices()), ("pop",)), PartitionSpec("pop"))
+    return JaxPopulation(case, steps_at_once, "sharded", place=lambda tree: jax.device_put(tree, sharding))
+
+
+class TorchPopulation:
+    """The torch TD3 update, sequential (one model per member) or vectorized (bmm)."""
+
+    def __init__(self, case: BenchCase, steps_at_once: int, vectorized: bool, noise: list[np.ndarray] | None = None):
+        import torch
+
+        from populax.bench.torch_td3 import TorchTD3, torch_batch
+
+        if case.algo != "td3":
+            raise Skipped(f"no torch implementation of {case.algo} yet")
+        self.torch = torch
+        self.steps = steps_at_once
+        members = [None] if vectorized else list(range(case.pop))
+        self.models = [TorchTD3(case.state, case.hparams, m) for m in members]
+        self.batches = [torch_batch(case.batch, m) for m in members]
+        self.generator = torch.Generator().manual_seed(int(jax.random.randint(case.keys[0], (), 0, 2**31 - 1)))
+        # ``noise``: fixed smoothing draws per step (to reproduce JAX's numbers in tests)
+        self.noise = noise
+        self.vectorized = vectorized
+        self.compile_s = 0.0  # eager: nothing to compile
+
+    def draw(self, step: int, member: int, like: Any) -> Any:
+        """Standard-normal smoothing noise for one update."""
+        if self.noise is None:
+            return self.torch.randn(like.shape, generator=self.generator)
+        draw = self.noise[step % len(self.noise)]
+        return self.torch.from_numpy(np.ascontiguousarray(draw if self.vectorized else draw[member]))
+
+    def run(self, calls: int) -> list[float]:
+        """Time ``calls`` population updates."""
+
+        def call():
+            for i, (model, batch) in enumerate(zip(self.models, self.batches)):
+                for k in range(self.steps):
+                    model.update(batch, self.draw(k, i, batch["action"]))
+
+        return timed_calls(call, calls)
+
+    def result(self) -> dict[str, np.ndarray]:
+        """Actor and critic parameters as stacked numpy arrays (flat layer lists)."""
+
+        def stacked(name: str) -> list[np.ndarray]:
+            per_model = [[p.detach().numpy() for p in getattr(m, name)] for m in self.models]
+            if self.vectorized:
+                return per_model[0]
+            return [np.stack(ps) for ps in zip(*per_model)]
+
+        return {"actor": stacked("actor"), "critic": stacked("critic")}
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def make_impl(name: str, case: BenchCase, steps_at_once: int) -> Any:
+    """Build (and compile) implementation ``name`` for ``case``; may raise :class:`Skipped`."""
+    if name == "jax-vmap":
+        return JaxPopulation(case, steps_at_once, "vmap")
+    if name == "auto":
+        return JaxPopulation(case, steps_at_once, "auto")
+    if name == "jax-sharded":
+        return sharded(case, steps_at_once)
+    if name == "jax-sequential":
+        return JaxSequential(case, steps_at_once)
+    if name in ("torch-sequential", "torch-vectorized"):
+        try:
+            import torch  # noqa: F401
+        except ImportError as error:
+            raise Skipped("torch is not installed (pip install 'populax[torch]')") from error
+        return TorchPopulation(case, steps_at_once, vectorized=name == "torch-vectorized")
+    if name == "jax-parallel":
+        from populax.bench.parallel import ParallelPopulation
+
+        return ParallelPopulation(case, steps_at_once)
+    raise ConfigError(f"--impl: unknown implementation {name!r}; allowed: {', '.join(IMPLS)}")
+
+
+def comparable(result: Any) -> dict[str, list[np.ndarray]]:
+    """Actor and critic parameters of any implementation's result, as flat stacked lists."""
+    if isinstance(result, dict):
+        return result
+    from populax.bench.torch_td3 import flax_layers
+
+    def flat(net: dict, mlps: tuple[str, ...]) -> list[np.ndarray]:
+        return [a for mlp_name in mlps for layer in flax_layers(net, mlp_name) for a in layer]
+
+    return {"actor": flat(result.actor, ("MLP_0",)), "critic": flat(result.critic, ("MLP_0", "MLP_1"))}

@@ -1,0 +1,138 @@
+"""`populax bench update-step`: every implementation computes the same update; the
+command writes its JSON, CSV and PNG. Correctness only, never timing."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from populax.bench.cases import make_case
+from populax.bench.impls import IMPLS, TorchPopulation, comparable, make_impl
+from populax.cli import main
+from populax.errors import ConfigError
+from populax.population import make_executor
+
+TINY = {"hidden": (16, 16), "batch": 8}
+
+
+def smoothing_noise(case):
+    """The standard-normal draws TD3's (single-step) update makes from each member's key."""
+    return [np.asarray(jax.vmap(lambda k: jax.random.normal(k, case.batch.action.shape[1:]))(case.keys))]
+
+
+def params_after(impl, calls):
+    impl.run(calls)
+    result = comparable(impl.result())
+    impl.close()
+    return result
+
+
+@pytest.mark.parametrize("steps_at_once", [1, 3])
+def test_every_implementation_computes_the_same_update(steps_at_once):
+    """Three calls: critic steps and (delay 2) one actor + target step per member."""
+    pop, calls = 2, 3
+    case = make_case("td3", pop, seed=1, **TINY)
+    reference = params_after(make_impl("jax-vmap", case, steps_at_once), calls)
+    start = comparable(case.state)
+    # the update moved every member, and the members differ
+    assert not np.allclose(reference["actor"][0], start["actor"][0])
+    assert not np.allclose(reference["critic"][0][0], reference["critic"][0][1])
+    # (torch has its own test; one process per member is slow to start, so K=1 only)
+    skip = {"jax-vmap", "torch-sequential", "torch-vectorized"} | ({"jax-parallel", "jax-sharded"} if steps_at_once > 1 else set())
+    names = [n for n in IMPLS if n not in skip]
+    for name in names:
+        if name == "jax-sharded" and pop % jax.local_device_count():
+            continue
+        got = params_after(make_impl(name, case, steps_at_once), calls)
+        for part in ("actor", "critic"):
+            for g, r in zip(got[part], reference[part]):
+                np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5, err_msg=f"{name} {part}")
+
+
+@pytest.mark.parametrize("vectorized", [False, True])
+def test_torch_computes_the_jax_update(vectorized):
+    """Same initial parameters, batch and smoothing noise: the same parameters after
+    critic steps and a delayed actor + target step."""
+    pytest.importorskip("torch")
+    case = make_case("td3", 3, seed=2, **TINY)
+    reference = params_after(make_impl("jax-vmap", case, 1), 2)
+    torch_impl = TorchPopulation(case, 1, vectorized=vectorized, noise=smoothing_noise(case))
+    got = params_after(torch_impl, 2)
+    for part in ("actor", "critic"):
+        for g, r in zip(got[part], reference[part]):
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5, err_msg=part)
+    # and a wrong noise draw would have been caught
+    wrong = TorchPopulation(case, 1, vectorized=vectorized, noise=[-smoothing_noise(case)[0]])
+    moved = params_after(wrong, 2)
+    assert not np.allclose(moved["critic"][0], reference["critic"][0], rtol=1e-4, atol=1e-5)
+
+
+def test_auto_and_chunked_executors_agree_with_vmap_on_the_update():
+    case = make_case("td3", 4, seed=3, **TINY)
+    reference = params_after(make_impl("jax-vmap", case, 1), 2)
+    update = lambda s, b, k, h: case.agent.update(s, b, k, h)[0]  # noqa: E731
+    for name in ("auto", "chunked:1", "chunked:2"):
+        fn = make_executor(name, case.pop)(update)
+        state = case.state
+        for _ in range(2):
+            state = fn(state, case.batch, case.keys, case.hparams)
+        got = comparable(state)
+        for g, r in zip(got["critic"], reference["critic"]):
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_bench_command_writes_json_csv_and_png(tmp_path):
+    out = tmp_path / "bench" / "result.json"
+    impls = "jax-sequential,jax-sharded,auto"
+    code = main(["bench", "update-step", "--algo", "td3", "--pop", "1,2", "--impl", impls, "--hidden", "8,8",
+                 "--batch", "4", "--calls", "4", "--rounds", "2", "--matmul-size", "128", "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["machine"]["matmul_peak_gflops"] > 0
+    rows = report["results"]
+    assert {(r["impl"], r["pop"]) for r in rows} == {(i, p) for i in impls.split(",") for p in (1, 2)}
+    timed = [r for r in rows if "skipped" not in r]
+    skipped = {(r["impl"], r["pop"]) for r in rows if "skipped" in r}
+    assert ("jax-sharded", 1) in skipped  # 1 member cannot split over 2 devices
+    assert len(timed) == 5
+    for r in timed:
+        assert r["algo"] == "td3" and r["steps_at_once"] == 1 and r["calls"] == 4
+        assert 0 < r["median_ms"] <= r["p90_ms"]
+        assert r["per_member_ms"] == pytest.approx(r["median_ms"] / r["pop"])
+        assert r["gflops"] > 0 and r["compile_s"] >= 0
+    # FLOPs scale with the members timed
+    flops = {r["pop"]: r["member_update_flops"] for r in timed}
+    assert flops[1] == flops[2] > 0
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    csv_lines = out.with_suffix(".csv").read_text().splitlines()
+    assert csv_lines[0].startswith("algo,impl,pop,steps_at_once,median_ms") and len(csv_lines) == 1 + len(rows)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--impl", "jax-magic"], "--impl"),
+    (["--pop", "0"], "--pop"),
+    (["--pop", "two"], "--pop"),
+    (["--algo", "ppo"], "--algo"),
+    (["--out", "result.txt"], "--out"),
+])
+def test_bench_rejects_bad_input_and_writes_nothing(tmp_path, capsys, args, message):
+    out_args = [] if "--out" in args else ["--out", str(tmp_path / "r.json")]
+    assert main(["bench", "update-step", *args, *out_args]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(ConfigError):
+        from populax.bench.cli import parse_bench_args
+
+        parse_bench_args(args)
+
+
+def test_auto_picks_a_compiled_loop_for_large_networks_on_cpu_only():
+    from populax.population import auto_chunk
+
+    small, large = make_case("td3", 2, **TINY), make_case("td3", 2)
+    assert auto_chunk(2, large.state, platform="cpu") == 1
+    assert auto_chunk(2, small.state, platform="cpu") == 2
+    assert auto_chunk(2, large.state, platform="gpu") == 2
+    # replay buffers are not weights: a member program's large buffer does not count
+    assert auto_chunk(2, {"buffer": np.zeros((2, 100_000, 17)), "net": small.state}, platform="cpu") == 2
