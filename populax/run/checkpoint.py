@@ -80,8 +80,8 @@ def config_hash(run_dir: Path) -> str:
 
 
 def buffer_bytes(population: Any) -> int:
-    """Size of all members' replay buffers."""
-    return sum(x.nbytes for x in jax.tree.leaves(population.buffer))
+    """Size of all members' replay buffers (0 for on-policy members, which have none)."""
+    return sum(x.nbytes for x in jax.tree.leaves(getattr(population, "buffer", None)))
 
 
 def checkpoint_name(chunk: int) -> str:
@@ -119,7 +119,7 @@ def save_checkpoint(
     with_buffer = save_buffer and buffer_bytes(population) <= BUFFER_LIMIT_BYTES
     payload = {"population": serialization.to_state_dict(state), "strategy": to_host(strategy)}
     if not with_buffer:
-        del payload["population"]["buffer"]
+        payload["population"].pop("buffer", None)
     data = serialization.msgpack_serialize(payload)
     manifest = {
         **manifest,
@@ -188,7 +188,7 @@ def restore(path: Path, template: Any) -> Checkpoint:
         lambda t: np.zeros(jax.eval_shape(jax.random.key_data, t).shape, np.uint32) if is_key(t) else np.zeros(t.shape, t.dtype),
         template,
     )
-    if "buffer" not in saved:
+    if "buffer" not in saved and hasattr(host_template, "buffer"):
         saved["buffer"] = serialization.to_state_dict(host_template.buffer)
     try:
         state = serialization.from_state_dict(host_template, saved)
