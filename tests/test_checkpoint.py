@@ -16,9 +16,10 @@ from populax.cli import main
 from populax.run.checkpoint import STATE_FILE, list_checkpoints
 from populax.run.resume import load_checkpoint, load_setup
 
-# A short JAX-env TD3 run of 4 members: 12 chunks of 250 steps, a checkpoint after every chunk.
-ARGS = ["--pop", "4", "--total-steps", "3000", "--eval-every", "250", "--learning-starts", "200", "--hidden", "32,32",
-        "--batch-size", "32", "--eval-episodes", "2", "--checkpoint-every", "250", "--keep-checkpoints", "2",
+# A short JAX-env TD3 run of 4 members: 24 chunks of 500 steps, a checkpoint after every chunk
+# (long enough that a kill 0-2 s after the first checkpoint lands mid-run on a quiet machine).
+ARGS = ["--pop", "4", "--total-steps", "12000", "--eval-every", "500", "--learning-starts", "200", "--hidden", "32,32",
+        "--batch-size", "32", "--eval-episodes", "2", "--checkpoint-every", "500", "--keep-checkpoints", "2",
         "--hp.lr-actor", "loguniform:1e-4,1e-2", "--seed", "3", "--no-progress", "--no-tensorboard"]
 
 
@@ -102,7 +103,7 @@ def test_truncated_newest_checkpoint_is_reported_and_the_previous_one_used(tmp_p
 
 def test_sigint_leaves_a_checkpoint_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
-    args = [a if a != "3000" else "100000" for a in ARGS]
+    args = [a if a != "12000" else "100000" for a in ARGS]
     args[args.index("--checkpoint-every") + 1] = "100000"  # no periodic checkpoint: only the signal writes one
     process = subprocess.Popen(cli("train", *args, "--out", str(out)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
@@ -123,9 +124,9 @@ def test_sigint_leaves_a_checkpoint_and_says_how_to_resume(tmp_path):
 
 def test_only_the_newest_checkpoints_are_kept(reference, tmp_path):
     names = [p.name for p in list_checkpoints(reference)]
-    assert names == ["chunk_000010", "chunk_000011"]  # --keep-checkpoints 2, the last is the final chunk
-    manifest = json.loads((reference / "checkpoints" / "chunk_000011" / "manifest.json").read_text())
-    assert manifest["env_step"] == 3000 and manifest["buffer_saved"] and len(manifest["sha256"]) == 64
+    assert names == ["chunk_000022", "chunk_000023"]  # --keep-checkpoints 2, the last is the final chunk
+    manifest = json.loads((reference / "checkpoints" / "chunk_000023" / "manifest.json").read_text())
+    assert manifest["env_step"] == 12000 and manifest["buffer_saved"] and len(manifest["sha256"]) == 64
 
 
 def test_eval_reproduces_the_logged_final_evaluation(reference, capsys):
@@ -197,12 +198,12 @@ def test_save_restore_roundtrip_prunes_and_ignores_partial_writes(reference, tmp
     dead = out / "checkpoints" / ".tmp-killed"  # what a kill -9 in the middle of a write leaves
     dead.mkdir()
     (dead / STATE_FILE).write_bytes(b"\x00" * 10)
-    assert [p.name for p in list_checkpoints(out)] == ["chunk_000010", "chunk_000011"]
+    assert [p.name for p in list_checkpoints(out)] == ["chunk_000022", "chunk_000023"]
     checkpoint = load_checkpoint(load_setup(out))
     manifest = {k: v for k, v in checkpoint.manifest.items() if k not in ("sha256", "bytes")}
-    save_checkpoint(out, checkpoint.population, chunk=12, manifest=manifest, strategy={"lineage": [[0, 1]], "method": "pbt"}, keep=2)
-    assert [p.name for p in list_checkpoints(out)] == ["chunk_000011", "chunk_000012"] and not dead.exists()
-    again = restore(out / "checkpoints" / "chunk_000012", checkpoint.population)
+    save_checkpoint(out, checkpoint.population, chunk=24, manifest=manifest, strategy={"lineage": [[0, 1]], "method": "pbt"}, keep=2)
+    assert [p.name for p in list_checkpoints(out)] == ["chunk_000023", "chunk_000024"] and not dead.exists()
+    again = restore(out / "checkpoints" / "chunk_000024", checkpoint.population)
     assert jax.tree.structure(again.population) == jax.tree.structure(checkpoint.population)
     for a, b in zip(jax.tree.leaves(again.population), jax.tree.leaves(checkpoint.population)):
         if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):  # typed keys survive as keys
