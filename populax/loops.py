@@ -179,18 +179,24 @@ def episode_returns(policy: Callable, agent_state: Any, env: JaxEnv, episodes: i
     return total
 
 
+def reset_envs(env: JaxEnv, key: jax.Array, count: int) -> tuple[jax.Array, Any]:
+    """Reset ``count`` environments; returns (observations, env states) with strong types.
+
+    Some environments start with weakly typed leaves that a step makes strong;
+    fixing the types here keeps the second chunk from recompiling.
+    """
+    obs, env_state = jax.vmap(env.reset)(jax.random.split(key, count))
+    return obs, jax.tree.map(lambda x: jnp.asarray(x, x.dtype), env_state)
+
+
 def make_member_program(agent: Agent, env: JaxEnv, schedule: Schedule) -> MemberProgram:
     """Build ``init``, ``train_chunk`` and ``evaluate`` for one member."""
     num_envs = schedule.envs_per_member
-    reset_envs = jax.vmap(env.reset)
     step_envs = jax.vmap(env.step)
 
     def init(key: jax.Array, hparams: Any) -> MemberState:
         agent_key, env_key, key = jax.random.split(key, 3)
-        obs, env_state = reset_envs(jax.random.split(env_key, num_envs))
-        # Some environments start with weakly typed leaves that a step makes
-        # strong; fixing the types here keeps the second chunk from recompiling.
-        env_state = jax.tree.map(lambda x: jnp.asarray(x, x.dtype), env_state)
+        obs, env_state = reset_envs(env, env_key, num_envs)
         return MemberState(
             agent=agent.init(agent_key, hparams),
             hparams=hparams,

@@ -21,7 +21,7 @@ from flax import struct
 
 from populax.agents.ppo import OnPolicyAgent, Rollout, gae
 from populax.envs.jax_envs import JaxEnv
-from populax.loops import MemberProgram, evaluate_policy, summarize_chunk
+from populax.loops import MemberProgram, evaluate_policy, reset_envs, summarize_chunk
 
 
 @struct.dataclass
@@ -64,13 +64,11 @@ def make_onpolicy_schedule(*, envs_per_member: int, rollout_len: int, eval_every
 def make_onpolicy_program(agent: OnPolicyAgent, env: JaxEnv, schedule: OnPolicySchedule) -> MemberProgram:
     """Build ``init``, ``train_chunk`` and ``evaluate`` for one on-policy member."""
     num_envs = schedule.envs_per_member
-    reset_envs = jax.vmap(env.reset)
     step_envs = jax.vmap(env.step)
 
     def init(key: jax.Array, hparams: Any) -> OnPolicyMemberState:
         agent_key, env_key, key = jax.random.split(key, 3)
-        obs, env_state = reset_envs(jax.random.split(env_key, num_envs))
-        env_state = jax.tree.map(lambda x: jnp.asarray(x, x.dtype), env_state)  # see loops.init
+        obs, env_state = reset_envs(env, env_key, num_envs)
         return OnPolicyMemberState(
             agent=agent.init(agent_key, hparams),
             hparams=hparams,
