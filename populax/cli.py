@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from populax.devices import use_all_cores
 from populax.errors import ConfigError
 from populax.run.config import FIELDS, TrainConfig, build_config, field_docs, load_recipe
 from populax.run.recipes import recipe_layer
@@ -288,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(__doc__.strip() if argv and argv[0] in ("-h", "--help") or not argv else f"populax: error: unknown command {argv[0]!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
+    use_all_cores()  # before any JAX computation: one CPU device per core for the auto executor
     try:
         return COMMANDS[argv[0]](argv[1:])
     except ConfigError as error:

@@ -13,7 +13,9 @@ stacked population (every leaf has a leading axis of size N), like
   the other, inside one program (no Python dispatch per member);
 * ``sharded``    -- the member axis split over the local devices with
   ``shard_map``, vmap within each device;
-* ``auto``       -- what ``populax train`` uses by default (see ``make_executor``).
+* ``auto``       -- what ``populax train`` uses by default: the members split
+  over all local devices when they divide evenly, then one vmap or a compiled
+  loop per device (see ``auto_plan``).
 
 Usage: ``population_fn = make_executor("vmap", pop)(member_fn)``.
 """
@@ -72,20 +74,41 @@ def sequential_executor(fn: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def chunked_executor(chunk: int) -> Executor:
-    """vmap over ``chunk`` members at a time, the chunks in a compiled ``lax.map``.
+def map_members(fn: Callable[..., Any], chunk: int, pop: int) -> Callable[..., Any]:
+    """``fn`` over a stacked population of ``pop``, ``chunk`` members at a time (not jitted).
 
     ``chunk == 1`` maps the *unbatched* member function (``lax.map`` without
     ``batch_size``), so a member's ``lax.cond`` stays a real branch and its
-    matmuls stay plain GEMMs; a size-1 vmap would batch both.
+    matmuls stay plain GEMMs; a size-1 vmap would batch both. ``chunk >= pop``
+    is one vmap. Otherwise chunks of ``chunk`` members are vmapped inside a
+    compiled ``lax.map``.
     """
+    if chunk == 1:
+        return lambda *stacked: jax.lax.map(lambda args: fn(*args), stacked)
+    if chunk >= pop:
+        return jax.vmap(fn)
+    return lambda *stacked: jax.lax.map(lambda args: fn(*args), stacked, batch_size=chunk)
+
+
+def chunked_executor(chunk: int) -> Executor:
+    """vmap over ``chunk`` members at a time, the chunks in a compiled ``lax.map`` (see ``map_members``)."""
 
     def executor(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if chunk == 1:
-            return jax.jit(lambda *stacked: jax.lax.map(lambda args: fn(*args), stacked))
-        return jax.jit(lambda *stacked: jax.lax.map(lambda args: fn(*args), stacked, batch_size=chunk))
+        return jax.jit(lambda *stacked: map_members(fn, chunk, pop_size(stacked))(*stacked))
 
     return executor
+
+
+def shard_members(mapped: Callable[..., Any]) -> Callable[..., Any]:
+    """Split the member axis over all local devices; ``mapped`` runs each device's share.
+
+    ``mapped`` is a function over a stacked population (e.g. ``jax.vmap(fn)``).
+    check_vma=False: members never communicate, and one-member code (e.g. a
+    constant returned by one branch of a cond) should not need axis annotations.
+    """
+    mesh = Mesh(np.asarray(jax.devices()), ("pop",))
+    spec = PartitionSpec("pop")
+    return jax.jit(jax.shard_map(mapped, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False))
 
 
 def sharded_executor(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -94,12 +117,7 @@ def sharded_executor(fn: Callable[..., Any]) -> Callable[..., Any]:
     The population size must be a multiple of the device count (the caller
     checks, so that the error names the setting).
     """
-    mesh = Mesh(np.asarray(jax.devices()), ("pop",))
-    spec = PartitionSpec("pop")
-    # check_vma=False: members never communicate, and one-member code (e.g. a
-    # constant returned by one branch of a cond) should not need axis annotations.
-    mapped = jax.shard_map(jax.vmap(fn), mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
-    return jax.jit(mapped)
+    return shard_members(jax.vmap(fn))
 
 
 LOOP_MIN_WEIGHT = 128 * 128
@@ -121,19 +139,19 @@ def largest_weight(stacked: Any) -> int:
 
 
 def auto_chunk(pop: int, stacked: Any = None, platform: str | None = None) -> int:
-    """Members ``auto`` vmaps together: ``pop`` (one vmap) or 1 (a compiled loop).
+    """Members ``auto`` vmaps together on one device: ``pop`` (one vmap) or 1 (a compiled loop).
 
     Measured with ``populax bench update-step`` (docs/benchmarks.md): on
     XLA:CPU a vmapped TD3 update with (256, 256) networks is slower per member
-    than one member alone, at every N, for two reasons a chunk size does not
-    fix: batched ``dot_general`` runs far below a plain GEMM's GFLOP/s on
-    XLA:CPU, and vmap turns the delayed actor step (a ``lax.cond`` on data)
-    into a select that computes it on every update. A compiled loop over
-    unbatched members keeps both fast and costs the same per member at every
-    N. With small networks (64 wide) the per-op overhead dominates instead and
-    one vmap over all members is faster, so on CPU the choice is made from the
-    largest weight matrix of the arguments. Accelerators execute the batched
-    program efficiently: there the whole population is one vmap.
+    than one member alone, for two reasons a chunk size does not fix: batched
+    ``dot_general`` runs below a plain GEMM's GFLOP/s on XLA:CPU, and vmap
+    turns the delayed actor step (a ``lax.cond`` on data) into a select that
+    computes it on every update. A compiled loop over unbatched members keeps
+    both fast and costs the same per member at every N. With small networks
+    (64 wide) the per-op overhead dominates instead and one vmap over all
+    members is faster, so on CPU the choice is made from the largest weight
+    matrix of the arguments. Accelerators execute the batched program
+    efficiently: there the whole population is one vmap.
     """
     platform = platform or jax.default_backend()
     if platform != "cpu" or stacked is None:
@@ -141,16 +159,38 @@ def auto_chunk(pop: int, stacked: Any = None, platform: str | None = None) -> in
     return 1 if largest_weight(stacked) >= LOOP_MIN_WEIGHT else pop
 
 
+def auto_devices(pop: int, devices: int | None = None) -> int:
+    """Devices ``auto`` splits the population over: all local ones when they divide ``pop``, else 1.
+
+    On a multi-core CPU, ``populax.devices.use_all_cores()`` exposes one XLA
+    device per core (the CLI does this at start): members on different
+    devices run concurrently, one per core, instead of every small matmul
+    being split over all cores, which measured 1.3-1.5x the env steps/s of
+    one device (docs/benchmarks.md). On several accelerators this is the
+    paper's "population over devices".
+    """
+    devices = jax.local_device_count() if devices is None else devices
+    return devices if devices > 1 and pop % devices == 0 else 1
+
+
+def auto_plan(pop: int, stacked: Any, platform: str | None = None, devices: int | None = None) -> tuple[int, int]:
+    """``(devices, chunk)`` that ``auto`` uses for ``pop`` members with arguments ``stacked``."""
+    shards = auto_devices(pop, devices)
+    per_device = pop // shards
+    return shards, auto_chunk(per_device, stacked, platform)
+
+
 def auto_executor(pop: int) -> Executor:
-    """Pick vmap or a compiled loop from the first call's arguments (see ``auto_chunk``)."""
+    """Pick devices, then vmap or a compiled loop, from the first call's arguments (see ``auto_plan``)."""
 
     def executor(fn: Callable[..., Any]) -> Callable[..., Any]:
         chosen: dict[str, Callable[..., Any]] = {}
 
         def pick(stacked: tuple) -> Callable[..., Any]:
             if "fn" not in chosen:
-                chunk = auto_chunk(pop, stacked)
-                chosen["fn"] = vmap_executor(fn) if chunk >= pop > 1 else chunked_executor(chunk)(fn)
+                shards, chunk = auto_plan(pop, stacked)
+                mapped = map_members(fn, chunk, pop // shards)
+                chosen["fn"] = shard_members(mapped) if shards > 1 else jax.jit(mapped)
             return chosen["fn"]
 
         def run(*stacked):

@@ -50,6 +50,19 @@ def test_every_implementation_computes_the_same_update(steps_at_once):
                 np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5, err_msg=f"{name} {part}")
 
 
+@pytest.mark.parametrize("algo, tiny", [("sac", TINY), ("dqn", {"hidden": (16,), "batch": 4})])
+def test_sac_and_dqn_cases_compute_the_same_update_in_every_jax_implementation(algo, tiny):
+    case = make_case(algo, 2, seed=1, **tiny)
+    reference = params_after(make_impl("jax-vmap", case, 1), 3)["state"]
+    start = comparable(case.state)["state"]
+    assert any(not np.allclose(r, s) for r, s in zip(reference, start))  # the update moved the parameters
+    for name in ("jax-sequential", "jax-sharded", "auto"):
+        got = params_after(make_impl(name, case, 1), 3)["state"]
+        assert len(got) == len(reference)
+        for g, r in zip(got, reference):
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4, err_msg=f"{algo} {name}")
+
+
 @pytest.mark.parametrize("vectorized", [False, True])
 def test_torch_computes_the_jax_update(vectorized):
     """Same initial parameters, batch and smoothing noise: the same parameters after
@@ -136,3 +149,15 @@ def test_auto_picks_a_compiled_loop_for_large_networks_on_cpu_only():
     assert auto_chunk(2, large.state, platform="gpu") == 2
     # replay buffers are not weights: a member program's large buffer does not count
     assert auto_chunk(2, {"buffer": np.zeros((2, 100_000, 17)), "net": small.state}, platform="cpu") == 2
+
+
+def test_auto_splits_the_members_over_devices_when_they_divide_evenly():
+    from populax.population import auto_plan
+
+    small, large = make_case("td3", 2, **TINY), make_case("td3", 2)
+    # (devices, members vmapped together on each): wide networks loop, narrow ones vmap
+    assert auto_plan(8, large.state, platform="cpu", devices=2) == (2, 1)
+    assert auto_plan(8, small.state, platform="cpu", devices=2) == (2, 4)
+    assert auto_plan(3, small.state, platform="cpu", devices=2) == (1, 3)
+    assert auto_plan(8, small.state, platform="cpu", devices=1) == (1, 8)
+    assert auto_plan(8, large.state, platform="gpu", devices=4) == (4, 2)

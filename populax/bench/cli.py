@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from populax.bench.update_step import BenchConfig, parse_list
 
@@ -18,7 +17,7 @@ def bench_parser() -> argparse.ArgumentParser:
         description="Time one population-wide update step against population size for each implementation "
         "(the paper's Figure 2), interleaved in one run; writes JSON, CSV and PNG.",
     )
-    parser.add_argument("--algo", default="td3", help="Comma-separated algorithms (td3; sac and dqn once they land).")
+    parser.add_argument("--algo", default="td3", help="Comma-separated algorithms: td3, sac, dqn.")
     parser.add_argument("--pop", default=",".join(map(str, defaults.pops)), help="Comma-separated population sizes.")
     parser.add_argument("--impl", default="all", help=f"Comma-separated implementations or 'all': {', '.join(IMPLS)}.")
     parser.add_argument("--steps-at-once", default="1", help="Comma-separated updates per member per call (1, 50).")
@@ -55,18 +54,6 @@ def parse_bench_args(argv: list[str]) -> BenchConfig:
     return config
 
 
-def force_host_devices() -> None:
-    """Expose every core as a JAX CPU device, for ``jax-sharded``.
-
-    XLA reads ``--xla_force_host_platform_device_count`` once, when the CPU
-    backend initialises, so it is set here, before the benchmark touches
-    jax; an explicit setting in XLA_FLAGS is left alone.
-    """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()
-
-
 def cmd_bench(argv: list[str]) -> int:
     """`populax bench SUBCOMMAND ...`."""
     from populax.errors import ConfigError
@@ -77,8 +64,6 @@ def cmd_bench(argv: list[str]) -> int:
     if argv[0] != "update-step":
         raise ConfigError(f"populax bench: unknown benchmark {argv[0]!r}; allowed: update-step")
     config = parse_bench_args(argv[1:])
-    if "jax-sharded" in config.impls:
-        force_host_devices()
     from populax.bench.update_step import run_bench
 
     report = run_bench(config, log=lambda line: print(line, flush=True))

@@ -211,9 +211,18 @@ def make_impl(name: str, case: BenchCase, steps_at_once: int) -> Any:
 
 
 def comparable(result: Any) -> dict[str, list[np.ndarray]]:
-    """Actor and critic parameters of any implementation's result, as flat stacked lists."""
+    """Parameters of any implementation's result, as flat stacked lists per network.
+
+    A torch result is already a dict. A JAX TD3 state is split into actor and
+    critic layer lists (what the torch TD3 returns); any other agent state is
+    compared leaf by leaf (``{"state": leaves}``).
+    """
     if isinstance(result, dict):
         return result
+    from populax.agents.td3 import TD3State
+
+    if not isinstance(result, TD3State):
+        return {"state": [np.asarray(leaf) for leaf in jax.tree.leaves(result) if jnp.issubdtype(leaf.dtype, jnp.floating)]}
     from populax.bench.torch_td3 import flax_layers
 
     def flat(net: dict, mlps: tuple[str, ...]) -> list[np.ndarray]:

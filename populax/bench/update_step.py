@@ -15,7 +15,6 @@ import csv
 import json
 import os
 import platform
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,8 +75,7 @@ def check_config(config: BenchConfig) -> None:
 
     for algo in config.algos:
         if algo not in CASES:
-            planned = " (sac and dqn join once their agents land)" if algo in ("sac", "dqn") else ""
-            raise ConfigError(f"--algo: no update-step benchmark for {algo!r}; allowed: {', '.join(CASES)}{planned}")
+            raise ConfigError(f"--algo: no update-step benchmark for {algo!r}; allowed: {', '.join(CASES)}")
     for impl in config.impls:
         if impl not in IMPLS:
             raise ConfigError(f"--impl: unknown implementation {impl!r}; allowed: {', '.join(IMPLS)}")
@@ -91,20 +89,35 @@ def check_config(config: BenchConfig) -> None:
         raise ConfigError(f"--out: must name a .json file, got {config.out!r}")
 
 
+class PeakMatmul:
+    """A jitted ``size x size`` float32 matmul: the machine's dense peak, timed like an implementation."""
+
+    def __init__(self, size: int):
+        import jax
+        import jax.numpy as jnp
+
+        self.size = size
+        self.a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+        self.matmul = jax.jit(lambda x: x @ x)
+        jax.block_until_ready(self.matmul(self.a))
+
+    def run(self, calls: int) -> list[float]:
+        """Seconds of each of ``calls`` matmuls."""
+        import jax
+
+        from populax.bench.impls import timed_calls
+
+        return timed_calls(lambda: jax.block_until_ready(self.matmul(self.a)), calls)
+
+    def gflops(self, times: list[float]) -> float:
+        """GFLOP/s at the median of ``times``."""
+        return 2.0 * self.size**3 / float(np.median(times)) / 1e9
+
+
 def matmul_peak_gflops(size: int, calls: int = 10) -> float:
     """Median GFLOP/s of a jitted ``size x size`` float32 matmul (the machine's dense peak)."""
-    import jax
-    import jax.numpy as jnp
-
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-    matmul = jax.jit(lambda x: x @ x)
-    jax.block_until_ready(matmul(a))
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        jax.block_until_ready(matmul(a))
-        times.append(time.perf_counter() - start)
-    return 2.0 * size**3 / float(np.median(times)) / 1e9
+    peak = PeakMatmul(size)
+    return peak.gflops(peak.run(calls))
 
 
 def member_update_flops(case: Any) -> float:
@@ -180,18 +193,26 @@ def bench_point(algo: str, pop: int, steps: int, config: BenchConfig, log: Any) 
         impl.run(config.warmup)
         impls[name] = impl
         rows[name] = {**base, "compile_s": impl.compile_s}
-    times = {name: [] for name in impls}
+    # The matmul peak takes its turn in every round too, so that each point's
+    # roofline ratio compares GFLOP/s measured under the same load.
+    peak = PeakMatmul(config.matmul_size)
+    times, peak_times = {name: [] for name in impls}, []
     per_round = config.calls // config.rounds
     for round_ in range(config.rounds):
         extra = config.calls - per_round * config.rounds if round_ == config.rounds - 1 else 0
         for name, impl in impls.items():
             times[name] += impl.run(per_round + extra)
+        peak_times += peak.run(2)
+    point_peak = peak.gflops(peak_times)
     for name, impl in impls.items():
         impl.close()
         rows[name].update(summarize(times[name], pop, steps, flops))
         r = rows[name]
+        r["point_peak_gflops"] = point_peak
+        r["peak_fraction"] = r["gflops"] / point_peak
         log(f"  {name:17s} {r['median_ms']:9.2f} ms  p90 {r['p90_ms']:9.2f}  {r['per_member_ms']:8.2f} ms/member  "
-            f"{r['gflops']:6.1f} GFLOP/s  compile {r['compile_s']:.1f}s")
+            f"{r['gflops']:6.1f} GFLOP/s ({100 * r['peak_fraction']:3.0f}% of peak)  compile {r['compile_s']:.1f}s")
+    log(f"  {'matmul peak':17s} {point_peak:6.1f} GFLOP/s (interleaved with this point)")
     return [rows[name] for name in config.impls]
 
 
@@ -216,7 +237,8 @@ def run_bench(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     return report
 
 
-CSV_FIELDS = ("algo", "impl", "pop", "steps_at_once", "median_ms", "p90_ms", "per_member_ms", "compile_s", "gflops", "skipped")
+CSV_FIELDS = ("algo", "impl", "pop", "steps_at_once", "median_ms", "p90_ms", "per_member_ms", "compile_s", "gflops",
+              "point_peak_gflops", "peak_fraction", "skipped")
 
 
 def write_outputs(report: dict[str, Any], out: Path) -> None:
