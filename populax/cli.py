@@ -119,10 +119,18 @@ class ProgressBar:
             self.task,
             completed=state.env_steps,
             total=state.total_steps,
-            description=f"training (first step after {state.first_chunk_s:.1f}s)",
+            description=first_step_text(state),
             rate=f"{self.pop * state.env_steps / elapsed:,.0f} env steps/s",
             best=f"best return {state.best_return:.1f}",
         )
+
+
+def first_step_text(state) -> str:
+    """'training (first step at 6.1s, 4.2s compiling)': how long the user waited for training to start."""
+    first_step = getattr(state, "first_step_s", None)
+    if first_step is None:
+        return f"training (first chunk took {state.first_chunk_s:.1f}s)"
+    return f"training (first step at {first_step:.1f}s, {state.compile_s:.1f}s compiling)"
 
 
 def print_members(result) -> None:

@@ -41,6 +41,7 @@ from populax.loops import MemberProgram, MemberState, Schedule
 from populax.population import make_executor
 from populax.programs import build_program
 from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
+from populax.run.compile_clock import CompileClock
 from populax.run.config import TrainConfig, check_ranges, config_to_dict
 from populax.run.logging import RunLogger
 from populax.run.report import write_report
@@ -164,6 +165,10 @@ class Progress:
         self.env_steps = 0
         self.best_return = -math.inf
         self.first_chunk_s: float | None = None
+        self.compile_s: float | None = None
+        """Seconds spent compiling before the first chunk ran (from JAX's compile events)."""
+        self.first_step_s: float | None = None
+        """Seconds from the start of the run to its first training step (compilation done)."""
 
 
 def train(config: TrainConfig, on_chunk: Callable[[Progress], None] | None = None) -> TrainResult:
@@ -204,6 +209,7 @@ def run(setup: Setup, on_chunk: Callable[[Progress], None] | None = None, start:
             strategy.load_state_dict(start.strategy)
             strategy.rewrite_lineage()  # drop events logged after the checkpoint
         progress.first_chunk_s = start.manifest["first_chunk_s"]
+        progress.compile_s, progress.first_step_s = start.manifest.get("compile_s"), start.manifest.get("first_step_s")
         progress.env_steps = start.manifest["env_step"]
         truncate_metrics(setup.run_dir, start.manifest["metrics_offset"])
     logger = RunLogger(setup.run_dir, tensorboard=config.tensorboard, purge_step=progress.env_steps + 1 if start else None)
@@ -214,7 +220,12 @@ def run(setup: Setup, on_chunk: Callable[[Progress], None] | None = None, start:
         for chunk in range(first_chunk, setup.num_chunks):
             chunk_start = time.perf_counter()
             previous = population
-            population, metrics = train_chunk(population)
+            if progress.first_chunk_s is None:
+                with CompileClock(begin) as clock:
+                    population, metrics = jax.block_until_ready(train_chunk(population))
+                progress.compile_s, progress.first_step_s = clock.compile_s, clock.first_step_s or 0.0
+            else:
+                population, metrics = train_chunk(population)
             returns = np.asarray(evaluate(population, eval_keys(config.seed, chunk, config.pop)))
             if progress.first_chunk_s is None:
                 progress.first_chunk_s = time.perf_counter() - chunk_start
@@ -230,6 +241,8 @@ def run(setup: Setup, on_chunk: Callable[[Progress], None] | None = None, start:
                     "metrics_offset": logger.path.stat().st_size,
                     "wall_time_s": time.perf_counter() - begin,
                     "first_chunk_s": progress.first_chunk_s,
+                    "compile_s": progress.compile_s,
+                    "first_step_s": progress.first_step_s,
                     "returns": [float(r) for r in returns],
                     "populax_version": version("populax"),
                     "config_hash": config_hash(setup.run_dir),
@@ -246,7 +259,8 @@ def run(setup: Setup, on_chunk: Callable[[Progress], None] | None = None, start:
     logger.close()
     if interrupted:
         return TrainResult(population=population, returns=returns, run_dir=setup.run_dir, summary={}, interrupted=True)
-    summary = write_summary(setup, population, returns, wall, progress.first_chunk_s or 0.0, strategy)
+    timing = {"compile_s": progress.compile_s, "first_step_s": progress.first_step_s}
+    summary = write_summary(setup, population, returns, wall, progress.first_chunk_s or 0.0, strategy, timing)
     if strategy.events:
         write_lineage_plot(setup.run_dir)
     write_report(setup.run_dir)
@@ -324,9 +338,13 @@ def log_chunk(logger: RunLogger, population: MemberState, metrics: dict, returns
 
 
 def write_summary(
-    setup: Setup, population: MemberState, returns: np.ndarray, wall: float, first_chunk_s: float, strategy: Any = None
+    setup: Setup, population: MemberState, returns: np.ndarray, wall: float, first_chunk_s: float, strategy: Any = None,
+    timing: dict[str, float | None] | None = None,
 ) -> dict:
-    """summary.json: members, best member, throughput (and the strategy's lineage summary)."""
+    """summary.json: members, best member, throughput (and the strategy's lineage summary).
+
+    ``timing``: extra timing fields (compile_s, first_step_s) copied in as they are.
+    """
     pop = setup.config.pop
     steps_per_member = int(np.asarray(population.env_steps)[0])
     updates_per_member = int(np.asarray(getattr(population.agent, "updates", jnp.zeros(pop)))[0])
@@ -347,6 +365,7 @@ def write_summary(
         "env_steps_per_member": steps_per_member,
         "wall_time_s": wall,
         "first_chunk_s": first_chunk_s,
+        **(timing or {}),
         "env_steps_per_s": pop * steps_per_member / wall,
         "updates_per_s": pop * updates_per_member / wall,
         "executor": setup.config.executor,

@@ -54,7 +54,7 @@ class ParallelPopulation:
         if case.pop > self.max_pop:
             raise Skipped(f"one process per member is capped at {self.max_pop} members")
         context = mp.get_context("spawn")  # fork after JAX initialised is unsafe
-        overrides = {"hidden": tuple(case.shapes["hidden"]), "batch": case.shapes["batch"]} if case.algo == "td3" else {}
+        overrides = {"hidden": tuple(case.shapes["hidden"]), "batch": case.shapes["batch"]}
         self.conns, self.procs = [], []
         for member in range(case.pop):
             parent, child = context.Pipe()
