@@ -3,8 +3,12 @@
 Each member lives in its own spawned process with its own JAX runtime and a
 jitted single-member update; all processes share the machine's cores. On each
 round the parent asks every worker for the same number of calls; the workers
-time their own calls concurrently and the population's time for call i is
-the slowest worker's call i (the population step is done when every member is).
+start together at an agreed instant and note when each of their calls ends
+(``time.monotonic``, one clock for all processes on Linux). The population's
+call i ends when the last worker's call i does, so the population step times
+are the differences of those ends: they add up to the wall time of the round,
+and a worker that starts late or runs alone cannot make the population look
+faster than it is.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ def worker(conn: Any, algo: str, pop: int, member: int, seed: int, steps_at_once
     import jax
 
     from populax.bench.cases import make_case
-    from populax.bench.impls import member_update, timed_calls
+    from populax.bench.impls import member_update
     from populax.population import select_member
 
     case = make_case(algo, pop, seed, **overrides)
@@ -29,16 +33,17 @@ def worker(conn: Any, algo: str, pop: int, member: int, seed: int, steps_at_once
     start = time.perf_counter()
     compiled = jax.jit(member_update(case, steps_at_once)).lower(state, *args).compile()
     conn.send(time.perf_counter() - start)
-    while (calls := conn.recv()) is not None:
-        if calls == "result":
+    while (request := conn.recv()) is not None:
+        if request == "result":
             conn.send(jax.tree.map(np.asarray, state))
             continue
-
-        def call():
-            nonlocal state
+        calls, start_at = request
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        ends = []
+        for _ in range(calls):
             state = jax.block_until_ready(compiled(state, *args))
-
-        conn.send(timed_calls(call, calls))
+            ends.append(time.monotonic())
+        conn.send(ends)
     conn.close()
 
 
@@ -47,6 +52,8 @@ class ParallelPopulation:
 
     max_pop = 8
     """Largest population run this way (each process holds a full JAX runtime)."""
+    START_DELAY_S = 0.05
+    """How far ahead the common start instant is set (time for every worker to receive it)."""
 
     def __init__(self, case: Any, steps_at_once: int):
         from populax.bench.impls import Skipped
@@ -66,11 +73,12 @@ class ParallelPopulation:
         self.compile_s = max(conn.recv() for conn in self.conns)
 
     def run(self, calls: int) -> list[float]:
-        """Time ``calls`` population steps: per call, the slowest worker's time."""
+        """Time ``calls`` population steps, all workers starting at one instant (see the module doc)."""
+        start_at = time.monotonic() + self.START_DELAY_S
         for conn in self.conns:
-            conn.send(calls)
-        per_worker = np.array([conn.recv() for conn in self.conns])
-        return list(per_worker.max(axis=0))
+            conn.send((calls, start_at))
+        population_ends = np.array([conn.recv() for conn in self.conns]).max(axis=0)
+        return list(np.diff(np.concatenate([[start_at], population_ends])))
 
     def result(self) -> Any:
         """The members' states, stacked (fetched from the workers)."""
