@@ -120,6 +120,19 @@ def sharded_executor(fn: Callable[..., Any]) -> Callable[..., Any]:
     return shard_members(jax.vmap(fn))
 
 
+def init_members(init: Callable[..., Any]) -> Callable[..., Any]:
+    """A member ``init(key, hparams)`` over stacked keys and hyperparameters, as a compiled loop.
+
+    Never vmapped, whatever the executor: orthogonal initialisation (PPO's)
+    runs a LAPACK QR, and jaxlib's batched QR kernel waits inside XLA:CPU's
+    thread pool for work it queued on that same pool. When two of them run at
+    once (two layers, or two devices) on a 2-thread pool, both wait forever
+    (observed: the suite hanging in the PPO test). Unbatched QRs do not
+    nest, and an initialisation runs once, so the loop costs nothing.
+    """
+    return jax.jit(lambda keys, hparams: jax.lax.map(lambda args: init(*args), (keys, hparams)))
+
+
 LOOP_MIN_WEIGHT = 128 * 128
 """On CPU, members whose largest weight (flax ``kernel``) has at least this many entries
 run as a compiled loop; smaller networks run as one vmap (measured crossover,

@@ -38,7 +38,7 @@ from populax.hparams import (
     spec_to_text,
 )
 from populax.loops import MemberProgram, MemberState, Schedule
-from populax.population import make_executor
+from populax.population import init_members, make_executor
 from populax.programs import build_program
 from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
 from populax.run.compile_clock import CompileClock
@@ -148,7 +148,7 @@ def create_run_dir(setup: Setup) -> None:
 def init_population(setup: Setup) -> MemberState:
     """Every member's initial state from the run's seed."""
     member_keys = jax.random.split(jax.random.fold_in(jax.random.key(setup.config.seed), 2), setup.config.pop)
-    return setup.executor(setup.program.init)(member_keys, setup.hparams)
+    return init_members(setup.program.init)(member_keys, setup.hparams)
 
 
 def eval_keys(seed: int, chunk: int, pop: int) -> jax.Array:

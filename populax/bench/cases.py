@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from populax.agents.base import ActionSpec, Agent, Transition
 from populax.errors import ConfigError
+from populax.population import init_members
 
 
 class BenchCase(NamedTuple):
@@ -74,7 +75,7 @@ def build_case(
     init_keys = jax.random.split(jax.random.fold_in(key, 0), pop)
     update_keys = jax.random.split(jax.random.fold_in(key, 1), pop)
     hparams = jax.tree.map(lambda x: jnp.broadcast_to(jnp.asarray(x), (pop, *jnp.shape(x))), hparams_type())
-    state = jax.jit(jax.vmap(agent.init))(init_keys, hparams)
+    state = init_members(agent.init)(init_keys, hparams)
     data = synthetic_batch(jax.random.fold_in(key, 2), pop, batch, obs_shape, action, obs_dtype)
     return BenchCase(algo, agent, pop, seed, state, data, update_keys, hparams, shapes)
 

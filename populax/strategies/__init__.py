@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from populax.population import init_members
 from populax.strategies.runner import (
     STRATEGIES,
     PopulationStrategy,
@@ -27,13 +28,13 @@ def make_strategy(setup: Any, run_dir: Path | None = None, init_agents: Any = No
     """The strategy of a validated trainer ``Setup``; its lineage goes to ``run_dir``.
 
     ``init_agents(keys, hparams)`` must return fresh stacked agent states; by
-    default the setup's member ``init`` mapped by its executor.
+    default the setup's member ``init`` over the members (``init_members``).
     """
     config = setup.config
     dims = make_space(setup.algorithm.hparams, setup.specs)
     ready = check_strategy_config(config, setup.schedule.chunk_steps, dims)
     if init_agents is None:
-        init = setup.executor(setup.program.init)
+        init = init_members(setup.program.init)
 
         def init_agents(keys, hparams):
             return init(keys, hparams).agent
