@@ -54,6 +54,8 @@ class Checkpoint:
     """The stacked member state, on device, with the template's structure and dtypes."""
     strategy: Any
     """The strategy's state as saved (nested dicts/lists of numpy arrays and numbers), or None."""
+    extra: Any = None
+    """Loop state outside the population (the host loop's collector keys, pending metrics...), as saved, or None."""
 
 
 def is_key(leaf: Any) -> bool:
@@ -106,18 +108,23 @@ def save_checkpoint(
     strategy: Any = None,
     save_buffer: bool = True,
     keep: int = 3,
+    extra: Any = None,
 ) -> Path:
     """Write the checkpoint after ``chunk`` atomically and keep only the newest ``keep``.
 
     ``manifest`` holds the host loop's position (JSON-able); ``strategy`` is any
     pytree of arrays, numbers, strings, lists and dicts a population strategy
-    needs to continue exactly (PBT lineage, CEM mean and variance...).
+    needs to continue exactly (PBT lineage, CEM mean and variance...); ``extra``
+    is the same kind of pytree for the loop's own state outside the population
+    (the host loop's collector RNG keys and not yet logged metrics).
     """
     root = run_dir / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     state = to_host(population)
     with_buffer = save_buffer and buffer_bytes(population) <= BUFFER_LIMIT_BYTES
     payload = {"population": serialization.to_state_dict(state), "strategy": to_host(strategy)}
+    if extra is not None:
+        payload["extra"] = to_host(extra)
     if not with_buffer:
         payload["population"].pop("buffer", None)
     data = serialization.msgpack_serialize(payload)
@@ -203,7 +210,8 @@ def restore(path: Path, template: Any) -> Checkpoint:
         return jnp.asarray(x, dtype=t.dtype)
 
     population = jax.tree.map(load, template, state)
-    return Checkpoint(path=path, manifest=manifest, population=population, strategy=payload.get("strategy"))
+    return Checkpoint(path=path, manifest=manifest, population=population, strategy=payload.get("strategy"),
+                      extra=payload.get("extra"))
 
 
 def latest_checkpoint(run_dir: Path, template: Any, warn: Any = print) -> Checkpoint:
