@@ -227,7 +227,10 @@ def cmd_eval(argv: list[str]) -> int:
     parser.add_argument("--video", metavar="PATH", default=None,
                         help="instead, write an mp4 of one episode (Gymnasium/ALE runs; gymnax runs with a Gymnasium twin)")
     args = parser.parse_args(argv)
-    warn = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+
+    def warn(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
     if args.video is not None:
         from populax.run.video import record_member_video
 

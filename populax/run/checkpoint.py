@@ -10,6 +10,10 @@ A checkpoint is a directory ``RUN/checkpoints/chunk_NNNNNN/`` holding
   byte offset, elapsed wall time, last returns), the payload's sha256, the
   populax version and a hash of the configuration.
 
+Host-environment runs (``populax/host_loop.py``) use the same format; the
+payload's ``extra`` holds their loop state outside the population (collector
+RNG keys, metrics not yet logged) and ``NNNNNN`` numbers collector blocks.
+
 It is written into a temporary directory next to the final one and renamed
 into place, so a kill at any instant leaves every earlier checkpoint intact;
 the sha256 catches a payload damaged afterwards (a truncated copy, a full

@@ -101,25 +101,45 @@ def even_frame(frame: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.pad(frame, pad, mode="edge") if any(p[1] for p in pad) else frame)
 
 
-def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
-    """Encode ``frames`` (RGB uint8, all one size) as H.264 into ``path``, atomically."""
-    writer_module = require_writer()
-    frames = [even_frame(f) for f in frames]
-    height, width = frames[0].shape[:2]
-    partial = path.with_name(f".{path.name}.partial.mp4")
-    try:
-        with warnings.catch_warnings():
-            # JAX warns about any os.fork(); this one is subprocess's fork+exec of ffmpeg, which is safe.
-            warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
-            writer = writer_module.write_frames(str(partial), (width, height), fps=fps, codec="libx264",
-                                                macro_block_size=1, ffmpeg_log_level="error")
-            writer.send(None)
-        for frame in frames:
-            writer.send(frame)
-        writer.close()
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+class Mp4Writer:
+    """Streams RGB frames (all one size) into an H.264 mp4, atomically.
+
+    Frames go to ffmpeg as they come (a long MuJoCo episode would not fit in
+    memory), into a hidden sibling file that only :meth:`finish` renames to
+    ``path``; :meth:`discard` removes it.
+    """
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps = path, fps
+        self.partial = path.with_name(f".{path.name}.partial.mp4")
+        self.frames = 0
+        self._writer: Any = None
+
+    def add(self, frame: np.ndarray) -> None:
+        """Append one frame (padded to even sizes)."""
+        frame = even_frame(frame)
+        if self._writer is None:
+            height, width = frame.shape[:2]
+            with warnings.catch_warnings():
+                # JAX warns about any os.fork(); this one is subprocess's fork+exec of ffmpeg, which is safe.
+                warnings.filterwarnings("ignore", message="os.fork", category=RuntimeWarning)
+                self._writer = require_writer().write_frames(
+                    str(self.partial), (width, height), fps=self.fps, codec="libx264", macro_block_size=1,
+                    ffmpeg_log_level="error")
+                self._writer.send(None)
+        self._writer.send(frame)
+        self.frames += 1
+
+    def finish(self) -> None:
+        """Close the stream and move the file into place."""
+        self._writer.close()
+        os.replace(self.partial, self.path)
+
+    def discard(self) -> None:
+        """Abandon the video: stop ffmpeg, remove the partial file."""
+        if self._writer is not None:
+            self._writer.close()
+        self.partial.unlink(missing_ok=True)
 
 
 def steps_per_agent_step(env: Any) -> int:
@@ -151,18 +171,19 @@ def render_frame(env: Any, env_id: str) -> np.ndarray:
 
 
 def record_episode(env: Any, env_id: str, act: Callable[[np.ndarray], Any], seed: int,
-                   max_steps: int = 100_000) -> tuple[list[np.ndarray], float, int]:
-    """Frames (the first observation's and one per step), return and length of one episode under ``act``."""
+                   on_frame: Callable[[np.ndarray], None], max_steps: int = 100_000) -> tuple[float, int]:
+    """Return and length of one episode under ``act``; each frame (the first one, then one per step) goes to ``on_frame``."""
     obs, _ = env.reset(seed=seed)
-    frames = [render_frame(env, env_id)]
-    total = 0.0
-    for _ in range(max_steps):
+    on_frame(render_frame(env, env_id))
+    total, steps = 0.0, 0
+    while steps < max_steps:
         obs, reward, terminated, truncated, _ = env.step(act(obs))
         total += float(reward)
-        frames.append(render_frame(env, env_id))
+        steps += 1
+        on_frame(render_frame(env, env_id))
         if terminated or truncated:
             break
-    return frames, total, len(frames) - 1
+    return total, steps
 
 
 def member_actor(setup: Any, state: Any, spec: Any) -> Callable[[np.ndarray], Any]:
@@ -215,11 +236,14 @@ def record_member_video(run_dir: str | Path, member: int, path: str | Path, seed
                               terminal_on_life_loss=config.terminal_on_life_loss if host else False,
                               max_episode_steps=(config.max_episode_steps or None) if host else None)
         env = spec.make()
+        writer = Mp4Writer(path, float(env.metadata.get("render_fps") or 30) / steps_per_agent_step(env))
         try:
-            frames, total, steps = record_episode(env, source.gymnasium_id, member_actor(setup, state, spec),
-                                                  seed=config.seed if seed is None else seed)
-            fps = float(env.metadata.get("render_fps") or 30) / steps_per_agent_step(env)
+            total, steps = record_episode(env, source.gymnasium_id, member_actor(setup, state, spec),
+                                          seed=config.seed if seed is None else seed, on_frame=writer.add)
+            writer.finish()
+        except BaseException:
+            writer.discard()
+            raise
         finally:
             env.close()
-    write_mp4(path, frames, fps)
-    return Video(path, len(frames), total, steps, source), checkpoint
+    return Video(path, writer.frames, total, steps, source), checkpoint
