@@ -225,22 +225,31 @@ def cmd_report(argv: list[str]) -> int:
 
 
 def cmd_eval(argv: list[str]) -> int:
-    """`populax eval RUN --member K --episodes E`: mean and std return of a saved member."""
-    from populax.run.resume import evaluate_saved_member, load_setup
+    """`populax eval RUN --member K --episodes E`: mean and std return of a saved member (or `--video PATH`)."""
+    from populax.run.resume import evaluate_saved_member
 
     parser = run_dir_parser("populax eval", "Evaluate a saved member with its deterministic policy.")
     parser.add_argument("--member", type=int, required=True, help="member id (see summary.json / report.md)")
     parser.add_argument("--episodes", type=int, default=10, help="episodes to run (default: 10)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the episodes (default: the episodes of the run's evaluation at the checkpoint)")
-    parser.add_argument("--video", metavar="PATH", default=None, help="write an mp4 of one episode (rendering envs only)")
+    parser.add_argument("--video", metavar="PATH", default=None,
+                        help="instead, write an mp4 of one episode (Gymnasium/ALE runs; gymnax runs with a Gymnasium twin)")
     args = parser.parse_args(argv)
+
+    def warn(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
     if args.video is not None:
-        env = load_setup(args.run).config.env
-        raise ConfigError(f"--video: {env} is a gymnax environment, which does not render rgb_array frames; "
-                          "video needs a Gymnasium environment")
-    returns, checkpoint = evaluate_saved_member(args.run, args.member, args.episodes, args.seed,
-                                                warn=lambda line: print(line, file=sys.stderr, flush=True))
+        from populax.run.video import record_member_video
+
+        video, checkpoint = record_member_video(args.run, args.member, args.video, args.seed, warn=warn)
+        twin = (f"; gymnax does not render, so replayed in Gymnasium's {video.source.gymnasium_id} (same dynamics)"
+                if video.source.twin_of else "")
+        print(f"member {args.member} ({checkpoint.path.name}, {checkpoint.manifest['env_step']:,} env steps): "
+              f"one episode, return {video.episode_return:.2f} in {video.steps} steps, video {video.path}{twin}")
+        return 0
+    returns, checkpoint = evaluate_saved_member(args.run, args.member, args.episodes, args.seed, warn=warn)
     print(f"member {args.member} ({checkpoint.path.name}, {checkpoint.manifest['env_step']:,} env steps): "
           f"mean return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes")
     return 0

@@ -24,15 +24,24 @@ stepping and updates proceed at the same time. Two rules keep it honest:
 
 Without ``overlap`` the two alternate in one thread (collect a block, learn on
 it) and a run is reproducible from its seed. See docs/host_envs.md.
+
+Checkpoints hold what the learner has consumed (the population, the collector
+RNG keys of its last block, counters, metrics not yet logged); Gymnasium cannot
+save its envs' internal state, so a resumed run resets them with a seed derived
+from the run's seed and the checkpoint's step, losing the episodes in flight.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -59,6 +68,7 @@ from populax.hparams import Distribution, resolve_specs, sample_population
 from populax.loops import random_actions
 from populax.obs_norm import RunningStats, normalize, stats_init, stats_update
 from populax.population import make_executor
+from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
 from populax.run.config import TrainConfig, check_ranges
 
 
@@ -136,6 +146,8 @@ class HostFunctions(NamedTuple):
     """(HostMember, count[N]) -> (HostMember, metrics)."""
     policy: Callable
     """(agent, stats, obs[N, M, ...]) -> actions (deterministic, evaluation)."""
+    member_policy: Callable
+    """(agent, stats, obs[M, ...]) -> actions of ONE member (jitted, no executor; `populax eval`)."""
 
 
 def make_functions(agent: Agent, spec: HostEnvSpec, plan: HostPlan, executor: Callable, obs_norm: bool) -> HostFunctions:
@@ -200,7 +212,8 @@ def make_functions(agent: Agent, spec: HostEnvSpec, plan: HostPlan, executor: Ca
         return agent.policy(agent_state, prepare_obs(stats, obs))
 
     return HostFunctions(
-        init=executor(init), act=executor(act), insert=executor(insert), learn=executor(learn), policy=executor(policy)
+        init=executor(init), act=executor(act), insert=executor(insert), learn=executor(learn), policy=executor(policy),
+        member_policy=jax.jit(policy),
     )
 
 
@@ -217,24 +230,27 @@ class Block(NamedTuple):
     """Returns of the episodes each member finished during the block."""
     acted_lag: int
     """Largest staleness (env steps per member) of the parameters that acted in the block."""
+    keys: jax.Array
+    """The collector's per-member RNG keys after the block (a checkpoint resumes collection from them)."""
 
 
 class Collector:
     """Steps the N x E host envs; all members act in one jitted call per env step."""
 
     def __init__(self, spec: HostEnvSpec, plan: HostPlan, functions: HostFunctions, population: HostMember,
-                 pop: int, mode: str, seed: int):
+                 pop: int, mode: str, seed: int, keys: jax.Array | None = None, iterations: int = 0):
+        """Envs reset with ``seed``; a resumed run passes its checkpoint's ``keys`` and ``iterations`` done."""
         self.spec, self.plan, self.functions, self.pop = spec, plan, functions, pop
         self.envs = make_vector_env(spec, pop * plan.envs_per_member, mode)
         obs, _ = self.envs.reset(seed=seed)
         self.obs = np.asarray(obs, spec.obs_dtype)
         self.episode_return = np.zeros(pop * plan.envs_per_member)
-        self.keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 4), pop)
+        self.keys = collector_keys(seed, pop) if keys is None else keys
         self.stats = population.obs_stats
-        self.iterations = 0
+        self.iterations = iterations
         # Acting parameters and the env steps per member they were published after.
         self.params = (population.agent, population.hparams)
-        self.published_at = 0
+        self.published_at = iterations * plan.envs_per_member
         self.cond = threading.Condition()
         self.stopped = False
         self.wait_s = 0.0
@@ -307,26 +323,41 @@ class Collector:
             return x.reshape(n, t * e, *x.shape[3:])
 
         transitions = Transition(*(per_member(k) for k in ("obs", "action", "reward", "next_obs", "terminated")))
-        return Block(transitions, per_member("truncated"), self.stats, finished, acted_lag)
+        return Block(transitions, per_member("truncated"), self.stats, finished, acted_lag, self.keys)
 
     def close(self) -> None:
         """Close the vector env (ends async workers)."""
         self.envs.close()
 
 
-def evaluate(spec: HostEnvSpec, functions: HostFunctions, population: HostMember, episodes: int,
-             seed: int, max_steps: int = 100_000) -> np.ndarray:
-    """Mean return of ``episodes`` fresh episodes per member, deterministic policy, separate env instances."""
-    n = int(np.asarray(population.env_steps).shape[0])
-    envs = make_vector_env(spec, n * episodes, "sync")
+def collector_keys(seed: int, pop: int) -> jax.Array:
+    """The collector's per-member RNG keys at the start of a run."""
+    return jax.random.split(jax.random.fold_in(jax.random.key(seed), 4), pop)
+
+
+def eval_seed(seed: int, evaluation: int) -> int:
+    """Env seed of the run's evaluation number ``evaluation`` (0-based); env ``i`` of it gets this + i."""
+    return seed * 7919 + 1_000_003 * (evaluation + 1)
+
+
+def resume_reset_seed(seed: int, env_step: int) -> int:
+    """Seed the vector env is reset with when a run resumes at ``env_step`` (its envs' state is not saved)."""
+    return int(np.random.SeedSequence([seed, env_step, 0x7265]).generate_state(1)[0])
+
+
+def episode_totals(spec: HostEnvSpec, act: Callable[[np.ndarray], np.ndarray], num_envs: int, seed: int,
+                   max_steps: int = 100_000) -> np.ndarray:
+    """Undiscounted return of one episode in each of ``num_envs`` fresh envs (env i reset with seed + i).
+
+    ``act`` maps observations [num_envs, ...] to agent actions [num_envs, ...].
+    """
+    envs = make_vector_env(spec, num_envs, "sync")
     try:
         obs, _ = envs.reset(seed=seed)
-        total = np.zeros(n * episodes)
-        alive = np.ones(n * episodes)
+        total = np.zeros(num_envs)
+        alive = np.ones(num_envs)
         for _ in range(max_steps):
-            batch = np.asarray(obs, spec.obs_dtype).reshape(n, episodes, *spec.obs_shape)
-            actions = np.asarray(functions.policy(population.agent, population.obs_stats, batch))
-            actions = actions.reshape(n * episodes, *actions.shape[2:])
+            actions = act(np.asarray(obs, spec.obs_dtype))
             obs, reward, terminated, truncated, _ = envs.step(to_env_actions(spec, actions))
             total += alive * reward
             alive *= 1.0 - np.logical_or(terminated, truncated)
@@ -334,7 +365,33 @@ def evaluate(spec: HostEnvSpec, functions: HostFunctions, population: HostMember
                 break
     finally:
         envs.close()
-    return total.reshape(n, episodes).mean(axis=1)
+    return total
+
+
+def evaluate(spec: HostEnvSpec, functions: HostFunctions, population: HostMember, episodes: int,
+             seed: int, max_steps: int = 100_000) -> np.ndarray:
+    """Mean return of ``episodes`` fresh episodes per member, deterministic policy, separate env instances.
+
+    Member m's episode j runs in env ``m * episodes + j`` (seed ``seed + m * episodes + j``).
+    """
+    n = int(np.asarray(population.env_steps).shape[0])
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        actions = np.asarray(functions.policy(population.agent, population.obs_stats,
+                                              obs.reshape(n, episodes, *spec.obs_shape)))
+        return actions.reshape(n * episodes, *actions.shape[2:])
+
+    return episode_totals(spec, act, n * episodes, seed, max_steps).reshape(n, episodes).mean(axis=1)
+
+
+def member_returns(spec: HostEnvSpec, functions: HostFunctions, member: HostMember, episodes: int, seed: int,
+                   max_steps: int = 100_000) -> np.ndarray:
+    """Per-episode returns of ONE member (no member axis) over ``episodes`` fresh episodes (seeds seed + j)."""
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return np.asarray(functions.member_policy(member.agent, member.obs_stats, obs))
+
+    return episode_totals(spec, act, episodes, seed, max_steps)
 
 
 class HostSetup(NamedTuple):
@@ -380,6 +437,12 @@ def prepare_host(config: TrainConfig, env_id: str, run_dir: Path) -> HostSetup:
     return HostSetup(config, algorithm, spec, specs, hparams, plan, functions, run_dir)
 
 
+def init_host_population(setup: HostSetup) -> HostMember:
+    """Every member's initial learner state from the run's seed."""
+    member_keys = jax.random.split(jax.random.fold_in(jax.random.key(setup.config.seed), 2), setup.config.pop)
+    return setup.functions.init(member_keys, setup.hparams)
+
+
 class HostProgress:
     """Counters the progress display reads after each evaluation (same fields as trainer.Progress)."""
 
@@ -393,18 +456,27 @@ class HostProgress:
 class Learner:
     """The learner's side: insert blocks, keep the update-to-data ratio, publish parameters."""
 
-    def __init__(self, setup: HostSetup, population: HostMember):
+    def __init__(self, setup: HostSetup, population: HostMember, keys: jax.Array, updates: int = 0,
+                 metrics: list[dict[str, Any]] | None = None):
+        """``keys``: the collector keys the data consumed so far ended with; ``updates``/``metrics`` when resuming."""
         self.setup, self.population = setup, population
-        self.updates = 0
+        self.updates = updates
         self.busy_s = 0.0
-        self.metrics: list[dict[str, np.ndarray]] = []
+        self.metrics: list[dict[str, Any]] = list(metrics or [])
+        self.collector_keys = keys
+
+    @property
+    def steps(self) -> int:
+        """Env steps per member consumed so far."""
+        return int(np.asarray(self.population.env_steps)[0])
 
     def consume(self, block: Block, collector: Collector) -> None:
         """Insert ``block``, run the updates it makes owed, publish the new parameters."""
         plan, functions = self.setup.plan, self.setup.functions
         start = time.perf_counter()
         self.population = functions.insert(self.population, block.transitions, block.stats)
-        steps = int(np.asarray(self.population.env_steps)[0])
+        self.collector_keys = block.keys
+        steps = self.steps
         pop = self.setup.config.pop
         while self.updates < plan.target_updates(steps):
             count = min(plan.update_chunk, plan.target_updates(steps) - self.updates)
@@ -425,25 +497,140 @@ class Learner:
         self.metrics = []
         return out
 
+    def pending_metrics(self) -> dict[str, np.ndarray]:
+        """The metrics not yet logged, stacked to [chunks, N] per name (what a checkpoint stores)."""
+        if not self.metrics:
+            return {}
+        return {n: np.stack([np.asarray(m[n]) for m in self.metrics]) for n in self.metrics[0]}
 
-def run_host(setup: HostSetup, on_chunk: Callable[[HostProgress], None] | None = None):
-    """Train on host environments; writes the same run directory as the compiled path."""
-    import warnings
 
+@dataclass
+class HostLoopState:
+    """Where the host loop stands beyond the population; checkpoints save it next to the members."""
+
+    next_eval: int
+    """Env steps per member at which the next evaluation is due."""
+    returns: np.ndarray
+    """Each member's return at the last evaluation (NaN before the first)."""
+    episode_returns: list[list[float]]
+    """Returns of the training episodes each member finished since the last evaluation."""
+    evaluation: int = 0
+    """Evaluations done so far (numbers the evaluation seeds)."""
+    first_chunk_s: float | None = None
+    """Wall time to the first evaluation."""
+    max_lag: int = 0
+    """Largest policy lag seen (env steps per member)."""
+    eval_s: float = 0.0
+    """Wall time spent evaluating."""
+    elapsed_s: float = 0.0
+    """Wall time of the run before this session (resumed runs)."""
+
+
+class HostStart(NamedTuple):
+    """Everything the host loop starts from: a fresh run's initial state or a checkpoint's."""
+
+    population: HostMember
+    loop: HostLoopState
+    keys: jax.Array
+    """Collector RNG keys."""
+    updates: int
+    """Updates per member done so far."""
+    metrics: list[dict[str, Any]]
+    """Learner metrics not yet logged."""
+
+
+def host_start(setup: HostSetup, checkpoint: Checkpoint | None) -> HostStart:
+    """The state a run starts from: initial when ``checkpoint`` is None, else the checkpoint's."""
+    config = setup.config
+    if checkpoint is None:
+        loop = HostLoopState(next_eval=config.eval_every, returns=np.full(config.pop, np.nan),
+                             episode_returns=[[] for _ in range(config.pop)])
+        return HostStart(init_host_population(setup), loop, collector_keys(config.seed, config.pop), 0, [])
+    manifest, extra = checkpoint.manifest, checkpoint.extra
+    if manifest.get("kind") != "host" or extra is None:
+        raise ConfigError(f"RUN: {checkpoint.path} is not a host-environment checkpoint")
+    loop = HostLoopState(
+        next_eval=manifest["next_eval"], returns=np.asarray(manifest["returns"], float),
+        episode_returns=[[float(r) for r in member] for member in extra["episode_returns"]],
+        evaluation=manifest["evaluation"], first_chunk_s=manifest["first_chunk_s"],
+        max_lag=manifest["max_policy_lag_seen"], eval_s=manifest["eval_s"], elapsed_s=manifest["wall_time_s"],
+    )
+    pending = extra["pending_metrics"] or {}
+    count = len(next(iter(pending.values()))) if pending else 0
+    metrics = [{name: values[i] for name, values in pending.items()} for i in range(count)]
+    keys = jax.random.wrap_key_data(jnp.asarray(extra["collector_keys"]))
+    return HostStart(checkpoint.population, loop, keys, int(manifest["updates"]), metrics)
+
+
+def block_number(plan: HostPlan, steps: int) -> int:
+    """0-based index of the block that brought the run to ``steps`` env steps per member (names checkpoints)."""
+    return math.ceil(steps / plan.block_steps) - 1
+
+
+def save_host_checkpoint(setup: HostSetup, learner: Learner, loop: HostLoopState, metrics_offset: int,
+                         wall: float) -> Path:
+    """Checkpoint what the learner has consumed (blocks collected but not learned on are left out)."""
+    config = setup.config
+    manifest = {
+        "kind": "host",
+        "env_step": learner.steps,
+        "metrics_offset": metrics_offset,
+        "wall_time_s": wall,
+        "first_chunk_s": loop.first_chunk_s,
+        "returns": [float(r) for r in loop.returns],
+        "evaluation": loop.evaluation,
+        "next_eval": loop.next_eval,
+        "updates": learner.updates,
+        "max_policy_lag_seen": loop.max_lag,
+        "eval_s": loop.eval_s,
+        "populax_version": version("populax"),
+        "config_hash": config_hash(setup.run_dir),
+    }
+    extra = {"collector_keys": learner.collector_keys, "episode_returns": loop.episode_returns,
+             "pending_metrics": learner.pending_metrics()}
+    return save_checkpoint(setup.run_dir, learner.population, chunk=block_number(setup.plan, learner.steps),
+                           manifest=manifest, save_buffer=config.save_buffer, keep=config.keep_checkpoints, extra=extra)
+
+
+def run_host(setup: HostSetup, on_chunk: Callable[[HostProgress], None] | None = None,
+             start: Checkpoint | None = None):
+    """Train on host environments (from ``start`` when resuming); writes the same run directory as the compiled path.
+
+    Checkpoints land every ``checkpoint_every`` env steps (whole blocks), at the
+    end, and when SIGINT/SIGTERM asks the run to stop (after the current
+    block); a stopped run returns with ``interrupted=True``.
+    """
     from populax.run.logging import RunLogger
-    from populax.trainer import TrainResult, create_run_dir, log_chunk, write_summary
+    from populax.run.report import write_report
+    from populax.trainer import (
+        CheckpointPolicy,
+        StopSignals,
+        TrainResult,
+        create_run_dir,
+        log_chunk,
+        truncate_metrics,
+        write_summary,
+    )
 
     config, plan = setup.config, setup.plan
-    create_run_dir(setup)
-    logger = RunLogger(setup.run_dir, tensorboard=config.tensorboard)
+    initial = host_start(setup, start)
+    loop = initial.loop
+    if start is None:
+        create_run_dir(setup)
+    else:
+        truncate_metrics(setup.run_dir, start.manifest["metrics_offset"])
+    first_step = int(np.asarray(initial.population.env_steps)[0])
+    logger = RunLogger(setup.run_dir, tensorboard=config.tensorboard, purge_step=first_step + 1 if start else None)
     progress = HostProgress(setup)
-    start = time.perf_counter()
-    member_keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 2), config.pop)
-    population = setup.functions.init(member_keys, setup.hparams)
+    progress.env_steps, progress.first_chunk_s = first_step, loop.first_chunk_s
+    session_start = time.perf_counter()
+    begin = session_start - loop.elapsed_s
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Gymnasium/MuJoCo deprecation chatter at env creation
-        collector = Collector(setup.spec, plan, setup.functions, population, config.pop, config.vector_env, config.seed)
-    learner = Learner(setup, population)
+        collector = Collector(setup.spec, plan, setup.functions, initial.population, config.pop, config.vector_env,
+                              seed=config.seed if start is None else resume_reset_seed(config.seed, first_step),
+                              keys=initial.keys, iterations=first_step // plan.envs_per_member)
+    learner = Learner(setup, initial.population, initial.keys, initial.updates, initial.metrics)
     blocks: queue.Queue = queue.Queue()
     failure: list[BaseException] = []
 
@@ -457,69 +644,81 @@ def run_host(setup: HostSetup, on_chunk: Callable[[HostProgress], None] | None =
             blocks.put(None)
 
     thread = threading.Thread(target=produce, name="populax-collector", daemon=True) if config.overlap else None
-    if thread is not None:
-        thread.start()
-    returns = np.full(config.pop, np.nan)
-    episode_returns: list[list[float]] = [[] for _ in range(config.pop)]
-    next_eval, evaluation, max_lag = config.eval_every, 0, 0
-    eval_s, steady = 0.0, None  # steady state: from the first evaluation on (compilation done)
-    try:
-        while True:
-            block = blocks.get() if thread is not None else collector.collect_block()
-            if block is None:
-                break
-            learner.consume(block, collector)
-            max_lag = max(max_lag, block.acted_lag)
-            for member, finished in enumerate(block.episode_returns):
-                episode_returns[member].extend(finished)
-            steps = int(np.asarray(learner.population.env_steps)[0])
-            if steps >= next_eval or steps >= progress.total_steps:
-                eval_start = time.perf_counter()
-                returns = evaluate(setup.spec, setup.functions, learner.population, config.eval_episodes,
-                                   seed=config.seed * 7919 + 1_000_003 * (evaluation + 1))
-                eval_s += time.perf_counter() - eval_start
-                if steady is None:
-                    steady = (time.perf_counter(), steps, learner.busy_s, eval_s)
-                metrics = learner.take_metrics()
-                metrics["train_return"] = np.array([np.mean(r) if r else np.nan for r in episode_returns])
-                episode_returns = [[] for _ in range(config.pop)]
-                if progress.first_chunk_s is None:
-                    progress.first_chunk_s = time.perf_counter() - start
-                progress.env_steps = steps
-                progress.best_return = float(np.nanmax(returns)) if np.isfinite(returns).any() else -math.inf
-                log_chunk(logger, learner.population, metrics, returns, steps, time.perf_counter() - start)
-                if on_chunk is not None:
-                    on_chunk(progress)
-                next_eval += config.eval_every
-                evaluation += 1
-    finally:
-        collector.stop()
+    policy = CheckpointPolicy(config.checkpoint_every, plan.block_steps)
+    steady = None  # steady state: from this session's first evaluation on (compilation done)
+    interrupted = False
+    with StopSignals() as stop:
         if thread is not None:
-            thread.join()
-        collector.close()
-        logger.close()
+            thread.start()
+        try:
+            while True:
+                block = blocks.get() if thread is not None else collector.collect_block()
+                if block is None:
+                    break
+                learner.consume(block, collector)
+                loop.max_lag = max(loop.max_lag, block.acted_lag)
+                for member, finished in enumerate(block.episode_returns):
+                    loop.episode_returns[member].extend(finished)
+                steps = learner.steps
+                last = steps >= progress.total_steps
+                if steps >= loop.next_eval or last:
+                    eval_start = time.perf_counter()
+                    loop.returns = evaluate(setup.spec, setup.functions, learner.population, config.eval_episodes,
+                                            seed=eval_seed(config.seed, loop.evaluation))
+                    loop.eval_s += time.perf_counter() - eval_start
+                    if steady is None:
+                        steady = (time.perf_counter(), steps, learner.busy_s, loop.eval_s)
+                    metrics = learner.take_metrics()
+                    metrics["train_return"] = np.array([np.mean(r) if r else np.nan for r in loop.episode_returns])
+                    loop.episode_returns = [[] for _ in range(config.pop)]
+                    if loop.first_chunk_s is None:
+                        loop.first_chunk_s = progress.first_chunk_s = time.perf_counter() - begin
+                    progress.env_steps = steps
+                    finite = np.isfinite(loop.returns)
+                    progress.best_return = float(np.nanmax(loop.returns)) if finite.any() else -math.inf
+                    log_chunk(logger, learner.population, metrics, loop.returns, steps, time.perf_counter() - begin)
+                    if on_chunk is not None:
+                        on_chunk(progress)
+                    loop.next_eval += config.eval_every
+                    loop.evaluation += 1
+                interrupted = stop.requested and not last
+                if last or stop.requested or policy.due(block_number(plan, steps)):
+                    logger.flush()
+                    save_host_checkpoint(setup, learner, loop, logger.path.stat().st_size, time.perf_counter() - begin)
+                    policy.saved()
+                if interrupted:
+                    break
+        finally:
+            collector.stop()
+            if thread is not None:
+                thread.join()
+            collector.close()
+            logger.close()
     if failure:
         raise failure[0]
     population = learner.population
-    wall = time.perf_counter() - start
-    summary = write_summary(setup, population, returns, wall, progress.first_chunk_s or 0.0)
+    if interrupted:
+        return TrainResult(population=population, returns=loop.returns, run_dir=setup.run_dir, summary={},
+                           interrupted=True)
+    wall = time.perf_counter() - begin
+    session = time.perf_counter() - session_start
+    summary = write_summary(setup, population, loop.returns, wall, loop.first_chunk_s or 0.0)
     steady_s = steady_steps = 0.0
     if steady is not None:
-        steady_s = time.perf_counter() - start - (steady[0] - start) - (eval_s - steady[3])
-        steady_steps = int(np.asarray(population.env_steps)[0]) - steady[1]
+        steady_s = time.perf_counter() - steady[0] - (loop.eval_s - steady[3])
+        steady_steps = learner.steps - steady[1]
     summary["host"] = {
         "vector_env": config.vector_env,
         "overlap": config.overlap,
-        "learner_busy_fraction": learner.busy_s / wall,
+        "learner_busy_fraction": learner.busy_s / session,
         "collector_wait_s": collector.wait_s,
-        "max_policy_lag_seen": max_lag,
+        "max_policy_lag_seen": loop.max_lag,
         "updates_per_member": learner.updates,
-        "eval_s": eval_s,
+        "eval_s": loop.eval_s,
         # After the first evaluation, evaluation time excluded: what the benchmark reports.
         "steady_env_steps_per_s": config.pop * steady_steps / steady_s if steady_s > 0 else None,
         "steady_learner_busy_fraction": (learner.busy_s - steady[2]) / steady_s if steady_s > 0 else None,
     }
-    import json
-
     (setup.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=float))
-    return TrainResult(population=population, returns=returns, run_dir=setup.run_dir, summary=summary)
+    write_report(setup.run_dir)  # `populax train` prints its path, as for compiled runs
+    return TrainResult(population=population, returns=loop.returns, run_dir=setup.run_dir, summary=summary)

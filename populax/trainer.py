@@ -190,9 +190,7 @@ def run(setup: Setup, on_chunk: Callable[[Progress], None] | None = None, start:
     if not isinstance(setup, Setup):  # a host-environment run
         from populax.host_loop import run_host
 
-        if start is not None:
-            raise ConfigError("populax resume: resuming host-environment (Gymnasium/ALE) runs is not supported yet")
-        return run_host(setup, on_chunk)
+        return run_host(setup, on_chunk, start)
     config = setup.config
     train_chunk = setup.executor(setup.program.train_chunk)
     evaluate = setup.executor(setup.program.evaluate)

@@ -145,13 +145,58 @@ def test_eval_reproduces_the_logged_final_evaluation(reference, capsys):
 
 @pytest.mark.parametrize(
     "args, fragment",
-    [(["--member", "4"], "--member must be between 0 and 3"), (["--member", "0", "--video", "x.mp4"], "--video:")],
+    [(["--member", "4"], "--member must be between 0 and 3"),
+     (["--member", "0", "--video", "clip.gif"], "--video: clip.gif must end in .mp4"),
+     (["--member", "0", "--video", "no/such/dir/clip.mp4"], "--video: directory no/such/dir does not exist")],
 )
 def test_eval_bad_input_is_one_line(reference, capsys, args, fragment):
     capsys.readouterr()
     assert main(["eval", str(reference), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0]
+
+
+def test_eval_video_replays_a_gymnax_pendulum_member_in_its_gymnasium_twin(reference, tmp_path, capsys):
+    import imageio_ffmpeg
+
+    video = tmp_path / "pendulum.mp4"
+    capsys.readouterr()
+    assert main(["eval", str(reference), "--member", "1", "--video", str(video)]) == 0
+    printed = capsys.readouterr().out
+    assert "replayed in Gymnasium's Pendulum-v1" in printed and "in 200 steps" in printed
+    frames = imageio_ffmpeg.read_frames(str(video))
+    width, height = next(frames)["size"]
+    frames = np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in frames])
+    assert frames.shape[0] == 201  # the first observation and Pendulum's 200 steps
+    assert frames.std(axis=0).max() > 50  # not a still picture
+
+
+def test_eval_video_refuses_a_gymnax_env_without_a_twin_in_one_line(reference, tmp_path, capsys):
+    import shutil
+
+    import yaml
+
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    config.update(env="SpaceInvaders-MinAtar", algo="dqn")  # gymnax only: nothing renders it
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    video = tmp_path / "clip.mp4"
+    capsys.readouterr()
+    assert main(["eval", str(out), "--member", "0", "--video", str(video)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "--video: gymnax's SpaceInvaders-MinAtar does not render" in err[0] and "Pendulum-v1" in err[0]
+    assert not video.exists() and not list(tmp_path.glob("*.mp4"))
+
+
+def test_eval_video_without_its_extra_names_it(reference, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import fails as if not installed
+    capsys.readouterr()
+    assert main(["eval", str(reference), "--member", "0", "--video", str(tmp_path / "clip.mp4")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "install populax[video]" in err[0]
+    assert not (tmp_path / "clip.mp4").exists()
 
 
 def test_report_writes_decodable_figures_and_a_page_linking_them(reference, tmp_path):

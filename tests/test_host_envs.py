@@ -238,7 +238,12 @@ def test_atari_frames_flow_through_collector_buffer_and_evaluation():
 
 
 def test_async_vector_env_matches_sync():
-    """Subprocess stepping gives the same trajectories as in-process stepping."""
+    """Subprocess stepping gives the same trajectories as in-process stepping, and
+    the workers outlive a Ctrl-C (SIGINT reaches the whole process group; the
+    training process handles it by checkpointing, so the workers must ignore it)."""
+    import os
+    import signal
+
     spec = make_host_spec("Hopper-v5", max_episode_steps=20)
     actions = np.random.default_rng(0).uniform(-1, 1, size=(30, 2, 3))
     trajectories = []
@@ -246,7 +251,10 @@ def test_async_vector_env_matches_sync():
         envs = make_vector_env(spec, 2, mode)
         obs, _ = envs.reset(seed=7)
         rows = [obs]
-        for a in actions:
+        for t, a in enumerate(actions):
+            if mode == "async" and t == 10:
+                for worker in envs.processes:
+                    os.kill(worker.pid, signal.SIGINT)
             obs, reward, terminated, truncated, _ = envs.step(a)
             rows.append(obs)
         envs.close()

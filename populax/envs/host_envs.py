@@ -13,6 +13,7 @@ final observation in ``info["final_obs"]``; the loop stores that one as
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import warnings
 from collections.abc import Callable
@@ -97,8 +98,9 @@ def _missing_extra(env_id: str, entry_point: str) -> str | None:
     return None
 
 
-def make_env_fn(env_id: str, *, atari: bool, terminal_on_life_loss: bool, max_episode_steps: int | None) -> Callable[[], Any]:
-    """A closure building one wrapped instance of ``env_id``.
+def make_env_fn(env_id: str, *, atari: bool, terminal_on_life_loss: bool, max_episode_steps: int | None,
+                render_mode: str | None = None) -> Callable[[], Any]:
+    """A closure building one wrapped instance of ``env_id`` (``render_mode="rgb_array"`` for videos).
 
     Atari gets the standard DQN preprocessing: ALE's own frame skip is turned
     off (``frameskip=1``) so that ``AtariPreprocessing`` does the skipping with
@@ -108,12 +110,14 @@ def make_env_fn(env_id: str, *, atari: bool, terminal_on_life_loss: bool, max_ep
 
     def make():
         gym = _gymnasium()
-        kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+        kwargs: dict[str, Any] = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+        if render_mode is not None:
+            kwargs["render_mode"] = render_mode
         if atari:
             _register_ale(gym)
             from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 
-            env = gym.make(env_id, frameskip=1)
+            env = gym.make(env_id, frameskip=1, **({} if render_mode is None else {"render_mode": render_mode}))
             env = AtariPreprocessing(
                 env, noop_max=30, frame_skip=4, screen_size=84,
                 terminal_on_life_loss=terminal_on_life_loss, grayscale_obs=True, scale_obs=False,
@@ -129,8 +133,12 @@ def make_env_fn(env_id: str, *, atari: bool, terminal_on_life_loss: bool, max_ep
     return make
 
 
-def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_episode_steps: int | None = None) -> HostEnvSpec:
-    """Check that ``env_id`` exists, is installed and has a usable action space; describe it."""
+def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_episode_steps: int | None = None,
+                   render_mode: str | None = None) -> HostEnvSpec:
+    """Check that ``env_id`` exists, is installed and has a usable action space; describe it.
+
+    ``render_mode`` is passed to ``gym.make`` by the spec's ``make`` (``populax eval --video``).
+    """
     gym = _gymnasium()
     _register_ale(gym)
     if env_id not in gym.registry:
@@ -145,7 +153,8 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
     if missing:
         raise ConfigError(f"--env: {env_id} needs a package that is not installed; install {missing}")
     atari = env_id.startswith("ALE/") or "ale_py" in entry
-    make = make_env_fn(env_id, atari=atari, terminal_on_life_loss=terminal_on_life_loss, max_episode_steps=max_episode_steps)
+    make = make_env_fn(env_id, atari=atari, terminal_on_life_loss=terminal_on_life_loss, max_episode_steps=max_episode_steps,
+                       render_mode=render_mode)
     try:
         env = make()
     except (ImportError, gym.error.DependencyNotInstalled) as error:
@@ -171,6 +180,19 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
     return HostEnvSpec(env_id, tuple(int(d) for d in obs_space.shape), dtype, action, low, high, make)
 
 
+def _worker_make(make: Callable[[], Any]) -> Any:
+    """Build an env in an async worker that ignores SIGINT.
+
+    Ctrl-C in a terminal reaches the whole process group; the training process
+    turns it into "checkpoint and stop" and closes the workers itself, which
+    must not die first.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return make()
+
+
 def make_vector_env(spec: HostEnvSpec, num_envs: int, mode: str) -> Any:
     """``num_envs`` instances in one Gymnasium vector env with same-step autoreset.
 
@@ -183,7 +205,8 @@ def make_vector_env(spec: HostEnvSpec, num_envs: int, mode: str) -> Any:
     fns = [spec.make] * num_envs
     if mode == "async":
         # spawn, not fork: forking a process that runs JAX's threads can deadlock.
-        return AsyncVectorEnv(fns, context="spawn", autoreset_mode=AutoresetMode.SAME_STEP)
+        workers = [functools.partial(_worker_make, spec.make)] * num_envs
+        return AsyncVectorEnv(workers, context="spawn", autoreset_mode=AutoresetMode.SAME_STEP)
     if mode == "sync":
         return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     raise ConfigError(f"--vector-env: unknown mode {mode!r}; allowed: {', '.join(VECTOR_MODES)}")

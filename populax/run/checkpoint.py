@@ -10,6 +10,10 @@ A checkpoint is a directory ``RUN/checkpoints/chunk_NNNNNN/`` holding
   byte offset, elapsed wall time, last returns), the payload's sha256, the
   populax version and a hash of the configuration.
 
+Host-environment runs (``populax/host_loop.py``) use the same format; the
+payload's ``extra`` holds their loop state outside the population (collector
+RNG keys, metrics not yet logged) and ``NNNNNN`` numbers collector blocks.
+
 It is written into a temporary directory next to the final one and renamed
 into place, so a kill at any instant leaves every earlier checkpoint intact;
 the sha256 catches a payload damaged afterwards (a truncated copy, a full
@@ -54,6 +58,8 @@ class Checkpoint:
     """The stacked member state, on device, with the template's structure and dtypes."""
     strategy: Any
     """The strategy's state as saved (nested dicts/lists of numpy arrays and numbers), or None."""
+    extra: Any = None
+    """Loop state outside the population (the host loop's collector keys, pending metrics...), as saved, or None."""
 
 
 def is_key(leaf: Any) -> bool:
@@ -106,18 +112,23 @@ def save_checkpoint(
     strategy: Any = None,
     save_buffer: bool = True,
     keep: int = 3,
+    extra: Any = None,
 ) -> Path:
     """Write the checkpoint after ``chunk`` atomically and keep only the newest ``keep``.
 
     ``manifest`` holds the host loop's position (JSON-able); ``strategy`` is any
     pytree of arrays, numbers, strings, lists and dicts a population strategy
-    needs to continue exactly (PBT lineage, CEM mean and variance...).
+    needs to continue exactly (PBT lineage, CEM mean and variance...); ``extra``
+    is the same kind of pytree for the loop's own state outside the population
+    (the host loop's collector RNG keys and not yet logged metrics).
     """
     root = run_dir / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     state = to_host(population)
     with_buffer = save_buffer and buffer_bytes(population) <= BUFFER_LIMIT_BYTES
     payload = {"population": serialization.to_state_dict(state), "strategy": to_host(strategy)}
+    if extra is not None:
+        payload["extra"] = to_host(extra)
     if not with_buffer:
         payload["population"].pop("buffer", None)
     data = serialization.msgpack_serialize(payload)
@@ -203,7 +214,8 @@ def restore(path: Path, template: Any) -> Checkpoint:
         return jnp.asarray(x, dtype=t.dtype)
 
     population = jax.tree.map(load, template, state)
-    return Checkpoint(path=path, manifest=manifest, population=population, strategy=payload.get("strategy"))
+    return Checkpoint(path=path, manifest=manifest, population=population, strategy=payload.get("strategy"),
+                      extra=payload.get("extra"))
 
 
 def latest_checkpoint(run_dir: Path, template: Any, warn: Any = print) -> Checkpoint:
