@@ -258,3 +258,26 @@ def test_torch_dqn_computes_the_jax_update(dqn_reference, vectorized):
     batch = case.batch._replace(reward=-case.batch.reward)
     wrong = params_after(TorchPopulation(case._replace(batch=batch), 1, vectorized=vectorized), 2)
     assert not close(wrong, reference, rtol=1e-4, atol=DQN_ATOL)
+
+
+def test_torch_gradient_clip_is_optax_clip_by_global_norm_per_member():
+    """The DQN case's gradients stay under the clip norm, so the clip is checked on its own: each
+    member of a vectorized gradient is clipped by its own global norm, as optax does per member."""
+    torch = pytest.importorskip("torch")
+    import optax
+
+    from populax.bench.torch_dqn import clip_by_global_norm
+
+    rng = np.random.default_rng(0)
+    grads = [rng.normal(size=(3, 5, 4)).astype(np.float32), rng.normal(size=(3, 4)).astype(np.float32)]
+    grads[0][1] *= 0.1  # member 1 under the norm, members 0 and 2 over it
+    grads[1][1] *= 0.1
+    clip = optax.clip_by_global_norm(2.0)
+    expected = [clip.update([g[i] for g in grads], clip.init(None))[0] for i in range(3)]
+    got = clip_by_global_norm(tuple(torch.from_numpy(g) for g in grads), 2.0, pop=3)
+    for j, g in enumerate(got):
+        np.testing.assert_allclose(g.numpy(), np.stack([e[j] for e in expected]), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got[0][1].numpy(), grads[0][1])  # under the norm: untouched
+    single = clip_by_global_norm(tuple(torch.from_numpy(g[0]) for g in grads), 2.0, pop=None)
+    for j, g in enumerate(single):
+        np.testing.assert_allclose(g.numpy(), expected[0][j], rtol=1e-6, atol=1e-7)

@@ -106,7 +106,7 @@ def frames(obs: Any, member: int | None) -> torch.Tensor:
         nhwc = np.array(obs[member], copy=True)
     else:
         pop, batch, height, width, channels = obs.shape
-        nhwc = np.ascontiguousarray(obs.transpose(1, 2, 3, 0, 4)).reshape(batch, height, width, pop * channels)
+        nhwc = np.array(obs.transpose(1, 2, 3, 0, 4), order="C").reshape(batch, height, width, pop * channels)
     x = torch.from_numpy(nhwc).permute(0, 3, 1, 2)  # an NCHW view of NHWC memory
     return x if CHANNELS_LAST else x.contiguous()
 

@@ -118,7 +118,9 @@ class Adam:
         for p, g, m, v in zip(params, grads, self.mu, self.nu):
             m.mul_(B1).add_(g, alpha=1 - B1)
             v.mul_(B2).addcmul_(g, g, value=1 - B2)
-            p.sub_(per_member(lr, p) * (m / c1) / ((v / c2).sqrt() + EPS))
+            # optax's order of operations, two temporaries: (m / c1) / (sqrt(v / c2) + eps) * lr
+            denominator = (v / c2).sqrt_().add_(EPS)
+            p.sub_((m / c1).div_(denominator).mul_(per_member(lr, p)))
 
 
 class TorchTD3:
