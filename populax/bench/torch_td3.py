@@ -13,6 +13,12 @@ rate in its state, Polyak averaging), written twice in one code path:
 Parameters start from the JAX population's initial parameters, so both
 frameworks compute the same numbers (tested). The optimizer state is assumed
 fresh (zero moments), which is what the benchmark starts from.
+
+The layer, Adam, Polyak and gradient helpers here are shared with
+``torch_sac`` and ``torch_dqn``. Every torch model has the interface
+``TorchPopulation`` drives: ``Model(state, hparams, member)``,
+``Model.prepare(batch, member)``, ``Model.noise_shape(batch)``,
+``model.update(batch, noise)`` and ``model.params()``.
 """
 
 from __future__ import annotations
