@@ -161,3 +161,123 @@ def test_auto_splits_the_members_over_devices_when_they_divide_evenly():
     assert auto_plan(3, small.state, platform="cpu", devices=2) == (1, 3)
     assert auto_plan(8, small.state, platform="cpu", devices=1) == (1, 8)
     assert auto_plan(8, large.state, platform="gpu", devices=4) == (4, 2)
+
+
+# --- torch SAC and DQN: the same numbers as the JAX update -------------------------------------
+
+
+def sac_noise(case, sign=1.0):
+    """The two standard-normal draws SAC's update makes from each member's key (at s', then at s)."""
+    shape = case.batch.action.shape[1:]
+
+    def draws(key):
+        next_key, actor_key = jax.random.split(key)
+        return jax.numpy.stack([jax.random.normal(next_key, shape), jax.random.normal(actor_key, shape)])
+
+    return [sign * np.asarray(jax.vmap(draws)(case.keys))]
+
+
+def close(got, reference, rtol, atol):
+    """Every array of every part allclose (same parts, same lengths)."""
+    assert got.keys() == reference.keys()
+    return all(len(got[p]) == len(reference[p]) and all(np.allclose(g, r, rtol=rtol, atol=atol) for g, r in zip(got[p], reference[p]))
+               for p in reference)
+
+
+def assert_close(got, reference, rtol, atol):
+    assert got.keys() == reference.keys()
+    for part in reference:
+        assert len(got[part]) == len(reference[part]), part
+        for i, (g, r) in enumerate(zip(got[part], reference[part])):
+            np.testing.assert_allclose(g, r, rtol=rtol, atol=atol, err_msg=f"{part}[{i}]")
+
+
+@pytest.fixture(scope="module")
+def sac_reference():
+    """A tiny SAC population and its JAX-vmap parameters after 2 updates."""
+    from populax.bench.torch_sac import sac_params
+
+    case = make_case("sac", 3, seed=2, **TINY)
+    return case, sac_params(params_after_raw(make_impl("jax-vmap", case, 1), 2)), sac_params(case.state)
+
+
+def params_after_raw(impl, calls):
+    impl.run(calls)
+    result = impl.result()
+    impl.close()
+    return result
+
+
+@pytest.mark.parametrize("vectorized", [False, True])
+def test_torch_sac_computes_the_jax_update(sac_reference, vectorized):
+    """Same initial parameters, batch and reparameterisation draws: the same actor, critics, target
+    critics and temperature after 2 updates (critic, actor, alpha and Polyak steps each time)."""
+    pytest.importorskip("torch")
+    case, reference, start = sac_reference
+    for part in reference:  # the updates moved every part (the target critics by tau of a step)
+        assert not np.array_equal(reference[part][0], start[part][0]), part
+    got = params_after(TorchPopulation(case, 1, vectorized=vectorized, noise=sac_noise(case)), 2)
+    assert_close(got, reference, rtol=1e-4, atol=1e-5)
+    # and a wrong draw (the noise negated) would have been caught
+    wrong = params_after(TorchPopulation(case, 1, vectorized=vectorized, noise=sac_noise(case, sign=-1.0)), 2)
+    assert not np.allclose(wrong["actor"][0], reference["actor"][0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def dqn_reference():
+    """A tiny Nature-CNN DQN population whose members copy their target every 1, 2 and 500 updates,
+    and its JAX-vmap parameters after 2 updates."""
+    from populax.bench.torch_dqn import dqn_params
+
+    case = make_case("dqn", 3, seed=2, hidden=(16,), batch=4)
+    case = case._replace(hparams=case.hparams.replace(target_period=jax.numpy.asarray([1, 2, 500])))
+    return case, dqn_params(params_after_raw(make_impl("jax-vmap", case, 1), 2)), dqn_params(case.state)
+
+
+# Adam's first steps move a parameter by lr * g / (|g| + 1e-8): where a gradient is ~1e-8 (a
+# tiny batch leaves many conv units nearly dead), oneDNN's and XLA's different summation orders
+# are amplified to a few percent of one step (3e-5 measured at lr 1e-3). So DQN's atol is a
+# tenth of a learning-rate step; a wrong input moves parameters by whole steps.
+DQN_ATOL = 1e-4
+
+
+@pytest.mark.parametrize("vectorized", [False, True])
+def test_torch_dqn_computes_the_jax_update(dqn_reference, vectorized):
+    """Same initial parameters and batch: the same online and target parameters after 2 Double-DQN
+    updates (Nature CNN, dueling head, Huber, clipped gradient), including the per-member target copy."""
+    pytest.importorskip("torch")
+    case, reference, start = dqn_reference
+    online, target = reference["params"], reference["target"]
+    assert not np.allclose(online[0][0], start["params"][0][0])  # the updates moved the network
+    for i in range(len(online)):  # the target copy: every update, every 2nd, not yet
+        np.testing.assert_array_equal(target[i][:2], online[i][:2])
+        np.testing.assert_array_equal(target[i][2], start["target"][i][2])
+    got = params_after(TorchPopulation(case, 1, vectorized=vectorized), 2)
+    assert_close(got, reference, rtol=1e-4, atol=DQN_ATOL)
+    # and a wrong input (the rewards negated) would have been caught
+    batch = case.batch._replace(reward=-case.batch.reward)
+    wrong = params_after(TorchPopulation(case._replace(batch=batch), 1, vectorized=vectorized), 2)
+    assert not close(wrong, reference, rtol=1e-4, atol=DQN_ATOL)
+
+
+def test_torch_gradient_clip_is_optax_clip_by_global_norm_per_member():
+    """The DQN case's gradients stay under the clip norm, so the clip is checked on its own: each
+    member of a vectorized gradient is clipped by its own global norm, as optax does per member."""
+    torch = pytest.importorskip("torch")
+    import optax
+
+    from populax.bench.torch_dqn import clip_by_global_norm
+
+    rng = np.random.default_rng(0)
+    grads = [rng.normal(size=(3, 5, 4)).astype(np.float32), rng.normal(size=(3, 4)).astype(np.float32)]
+    grads[0][1] *= 0.1  # member 1 under the norm, members 0 and 2 over it
+    grads[1][1] *= 0.1
+    clip = optax.clip_by_global_norm(2.0)
+    expected = [clip.update([g[i] for g in grads], clip.init(None))[0] for i in range(3)]
+    got = clip_by_global_norm(tuple(torch.from_numpy(g) for g in grads), 2.0, pop=3)
+    for j, g in enumerate(got):
+        np.testing.assert_allclose(g.numpy(), np.stack([e[j] for e in expected]), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got[0][1].numpy(), grads[0][1])  # under the norm: untouched
+    single = clip_by_global_norm(tuple(torch.from_numpy(g[0]) for g in grads), 2.0, pop=None)
+    for j, g in enumerate(single):
+        np.testing.assert_allclose(g.numpy(), expected[0][j], rtol=1e-6, atol=1e-7)

@@ -8,8 +8,9 @@ update step" (K updates per member when ``steps_at_once=K``) per call:
 * ``jax-vmap``        one compiled ``jax.vmap`` of the update;
 * ``jax-sharded``     the population axis over all local devices (``shard_map``);
 * ``jax-parallel``    one OS process per member, all at once (``populax.bench.parallel``);
-* ``torch-sequential``/``torch-vectorized``  the same TD3 math in PyTorch, a loop
-  over members or batched-matmul layers (``populax.bench.torch_td3``);
+* ``torch-sequential``/``torch-vectorized``  the same TD3, SAC or DQN math in
+  PyTorch, a loop over members or batched layers with a population axis
+  (``populax.bench.torch_td3``, ``torch_sac``, ``torch_dqn``);
 * ``auto``            ``populax.population.make_executor("auto", N)``, exactly
   what ``populax train`` uses.
 
@@ -134,33 +135,57 @@ def sharded(case: BenchCase, steps_at_once: int) -> JaxPopulation:
     return JaxPopulation(case, steps_at_once, "sharded", place=lambda tree: jax.device_put(tree, sharding))
 
 
+def torch_model(case: BenchCase) -> type:
+    """The torch model class of ``case.algo`` (imported lazily); :class:`Skipped` if there is none.
+
+    Each class takes ``(stacked JAX state, stacked hparams, member or None)``
+    and has ``prepare(batch, member)``, ``noise_shape(batch)`` (``None``: the
+    update draws no noise), ``update(batch, noise)`` and ``params()``.
+    """
+    if case.algo == "td3":
+        from populax.bench.torch_td3 import TorchTD3
+
+        return TorchTD3
+    if case.algo == "sac":
+        from populax.bench.torch_sac import TorchSAC
+
+        return TorchSAC
+    if case.algo == "dqn":
+        from populax.bench.torch_dqn import TorchDQN
+
+        if case.shapes.get("torso") != "nature_cnn" or not case.shapes.get("dueling"):
+            raise Skipped("the torch DQN is the Nature-CNN dueling network only")
+        return TorchDQN
+    raise Skipped(f"no torch implementation of {case.algo} yet")
+
+
 class TorchPopulation:
-    """The torch TD3 update, sequential (one model per member) or vectorized (bmm)."""
+    """The torch update of ``case.algo``, sequential (one model per member) or vectorized (population axis)."""
 
     def __init__(self, case: BenchCase, steps_at_once: int, vectorized: bool, noise: list[np.ndarray] | None = None):
         import torch
 
-        from populax.bench.torch_td3 import TorchTD3, torch_batch
-
-        if case.algo != "td3":
-            raise Skipped(f"no torch implementation of {case.algo} yet")
+        model = torch_model(case)
         self.torch = torch
         self.steps = steps_at_once
         members = [None] if vectorized else list(range(case.pop))
-        self.models = [TorchTD3(case.state, case.hparams, m) for m in members]
-        self.batches = [torch_batch(case.batch, m) for m in members]
+        self.models = [model(case.state, case.hparams, m) for m in members]
+        self.batches = [model.prepare(case.batch, m) for m in members]
+        self.noise_shape = model.noise_shape(self.batches[0])
         self.generator = torch.Generator().manual_seed(int(jax.random.randint(case.keys[0], (), 0, 2**31 - 1)))
-        # ``noise``: fixed smoothing draws per step (to reproduce JAX's numbers in tests)
+        # ``noise``: fixed draws per step, leading population axis (to reproduce JAX's numbers in tests)
         self.noise = noise
         self.vectorized = vectorized
         self.compile_s = 0.0  # eager: nothing to compile
 
-    def draw(self, step: int, member: int, like: Any) -> Any:
-        """Standard-normal smoothing noise for one update."""
+    def draw(self, step: int, member: int) -> Any:
+        """The standard-normal draws of one member's (or the population's) update, or None."""
+        if self.noise_shape is None:
+            return None
         if self.noise is None:
-            return self.torch.randn(like.shape, generator=self.generator)
+            return self.torch.randn(self.noise_shape, generator=self.generator)
         draw = self.noise[step % len(self.noise)]
-        return self.torch.from_numpy(np.ascontiguousarray(draw if self.vectorized else draw[member]))
+        return self.torch.from_numpy(np.array(draw if self.vectorized else draw[member], dtype=np.float32))
 
     def run(self, calls: int) -> list[float]:
         """Time ``calls`` population updates."""
@@ -168,20 +193,16 @@ class TorchPopulation:
         def call():
             for i, (model, batch) in enumerate(zip(self.models, self.batches)):
                 for k in range(self.steps):
-                    model.update(batch, self.draw(k, i, batch["action"]))
+                    model.update(batch, self.draw(k, i))
 
         return timed_calls(call, calls)
 
-    def result(self) -> dict[str, np.ndarray]:
-        """Actor and critic parameters as stacked numpy arrays (flat layer lists)."""
-
-        def stacked(name: str) -> list[np.ndarray]:
-            per_model = [[p.detach().numpy() for p in getattr(m, name)] for m in self.models]
-            if self.vectorized:
-                return per_model[0]
-            return [np.stack(ps) for ps in zip(*per_model)]
-
-        return {"actor": stacked("actor"), "critic": stacked("critic")}
+    def result(self) -> dict[str, list[np.ndarray]]:
+        """The model's parameters (``params()``, flax layout) stacked over members."""
+        per_model = [m.params() for m in self.models]
+        if self.vectorized:
+            return per_model[0]
+        return {name: [np.stack(ps) for ps in zip(*(p[name] for p in per_model))] for name in per_model[0]}
 
     def close(self) -> None:
         """Nothing to release."""

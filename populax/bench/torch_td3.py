@@ -13,10 +13,17 @@ rate in its state, Polyak averaging), written twice in one code path:
 Parameters start from the JAX population's initial parameters, so both
 frameworks compute the same numbers (tested). The optimizer state is assumed
 fresh (zero moments), which is what the benchmark starts from.
+
+The layer, Adam, Polyak and gradient helpers here are shared with
+``torch_sac`` and ``torch_dqn``. Every torch model has the interface
+``TorchPopulation`` drives: ``Model(state, hparams, member)``,
+``Model.prepare(batch, member)``, ``Model.noise_shape(batch)``,
+``model.update(batch, noise)`` and ``model.params()``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +36,17 @@ def flax_layers(net: dict, mlp: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """(kernel, bias) of each Dense layer of flax MLP ``mlp``, input to output."""
     layers = net["params"][mlp]
     return [(np.asarray(layers[f"Dense_{i}"]["kernel"]), np.asarray(layers[f"Dense_{i}"]["bias"])) for i in range(len(layers))]
+
+
+def take(array: Any, member: int | None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A stacked JAX array as a new torch tensor: whole (``member=None``) or one member's slice."""
+    array = np.asarray(array)
+    return torch.tensor(array if member is None else array[member], dtype=dtype)
+
+
+def torch_mlp(net: dict, member: int | None, mlps: tuple[str, ...] = ("MLP_0",)) -> list[torch.Tensor]:
+    """Flat [w0, b0, w1, b1, ...] of flax MLPs ``mlps`` (one after the other) as torch tensors."""
+    return [take(a, member) for name in mlps for layer in flax_layers(net, name) for a in layer]
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -50,6 +68,67 @@ def per_member(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return value.reshape(-1, *[1] * (like.dim() - 1)) if value.dim() == 1 else value
 
 
+def grads_of(loss: Callable[[], torch.Tensor], params: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Gradients of ``loss()`` with respect to ``params`` (tracked only during this call).
+
+    A vectorized loss is the sum of the members' losses: their parameters are
+    disjoint, so each member gets exactly its own gradient.
+    """
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        return torch.autograd.grad(loss(), params)
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+
+
+def twin_q(params: list[torch.Tensor], obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Twin critic values (each without the trailing unit axis); critic 2's layers are the second half."""
+    x = torch.cat([obs, action], dim=-1)
+    half = len(params) // 2
+    return mlp(x, params[:half]).squeeze(-1), mlp(x, params[half:]).squeeze(-1)
+
+
+def twin_mse(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """mean (q1 - y)^2 + mean (q2 - y)^2 over the batch, summed over members."""
+    return (((q1 - target) ** 2).mean(-1) + ((q2 - target) ** 2).mean(-1)).sum()
+
+
+@torch.no_grad()
+def polyak(target: list[torch.Tensor], online: list[torch.Tensor], tau: torch.Tensor) -> None:
+    """target <- (1 - tau) target + tau online, in place (``tau`` per member or scalar)."""
+    for t, o in zip(target, online):
+        rate = per_member(tau, t)
+        t.mul_(1 - rate).add_(rate * o)
+
+
+class Adam:
+    """``optax.scale_by_adam`` then ``p -= lr * u``, in place on a list of tensors.
+
+    The learning rate is an argument of each step (per member when it has
+    shape (n,)), not state, as in ``populax.agents.base.adam_step``. The
+    moments start at zero (a fresh optimizer, where the benchmark starts).
+    """
+
+    def __init__(self, params: list[torch.Tensor]):
+        self.mu = [torch.zeros_like(p) for p in params]
+        self.nu = [torch.zeros_like(p) for p in params]
+        self.count = 0
+
+    @torch.no_grad()
+    def step(self, params: list[torch.Tensor], grads: Sequence[torch.Tensor], lr: torch.Tensor) -> None:
+        """One Adam step of ``params`` along ``grads`` with learning rate ``lr``."""
+        self.count += 1
+        c1, c2 = 1 - B1**self.count, 1 - B2**self.count
+        for p, g, m, v in zip(params, grads, self.mu, self.nu):
+            m.mul_(B1).add_(g, alpha=1 - B1)
+            v.mul_(B2).addcmul_(g, g, value=1 - B2)
+            # optax's order of operations, two temporaries: (m / c1) / (sqrt(v / c2) + eps) * lr
+            denominator = (v / c2).sqrt_().add_(EPS)
+            p.sub_((m / c1).div_(denominator).mul_(per_member(lr, p)))
+
+
 class TorchTD3:
     """TD3 state and update for one member (2-D weights) or a population (3-D weights)."""
 
@@ -59,50 +138,31 @@ class TorchTD3:
         ``member=None`` keeps the whole population (vectorized); an index takes
         that one member (sequential).
         """
-
-        def take(array: Any) -> torch.Tensor:
-            array = np.asarray(array)
-            return torch.tensor(array if member is None else array[member], dtype=torch.float32)
-
-        def flat(net: dict, mlp_name: str) -> list[torch.Tensor]:
-            return [take(a) for layer in flax_layers(net, mlp_name) for a in layer]
-
-        self.actor = flat(state.actor, "MLP_0")
-        self.critic = flat(state.critic, "MLP_0") + flat(state.critic, "MLP_1")
-        self.actor_target = flat(state.actor_target, "MLP_0")
-        self.critic_target = flat(state.critic_target, "MLP_0") + flat(state.critic_target, "MLP_1")
-        self.half = len(self.critic) // 2  # where critic 2's layers start
-        self.hp = {name: take(getattr(hparams, name)) for name in ("lr_actor", "lr_critic", "gamma", "tau", "target_noise", "noise_clip")}
+        self.actor = torch_mlp(state.actor, member)
+        self.critic = torch_mlp(state.critic, member, ("MLP_0", "MLP_1"))
+        self.actor_target = torch_mlp(state.actor_target, member)
+        self.critic_target = torch_mlp(state.critic_target, member, ("MLP_0", "MLP_1"))
+        names = ("lr_actor", "lr_critic", "gamma", "tau", "target_noise", "noise_clip")
+        self.hp = {name: take(getattr(hparams, name), member) for name in names}
         delays = np.unique(np.round(np.asarray(hparams.delay)))
         assert delays.size == 1, "the torch benchmark runs members with one common policy delay"
         self.delay = max(int(delays[0]), 1)
         self.updates = 0
-        self.moments = {
-            "actor": ([torch.zeros_like(p) for p in self.actor], [torch.zeros_like(p) for p in self.actor], [0]),
-            "critic": ([torch.zeros_like(p) for p in self.critic], [torch.zeros_like(p) for p in self.critic], [0]),
-        }
+        self.opt = {"actor": Adam(self.actor), "critic": Adam(self.critic)}
 
-    def q(self, params: list[torch.Tensor], obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Twin critic values (each without the trailing unit axis)."""
-        x = torch.cat([obs, action], dim=-1)
-        return mlp(x, params[: self.half]).squeeze(-1), mlp(x, params[self.half :]).squeeze(-1)
+    @staticmethod
+    def prepare(batch: Any, member: int | None = None) -> dict[str, torch.Tensor]:
+        """The JAX batch as torch tensors, once at setup (see :func:`torch_batch`)."""
+        return torch_batch(batch, member)
 
-    def adam(self, name: str, params: list[torch.Tensor], grads: tuple[torch.Tensor, ...], lr: torch.Tensor) -> None:
-        """In-place Adam step with a per-member learning rate (optax.scale_by_adam math)."""
-        mu, nu, count = self.moments[name]
-        count[0] += 1
-        c1, c2 = 1 - B1 ** count[0], 1 - B2 ** count[0]
-        for p, g, m, v in zip(params, grads, mu, nu):
-            m.mul_(B1).add_(g, alpha=1 - B1)
-            v.mul_(B2).addcmul_(g, g, value=1 - B2)
-            p.sub_(per_member(lr, p) * (m / c1) / ((v / c2).sqrt() + EPS))
+    @staticmethod
+    def noise_shape(batch: dict[str, torch.Tensor]) -> tuple[int, ...]:
+        """Shape of one update's standard-normal draw: the smoothing noise, like the actions."""
+        return tuple(batch["action"].shape)
 
-    @torch.no_grad()
-    def polyak(self, target: list[torch.Tensor], online: list[torch.Tensor]) -> None:
-        """target <- (1 - tau) target + tau online."""
-        for t, o in zip(target, online):
-            tau = per_member(self.hp["tau"], t)
-            t.mul_(1 - tau).add_(tau * o)
+    def params(self) -> dict[str, list[np.ndarray]]:
+        """Actor and critic layers ([w0, b0, ...], flax layout) as numpy arrays."""
+        return {"actor": numpy_list(self.actor), "critic": numpy_list(self.critic)}
 
     def update(self, batch: dict[str, torch.Tensor], noise: torch.Tensor) -> None:
         """One TD3 update on ``batch``; ``noise`` is the standard-normal smoothing draw."""
@@ -114,29 +174,23 @@ class TorchTD3:
             clip = per_member(hp["noise_clip"], noise)
             smoothing = torch.maximum(torch.minimum(per_member(hp["target_noise"], noise) * noise, clip), -clip)
             next_action = (next_action + smoothing).clamp(-1.0, 1.0)
-            q1, q2 = self.q(self.critic_target, next_obs, next_action)
+            q1, q2 = twin_q(self.critic_target, next_obs, next_action)
             target = reward + per_member(hp["gamma"], reward) * (1.0 - terminated) * torch.minimum(q1, q2)
-        for p in self.critic:
-            p.requires_grad_(True)
-        q1, q2 = self.q(self.critic, obs, action)
-        loss = (((q1 - target) ** 2).mean(-1) + ((q2 - target) ** 2).mean(-1)).sum()  # sum over members: disjoint grads
-        grads = torch.autograd.grad(loss, self.critic)
-        for p in self.critic:
-            p.requires_grad_(False)
-        self.adam("critic", self.critic, grads, hp["lr_critic"])
+        grads = grads_of(lambda: twin_mse(*twin_q(self.critic, obs, action), target), self.critic)
+        self.opt["critic"].step(self.critic, grads, hp["lr_critic"])
         self.updates += 1
 
         # 2. Every `delay` critic steps: actor step and target updates.
         if self.updates % self.delay == 0:
-            for p in self.actor:
-                p.requires_grad_(True)
-            q1, _ = self.q(self.critic, obs, torch.tanh(mlp(obs, self.actor)))
-            grads = torch.autograd.grad(-q1.mean(-1).sum(), self.actor)
-            for p in self.actor:
-                p.requires_grad_(False)
-            self.adam("actor", self.actor, grads, hp["lr_actor"])
-            self.polyak(self.actor_target, self.actor)
-            self.polyak(self.critic_target, self.critic)
+            grads = grads_of(lambda: -twin_q(self.critic, obs, torch.tanh(mlp(obs, self.actor)))[0].mean(-1).sum(), self.actor)
+            self.opt["actor"].step(self.actor, grads, hp["lr_actor"])
+            polyak(self.actor_target, self.actor, hp["tau"])
+            polyak(self.critic_target, self.critic, hp["tau"])
+
+
+def numpy_list(tensors: list[torch.Tensor]) -> list[np.ndarray]:
+    """Copies of ``tensors`` as numpy arrays."""
+    return [t.detach().numpy().copy() for t in tensors]
 
 
 def torch_batch(batch: Any, member: int | None = None) -> dict[str, torch.Tensor]:
