@@ -67,7 +67,7 @@ from populax.errors import ConfigError
 from populax.hparams import Distribution, resolve_specs, sample_population
 from populax.loops import random_actions
 from populax.obs_norm import RunningStats, normalize, stats_init, stats_update
-from populax.population import make_executor
+from populax.population import init_members, make_executor
 from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
 from populax.run.config import TrainConfig, check_ranges
 
@@ -212,7 +212,7 @@ def make_functions(agent: Agent, spec: HostEnvSpec, plan: HostPlan, executor: Ca
         return agent.policy(agent_state, prepare_obs(stats, obs))
 
     return HostFunctions(
-        init=executor(init), act=executor(act), insert=executor(insert), learn=executor(learn), policy=executor(policy),
+        init=init_members(init), act=executor(act), insert=executor(insert), learn=executor(learn), policy=executor(policy),
         member_policy=jax.jit(policy),
     )
 
