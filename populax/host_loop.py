@@ -4,12 +4,13 @@ Host environments cannot run inside ``jit``, so the loop is split like the
 paper's actor/learner design, with both halves reusing the one-member pieces
 of the compiled path (Agent, replay buffer, executors):
 
-* the **collector** steps ONE Gymnasium vector env holding all N x E
+* the **collector** (``populax.host_collector``) steps ONE Gymnasium vector env holding all N x E
   environments; every env step, all members act in ONE jitted executor call
   over the stacked agent states and observations;
 * the **learner** inserts each block of transitions into the stacked
   per-member replay buffers (one executor call) and runs compiled chunks of
-  ``update_chunk`` updates per member until the update-to-data ratio is met.
+  ``update_chunk`` updates per member until the update-to-data ratio is met
+  (the per-member steps are in ``populax.host_member``).
 
 With ``overlap`` the collector runs in a background thread (JAX releases the
 GIL while it computes, Gymnasium's MuJoCo/ALE steps release it in C), so env
@@ -48,350 +49,29 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 from populax.agents import AgentSpec, Algorithm, get_algorithm
-from populax.agents.base import Agent, Transition, all_finite
 from populax.agents.options import resolve_options
-from populax.buffers import ReplayBuffer, buffer_add, buffer_init, buffer_sample
 from populax.envs.host_envs import (
     VECTOR_MODES,
     HostEnvSpec,
-    final_observations,
     make_host_spec,
-    make_vector_env,
-    to_env_actions,
 )
 from populax.envs.jax_envs import describe_action
 from populax.errors import ConfigError
+from populax.host_collector import (
+    Block,
+    Collector,
+    collector_keys,
+    eval_seed,
+    evaluate,
+    resume_reset_seed,
+)
+from populax.host_member import HostFunctions, HostMember, HostPlan, make_functions, make_plan
 from populax.hparams import Distribution, resolve_specs, sample_population
-from populax.loops import random_actions
-from populax.obs_norm import RunningStats, normalize, stats_init, stats_update
-from populax.population import init_members, make_executor
+from populax.population import make_executor
 from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
 from populax.run.config import TrainConfig, check_ranges
-
-
-@struct.dataclass
-class HostMember:
-    """One member's learner-side state (stacked over members by the executor)."""
-
-    agent: Any
-    hparams: Any
-    buffer: ReplayBuffer
-    obs_stats: RunningStats
-    """Observation statistics the acting and learning use (unused unless obs_norm)."""
-    env_steps: jax.Array
-    """Env steps of this member inserted into its buffer so far."""
-    key: jax.Array
-
-
-class HostPlan(NamedTuple):
-    """Static sizes of the host loop, derived from the configuration."""
-
-    envs_per_member: int
-    block_iterations: int
-    """Env iterations (each steps all N x E envs once) per block handed to the learner."""
-    update_chunk: int
-    """Updates per member in one compiled learner call."""
-    total_iterations: int
-    learning_starts: int
-    updates_per_step: float
-    max_policy_lag: int
-    batch_size: int
-    buffer_size: int
-
-    @property
-    def block_steps(self) -> int:
-        """Env steps per member in one block."""
-        return self.block_iterations * self.envs_per_member
-
-    def target_updates(self, steps: int) -> int:
-        """Updates per member owed once ``steps`` env steps per member are in the buffer."""
-        return math.floor(self.updates_per_step * max(0, steps - self.learning_starts) + 1e-9)
-
-
-def make_plan(config: TrainConfig) -> HostPlan:
-    """Blocks of half the policy lag (so one block is collected while the last is learned on)."""
-    e = config.envs_per_member
-    if config.max_policy_lag < e:
-        raise ConfigError(
-            f"--max-policy-lag must be >= --envs-per-member ({e}) so that one env iteration fits (got {config.max_policy_lag})"
-        )
-    block_iterations = max(1, config.max_policy_lag // (2 * e))
-    block_steps = block_iterations * e
-    total_iterations = math.ceil(config.total_steps / e)
-    return HostPlan(
-        envs_per_member=e,
-        block_iterations=block_iterations,
-        update_chunk=max(1, math.ceil(config.updates_per_step * block_steps)),
-        total_iterations=total_iterations,
-        learning_starts=config.learning_starts,
-        updates_per_step=config.updates_per_step,
-        max_policy_lag=config.max_policy_lag,
-        batch_size=config.batch_size,
-        buffer_size=max(block_steps, min(config.buffer_size, total_iterations * e)),
-    )
-
-
-class HostFunctions(NamedTuple):
-    """The population-level (executor-mapped) functions of the host loop."""
-
-    init: Callable
-    act: Callable
-    """(agent, stats, hparams, obs[N,E,...], keys, warming[N], obs_norm) -> (actions, stats, keys)."""
-    insert: Callable
-    """(HostMember, Transition[N, B*E, ...], stats) -> HostMember."""
-    learn: Callable
-    """(HostMember, count[N]) -> (HostMember, metrics)."""
-    policy: Callable
-    """(agent, stats, obs[N, M, ...]) -> actions (deterministic, evaluation)."""
-    member_policy: Callable
-    """(agent, stats, obs[M, ...]) -> actions of ONE member (jitted, no executor; `populax eval`)."""
-
-
-def make_functions(agent: Agent, spec: HostEnvSpec, plan: HostPlan, executor: Callable, obs_norm: bool) -> HostFunctions:
-    """Write each step for ONE member, then map it over the population with the executor."""
-
-    def prepare_obs(stats, obs):
-        return normalize(stats, obs) if obs_norm else obs.astype(jnp.float32)
-
-    def init(key, hparams):
-        agent_key, key = jax.random.split(key)
-        obs = jnp.zeros(spec.obs_shape, spec.obs_dtype)
-        action = jnp.zeros((), jnp.int32) if spec.action.discrete else jnp.zeros((spec.action.size,), jnp.float32)
-        example = Transition(obs, action, jnp.float32(0), obs, jnp.float32(0))
-        return HostMember(
-            agent=agent.init(agent_key, hparams),
-            hparams=hparams,
-            buffer=buffer_init(example, plan.buffer_size),
-            obs_stats=stats_init(spec.obs_shape),
-            env_steps=jnp.zeros((), jnp.int32),
-            key=key,
-        )
-
-    def act(agent_state, stats, hparams, obs, key, warming):
-        key, act_key, random_key = jax.random.split(key, 3)
-        if obs_norm:
-            stats = stats_update(stats, obs)
-        learned = agent.act(agent_state, prepare_obs(stats, obs), act_key, hparams)
-        action = jnp.where(warming, random_actions(random_key, spec.action, obs.shape[0]), learned)
-        return action, stats, key
-
-    def insert(member, batch, stats):
-        return member.replace(
-            buffer=buffer_add(member.buffer, batch),
-            obs_stats=stats,
-            env_steps=member.env_steps + batch.reward.shape[0],
-        )
-
-    def learn(member, count):
-        def one_update(carry, index):
-            state, key = carry
-            key, sample_key, update_key = jax.random.split(key, 3)
-            batch = buffer_sample(member.buffer, sample_key, plan.batch_size)
-            batch = batch._replace(obs=prepare_obs(member.obs_stats, batch.obs),
-                                   next_obs=prepare_obs(member.obs_stats, batch.next_obs))
-
-            def do_update(s):
-                return agent.update(s, batch, update_key, member.hparams)
-
-            def skip_update(s):  # the tail of the run's last chunk only
-                metrics = jax.eval_shape(do_update, s)[1]
-                return s, jax.tree.map(lambda m: jnp.full(m.shape, jnp.nan, m.dtype), metrics)
-
-            state, metrics = jax.lax.cond(index < count, do_update, skip_update, state)
-            return (state, key), metrics
-
-        (state, key), metrics = jax.lax.scan(one_update, (member.agent, member.key), jnp.arange(plan.update_chunk))
-        summary = jax.tree.map(jnp.nanmean, metrics)
-        summary["finite"] = all_finite(state)
-        return member.replace(agent=state, key=key), summary
-
-    def policy(agent_state, stats, obs):
-        return agent.policy(agent_state, prepare_obs(stats, obs))
-
-    return HostFunctions(
-        init=init_members(init), act=executor(act), insert=executor(insert), learn=executor(learn), policy=executor(policy),
-        member_policy=jax.jit(policy),
-    )
-
-
-class Block(NamedTuple):
-    """What the collector hands the learner: ``block_iterations`` env iterations of all members."""
-
-    transitions: Transition
-    """Leaves shaped [N, B*E, ...] (row t*E + e is env e at iteration t)."""
-    truncated: np.ndarray
-    """[N, B*E] 1.0 where an episode hit its time limit (kept for bookkeeping and tests)."""
-    stats: RunningStats
-    """Observation statistics after the block (stacked over members)."""
-    episode_returns: list[list[float]]
-    """Returns of the episodes each member finished during the block."""
-    acted_lag: int
-    """Largest staleness (env steps per member) of the parameters that acted in the block."""
-    keys: jax.Array
-    """The collector's per-member RNG keys after the block (a checkpoint resumes collection from them)."""
-
-
-class Collector:
-    """Steps the N x E host envs; all members act in one jitted call per env step."""
-
-    def __init__(self, spec: HostEnvSpec, plan: HostPlan, functions: HostFunctions, population: HostMember,
-                 pop: int, mode: str, seed: int, keys: jax.Array | None = None, iterations: int = 0):
-        """Envs reset with ``seed``; a resumed run passes its checkpoint's ``keys`` and ``iterations`` done."""
-        self.spec, self.plan, self.functions, self.pop = spec, plan, functions, pop
-        self.envs = make_vector_env(spec, pop * plan.envs_per_member, mode)
-        obs, _ = self.envs.reset(seed=seed)
-        self.obs = np.asarray(obs, spec.obs_dtype)
-        self.episode_return = np.zeros(pop * plan.envs_per_member)
-        self.keys = collector_keys(seed, pop) if keys is None else keys
-        self.stats = population.obs_stats
-        self.iterations = iterations
-        # Acting parameters and the env steps per member they were published after.
-        self.params = (population.agent, population.hparams)
-        self.published_at = iterations * plan.envs_per_member
-        self.cond = threading.Condition()
-        self.stopped = False
-        self.wait_s = 0.0
-
-    @property
-    def steps(self) -> int:
-        """Env steps per member taken so far."""
-        return self.iterations * self.plan.envs_per_member
-
-    def publish(self, agent_state: Any, hparams: Any, steps: int) -> None:
-        """Called by the learner: new acting parameters, trained on ``steps`` env steps per member."""
-        with self.cond:
-            self.params, self.published_at = (agent_state, hparams), steps
-            self.cond.notify_all()
-
-    def stop(self) -> None:
-        """Wake and end the collector thread."""
-        with self.cond:
-            self.stopped = True
-            self.cond.notify_all()
-
-    def _wait_for_fresh_params(self) -> bool:
-        """Block while acting would exceed the staleness bound; False when stopped."""
-        start = time.perf_counter()
-        with self.cond:
-            while not self.stopped and self._lag_after_block() > self.plan.max_policy_lag:
-                self.cond.wait()
-        self.wait_s += time.perf_counter() - start
-        return not self.stopped
-
-    def _lag_after_block(self) -> int:
-        # The warm-up acts randomly, so parameters cannot be stale before learning starts.
-        end = self.steps + self.plan.block_steps
-        return end - max(self.published_at, self.plan.learning_starts) if end > self.plan.learning_starts else 0
-
-    def collect_block(self) -> Block | None:
-        """Run one block of env iterations (None once the run's steps are done or stopped)."""
-        remaining = self.plan.total_iterations - self.iterations
-        if remaining <= 0 or not self._wait_for_fresh_params():
-            return None
-        n, e = self.pop, self.plan.envs_per_member
-        agent_state, hparams = self.params
-        acted_lag = max(0, self.steps + self.plan.block_steps - max(self.published_at, self.plan.learning_starts))
-        rows: dict[str, list] = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated")}
-        finished: list[list[float]] = [[] for _ in range(n)]
-        for _ in range(min(self.plan.block_iterations, remaining)):
-            warming = jnp.full((n,), self.steps < self.plan.learning_starts)
-            obs = self.obs.reshape(n, e, *self.spec.obs_shape)
-            actions, self.stats, self.keys = self.functions.act(agent_state, self.stats, hparams, obs, self.keys, warming)
-            actions = np.asarray(actions).reshape(n * e, *np.shape(actions)[2:])
-            next_obs, reward, terminated, truncated, info = self.envs.step(to_env_actions(self.spec, actions))
-            done = np.logical_or(terminated, truncated)
-            rows["obs"].append(self.obs)
-            rows["action"].append(actions)
-            rows["reward"].append(np.asarray(reward, np.float32))
-            rows["next_obs"].append(np.asarray(final_observations(next_obs, done, info), self.spec.obs_dtype))
-            rows["terminated"].append(np.asarray(terminated, np.float32))
-            rows["truncated"].append(np.asarray(truncated, np.float32))
-            self.episode_return += reward
-            for i in np.flatnonzero(done):
-                finished[i // e].append(float(self.episode_return[i]))
-                self.episode_return[i] = 0.0
-            self.obs = np.asarray(next_obs, self.spec.obs_dtype)
-            self.iterations += 1
-
-        def per_member(name):  # [T, N*E, ...] -> [N, T*E, ...]
-            x = np.stack(rows[name])
-            t = x.shape[0]
-            x = x.reshape(t, n, e, *x.shape[2:]).swapaxes(0, 1)
-            return x.reshape(n, t * e, *x.shape[3:])
-
-        transitions = Transition(*(per_member(k) for k in ("obs", "action", "reward", "next_obs", "terminated")))
-        return Block(transitions, per_member("truncated"), self.stats, finished, acted_lag, self.keys)
-
-    def close(self) -> None:
-        """Close the vector env (ends async workers)."""
-        self.envs.close()
-
-
-def collector_keys(seed: int, pop: int) -> jax.Array:
-    """The collector's per-member RNG keys at the start of a run."""
-    return jax.random.split(jax.random.fold_in(jax.random.key(seed), 4), pop)
-
-
-def eval_seed(seed: int, evaluation: int) -> int:
-    """Env seed of the run's evaluation number ``evaluation`` (0-based); env ``i`` of it gets this + i."""
-    return seed * 7919 + 1_000_003 * (evaluation + 1)
-
-
-def resume_reset_seed(seed: int, env_step: int) -> int:
-    """Seed the vector env is reset with when a run resumes at ``env_step`` (its envs' state is not saved)."""
-    return int(np.random.SeedSequence([seed, env_step, 0x7265]).generate_state(1)[0])
-
-
-def episode_totals(spec: HostEnvSpec, act: Callable[[np.ndarray], np.ndarray], num_envs: int, seed: int,
-                   max_steps: int = 100_000) -> np.ndarray:
-    """Undiscounted return of one episode in each of ``num_envs`` fresh envs (env i reset with seed + i).
-
-    ``act`` maps observations [num_envs, ...] to agent actions [num_envs, ...].
-    """
-    envs = make_vector_env(spec, num_envs, "sync")
-    try:
-        obs, _ = envs.reset(seed=seed)
-        total = np.zeros(num_envs)
-        alive = np.ones(num_envs)
-        for _ in range(max_steps):
-            actions = act(np.asarray(obs, spec.obs_dtype))
-            obs, reward, terminated, truncated, _ = envs.step(to_env_actions(spec, actions))
-            total += alive * reward
-            alive *= 1.0 - np.logical_or(terminated, truncated)
-            if not alive.any():
-                break
-    finally:
-        envs.close()
-    return total
-
-
-def evaluate(spec: HostEnvSpec, functions: HostFunctions, population: HostMember, episodes: int,
-             seed: int, max_steps: int = 100_000) -> np.ndarray:
-    """Mean return of ``episodes`` fresh episodes per member, deterministic policy, separate env instances.
-
-    Member m's episode j runs in env ``m * episodes + j`` (seed ``seed + m * episodes + j``).
-    """
-    n = int(np.asarray(population.env_steps).shape[0])
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        actions = np.asarray(functions.policy(population.agent, population.obs_stats,
-                                              obs.reshape(n, episodes, *spec.obs_shape)))
-        return actions.reshape(n * episodes, *actions.shape[2:])
-
-    return episode_totals(spec, act, n * episodes, seed, max_steps).reshape(n, episodes).mean(axis=1)
-
-
-def member_returns(spec: HostEnvSpec, functions: HostFunctions, member: HostMember, episodes: int, seed: int,
-                   max_steps: int = 100_000) -> np.ndarray:
-    """Per-episode returns of ONE member (no member axis) over ``episodes`` fresh episodes (seeds seed + j)."""
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        return np.asarray(functions.member_policy(member.agent, member.obs_stats, obs))
-
-    return episode_totals(spec, act, episodes, seed, max_steps)
 
 
 class HostSetup(NamedTuple):

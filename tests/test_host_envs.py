@@ -16,7 +16,7 @@ import populax.trainer
 from populax.cli import main
 from populax.envs import gymnax_ids
 from populax.envs.host_envs import make_host_spec, make_vector_env, resolve_env
-from populax.host_loop import Collector
+from populax.host_collector import Collector
 from populax.obs_norm import normalize, stats_init, stats_update
 from populax.run.config import TrainConfig
 from populax.trainer import prepare
@@ -205,7 +205,8 @@ def test_atari_frames_flow_through_collector_buffer_and_evaluation():
     """The host path with real ALE frames and a discrete action space, using a minimal
     linear-Q agent (no DQN on this branch): uint8 frames in the buffer, one action per env."""
     from populax.agents.base import Agent
-    from populax.host_loop import HostPlan, evaluate, make_functions
+    from populax.host_collector import evaluate
+    from populax.host_member import HostPlan, make_functions
     from populax.population import make_executor
 
     spec = make_host_spec("ALE/Pong-v5", max_episode_steps=30)

@@ -124,7 +124,7 @@ def host_member_returns(setup: HostSetup, checkpoint: Checkpoint, member: int, e
     Without ``seed``, the episodes start like those of the run's last
     evaluation before the checkpoint (the same env seeds, as many as it ran).
     """
-    from populax.host_loop import eval_seed, member_returns
+    from populax.host_collector import eval_seed, member_returns
 
     if seed is None:
         evaluation = max(0, checkpoint.manifest["evaluation"] - 1)
