@@ -26,6 +26,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[dev,torch]'
 	$(BIN)/populax bench update-step --algo td3 --pop 1,2,4,8,16,32,64 --impl all --out docs/bench/update-step-td3.json
+	$(BIN)/populax bench update-step --algo sac --pop 1,2,4,8,16,32 --impl all --out docs/bench/update-step-sac.json
+	$(BIN)/populax bench update-step --algo dqn --pop 1,2,4,8,16 --impl all --out docs/bench/update-step-dqn.json
+	$(BIN)/populax bench update-step --algo td3 --pop 1,4,16 --steps-at-once 50 --calls 10 --rounds 5 \
+	    --impl jax-sequential,jax-vmap,jax-sharded,torch-sequential,torch-vectorized,auto --out docs/bench/update-step-td3-k50.json
 
 clean-venv:
 	rm -rf $(VENV)
