@@ -187,6 +187,16 @@ def test_ppo_minatar_cnn_acts_and_learns_shapes():
     assert not np.allclose(new.params["params"]["Conv_0"]["kernel"], state.params["params"]["Conv_0"]["kernel"])
 
 
+@pytest.mark.parametrize("shape", [(1024, 64), (64, 64), (3, 64)])
+def test_orthogonal_polar_is_orthogonal_and_scaled(shape):
+    from populax.agents.nets import orthogonal_polar
+
+    w = orthogonal_polar(2.0)(jax.random.key(0), shape)
+    gram = w.T @ w if shape[0] >= shape[1] else w @ w.T
+    assert w.shape == shape
+    np.testing.assert_allclose(gram, 4.0 * np.eye(min(shape)), atol=1e-4)
+
+
 def test_ppo_torso_option_errors():
     assert resolve_options(PPOOptions, {"torso": "minatar_cnn"}, "ppo").torso == "minatar_cnn"
     with pytest.raises(ConfigError, match=r"^--algo-opt.torso: unknown torso 'resnet'; allowed: auto, mlp, nature_cnn, minatar_cnn$"):

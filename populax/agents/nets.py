@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 TORSOS = ("mlp", "nature_cnn", "minatar_cnn")
@@ -29,6 +30,31 @@ def conv_features(x, torso: str):
     elif torso != "mlp":
         raise ValueError(f"unknown torso {torso!r}")
     return x.reshape((x.shape[0], -1))
+
+
+def orthogonal_polar(scale: float = 1.0, iterations: int = 80):
+    """Orthogonal initializer without LAPACK: the polar factor of a Gaussian matrix, times ``scale``.
+
+    Same distribution as flax's QR-based ``orthogonal`` (Haar on matrices with
+    orthonormal columns, or rows when wide), computed by Newton-Schulz
+    iterations (matmuls only). Used where the QR custom call is a problem:
+    batched over a population on XLA:CPU, LAPACK's QR of the CNN-feature
+    layer (1024 x 64) hung the PPO init program (all threads idle) in most
+    tries on the 2-core development machine.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        rows, cols = shape
+        a = jax.random.normal(key, (max(rows, cols), min(rows, cols)), jnp.float32)
+        x = a / jnp.linalg.norm(a)  # every singular value in (0, 1]: the iteration converges
+
+        def newton_schulz(_, x):
+            return 1.5 * x - 0.5 * x @ (x.T @ x)
+
+        x = jax.lax.fori_loop(0, iterations, newton_schulz, x)
+        return (scale * (x if rows >= cols else x.T)).astype(dtype)
+
+    return init
 
 
 class MLP(nn.Module):

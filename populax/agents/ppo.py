@@ -19,7 +19,7 @@ import optax
 from flax import struct
 
 from populax.agents.base import ActionSpec, Array, Key, adam_step
-from populax.agents.nets import TORSOS, conv_features
+from populax.agents.nets import TORSOS, conv_features, orthogonal_polar
 from populax.hparams import hparam
 
 
@@ -115,10 +115,13 @@ class ActorCritic(nn.Module):
 
     @nn.compact
     def __call__(self, obs):
+        # CNN torsos: the same orthogonal init without LAPACK's QR (see nets.orthogonal_polar).
+        orthogonal = nn.initializers.orthogonal if self.torso == "mlp" else orthogonal_polar
+
         def mlp(x, out, scale):
             for width in self.hidden:
-                x = jnp.tanh(nn.Dense(width, kernel_init=nn.initializers.orthogonal(math.sqrt(2)))(x))
-            return nn.Dense(out, kernel_init=nn.initializers.orthogonal(scale))(x)
+                x = jnp.tanh(nn.Dense(width, kernel_init=orthogonal(math.sqrt(2)))(x))
+            return nn.Dense(out, kernel_init=orthogonal(scale))(x)
 
         features = conv_features(obs, self.torso)  # (batch, features); mlp only flattens
         logits_or_mean = mlp(features, self.action.size, 0.01)
