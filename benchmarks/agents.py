@@ -4,12 +4,19 @@ Each case trains with its tuned recipe (configs/ALGO-ENV.yaml, or library
 defaults when there is none) and prints markdown for docs/benchmarks.md.
 
     python benchmarks/agents.py --cases sac:Pendulum-v1 ppo:CartPole-v1 --pop 8 --steps 20000
+    python benchmarks/agents.py --cases ppo:Breakout-MinAtar --pop 8 --png-dir docs/img
+
+``--png-dir`` keeps each run's learning-curve figure (the run's
+report/learning_curves.png) as DIR/ALGO-ENV-popN.png. For population 1 vs N
+throughput with compilation excluded use benchmarks/throughput.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -45,7 +52,9 @@ def main() -> None:
     parser.add_argument("--pop", type=int, default=8)
     parser.add_argument("--steps", type=int, default=None, help="env steps per member (default: the recipe's)")
     parser.add_argument("--eval-every", type=int, default=None)
-    parser.add_argument("--throughput-steps", type=int, default=0, help="if > 0, also time pop 1 vs --pop for this many steps")
+    parser.add_argument("--throughput-steps", type=int, default=0,
+                        help="if > 0, also time pop 1 vs --pop for this many steps (includes compilation; see throughput.py)")
+    parser.add_argument("--png-dir", type=Path, default=None, help="copy each run's learning-curve PNG here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases:
@@ -56,6 +65,12 @@ def main() -> None:
             print("| env steps / member | median return | wall time (s) |\n| --- | --- | --- |")
             for step, ret, wall in result["curve"]:
                 print(f"| {step} | {ret:.1f} | {wall:.0f} |")
+            if args.png_dir:
+                args.png_dir.mkdir(parents=True, exist_ok=True)
+                png = args.png_dir / f"{algo}-{env}-pop{args.pop}.png"
+                shutil.copyfile(Path(tmp) / case.replace(":", "-") / "report" / "learning_curves.png", png)
+                print(f"\nlearning curves: {png}")
+            print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
             print(f"\nfinal returns: {[round(m['final_return'], 1) for m in s['members']]}; "
                   f"{s['env_steps_per_s']:.0f} env steps/s total, first chunk (compile) {s['first_chunk_s']:.0f} s")
             if args.throughput_steps:

@@ -158,6 +158,51 @@ def test_ppo_update_improves_the_surrogate_on_a_fixed_rollout():
     assert float(p_good(new.params)) > float(p_good(state.params)) + 0.05
 
 
+@pytest.mark.parametrize("shape, torso, convs", [((4,), "mlp", 0), ((10, 10, 4), "minatar_cnn", 1), ((84, 84, 4), "nature_cnn", 3)])
+def test_ppo_torsos_pick_share_and_run(shape, torso, convs):
+    """auto picks DQN's torso; a CNN is one set of convolutions shared by both heads (shapes only: eval_shape)."""
+    agent = ALGORITHMS["ppo"].make(AgentSpec(shape, ActionSpec(True, 3), (8,), PPOOptions()))
+    state = jax.eval_shape(agent.init, jax.random.key(0), None)
+    params = state.params["params"]
+    assert sorted(k for k in params if k.startswith("Conv_")) == [f"Conv_{i}" for i in range(convs)], torso
+    if convs:  # both heads read the flattened conv features (8x8x16 for MinAtar, 7x7x64 for Atari)
+        widths = sorted(params[k]["kernel"].shape[0] for k in params if k.startswith("Dense_"))
+        assert widths == [8, 8, 1024 if torso == "minatar_cnn" else 3136, 1024 if torso == "minatar_cnn" else 3136]
+    action, log_prob, value = jax.eval_shape(agent.act, state, jnp.ones((5, *shape)), jax.random.key(1))
+    assert action.shape == log_prob.shape == value.shape == (5,)
+
+
+def test_ppo_minatar_cnn_acts_and_learns_shapes():
+    """The shared-CNN actor-critic runs on 10x10x4 frames: actions in range, one update step."""
+    from populax.agents.ppo import PPOHParams, Rollout
+
+    agent = ALGORITHMS["ppo"].make(AgentSpec((10, 10, 4), ActionSpec(True, 3), (8,), PPOOptions(epochs=1, minibatches=1)))
+    state = agent.init(jax.random.key(0), None)
+    obs = jax.random.bernoulli(jax.random.key(1), 0.2, (2, 3, 10, 10, 4)).astype(jnp.float32)  # [T, E, ...]
+    action, log_prob, value = jax.jit(jax.vmap(lambda o: agent.act(state, o, jax.random.key(2))))(obs)
+    assert action.shape == (2, 3) and int(action.max()) < 3 and int(action.min()) >= 0
+    rollout = Rollout(obs, action, log_prob, value, jnp.ones((2, 3)), jnp.zeros((2, 3)))
+    new, metrics = jax.jit(agent.update)(state, rollout, jnp.ones((2, 3)), value + 1.0, jax.random.key(3), PPOHParams())
+    assert int(new.updates) == 1 and np.isfinite(float(metrics["value_loss"]))
+    assert not np.allclose(new.params["params"]["Conv_0"]["kernel"], state.params["params"]["Conv_0"]["kernel"])
+
+
+@pytest.mark.parametrize("shape", [(1024, 64), (64, 64), (3, 64)])
+def test_orthogonal_polar_is_orthogonal_and_scaled(shape):
+    from populax.agents.nets import orthogonal_polar
+
+    w = orthogonal_polar(2.0)(jax.random.key(0), shape)
+    gram = w.T @ w if shape[0] >= shape[1] else w @ w.T
+    assert w.shape == shape
+    np.testing.assert_allclose(gram, 4.0 * np.eye(min(shape)), atol=1e-4)
+
+
+def test_ppo_torso_option_errors():
+    assert resolve_options(PPOOptions, {"torso": "minatar_cnn"}, "ppo").torso == "minatar_cnn"
+    with pytest.raises(ConfigError, match=r"^--algo-opt.torso: unknown torso 'resnet'; allowed: auto, mlp, nature_cnn, minatar_cnn$"):
+        resolve_options(PPOOptions, {"torso": "resnet"}, "ppo")
+
+
 def test_algo_options_are_typed_and_checked():
     assert resolve_options(PPOOptions, {"rollout-len": "32", "clip-value": "true"}, "ppo") == PPOOptions(rollout_len=32, clip_value=True)
     with pytest.raises(ConfigError, match="--algo-opt.epochs: cannot read"):

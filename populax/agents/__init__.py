@@ -76,8 +76,9 @@ def _make_dqn(spec: AgentSpec) -> Agent:
 
 def _make_ppo(spec: AgentSpec):
     options: PPOOptions = spec.options
+    torso = default_torso(spec.obs_shape) if options.torso == "auto" else options.torso
     return make_ppo(PPOConfig(
-        obs_shape=spec.obs_shape, action=spec.action, hidden=spec.hidden, epochs=options.epochs,
+        obs_shape=spec.obs_shape, action=spec.action, hidden=spec.hidden, torso=torso, epochs=options.epochs,
         minibatches=options.minibatches, clip_value=options.clip_value, max_grad_norm=options.max_grad_norm,
         anneal_steps=spec.total_updates if options.anneal_lr else 0,
     ))

@@ -18,9 +18,8 @@ import optax
 from flax import struct
 
 from populax.agents.base import ActionSpec, Agent, Array, Key, Transition, adam_step
+from populax.agents.nets import TORSOS, conv_features
 from populax.hparams import hparam
-
-TORSOS = ("mlp", "nature_cnn", "minatar_cnn")
 
 
 @struct.dataclass
@@ -84,14 +83,7 @@ class QNetwork(nn.Module):
 
     @nn.compact
     def __call__(self, obs):
-        x = obs.astype(jnp.float32)
-        if self.torso == "nature_cnn":  # Mnih et al. 2015
-            x = nn.relu(nn.Conv(32, (8, 8), strides=(4, 4), padding="VALID")(x / 255.0))
-            x = nn.relu(nn.Conv(64, (4, 4), strides=(2, 2), padding="VALID")(x))
-            x = nn.relu(nn.Conv(64, (3, 3), strides=(1, 1), padding="VALID")(x))
-        elif self.torso == "minatar_cnn":  # Young & Tian 2019: one 3x3 conv on 10x10 frames
-            x = nn.relu(nn.Conv(16, (3, 3), strides=(1, 1), padding="VALID")(x))
-        x = x.reshape((x.shape[0], -1))  # inputs are always (batch, *obs_shape)
+        x = conv_features(obs, self.torso)  # inputs are always (batch, *obs_shape)
         for width in self.hidden:
             x = nn.relu(nn.Dense(width)(x))
         if not self.dueling:

@@ -41,6 +41,8 @@ class DQNOptions:
 class PPOOptions:
     """Static PPO settings."""
 
+    torso: str = "auto"
+    """Feature extractor: auto (mlp for vectors, minatar_cnn for 10x10 frames, nature_cnn otherwise), mlp, nature_cnn, minatar_cnn; a CNN is shared by actor and critic."""
     rollout_len: int = 128
     """Env iterations per rollout (each steps all envs of a member once)."""
     epochs: int = 10

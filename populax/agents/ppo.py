@@ -19,6 +19,7 @@ import optax
 from flax import struct
 
 from populax.agents.base import ActionSpec, Array, Key, adam_step
+from populax.agents.nets import TORSOS, conv_features, orthogonal_polar
 from populax.hparams import hparam
 
 
@@ -39,11 +40,13 @@ class PPOConfig:
     """Static PPO settings: changing one changes array shapes or the program."""
 
     obs_shape: tuple[int, ...]
-    """Observation shape (images are flattened into the MLPs)."""
+    """Observation shape: (D,) for vectors, (H, W, C) for images."""
     action: ActionSpec
     """The environment's action space."""
     hidden: tuple[int, ...] = (64, 64)
     """Widths of the actor's and the critic's hidden layers (tanh)."""
+    torso: str = "mlp"
+    """Feature extractor: mlp (flatten; separate actor and critic MLPs) or a CNN shared by both heads (nature_cnn, minatar_cnn)."""
     epochs: int = 10
     """Passes over each rollout."""
     minibatches: int = 4
@@ -97,21 +100,32 @@ class PPOState:
 
 
 class ActorCritic(nn.Module):
-    """obs -> (policy output, value): separate tanh MLPs, orthogonal init."""
+    """obs -> (policy output, value): tanh MLP heads, orthogonal init.
+
+    With the ``mlp`` torso the actor and the critic are separate MLPs on the
+    flattened observation. With a CNN torso the convolutions are shared and
+    each head is an MLP on their features (as CleanRL's Atari PPO and the
+    PureJaxRL-derived MinAtar PPO of pgx): the convolutions are most of the
+    compute, and sharing them runs them once per observation instead of twice.
+    """
 
     hidden: tuple[int, ...]
     action: ActionSpec
+    torso: str = "mlp"
 
     @nn.compact
     def __call__(self, obs):
+        # CNN torsos: the same orthogonal init without LAPACK's QR (see nets.orthogonal_polar).
+        orthogonal = nn.initializers.orthogonal if self.torso == "mlp" else orthogonal_polar
+
         def mlp(x, out, scale):
             for width in self.hidden:
-                x = jnp.tanh(nn.Dense(width, kernel_init=nn.initializers.orthogonal(math.sqrt(2)))(x))
-            return nn.Dense(out, kernel_init=nn.initializers.orthogonal(scale))(x)
+                x = jnp.tanh(nn.Dense(width, kernel_init=orthogonal(math.sqrt(2)))(x))
+            return nn.Dense(out, kernel_init=orthogonal(scale))(x)
 
-        obs = obs.reshape((obs.shape[0], -1)).astype(jnp.float32)  # images (MinAtar) are flattened
-        logits_or_mean = mlp(obs, self.action.size, 0.01)
-        value = mlp(obs, 1, 1.0)[..., 0]
+        features = conv_features(obs, self.torso)  # (batch, features); mlp only flattens
+        logits_or_mean = mlp(features, self.action.size, 0.01)
+        value = mlp(features, 1, 1.0)[..., 0]
         if self.action.discrete:
             return logits_or_mean, value
         log_std = self.param("log_std", nn.initializers.zeros, (self.action.size,))
@@ -145,7 +159,9 @@ def clipped_surrogate(log_prob: Array, old_log_prob: Array, advantage: Array, cl
 
 def make_ppo(config: PPOConfig) -> OnPolicyAgent:
     """Build the PPO agent functions for one member."""
-    net = ActorCritic(config.hidden, config.action)
+    if config.torso not in TORSOS:
+        raise ValueError(f"unknown torso {config.torso!r}")
+    net = ActorCritic(config.hidden, config.action, config.torso)
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.scale_by_adam(eps=1e-5))
 
     def log_prob_and_entropy(dist, action):
