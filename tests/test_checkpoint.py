@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_process import cli, wait_for
 from flax import serialization
 
 from populax.cli import main
@@ -22,9 +23,6 @@ ARGS = ["--pop", "4", "--total-steps", "12000", "--eval-every", "500", "--learni
         "--batch-size", "32", "--eval-episodes", "2", "--checkpoint-every", "500", "--keep-checkpoints", "2",
         "--hp.lr-actor", "loguniform:1e-4,1e-2", "--seed", "3", "--no-progress", "--no-tensorboard"]
 
-
-def cli(*args):
-    return [sys.executable, "-m", "populax.cli", *args]
 
 
 def final_state(run_dir: Path) -> list[np.ndarray]:
@@ -60,13 +58,6 @@ def reference(tmp_path_factory) -> Path:
     assert main(["train", *ARGS, "--out", str(out)]) == 0
     return out
 
-
-def wait_for(condition, process, timeout=600.0):
-    start = time.monotonic()
-    while not condition():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() - start < timeout
-        time.sleep(0.05)
 
 
 def test_kill_9_then_resume_matches_an_uninterrupted_run(tmp_path, reference):

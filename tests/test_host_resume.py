@@ -8,12 +8,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from cli_process import cli, wait_for
 from flax import serialization
 
 from populax.cli import main
@@ -28,18 +28,6 @@ ARGS = ["--env", "gymnasium:Pendulum-v1", "--pop", "2", "--total-steps", "800", 
         "--no-progress", "--no-tensorboard"]
 
 
-def cli(*args):
-    return [sys.executable, "-m", "populax.cli", *args]
-
-
-def wait_for(condition, process, timeout=600.0):
-    import time
-
-    start = time.monotonic()
-    while not condition():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() - start < timeout
-        time.sleep(0.05)
 
 
 def records(run_dir: Path) -> list[dict]:
