@@ -83,6 +83,8 @@ def map_members(fn: Callable[..., Any], chunk: int, pop: int) -> Callable[..., A
     is one vmap. Otherwise chunks of ``chunk`` members are vmapped inside a
     compiled ``lax.map``.
     """
+    if pop == 1:  # no loop at all: XLA:CPU runs convolutions inside a loop ~9x slower (docs/benchmarks.md)
+        return lambda *stacked: jax.tree.map(lambda x: x[None], fn(*select_member(stacked, 0)))
     if chunk == 1:
         return lambda *stacked: jax.lax.map(lambda args: fn(*args), stacked)
     if chunk >= pop:
@@ -151,6 +153,15 @@ def largest_weight(stacked: Any) -> int:
     return max(sizes, default=0)
 
 
+def has_convolutions(stacked: Any) -> bool:
+    """Whether a member's parameters include a convolution kernel (a ``kernel`` leaf with 4+ dims per member)."""
+    return any(
+        leaf.ndim - 1 >= 4
+        for path, leaf in jax.tree_util.tree_flatten_with_path(stacked)[0]
+        if path and getattr(path[-1], "key", None) == "kernel"
+    )
+
+
 def auto_chunk(pop: int, stacked: Any = None, platform: str | None = None) -> int:
     """Members ``auto`` vmaps together on one device: ``pop`` (one vmap) or 1 (a compiled loop).
 
@@ -167,7 +178,8 @@ def auto_chunk(pop: int, stacked: Any = None, platform: str | None = None) -> in
     efficiently: there the whole population is one vmap.
     """
     platform = platform or jax.default_backend()
-    if platform != "cpu" or stacked is None:
+    if platform != "cpu" or stacked is None or has_convolutions(stacked):
+        # convolutions inside a compiled loop run ~9x slower on XLA:CPU: vmap them
         return pop
     return 1 if largest_weight(stacked) >= LOOP_MIN_WEIGHT else pop
 

@@ -161,6 +161,9 @@ def test_auto_splits_the_members_over_devices_when_they_divide_evenly():
     assert auto_plan(3, small.state, platform="cpu", devices=2) == (1, 3)
     assert auto_plan(8, small.state, platform="cpu", devices=1) == (1, 8)
     assert auto_plan(8, large.state, platform="gpu", devices=4) == (4, 2)
+    # convolutions: vmap on CPU (a compiled loop runs them ~9x slower there)
+    conv = make_case("dqn", 2, hidden=(16,), batch=4)
+    assert auto_plan(8, conv.state, platform="cpu", devices=2) == (2, 4)
 
 
 # --- torch SAC and DQN: the same numbers as the JAX update -------------------------------------
