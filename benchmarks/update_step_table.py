@@ -36,6 +36,11 @@ def per_member_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def time_ratio(row: dict, other: dict | None) -> str:
+    """row's per-member time over other's, or '-' when other was not timed."""
+    return f"{row['per_member_ms'] / other['per_member_ms']:.2f}" if other else "-"
+
+
 def auto_ratios(rows: list[dict]) -> str:
     """auto vs the baselines at each N (lower is better for the time ratios)."""
     by = {(r["impl"], r["pop"]): r for r in rows}
@@ -47,12 +52,9 @@ def auto_ratios(rows: list[dict]) -> str:
         if auto is None:
             continue
 
-        def ratio(impl):
-            other = by.get((impl, n))
-            return f"{auto['per_member_ms'] / other['per_member_ms']:.2f}" if other else "-"
-
         flat = f"{auto['per_member_ms'] / base['per_member_ms']:.2f}" if base else "-"
-        lines.append(f"| {n} | {ratio('jax-sequential')} | {ratio('torch-sequential')} | "
+        lines.append(f"| {n} | {time_ratio(auto, by.get(('jax-sequential', n)))} | "
+                     f"{time_ratio(auto, by.get(('torch-sequential', n)))} | "
                      f"{100 * auto['peak_fraction']:.0f}% | {flat} |")
     return "\n".join(lines)
 
