@@ -77,13 +77,15 @@ def sequential_executor(fn: Callable[..., Any]) -> Callable[..., Any]:
 def map_members(fn: Callable[..., Any], chunk: int, pop: int) -> Callable[..., Any]:
     """``fn`` over a stacked population of ``pop``, ``chunk`` members at a time (not jitted).
 
-    ``chunk == 1`` maps the *unbatched* member function (``lax.map`` without
-    ``batch_size``), so a member's ``lax.cond`` stays a real branch and its
-    matmuls stay plain GEMMs; a size-1 vmap would batch both. ``chunk >= pop``
-    is one vmap. Otherwise chunks of ``chunk`` members are vmapped inside a
-    compiled ``lax.map``.
+    One member is called directly: no loop and no vmap (XLA:CPU runs
+    convolutions inside a loop ~9x slower, docs/benchmarks.md). ``chunk == 1``
+    maps the *unbatched* member function (``lax.map`` without ``batch_size``),
+    so a member's ``lax.cond`` stays a real branch and its matmuls stay plain
+    GEMMs; a size-1 vmap would batch both. ``chunk >= pop`` is one vmap.
+    Otherwise chunks of ``chunk`` members are vmapped inside a compiled
+    ``lax.map``.
     """
-    if pop == 1:  # no loop at all: XLA:CPU runs convolutions inside a loop ~9x slower (docs/benchmarks.md)
+    if pop == 1:
         return lambda *stacked: jax.tree.map(lambda x: x[None], fn(*select_member(stacked, 0)))
     if chunk == 1:
         return lambda *stacked: jax.lax.map(lambda args: fn(*args), stacked)
@@ -141,25 +143,25 @@ run as a compiled loop; smaller networks run as one vmap (measured crossover,
 docs/benchmarks.md)."""
 
 
-def largest_weight(stacked: Any) -> int:
-    """Entries of one member's largest weight (a leaf named ``kernel``, as flax names them).
+def member_kernels(stacked: Any) -> list[tuple[int, ...]]:
+    """Shapes (without the member axis) of every leaf named ``kernel``, as flax names weights.
 
     Only kernels count: replay buffers are large too, but they are not matmul operands."""
-    sizes = [
-        int(np.prod(leaf.shape[1:]))
+    return [
+        tuple(leaf.shape[1:])
         for path, leaf in jax.tree_util.tree_flatten_with_path(stacked)[0]
         if path and getattr(path[-1], "key", None) == "kernel"
     ]
-    return max(sizes, default=0)
+
+
+def largest_weight(stacked: Any) -> int:
+    """Entries of one member's largest weight."""
+    return max((int(np.prod(shape)) for shape in member_kernels(stacked)), default=0)
 
 
 def has_convolutions(stacked: Any) -> bool:
-    """Whether a member's parameters include a convolution kernel (a ``kernel`` leaf with 4+ dims per member)."""
-    return any(
-        leaf.ndim - 1 >= 4
-        for path, leaf in jax.tree_util.tree_flatten_with_path(stacked)[0]
-        if path and getattr(path[-1], "key", None) == "kernel"
-    )
+    """Whether a member's parameters include a convolution kernel (4+ dims: H, W, in, out)."""
+    return any(len(shape) >= 4 for shape in member_kernels(stacked))
 
 
 def auto_chunk(pop: int, stacked: Any = None, platform: str | None = None) -> int:
