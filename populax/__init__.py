@@ -2,7 +2,7 @@
 
 from populax.errors import ConfigError
 from populax.run.config import TrainConfig
-from populax.trainer import TrainResult, train
+from populax.runtime import TrainResult, train
 
 __all__ = ["ConfigError", "TrainConfig", "TrainResult", "train"]
 __version__ = "0.1.0"

@@ -179,7 +179,7 @@ def finish(result) -> int:
 
 def cmd_train(argv: list[str]) -> int:
     """`populax train`."""
-    from populax.trainer import prepare, run
+    from populax.runtime import prepare, run
 
     setup = prepare(parse_train_args(argv))  # every check before anything is drawn or written
     config = setup.config
@@ -196,7 +196,7 @@ def run_dir_parser(prog: str, description: str) -> argparse.ArgumentParser:
 def cmd_resume(argv: list[str]) -> int:
     """`populax resume RUN`: continue a stopped run from its newest good checkpoint."""
     from populax.run.resume import load_checkpoint, load_setup
-    from populax.trainer import run
+    from populax.runtime import run
 
     parser = run_dir_parser("populax resume", "Continue a stopped run from its newest good checkpoint.")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="No live progress bar.")

@@ -44,7 +44,10 @@ class Algorithm(NamedTuple):
     options: type | None = None
     """Frozen dataclass of static settings (``--algo-opt.NAME``), or None."""
     on_policy: bool = False
-    """True: trained by ``populax.loops_onpolicy`` (rollouts, no replay buffer)."""
+    """True: trained from rollouts (no replay buffer) on both backends."""
+    policy_fields: tuple[str, ...] | None = None
+    """Agent-state fields that make up the policy (``--pbt-copy policy`` copies only these);
+    None: the policy is the whole network (single-network agents such as DQN and PPO)."""
 
 
 def _flat(shape: tuple[int, ...]) -> int:
@@ -85,11 +88,22 @@ def _make_ppo(spec: AgentSpec):
 
 
 ALGORITHMS: dict[str, Algorithm] = {
-    "td3": Algorithm("td3", TD3HParams, _make_td3, continuous=True, discrete=False),
-    "sac": Algorithm("sac", SACHParams, _make_sac, continuous=True, discrete=False, options=SACOptions),
+    # The actor, its target and its optimizer state; the critics stay the member's own.
+    "td3": Algorithm("td3", TD3HParams, _make_td3, continuous=True, discrete=False,
+                     policy_fields=("actor", "actor_target", "actor_opt")),
+    # The actor and its optimizer state, with the temperature that shapes its entropy.
+    "sac": Algorithm("sac", SACHParams, _make_sac, continuous=True, discrete=False, options=SACOptions,
+                     policy_fields=("actor", "actor_opt", "log_alpha", "alpha_opt")),
     "dqn": Algorithm("dqn", DQNHParams, _make_dqn, continuous=False, discrete=True, options=DQNOptions),
     "ppo": Algorithm("ppo", PPOHParams, _make_ppo, continuous=True, discrete=True, options=PPOOptions, on_policy=True),
 }
+
+
+def check_action_space(algorithm: Algorithm, action: ActionSpec, env_id: str, described: str) -> None:
+    """ConfigError naming --env unless ``algorithm`` handles the environment's action space (``described``)."""
+    if action.discrete and not algorithm.discrete or not action.discrete and not algorithm.continuous:
+        needs = "continuous (Box)" if algorithm.continuous else "discrete"
+        raise ConfigError(f"--env: {algorithm.name} needs a {needs} action space; {env_id} has {described}")
 
 
 def get_algorithm(name: str) -> Algorithm:
@@ -99,4 +113,4 @@ def get_algorithm(name: str) -> Algorithm:
     return ALGORITHMS[name]
 
 
-__all__ = ["ALGORITHMS", "ActionSpec", "Agent", "AgentSpec", "Algorithm", "Transition", "get_algorithm"]
+__all__ = ["ALGORITHMS", "ActionSpec", "Agent", "AgentSpec", "Algorithm", "Transition", "check_action_space", "get_algorithm"]

@@ -3,7 +3,8 @@
 Clipped surrogate objective on GAE advantages (normalised per minibatch), a
 value loss (optionally clipped), an entropy bonus, several epochs of shuffled
 minibatches per rollout, global-norm gradient clipping. On-policy: the loop
-that feeds it is ``populax.loops_onpolicy`` (rollouts, no replay buffer).
+that feeds it is ``populax.backends.compiled.onpolicy`` (or the host backend's
+rollout learner) (rollouts, no replay buffer).
 """
 
 from __future__ import annotations
@@ -148,6 +149,22 @@ def gae(reward: Array, value: Array, done: Array, last_value: Array, gamma: Arra
 
     _, advantages = jax.lax.scan(backward, jnp.zeros_like(last_value), (delta, 1.0 - done), reverse=True)
     return advantages, advantages + value
+
+
+def bootstrap_truncated(reward: Array, terminated: Array, truncated: Array, final_value: Array, gamma: Array) -> Array:
+    """The reward with ``gamma * V(final obs)`` folded in where an episode was truncated, not terminated.
+
+    Truncation is not a real end: the return goes on past the time limit, so
+    its value is bootstrapped here and GAE may then stop at every episode end.
+    """
+    return reward + truncated * (1.0 - terminated) * gamma * final_value
+
+
+def learn_rollout(agent: OnPolicyAgent, state: PPOState, rollout: Rollout, last_value: Array, key: Key,
+                  hparams: PPOHParams) -> tuple[PPOState, dict[str, Array]]:
+    """GAE over a [T, E] rollout, then PPO's epochs of minibatch updates (both backends use this)."""
+    advantages, returns = gae(rollout.reward, rollout.value, rollout.done, last_value, hparams.gamma, hparams.gae_lambda)
+    return agent.update(state, rollout, advantages, returns, key, hparams)
 
 
 def clipped_surrogate(log_prob: Array, old_log_prob: Array, advantage: Array, clip_eps: Array) -> Array:

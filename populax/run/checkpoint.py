@@ -10,9 +10,9 @@ A checkpoint is a directory ``RUN/checkpoints/chunk_NNNNNN/`` holding
   byte offset, elapsed wall time, last returns), the payload's sha256, the
   populax version and a hash of the configuration.
 
-Host-environment runs (``populax/host_loop.py``) use the same format; the
-payload's ``extra`` holds their loop state outside the population (collector
-RNG keys, metrics not yet logged) and ``NNNNNN`` numbers collector blocks.
+Every backend uses the same format; the payload's ``extra`` holds the
+backend's state outside the members (the host backend's collector RNG keys and
+update count), and ``NNNNNN`` numbers chunks (evaluation periods).
 
 It is written into a temporary directory next to the final one and renamed
 into place, so a kill at any instant leaves every earlier checkpoint intact;
@@ -42,7 +42,8 @@ from populax.errors import ConfigError
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.msgpack"
 MANIFEST_FILE = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: members in the one layout of ``populax.runtime.member`` (1: the separate compiled and host layouts)."""
 BUFFER_LIMIT_BYTES = 2 * 1024**3
 """Replay buffers larger than this (all members together) are left out of checkpoints."""
 
@@ -87,7 +88,7 @@ def config_hash(run_dir: Path) -> str:
 
 def buffer_bytes(population: Any) -> int:
     """Size of all members' replay buffers (0 for on-policy members, which have none)."""
-    return sum(x.nbytes for x in jax.tree.leaves(getattr(population, "buffer", None)))
+    return sum(x.nbytes for x in jax.tree.leaves(getattr(population, "experience", None)))
 
 
 def checkpoint_name(chunk: int) -> str:
@@ -130,7 +131,7 @@ def save_checkpoint(
     if extra is not None:
         payload["extra"] = to_host(extra)
     if not with_buffer:
-        payload["population"].pop("buffer", None)
+        payload["population"]["experience"] = None
     data = serialization.msgpack_serialize(payload)
     manifest = {
         **manifest,
@@ -193,14 +194,17 @@ def restore(path: Path, template: Any) -> Checkpoint:
     Raises ValueError when the payload is damaged or does not fit the template.
     """
     manifest, data = verify(path)
+    if manifest.get("format") != FORMAT_VERSION:
+        raise ValueError(f"written by an older populax (checkpoint format {manifest.get('format')}, "
+                         f"this version reads {FORMAT_VERSION})")
     payload = serialization.msgpack_restore(data)
     saved = payload["population"]
     host_template = jax.tree.map(
         lambda t: np.zeros(jax.eval_shape(jax.random.key_data, t).shape, np.uint32) if is_key(t) else np.zeros(t.shape, t.dtype),
         template,
     )
-    if "buffer" not in saved and hasattr(host_template, "buffer"):
-        saved["buffer"] = serialization.to_state_dict(host_template.buffer)
+    if saved.get("experience") is None and getattr(host_template, "experience", None) is not None:
+        saved["experience"] = serialization.to_state_dict(host_template.experience)
     try:
         state = serialization.from_state_dict(host_template, saved)
     except (ValueError, KeyError, TypeError) as error:

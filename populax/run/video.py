@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import jax
 import numpy as np
 
 from populax.errors import ConfigError
@@ -187,22 +186,14 @@ def record_episode(env: Any, env_id: str, act: Callable[[np.ndarray], Any], seed
 
 
 def member_actor(setup: Any, state: Any, spec: Any) -> Callable[[np.ndarray], Any]:
-    """One observation -> the env action of the saved member ``state`` (host or compiled run)."""
-    from populax.envs.host_envs import to_env_actions
-    from populax.host_loop import HostSetup
+    """One observation -> the env action of the saved member ``state`` (either backend)."""
+    from populax.backends.host import env_actions
 
-    if isinstance(setup, HostSetup):
-        def policy(obs):
-            return setup.functions.member_policy(state.agent, state.obs_stats, obs)
-    else:
-        jitted = jax.jit(setup.program.policy)
-
-        def policy(obs):
-            return jitted(state.agent, obs.astype(np.float32))
+    policy = setup.backend.member_actor(state)
 
     def act(obs: np.ndarray) -> Any:
         batch = np.asarray(obs, spec.obs_dtype)[None]
-        return to_env_actions(spec, np.asarray(policy(batch)))[0]
+        return env_actions(spec, np.asarray(policy(batch)))[0]
 
     return act
 

@@ -5,8 +5,8 @@
 * ``pb2`` (``pb2.py``): PBT whose explore step is a time-varying GP bandit.
 
 ``make_strategy`` builds a :class:`PopulationStrategy` (``runner.py``) from a
-validated trainer setup; the trainer calls its ``update`` once per chunk after
-evaluation. ``plots.write_lineage_plot(run_dir)`` draws ``report/lineage.png``.
+validated run setup; the driver calls its ``update`` once per chunk after
+evaluation, on every backend. ``plots.write_lineage_plot(run_dir)`` draws ``report/lineage.png``.
 """
 
 from __future__ import annotations
@@ -14,40 +14,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from populax.population import init_members
 from populax.strategies.runner import (
     STRATEGIES,
     PopulationStrategy,
     check_strategy_config,
     detect_failures,
 )
-from populax.strategies.space import make_space
 
 
-def make_strategy(setup: Any, run_dir: Path | None = None, init_agents: Any = None) -> PopulationStrategy:
-    """The strategy of a validated trainer ``Setup``; its lineage goes to ``run_dir``.
+def make_strategy(setup: Any, run_dir: Path | None = None) -> PopulationStrategy:
+    """The strategy of a validated ``RunSetup`` (``populax.runtime.setup``); its lineage goes to ``run_dir``.
 
-    ``init_agents(keys, hparams)`` must return fresh stacked agent states; by
-    default the setup's member ``init`` over the members (``init_members``).
+    Re-initialisation draws fresh agent states from the backend's ``init_agents``
+    (only the agents of the failed members: no buffers or envs are allocated).
     """
-    config = setup.config
-    dims = make_space(setup.algorithm.hparams, setup.specs)
-    ready = check_strategy_config(config, setup.schedule.chunk_steps, dims)
-    if init_agents is None:
-        init = init_members(setup.program.init)
-
-        def init_agents(keys, hparams):
-            return init(keys, hparams).agent
-
     return PopulationStrategy(
-        config=config,
-        dims=dims,
-        ready_interval=ready,
+        config=setup.config,
+        dims=setup.dims,
+        ready_interval=setup.ready_interval,
         num_chunks=setup.num_chunks,
-        total_steps=setup.num_chunks * setup.schedule.chunk_steps,
-        init_agents=init_agents,
+        total_steps=setup.num_chunks * setup.chunk_steps,
+        init_agents=setup.backend.init_agents,
         hparams=setup.hparams,
         run_dir=run_dir,
+        policy_fields=setup.algorithm.policy_fields,
     )
 
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from populax.population import copy_members
+from populax.runtime import member as layout
 from populax.strategies.space import Dim, legalize, resample
 
 PERTURB_FACTORS = (0.8, 1.2)
@@ -95,32 +95,19 @@ def resample_all(dims: list[Dim], count: int, key: jax.Array) -> np.ndarray:
     return np.stack(columns, axis=1) if columns else np.zeros((count, 0))
 
 
-def policy_fields(agent_state: Any) -> tuple[str, ...]:
-    """Fields of an agent state that make up its policy: every field named ``actor*``.
-
-    For TD3: the actor, its target and its optimizer state.
-    """
-    names = getattr(agent_state, "__dataclass_fields__", {})
-    return tuple(name for name in names if name.startswith("actor"))
-
-
-@functools.partial(jax.jit, static_argnames=("copy", "copy_buffer"))
-def exploit(population: Any, sources: jax.Array, copy: str = "all", copy_buffer: bool = False) -> Any:
+@functools.partial(jax.jit, static_argnames=("policy_fields", "copy_experience"))
+def exploit(population: Any, sources: jax.Array, policy_fields: tuple[str, ...] | None = None,
+            copy_experience: bool = False) -> Any:
     """Member i becomes a copy of member ``sources[i]`` (identity where ``sources[i] == i``).
 
-    ``copy="all"`` copies the whole agent state (actor, critics, targets,
-    optimizer states, counters), ``copy="policy"`` only its ``actor*`` fields.
-    Hyperparameters are copied too (explore then edits them); environment
-    states, observations and random keys are never copied, so a copy does not
-    replay its source's exploration. Compiled once per (copy, copy_buffer).
+    Copies the whole agent state (``policy_fields`` None: actor, critics,
+    targets, optimizer states, counters) or only the fields the algorithm
+    declares as its policy, plus hyperparameters (explore then edits them) and
+    observation statistics, and with ``copy_experience`` the replay buffer.
+    Env states, counters and keys are never copied, so a copy does not replay
+    its source's exploration. One compiled gather per (fields, copy_experience).
     """
-    agent = population.agent
-    if copy == "all":
-        agent = copy_members(agent, sources)
-    else:
-        agent = agent.replace(**{f: copy_members(getattr(agent, f), sources) for f in policy_fields(agent)})
-    buffer = copy_members(population.buffer, sources) if copy_buffer else population.buffer
-    return population.replace(agent=agent, buffer=buffer, hparams=copy_members(population.hparams, sources))
+    return layout.exploit(population, sources, policy_fields, copy_experience)
 
 
 def sources_vector(pop: int, replaced: np.ndarray, sources: np.ndarray) -> jax.Array:

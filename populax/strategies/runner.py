@@ -4,14 +4,19 @@
 returns the (possibly edited) population, the returns to report and the
 lineage events of this chunk. Per chunk, top to bottom::
 
-    failed   = members whose parameters (the chunk's in-graph `finite` flag),
-               losses or evaluation return are NaN/Inf
+    failed   = members whose parameters (the driver's `finite` flag), losses
+               or evaluation return are NaN/Inf; their experience and envs
+               are rolled back to before the chunk
     record each healthy member's evaluation in its fitness window
     independent: failed members are re-initialised or frozen; done
     pbt / pb2:   if a round is due (every ready_interval env steps) or a member
                  failed: truncation selection -> compiled exploit -> explore
                  (pbt: perturb/resample; pb2: GP-bandit suggestion)
     every event -> lineage.jsonl
+
+Members are edited only through the declared layout of ``populax.runtime.member``
+(exploit, rollback, re-initialise, freeze), so the same code serves off-policy
+and on-policy members on every backend.
 
 Every random draw comes from ``fold_in(fold_in(key(seed), 4), chunk)``, so the
 same seed gives the same lineage. All bookkeeping (fitness windows, schedules,
@@ -31,6 +36,7 @@ import numpy as np
 
 from populax.errors import ConfigError
 from populax.hparams import cli_name, member_hparams
+from populax.runtime import member as layout
 from populax.strategies import independent, pb2, pbt
 from populax.strategies.space import Dim, from_unit, get_values, set_values, to_unit
 
@@ -101,9 +107,13 @@ class PopulationStrategy:
         init_agents: Callable[[jax.Array, Any], Any],
         hparams: Any,
         run_dir: Path | None,
+        policy_fields: tuple[str, ...] | None = None,
     ):
-        """``init_agents(keys, hparams)`` returns fresh stacked agent states (for re-initialisation)."""
+        """``init_agents(keys, hparams)`` returns fresh agent states stacked over the given members
+        (for re-initialisation); ``policy_fields`` are the agent fields ``--pbt-copy policy`` copies
+        (None: the whole agent)."""
         self.config = config
+        self.policy_fields = policy_fields
         self.dims = dims
         self.ready_interval = ready_interval
         self.num_chunks = num_chunks
@@ -156,7 +166,7 @@ class PopulationStrategy:
         frozen = np.asarray(self.frozen, bool)
         failed = detect_failures(metrics, returns) & ~frozen
         if failed.any():
-            population = independent.rollback_data(population, previous, failed)
+            population = layout.rollback_data(population, previous, failed)
         for i in np.flatnonzero(~failed & ~frozen):
             self.history[i].append(float(returns[i]))
             if self.baseline[i] is None:
@@ -179,8 +189,9 @@ class PopulationStrategy:
         events = []
         members = np.flatnonzero(failed)
         if members.size and self.config.on_failure == "reinit":
-            keys = jax.random.split(key, self.config.pop)
-            population = independent.reinitialise(population, self.init_agents(keys, population.hparams), members)
+            keys = jax.random.split(key, self.config.pop)[members]
+            hparams = jax.tree.map(lambda x: x[members], population.hparams)
+            population = layout.reinitialise(population, self.init_agents(keys, hparams), members)
             for i in members:
                 self.history[i] = []
         for i in members:
@@ -190,8 +201,7 @@ class PopulationStrategy:
             events.append(self._event(self.config.on_failure, env_step, i, None, hp, hp, returns[i], None))
         frozen = np.asarray(self.frozen, bool)
         if frozen.any():
-            steps = population.env_steps
-            population = independent.freeze(population, previous, frozen).replace(env_steps=steps)
+            population = layout.freeze(population, previous, frozen)
             for i in np.flatnonzero(frozen):  # report the last finite evaluation of a frozen member
                 returns[i] = self.history[i][-1] if self.history[i] else math.nan
         return population, returns, events
@@ -212,12 +222,9 @@ class PopulationStrategy:
         if replaced.size == 0:
             return population, []
         old_hp = [member_hparams(population.hparams, int(i)) for i in replaced]
-        population = pbt.exploit(
-            population,
-            pbt.sources_vector(pop, replaced, sources),
-            copy=self.config.pbt_copy,
-            copy_buffer=self.config.pbt_copy_buffer,
-        )
+        fields = self.policy_fields if self.config.pbt_copy == "policy" else None
+        population = pbt.exploit(population, pbt.sources_vector(pop, replaced, sources), fields,
+                                 self.config.pbt_copy_buffer)
         if self.dims:
             new_values = self._explore(values[sources], explore_key)
             population = population.replace(hparams=set_values(population.hparams, self.dims, replaced, new_values))

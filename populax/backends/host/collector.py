@@ -1,4 +1,4 @@
-"""The acting side of the host loop: the collector that steps the N x E
+"""The acting side of the host backend: the collector that steps the N x E
 Gymnasium envs (all members act in one jitted call per env step), and the
 deterministic evaluation episodes, with the seeds both draw from.
 """
@@ -15,23 +15,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from populax.agents.base import Transition
-from populax.envs.host_envs import (
-    HostEnvSpec,
-    final_observations,
-    make_vector_env,
-    to_env_actions,
-)
-from populax.host_member import HostFunctions, HostMember, HostPlan
+from populax.backends.host.member import HostFunctions, HostPlan, RolloutRows
+from populax.envs.host_envs import HostEnvSpec, final_observations, make_vector_env, to_env_actions
 from populax.obs_norm import RunningStats
+from populax.runtime.member import Member, where_members
+
+ROW_NAMES = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
 
 
 class Block(NamedTuple):
     """What the collector hands the learner: ``block_iterations`` env iterations of all members."""
 
-    transitions: Transition
-    """Leaves shaped [N, B*E, ...] (row t*E + e is env e at iteration t)."""
+    rows: Transition | RolloutRows
+    """Off-policy: transitions; on-policy: rollout rows. Leaves [N, B*E, ...] (row t*E + e is env e at iteration t)."""
     truncated: np.ndarray
-    """[N, B*E] 1.0 where an episode hit its time limit (kept for bookkeeping and tests)."""
+    """[N, B*E] 1.0 where an episode hit its time limit (PPO bootstraps there)."""
+    last_obs: np.ndarray
+    """[N, E, ...] observations after the block (PPO's last value)."""
     stats: RunningStats
     """Observation statistics after the block (stacked over members)."""
     episode_returns: list[list[float]]
@@ -42,23 +42,32 @@ class Block(NamedTuple):
     """The collector's per-member RNG keys after the block (a checkpoint resumes collection from them)."""
 
 
+def env_actions(spec: HostEnvSpec, actions: np.ndarray) -> np.ndarray:
+    """What the envs receive: continuous actions clipped to [-1, 1] (PPO samples beyond it) and
+    non-finite ones (a diverged member, until the strategy replaces it) set to 0, then rescaled."""
+    if not spec.action.discrete:
+        actions = np.clip(np.nan_to_num(actions, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+    return to_env_actions(spec, actions)
+
+
 class Collector:
     """Steps the N x E host envs; all members act in one jitted call per env step."""
 
-    def __init__(self, spec: HostEnvSpec, plan: HostPlan, functions: HostFunctions, population: HostMember,
-                 pop: int, mode: str, seed: int, keys: jax.Array | None = None, iterations: int = 0):
-        """Envs reset with ``seed``; a resumed run passes its checkpoint's ``keys`` and ``iterations`` done."""
+    def __init__(self, spec: HostEnvSpec, plan: HostPlan, functions: HostFunctions, population: Member,
+                 pop: int, mode: str, seed: int, keys: jax.Array, iterations: int = 0):
+        """Envs reset with ``seed``; collection continues after ``iterations`` env iterations with RNG ``keys``."""
         self.spec, self.plan, self.functions, self.pop = spec, plan, functions, pop
         self.envs = make_vector_env(spec, pop * plan.envs_per_member, mode)
         obs, _ = self.envs.reset(seed=seed)
         self.obs = np.asarray(obs, spec.obs_dtype)
         self.episode_return = np.zeros(pop * plan.envs_per_member)
-        self.keys = collector_keys(seed, pop) if keys is None else keys
+        self.keys = keys
         self.stats = population.obs_stats
         self.iterations = iterations
         # Acting parameters and the env steps per member they were published after.
         self.params = (population.agent, population.hparams)
         self.published_at = iterations * plan.envs_per_member
+        self.stats_override: tuple[np.ndarray, Any] | None = None
         self.cond = threading.Condition()
         self.stopped = False
         self.wait_s = 0.0
@@ -72,6 +81,13 @@ class Collector:
         """Called by the learner: new acting parameters, trained on ``steps`` env steps per member."""
         with self.cond:
             self.params, self.published_at = (agent_state, hparams), steps
+            self.cond.notify_all()
+
+    def replace_members(self, population: Member, mask: np.ndarray) -> None:
+        """A strategy edited members ``mask``: act with their new parameters and observation statistics from now on."""
+        with self.cond:
+            self.params = (population.agent, population.hparams)
+            self.stats_override = (mask, population.obs_stats)
             self.cond.notify_all()
 
     def stop(self) -> None:
@@ -95,21 +111,25 @@ class Collector:
         return end - max(self.published_at, self.plan.learning_starts) if end > self.plan.learning_starts else 0
 
     def collect_block(self) -> Block | None:
-        """Run one block of env iterations (None once the run's steps are done or stopped)."""
-        remaining = self.plan.total_iterations - self.iterations
-        if remaining <= 0 or not self._wait_for_fresh_params():
+        """Run one block of env iterations (None when stopped)."""
+        if not self._wait_for_fresh_params():
             return None
         n, e = self.pop, self.plan.envs_per_member
-        agent_state, hparams = self.params
+        with self.cond:
+            agent_state, hparams = self.params
+            if self.stats_override is not None:
+                mask, stats = self.stats_override
+                self.stats, self.stats_override = where_members(mask, stats, self.stats), None
         acted_lag = max(0, self.steps + self.plan.block_steps - max(self.published_at, self.plan.learning_starts))
-        rows: dict[str, list] = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated")}
+        rows: dict[str, list] = {k: [] for k in ROW_NAMES}
         finished: list[list[float]] = [[] for _ in range(n)]
-        for _ in range(min(self.plan.block_iterations, remaining)):
+        for _ in range(self.plan.block_iterations):
             warming = jnp.full((n,), self.steps < self.plan.learning_starts)
             obs = self.obs.reshape(n, e, *self.spec.obs_shape)
-            actions, self.stats, self.keys = self.functions.act(agent_state, self.stats, hparams, obs, self.keys, warming)
+            actions, extras, self.stats, self.keys = self.functions.act(agent_state, self.stats, hparams, obs, self.keys,
+                                                                        warming)
             actions = np.asarray(actions).reshape(n * e, *np.shape(actions)[2:])
-            next_obs, reward, terminated, truncated, info = self.envs.step(to_env_actions(self.spec, actions))
+            next_obs, reward, terminated, truncated, info = self.envs.step(env_actions(self.spec, actions))
             done = np.logical_or(terminated, truncated)
             rows["obs"].append(self.obs)
             rows["action"].append(actions)
@@ -117,6 +137,8 @@ class Collector:
             rows["next_obs"].append(np.asarray(final_observations(next_obs, done, info), self.spec.obs_dtype))
             rows["terminated"].append(np.asarray(terminated, np.float32))
             rows["truncated"].append(np.asarray(truncated, np.float32))
+            for name, value in extras.items():
+                rows.setdefault(name, []).append(np.asarray(value).reshape(n * e))
             self.episode_return += reward
             for i in np.flatnonzero(done):
                 finished[i // e].append(float(self.episode_return[i]))
@@ -130,8 +152,12 @@ class Collector:
             x = x.reshape(t, n, e, *x.shape[2:]).swapaxes(0, 1)
             return x.reshape(n, t * e, *x.shape[3:])
 
-        transitions = Transition(*(per_member(k) for k in ("obs", "action", "reward", "next_obs", "terminated")))
-        return Block(transitions, per_member("truncated"), self.stats, finished, acted_lag, self.keys)
+        if self.plan.on_policy:
+            data = RolloutRows(*(per_member(k) for k in RolloutRows._fields))
+        else:
+            data = Transition(*(per_member(k) for k in ("obs", "action", "reward", "next_obs", "terminated")))
+        last_obs = self.obs.reshape(n, e, *self.spec.obs_shape)
+        return Block(data, per_member("truncated"), last_obs, self.stats, finished, acted_lag, self.keys)
 
     def close(self) -> None:
         """Close the vector env (ends async workers)."""
@@ -158,6 +184,7 @@ def episode_totals(spec: HostEnvSpec, act: Callable[[np.ndarray], np.ndarray], n
     """Undiscounted return of one episode in each of ``num_envs`` fresh envs (env i reset with seed + i).
 
     ``act`` maps observations [num_envs, ...] to agent actions [num_envs, ...].
+    Non-finite actions are passed on as they are, so a diverged member's return is not finite.
     """
     envs = make_vector_env(spec, num_envs, "sync")
     try:
@@ -165,8 +192,10 @@ def episode_totals(spec: HostEnvSpec, act: Callable[[np.ndarray], np.ndarray], n
         total = np.zeros(num_envs)
         alive = np.ones(num_envs)
         for _ in range(max_steps):
-            actions = act(np.asarray(obs, spec.obs_dtype))
-            obs, reward, terminated, truncated, _ = envs.step(to_env_actions(spec, actions))
+            actions = np.asarray(act(np.asarray(obs, spec.obs_dtype)))
+            bad = ~np.isfinite(actions.reshape(num_envs, -1).astype(np.float64)).all(axis=1)
+            total[bad & (alive > 0)] = np.nan
+            obs, reward, terminated, truncated, _ = envs.step(env_actions(spec, actions))
             total += alive * reward
             alive *= 1.0 - np.logical_or(terminated, truncated)
             if not alive.any():
@@ -176,7 +205,7 @@ def episode_totals(spec: HostEnvSpec, act: Callable[[np.ndarray], np.ndarray], n
     return total
 
 
-def evaluate(spec: HostEnvSpec, functions: HostFunctions, population: HostMember, episodes: int,
+def evaluate(spec: HostEnvSpec, functions: HostFunctions, population: Member, episodes: int,
              seed: int, max_steps: int = 100_000) -> np.ndarray:
     """Mean return of ``episodes`` fresh episodes per member, deterministic policy, separate env instances.
 
@@ -192,7 +221,7 @@ def evaluate(spec: HostEnvSpec, functions: HostFunctions, population: HostMember
     return episode_totals(spec, act, n * episodes, seed, max_steps).reshape(n, episodes).mean(axis=1)
 
 
-def member_returns(spec: HostEnvSpec, functions: HostFunctions, member: HostMember, episodes: int, seed: int,
+def member_returns(spec: HostEnvSpec, functions: HostFunctions, member: Member, episodes: int, seed: int,
                    max_steps: int = 100_000) -> np.ndarray:
     """Per-episode returns of ONE member (no member axis) over ``episodes`` fresh episodes (seeds seed + j)."""
 
@@ -200,5 +229,3 @@ def member_returns(spec: HostEnvSpec, functions: HostFunctions, member: HostMemb
         return np.asarray(functions.member_policy(member.agent, member.obs_stats, obs))
 
     return episode_totals(spec, act, episodes, seed, max_steps)
-
-

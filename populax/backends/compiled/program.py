@@ -7,9 +7,9 @@ from typing import Any
 
 from populax.agents import AgentSpec, Algorithm
 from populax.agents.options import resolve_options
+from populax.backends.compiled.offpolicy import MemberProgram, make_offpolicy_program, make_schedule
+from populax.backends.compiled.onpolicy import make_onpolicy_program, make_onpolicy_schedule
 from populax.envs.jax_envs import JaxEnv
-from populax.loops import MemberProgram, make_member_program, make_schedule
-from populax.loops_onpolicy import make_onpolicy_program, make_onpolicy_schedule
 from populax.run.config import TrainConfig
 
 
@@ -41,4 +41,4 @@ def build_program(algorithm: Algorithm, config: TrainConfig, env: JaxEnv) -> tup
     total_steps = math.ceil(config.total_steps / schedule.chunk_steps) * schedule.chunk_steps
     spec = AgentSpec(env.obs_shape, env.action, hidden, options, steps_per_update=steps_per_update,
                      total_updates=max(1, round((total_steps - config.learning_starts) / steps_per_update)))
-    return schedule, make_member_program(algorithm.make(spec), env, schedule)
+    return schedule, make_offpolicy_program(algorithm.make(spec), env, schedule)

@@ -1,0 +1,110 @@
+"""The compiled backend: JAX environments (gymnax) inside one jitted chunk per executor.
+
+Acting, env steps, the replay buffer (or rollout) and the updates of a whole
+evaluation period run in one compiled program over the population; the
+driver sees the members only between chunks. Every random draw comes from
+keys in the members (training) or from the seed and chunk index
+(evaluation), so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from populax.agents import Algorithm, check_action_space
+from populax.backends.compiled.offpolicy import MemberProgram, episode_returns
+from populax.backends.compiled.program import build_program
+from populax.envs.jax_envs import JaxEnv, describe_action, make_jax_env
+from populax.population import init_members
+from populax.run.config import TrainConfig
+from populax.runtime.member import Member
+
+EVAL_KEY = 3
+"""fold_in constant of the evaluation keys (1: hparams, 2: init, 4: strategy)."""
+
+
+def eval_keys(seed: int, chunk: int, pop: int) -> jax.Array:
+    """Keys of the evaluation after ``chunk``: fixed by seed, separate from training."""
+    base = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), EVAL_KEY), chunk)
+    return jax.random.split(base, pop)
+
+
+class CompiledBackend:
+    """JAX environments: ``advance`` is one executor call of the member program's ``train_chunk``."""
+
+    kind = "compiled"
+
+    def __init__(self, config: TrainConfig, algorithm: Algorithm, env: JaxEnv, executor: Callable):
+        self.config, self.env = config, env
+        self.schedule, self.program = build_program(algorithm, config, env)
+        self.executor = executor
+        self.chunk_steps = self.schedule.chunk_steps
+        self.num_chunks = math.ceil(config.total_steps / self.chunk_steps)
+        self._train_chunk = executor(self.program.train_chunk)
+        self._evaluate = executor(self.program.evaluate)
+        self._init = init_members(self.program.init)
+        self._init_agents = init_members(self.program.init_agent)
+
+    # -- what the driver calls -------------------------------------------------------------
+
+    def init_population(self, keys: jax.Array, hparams: Any) -> Member:
+        """Every member's initial state (a compiled loop, never a vmap: see ``init_members``)."""
+        return self._init(keys, hparams)
+
+    def init_agents(self, keys: jax.Array, hparams: Any) -> Any:
+        """Fresh agent states only, stacked over ``keys`` (no buffers or envs are allocated)."""
+        return self._init_agents(keys, hparams)
+
+    def start(self, population: Member, extra: Any = None) -> None:
+        """Nothing to open: the environments live inside the members."""
+
+    def advance(self, population: Member, chunk: int) -> tuple[Member, dict[str, Any]]:
+        """One compiled chunk: ``chunk_steps`` env steps and their updates for every member."""
+        return self._train_chunk(population)
+
+    def evaluate(self, population: Member, chunk: int) -> np.ndarray:
+        """Mean return of ``eval_episodes`` fresh episodes per member (keys from the seed and chunk)."""
+        return np.asarray(self._evaluate(population, eval_keys(self.config.seed, chunk, self.config.pop)))
+
+    def members_changed(self, population: Member, mask: np.ndarray) -> None:
+        """Nothing to do: the next chunk reads the edited members directly."""
+
+    def extra_state(self) -> None:
+        """The members hold everything (env states, keys, buffers)."""
+        return None
+
+    def stop(self) -> None:
+        """Nothing to close."""
+
+    def summary(self) -> dict[str, Any]:
+        """No backend-specific summary fields."""
+        return {}
+
+    # -- one saved member ------------------------------------------------------------------
+
+    def member_returns(self, member: Member, member_index: int, chunk: int, episodes: int,
+                       seed: int | None = None) -> np.ndarray:
+        """Per-episode returns of one saved member; without ``seed`` the episodes of the run's evaluation after ``chunk``."""
+        key = eval_keys(self.config.seed, chunk, self.config.pop)[member_index] if seed is None else jax.random.key(seed)
+        rollout = jax.jit(lambda state, k: episode_returns(self.program.policy, state, self.env, episodes, k))
+        return np.asarray(rollout(member.agent, key))
+
+    def member_actor(self, member: Member) -> Callable[[np.ndarray], np.ndarray]:
+        """Observations [M, ...] -> agent actions of one saved member (deterministic policy)."""
+        policy = jax.jit(self.program.policy)
+        return lambda obs: np.asarray(policy(member.agent, np.asarray(obs, np.float32)))
+
+
+def make_compiled_backend(config: TrainConfig, algorithm: Algorithm, env_id: str, executor: Callable) -> CompiledBackend:
+    """The compiled backend of a gymnax environment id (ConfigError on an unusable combination)."""
+    env = make_jax_env(env_id)
+    check_action_space(algorithm, env.action, config.env, describe_action(env.action))
+    return CompiledBackend(config, algorithm, env, executor)
+
+
+__all__ = ["CompiledBackend", "MemberProgram", "eval_keys", "make_compiled_backend"]

@@ -1,0 +1,279 @@
+"""The host backend: Gymnasium / ALE environments, which cannot run inside ``jit``.
+
+Split like the paper's actor/learner design, both halves reusing the
+one-member pieces (agents, replay buffer, executors):
+
+* the **collector** (``collector.py``) steps ONE Gymnasium vector env holding
+  all N x E environments; every env step, all members act in ONE jitted
+  executor call over the stacked agent states and observations;
+* the **learner** (:class:`Learner`) inserts each block of transitions into the
+  stacked per-member replay buffers and runs compiled chunks of updates until
+  the update-to-data ratio is met exactly (``HostPlan.owed_updates``); an
+  on-policy member (PPO) learns from each block as one rollout instead.
+
+A chunk (the driver's unit) is ``chunk_blocks`` blocks. With ``overlap`` (off-policy
+only) the collector runs in a background thread (JAX releases the GIL while
+it computes, MuJoCo/ALE steps release it in C), so env stepping and updates
+proceed at the same time, bounded by ``max_policy_lag``: the collector may act
+at most that many env steps per member past the data the acting parameters
+were published after. Without ``overlap`` the two alternate in one thread and
+a run is reproducible from its seed. See docs/host_envs.md.
+
+Checkpoints hold what the learner has consumed (the members, the collector RNG
+keys of its last block, the update count); Gymnasium cannot save its envs'
+internal state, so a resumed run resets them with a seed derived from the
+run's seed and the checkpoint's step, losing the episodes in flight.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from populax.agents import AgentSpec, Algorithm, check_action_space
+from populax.agents.options import resolve_options
+from populax.backends.host.collector import (
+    Block,
+    Collector,
+    collector_keys,
+    eval_seed,
+    evaluate,
+    member_returns,
+    resume_reset_seed,
+)
+from populax.backends.host.member import HostFunctions, HostPlan, make_functions, make_plan
+from populax.envs.host_envs import VECTOR_MODES, HostEnvSpec, make_host_spec
+from populax.envs.jax_envs import describe_action
+from populax.errors import ConfigError
+from populax.run.config import TrainConfig
+from populax.runtime.member import Member, member_steps
+
+
+class Learner:
+    """The learner's side: insert blocks (or learn from rollouts), keep the update-to-data ratio."""
+
+    def __init__(self, plan: HostPlan, functions: HostFunctions, pop: int, updates: int = 0):
+        self.plan, self.functions, self.pop = plan, functions, pop
+        self.updates = updates
+        """Updates per member done so far (off-policy; PPO counts its own)."""
+        self.busy_s = 0.0
+        self.metrics: list[dict[str, Any]] = []
+
+    def consume(self, population: Member, block: Block) -> Member:
+        """``population`` after learning from ``block``."""
+        start = time.perf_counter()
+        if self.plan.on_policy:
+            population, metrics = self.functions.learn_rollout(population, block.rows, block.truncated,
+                                                               block.last_obs, block.stats)
+            self.metrics.append(metrics)
+        else:
+            before = member_steps(population)
+            population = self.functions.insert(population, block.rows, block.stats)
+            learn_from = int(np.max(np.asarray(population.learn_from)))
+            owed = self.plan.owed_updates(before, member_steps(population), learn_from)
+            while owed > 0:
+                count = min(self.plan.update_chunk, owed)
+                population, metrics = self.functions.learn(population, jnp.full((self.pop,), count, jnp.int32))
+                self.metrics.append(metrics)
+                self.updates += count
+                owed -= count
+        jax.block_until_ready(population.agent)
+        self.busy_s += time.perf_counter() - start
+        return population
+
+    def take_metrics(self) -> dict[str, np.ndarray]:
+        """Mean of the learner metrics since the last call (per member)."""
+        if not self.metrics:
+            return {}
+        names = self.metrics[0].keys()
+        out = {n: np.nanmean(np.stack([np.asarray(m[n], np.float64) for m in self.metrics]), axis=0) for n in names}
+        self.metrics = []
+        return out
+
+
+class HostBackend:
+    """Gymnasium/ALE environments behind the driver's backend interface (see ``populax.backends``)."""
+
+    kind = "host"
+
+    def __init__(self, config: TrainConfig, algorithm: Algorithm, spec: HostEnvSpec, executor: Callable):
+        self.config, self.spec = config, spec
+        options = resolve_options(algorithm.options, config.algo_options, algorithm.name)
+        self.on_policy = algorithm.on_policy
+        self.plan = make_plan(config, algorithm.on_policy, getattr(options, "rollout_len", 0))
+        self.chunk_steps = self.plan.chunk_steps
+        self.num_chunks = math.ceil(config.total_steps / self.chunk_steps)
+        total_steps = self.num_chunks * self.chunk_steps
+        if algorithm.on_policy:
+            rollouts = total_steps // self.plan.block_steps
+            agent_spec = AgentSpec(spec.obs_shape, spec.action, tuple(config.hidden), options,
+                                   total_updates=rollouts * options.epochs * options.minibatches)
+        else:
+            plan = self.plan
+            steps_per_update = plan.phase_steps / plan.updates_per_phase
+            agent_spec = AgentSpec(spec.obs_shape, spec.action, tuple(config.hidden), options,
+                                   steps_per_update=steps_per_update,
+                                   total_updates=max(1, plan.owed_updates(0, total_steps, config.learning_starts)))
+        self.functions = make_functions(algorithm.make(agent_spec), spec, self.plan, executor, config.obs_norm)
+        self.collector: Collector | None = None
+        self.learner: Learner | None = None
+        self.thread: threading.Thread | None = None
+        self.blocks: queue.Queue = queue.Queue()
+        self.failure: list[BaseException] = []
+        self.keys: jax.Array | None = None
+        self.max_lag = 0
+        self.eval_s = 0.0
+        self.steady: list[float] = [0.0, 0.0]
+        """Advance seconds and env steps per member after this session's first chunk (compilation done)."""
+        self.episode_returns: list[list[float]] = []
+
+    @property
+    def overlap(self) -> bool:
+        """Collect in a background thread (off-policy only: PPO acts with the newest parameters)."""
+        return self.config.overlap and not self.on_policy
+
+    # -- what the driver calls -------------------------------------------------------------
+
+    def init_population(self, keys: jax.Array, hparams: Any) -> Member:
+        """Every member's initial learner-side state."""
+        return self.functions.init(keys, hparams)
+
+    def init_agents(self, keys: jax.Array, hparams: Any) -> Any:
+        """Fresh agent states only, stacked over ``keys``."""
+        return self.functions.init_agents(keys, hparams)
+
+    def start(self, population: Member, extra: Any = None) -> None:
+        """Open the envs (reset from the seed, or a seed derived from the resume step) and the collector thread."""
+        config = self.config
+        steps = member_steps(population)
+        seed = config.seed if steps == 0 else resume_reset_seed(config.seed, steps)
+        self.keys = collector_keys(config.seed, config.pop) if extra is None else \
+            jax.random.wrap_key_data(jnp.asarray(extra["collector_keys"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Gymnasium/MuJoCo deprecation chatter at env creation
+            self.collector = Collector(self.spec, self.plan, self.functions, population, config.pop, config.vector_env,
+                                       seed=seed, keys=self.keys, iterations=steps // self.plan.envs_per_member)
+        self.learner = Learner(self.plan, self.functions, config.pop, int(extra["updates"]) if extra else 0)
+        self.episode_returns = [[] for _ in range(config.pop)]
+        if self.overlap:
+            self.thread = threading.Thread(target=self._produce, name="populax-collector", daemon=True)
+            self.thread.start()
+
+    def _produce(self) -> None:
+        try:
+            while (block := self.collector.collect_block()) is not None:
+                self.blocks.put(block)
+        except BaseException as error:  # surfaced in the main thread
+            self.failure.append(error)
+        finally:
+            self.blocks.put(None)
+
+    def _next_block(self) -> Block:
+        block = self.blocks.get() if self.thread is not None else self.collector.collect_block()
+        if block is None:
+            raise self.failure[0] if self.failure else RuntimeError("the host collector stopped")
+        return block
+
+    def advance(self, population: Member, chunk: int) -> tuple[Member, dict[str, Any]]:
+        """Consume ``chunk_blocks`` blocks: insert, update, publish the new parameters after each."""
+        start = time.perf_counter()
+        for _ in range(self.plan.chunk_blocks):
+            block = self._next_block()
+            population = self.learner.consume(population, block)
+            self.keys = block.keys
+            self.max_lag = max(self.max_lag, block.acted_lag)
+            for member, finished in enumerate(block.episode_returns):
+                self.episode_returns[member].extend(finished)
+            self.collector.publish(population.agent, population.hparams, member_steps(population))
+        metrics = self.learner.take_metrics()
+        metrics["train_return"] = np.array([np.mean(r) if r else np.nan for r in self.episode_returns])
+        self.episode_returns = [[] for _ in range(self.config.pop)]
+        if chunk > 0:
+            self.steady[0] += time.perf_counter() - start
+            self.steady[1] += self.chunk_steps
+        return population, metrics
+
+    def evaluate(self, population: Member, chunk: int) -> np.ndarray:
+        """Mean return of ``eval_episodes`` fresh episodes per member in separate envs seeded from the chunk."""
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            returns = evaluate(self.spec, self.functions, population, self.config.eval_episodes,
+                               seed=eval_seed(self.config.seed, chunk))
+        self.eval_s += time.perf_counter() - start
+        return returns
+
+    def members_changed(self, population: Member, mask: np.ndarray) -> None:
+        """The collector acts with the edited members' parameters and statistics from its next block on."""
+        self.collector.replace_members(population, mask)
+
+    def extra_state(self) -> dict[str, Any]:
+        """The collector keys after the last consumed block and the update count."""
+        return {"collector_keys": jax.random.key_data(self.keys), "updates": self.learner.updates}
+
+    def stop(self) -> None:
+        """End the collector thread and close the envs."""
+        if self.collector is None:
+            return
+        self.collector.stop()
+        if self.thread is not None:
+            while self.thread.is_alive():  # unblock a producer waiting on a full hand-off
+                try:
+                    self.blocks.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            self.thread.join()
+        self.collector.close()
+
+    def summary(self) -> dict[str, Any]:
+        """summary.json's ``host`` section: how collection and learning shared the time."""
+        advance_s, steps = self.steady
+        return {"host": {
+            "vector_env": self.config.vector_env,
+            "overlap": self.overlap,
+            "learner_busy_s": self.learner.busy_s if self.learner else 0.0,
+            "collector_wait_s": self.collector.wait_s if self.collector else 0.0,
+            "max_policy_lag_seen": self.max_lag,
+            "eval_s": self.eval_s,
+            # After the first chunk, evaluation excluded: what the benchmark reports.
+            "steady_env_steps_per_s": self.config.pop * steps / advance_s if advance_s > 0 else None,
+        }}
+
+    # -- one saved member ------------------------------------------------------------------
+
+    def member_returns(self, member: Member, member_index: int, chunk: int, episodes: int,
+                       seed: int | None = None) -> np.ndarray:
+        """Per-episode returns of one saved member; without ``seed`` the env seeds of the run's evaluation after ``chunk``."""
+        if seed is None:
+            seed = eval_seed(self.config.seed, chunk) + member_index * self.config.eval_episodes
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return member_returns(self.spec, self.functions, member, episodes, seed)
+
+    def member_actor(self, member: Member) -> Callable[[np.ndarray], np.ndarray]:
+        """Observations [M, ...] -> agent actions of one saved member (deterministic policy)."""
+        return lambda obs: np.asarray(self.functions.member_policy(member.agent, member.obs_stats, obs))
+
+
+def make_host_backend(config: TrainConfig, algorithm: Algorithm, env_id: str, executor: Callable) -> HostBackend:
+    """The host backend of a Gymnasium/ALE id (ConfigError on an unusable setting or environment)."""
+    if config.vector_env not in VECTOR_MODES:
+        raise ConfigError(f"--vector-env: unknown mode {config.vector_env!r}; allowed: {', '.join(VECTOR_MODES)}")
+    if config.max_episode_steps < 0:
+        raise ConfigError(f"--max-episode-steps must be >= 0 (0: the environment's own limit; got {config.max_episode_steps})")
+    spec = make_host_spec(env_id, terminal_on_life_loss=config.terminal_on_life_loss,
+                          max_episode_steps=config.max_episode_steps or None)
+    check_action_space(algorithm, spec.action, env_id, describe_action(spec.action))
+    return HostBackend(config, algorithm, spec, executor)
+
+
+__all__ = ["HostBackend", "make_host_backend"]

@@ -1,0 +1,328 @@
+"""`populax.train(config)`: the run driver, written once for every backend.
+
+One chunk, read top to bottom::
+
+    population, metrics = backend.advance(population, chunk)   # compiled chunk, or host blocks
+    returns             = backend.evaluate(population, chunk)  # fresh episodes per member
+    metrics["finite"]   = every agent leaf finite, per member
+    log (metrics.jsonl, TensorBoard), progress
+    population, events  = strategy.update(...)                 # failures, PBT/PB2 rounds
+    backend.members_changed(population, edited members)
+    checkpoint(population + backend.extra_state() + strategy state), when due
+
+The driver knows nothing of the backend beyond that interface
+(``populax.backends``), so strategies, failure handling, checkpoints,
+logging, progress and the summary work the same on compiled and host
+environments.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from populax.hparams import member_hparams
+from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
+from populax.run.compile_clock import CompileClock
+from populax.run.config import TrainConfig
+from populax.run.logging import RunLogger
+from populax.run.report import write_report
+from populax.runtime.member import Member, finite_members, member_steps
+from populax.runtime.setup import RunSetup, create_run_dir, init_population, prepare
+from populax.strategies import make_strategy
+from populax.strategies.plots import write_lineage_plot
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    population: Member
+    """Final stacked state of every member (parameters, buffers, hyperparameters...)."""
+    returns: np.ndarray
+    """Final evaluation return per member."""
+    run_dir: Path
+    summary: dict[str, Any]
+    """The content of summary.json (empty when interrupted)."""
+    interrupted: bool = False
+    """True when SIGINT/SIGTERM stopped the run early; `populax resume RUN` continues it."""
+
+
+class Progress:
+    """Counters a progress display reads after each chunk."""
+
+    def __init__(self, setup: RunSetup):
+        self.total_steps = setup.num_chunks * setup.chunk_steps
+        self.env_steps = 0
+        self.best_return = -math.inf
+        self.first_chunk_s: float | None = None
+        self.compile_s: float | None = None
+        """Seconds spent compiling before the first chunk ran (from JAX's compile events)."""
+        self.first_step_s: float | None = None
+        """Seconds from the start of the run to its first training step (compilation done)."""
+
+
+def train(config: TrainConfig, on_chunk: Callable[[Progress], None] | None = None) -> TrainResult:
+    """Train a population as ``config`` says; the run directory holds the results.
+
+    ``on_chunk`` is called after every chunk with the current :class:`Progress`
+    (the CLI draws its progress bar from it).
+    """
+    return run(prepare(config), on_chunk)
+
+
+def refill_point(config: TrainConfig, population: Member) -> Member:
+    """After a resume without replay buffers: no updates until each buffer holds max(batch, learning_starts) transitions."""
+    steps = jnp.asarray(population.env_steps)
+    return population.replace(learn_from=steps + max(config.batch_size, config.learning_starts))
+
+
+def run(
+    setup: RunSetup,
+    on_chunk: Callable[[Progress], None] | None = None,
+    start: Checkpoint | None = None,
+    before_chunk: Callable[[Member, int], Member] | None = None,
+) -> TrainResult:
+    """Train from a validated :class:`RunSetup` (see :func:`train`); from ``start`` when resuming.
+
+    Checkpoints land every ``checkpoint_every`` steps, at the end, and when
+    SIGINT/SIGTERM asks the run to stop (after the current chunk); a stopped
+    run returns with ``interrupted=True``. ``before_chunk(population, chunk)``
+    may edit the members before each chunk (fault injection in tests).
+    """
+    config, backend = setup.config, setup.backend
+    progress = Progress(setup)
+    # PBT/PB2/failure handling between chunks; its state is checkpointed with the members.
+    strategy = make_strategy(setup, setup.run_dir)
+    if start is None:
+        create_run_dir(setup)
+        population, first_chunk, elapsed, extra = init_population(setup), 0, 0.0, None
+        returns = np.full(config.pop, np.nan)
+    else:
+        population, first_chunk, elapsed = start.population, start.manifest["chunk"] + 1, start.manifest["wall_time_s"]
+        returns, extra = np.asarray(start.manifest["returns"], float), start.extra
+        if start.strategy is not None:
+            strategy.load_state_dict(start.strategy)
+            strategy.rewrite_lineage()  # drop events logged after the checkpoint
+        progress.first_chunk_s = start.manifest["first_chunk_s"]
+        progress.compile_s, progress.first_step_s = start.manifest.get("compile_s"), start.manifest.get("first_step_s")
+        progress.env_steps = start.manifest["env_step"]
+        truncate_metrics(setup.run_dir, start.manifest["metrics_offset"])
+        if not start.manifest.get("buffer_saved", True) and population.experience is not None:
+            population = refill_point(config, population)
+    logger = RunLogger(setup.run_dir, tensorboard=config.tensorboard, purge_step=progress.env_steps + 1 if start else None)
+    policy = CheckpointPolicy(config.checkpoint_every, setup.chunk_steps)
+    begin = time.perf_counter() - elapsed
+    interrupted = False
+    backend.start(population, extra)
+    try:
+        with StopSignals() as stop:
+            for chunk in range(first_chunk, setup.num_chunks):
+                if before_chunk is not None:
+                    population = before_chunk(population, chunk)
+                chunk_start = time.perf_counter()
+                previous = population
+                if progress.first_chunk_s is None:
+                    with CompileClock(begin) as clock:
+                        population, metrics = jax.block_until_ready(backend.advance(population, chunk))
+                    progress.compile_s, progress.first_step_s = clock.compile_s, clock.first_step_s or 0.0
+                else:
+                    population, metrics = backend.advance(population, chunk)
+                returns = backend.evaluate(population, chunk)
+                metrics = {**metrics, "finite": finite_members(population.agent)}
+                if progress.first_chunk_s is None:
+                    progress.first_chunk_s = time.perf_counter() - chunk_start
+                progress.env_steps = member_steps(population)
+                progress.best_return = float(np.nanmax(returns)) if np.isfinite(returns).any() else -math.inf
+                log_chunk(logger, population, metrics, returns, progress.env_steps, time.perf_counter() - begin)
+                # After logging, so each record pairs a return with the hyperparameters that produced it.
+                population, returns, events = strategy.update(population, previous, returns, metrics, chunk)
+                if events:
+                    backend.members_changed(population, edited_members(events, config.pop))
+                interrupted = stop.requested and chunk < setup.num_chunks - 1
+                if chunk == setup.num_chunks - 1 or stop.requested or policy.due(chunk):
+                    save_run_checkpoint(setup, population, chunk, progress, returns, strategy,
+                                        logger.path.stat().st_size, time.perf_counter() - begin)
+                    policy.saved()
+                if on_chunk is not None:
+                    on_chunk(progress)
+                if interrupted:
+                    break
+    finally:
+        backend.stop()
+        logger.close()
+    jax.block_until_ready(population)
+    wall = time.perf_counter() - begin
+    if interrupted:
+        return TrainResult(population=population, returns=returns, run_dir=setup.run_dir, summary={}, interrupted=True)
+    timing = {"compile_s": progress.compile_s, "first_step_s": progress.first_step_s}
+    summary = write_summary(setup, population, returns, wall, progress.first_chunk_s or 0.0, strategy, timing)
+    if strategy.events:
+        write_lineage_plot(setup.run_dir)
+    write_report(setup.run_dir)
+    return TrainResult(population=population, returns=returns, run_dir=setup.run_dir, summary=summary)
+
+
+def edited_members(events: list[dict], pop: int) -> np.ndarray:
+    """Mask of the members a strategy's events changed."""
+    mask = np.zeros(pop, bool)
+    mask[[event["member"] for event in events]] = True
+    return mask
+
+
+def save_run_checkpoint(setup: RunSetup, population: Member, chunk: int, progress: Progress, returns: np.ndarray,
+                        strategy: Any, metrics_offset: int, wall: float) -> Path:
+    """Checkpoint after ``chunk``: members, strategy state, the backend's extra state, the driver's position."""
+    manifest = {
+        "backend": setup.backend.kind,
+        "env_step": progress.env_steps,
+        "metrics_offset": metrics_offset,
+        "wall_time_s": wall,
+        "first_chunk_s": progress.first_chunk_s,
+        "compile_s": progress.compile_s,
+        "first_step_s": progress.first_step_s,
+        "returns": [float(r) for r in returns],
+        "populax_version": version("populax"),
+        "config_hash": config_hash(setup.run_dir),
+    }
+    config = setup.config
+    return save_checkpoint(setup.run_dir, population, chunk=chunk, manifest=manifest, strategy=strategy.state_dict(),
+                           save_buffer=config.save_buffer, keep=config.keep_checkpoints,
+                           extra=setup.backend.extra_state())
+
+
+def truncate_metrics(run_dir: Path, offset: int) -> None:
+    """Drop metrics.jsonl records written after a checkpoint (they will be written again)."""
+    with open(run_dir / "metrics.jsonl", "r+b") as file:
+        file.truncate(offset)
+
+
+class CheckpointPolicy:
+    """When to checkpoint: every N env steps, or (0) once 2+ minutes passed since the last one."""
+
+    AUTO_SECONDS = 120.0
+
+    def __init__(self, every_steps: int, chunk_steps: int):
+        self.every_chunks = math.ceil(every_steps / chunk_steps) if every_steps else 0
+        self.last = time.perf_counter()
+
+    def due(self, chunk: int) -> bool:
+        """Whether to checkpoint after ``chunk`` (0-based)."""
+        if self.every_chunks:
+            return (chunk + 1) % self.every_chunks == 0
+        return time.perf_counter() - self.last >= self.AUTO_SECONDS
+
+    def saved(self) -> None:
+        """Note that a checkpoint was just written."""
+        self.last = time.perf_counter()
+
+
+class StopSignals:
+    """Turn the first SIGINT/SIGTERM into a request to stop after the current chunk.
+
+    A second SIGINT raises KeyboardInterrupt as usual (abort without a new
+    checkpoint; the previous one stays valid). Handlers are only installed in
+    the main thread, where Python delivers signals.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"populax: {signal.Signals(signum).name} received; stopping after the current chunk and writing a checkpoint",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def log_chunk(logger: RunLogger, population: Member, metrics: dict, returns: np.ndarray, step: int, wall: float) -> None:
+    """One metrics.jsonl record per member, plus population scalars."""
+    metrics = {name: np.asarray(value) for name, value in metrics.items()}
+    for member, value in enumerate(returns):
+        record = {"env_step": step, "member": member, "return": float(value), "wall_time_s": wall}
+        record.update({name: float(v[member]) for name, v in metrics.items()})
+        record["hparams"] = member_hparams(population.hparams, member)
+        logger.log_member(record)
+    finite = returns[np.isfinite(returns)]
+    if finite.size:
+        logger.log_population(step, {"median_return": float(np.median(finite)), "best_return": float(finite.max())})
+    logger.flush()
+
+
+def write_summary(
+    setup: RunSetup, population: Member, returns: np.ndarray, wall: float, first_chunk_s: float, strategy: Any = None,
+    timing: dict[str, float | None] | None = None,
+) -> dict:
+    """summary.json: members, best member, throughput, the strategy's lineage summary, backend facts.
+
+    ``timing``: extra timing fields (compile_s, first_step_s) copied in as they are.
+    """
+    pop = setup.config.pop
+    steps_per_member = member_steps(population)
+    updates_per_member = int(np.asarray(getattr(population.agent, "updates", jnp.zeros(pop)))[0])
+    finite = np.where(np.isfinite(returns), returns, -np.inf)
+    summary = {
+        "algo": setup.config.algo,
+        "env": setup.config.env,
+        "backend": setup.backend.kind,
+        "pop": pop,
+        "members": [
+            # null: the member failed in the last chunk (NaN/Inf), see lineage.jsonl
+            {"id": i, "hparams": member_hparams(population.hparams, i),
+             "final_return": float(returns[i]) if np.isfinite(returns[i]) else None}
+            for i in range(pop)
+        ],
+        "best_member": int(np.argmax(finite)),
+        "best_return": float(np.max(finite)),
+        "median_return": float(np.nanmedian(returns)) if np.isfinite(returns).any() else math.nan,
+        "env_steps_per_member": steps_per_member,
+        "updates_per_member": updates_per_member,
+        "wall_time_s": wall,
+        "first_chunk_s": first_chunk_s,
+        **(timing or {}),
+        "env_steps_per_s": pop * steps_per_member / wall,
+        "updates_per_s": pop * updates_per_member / wall,
+        "executor": setup.config.executor,
+        "devices": [str(d) for d in jax.devices()],
+    }
+    if strategy is not None:
+        summary.update(strategy.summary(summary["best_member"]))
+    summary.update(setup.backend.summary())
+    (setup.run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False))
+    return summary
+
+
+def json_safe(value: Any) -> Any:
+    """Replace NaN/Inf (a diverged member) by None, recursively: JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,149 @@
+"""The one declared layout of a population member, and the edits strategies make to it.
+
+Every backend stores its members as a :class:`Member` (stacked over the
+population: every leaf has a leading member axis). Strategies, failure
+handling and checkpoints touch members only through the fields below, so
+exploit, rollback and re-initialisation are written once for off-policy and
+on-policy members and for compiled and host environments:
+
+=============== ==================================================== =====================
+field           what it holds                                        exploit copies it?
+=============== ==================================================== =====================
+``agent``       the algorithm's state (parameters, targets,          all of it, or the
+                optimizer states, counters)                          agent's policy fields
+``hparams``     traced per-member hyperparameters                    yes (explore edits it)
+``obs_stats``   observation normalisation (None when unused)         yes (the policy's input)
+``experience``  replay buffer (off-policy) or None (on-policy:       only with copy_buffer
+                a rollout never outlives its chunk)
+``env``         compiled backend: the member's env states and        never (a copy does not
+                running episodes; host backend: None (Gymnasium      replay its source's
+                envs live in the collector)                          episodes)
+``env_steps``   env steps taken                                      never
+``learn_from``  updates run once ``env_steps > learn_from``          never
+                (learning_starts; moved on a resume without buffers)
+``key``         the member's RNG key                                 never
+=============== ==================================================== =====================
+
+Which agent fields make up the *policy* (for ``--pbt-copy policy``) is
+declared by each algorithm (``Algorithm.policy_fields``), never guessed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from populax.agents.base import all_finite
+
+
+@struct.dataclass
+class EnvSlots:
+    """A member's E environments inside a compiled chunk (JAX environments only)."""
+
+    state: Any
+    """States of the member's E environments."""
+    obs: jax.Array
+    """Current observations of the E environments."""
+    episode_return: jax.Array
+    """Return so far of each environment's running episode."""
+    last_episode_return: jax.Array
+    """Return of each environment's most recently finished episode (NaN before one)."""
+
+
+@struct.dataclass
+class Member:
+    """Everything one member carries from chunk to chunk (see the module docstring)."""
+
+    agent: Any
+    """The algorithm's state."""
+    hparams: Any
+    """This member's traced hyperparameters."""
+    obs_stats: Any
+    """Running observation statistics the policy normalises with, or None."""
+    experience: Any
+    """Replay buffer (off-policy algorithms) or None (on-policy)."""
+    env: Any
+    """``EnvSlots`` on the compiled backend, None on the host backend."""
+    env_steps: jax.Array
+    """Env steps this member has taken, summed over its environments."""
+    learn_from: jax.Array
+    """Gradient updates run only once ``env_steps`` exceeds this (learning_starts, or a refill point)."""
+    key: jax.Array
+    """The member's RNG key (exploration, minibatches)."""
+
+
+def where_members(mask: np.ndarray, new: Any, old: Any) -> Any:
+    """Per member: ``new`` where ``mask`` else ``old`` (both stacked pytrees of one structure)."""
+    mask = jnp.asarray(mask)
+
+    def pick(a, b):
+        return jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+
+    return jax.tree.map(pick, new, old)
+
+
+def gather_members(stacked: Any, sources: jax.Array) -> Any:
+    """Member i becomes a copy of member ``sources[i]`` (an indexed gather on the member axis)."""
+    return jax.tree.map(lambda x: x[sources], stacked)
+
+
+def copy_agent(agent: Any, sources: jax.Array, fields: tuple[str, ...] | None) -> Any:
+    """The agent states with member i taken from ``sources[i]``: all fields, or only ``fields``."""
+    if fields is None:
+        return gather_members(agent, sources)
+    return agent.replace(**{name: gather_members(getattr(agent, name), sources) for name in fields})
+
+
+def exploit(population: Member, sources: jax.Array, policy_fields: tuple[str, ...] | None,
+            copy_experience: bool = False) -> Member:
+    """PBT's exploit: member i takes member ``sources[i]``'s agent (or its policy fields),
+    hyperparameters and observation statistics, and with ``copy_experience`` its replay
+    buffer. Env states, counters and keys stay the member's own."""
+    return population.replace(
+        agent=copy_agent(population.agent, sources, policy_fields),
+        hparams=gather_members(population.hparams, sources),
+        obs_stats=gather_members(population.obs_stats, sources),
+        experience=gather_members(population.experience, sources) if copy_experience else population.experience,
+    )
+
+
+def rollback_data(population: Member, previous: Member, failed: np.ndarray) -> Member:
+    """Failed members get back their experience and environments from before the chunk.
+
+    Once a member's parameters are NaN its actions are NaN: the transitions
+    and environment states of the failing chunk are poisoned too, and a fresh
+    or copied agent that learned from them would fail again.
+    """
+    restored = where_members(failed, (previous.experience, previous.env), (population.experience, population.env))
+    return population.replace(experience=restored[0], env=restored[1])
+
+
+def reinitialise(population: Member, fresh_agents: Any, members: np.ndarray) -> Member:
+    """Members ``members`` get the agent states ``fresh_agents`` (stacked over those members only).
+
+    Experience, environments, counters and hyperparameters are kept: the
+    transitions are still valid data, and the member keeps its place in the run.
+    """
+    index = jnp.asarray(members, jnp.int32)
+    agent = jax.tree.map(lambda all_, fresh: all_.at[index].set(fresh), population.agent, fresh_agents)
+    return population.replace(agent=agent)
+
+
+def freeze(population: Member, previous: Member, frozen: np.ndarray) -> Member:
+    """Frozen members are put back to their state before the chunk (their last finite one); steps still count."""
+    return where_members(frozen, previous, population).replace(env_steps=population.env_steps)
+
+
+@jax.jit
+def finite_members(agent: Any) -> jax.Array:
+    """Per member: True when every leaf of its agent state is free of NaN and Inf."""
+    return jax.vmap(all_finite)(agent)
+
+
+def member_steps(population: Member) -> int:
+    """Env steps per member (members advance in lockstep)."""
+    return int(np.max(np.asarray(population.env_steps)))

@@ -1,0 +1,116 @@
+"""Resolve a configuration into a run: algorithm, backend, hyperparameters, strategy settings, run directory.
+
+Everything is validated before anything is written (``prepare``), so a user's
+mistake leaves no trace on disk. The environment id picks the backend:
+gymnax ids the compiled one, Gymnasium/ALE ids the host one; nothing after
+this point asks which.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import yaml
+
+from populax.agents import Algorithm, get_algorithm
+from populax.backends import Backend
+from populax.envs.host_envs import resolve_env
+from populax.envs.jax_envs import gymnax_ids
+from populax.errors import ConfigError
+from populax.hparams import Distribution, resolve_specs, sample_population, spec_to_text
+from populax.population import make_executor
+from populax.run.config import TrainConfig, check_ranges, config_to_dict
+from populax.runtime.member import Member
+from populax.strategies import check_strategy_config
+from populax.strategies.space import Dim, make_space
+
+HPARAM_KEY, INIT_KEY = 1, 2
+"""fold_in constants of the run's key for hyperparameter draws and member init (3: evaluation, 4: strategy)."""
+
+
+class RunSetup(NamedTuple):
+    """A validated configuration and everything built from it (nothing on disk yet)."""
+
+    config: TrainConfig
+    algorithm: Algorithm
+    backend: Backend
+    specs: dict[str, Distribution]
+    """Each traced hyperparameter's per-member specification (a value, a list, a distribution)."""
+    hparams: Any
+    """Stacked per-member hyperparameters drawn from the seed."""
+    dims: list[Dim]
+    """The hyperparameters a strategy explores (those given as distributions or lists)."""
+    ready_interval: int
+    """PBT/PB2: env steps per member between rounds."""
+    run_dir: Path
+
+    @property
+    def num_chunks(self) -> int:
+        """Chunks (evaluation periods) in the run."""
+        return self.backend.num_chunks
+
+    @property
+    def chunk_steps(self) -> int:
+        """Env steps per member per chunk."""
+        return self.backend.chunk_steps
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    """runs/ALGO-ENV-TIMESTAMP."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.algo}-{config.env.replace('/', '_').replace(':', '_')}-{stamp}"
+
+
+def make_backend(config: TrainConfig, algorithm: Algorithm) -> Backend:
+    """The backend of ``config.env``: compiled for gymnax ids, host for Gymnasium/ALE ids."""
+    executor = make_executor(config.executor, config.pop)
+    choice = resolve_env(config.env, gymnax_ids())
+    if choice.kind == "gymnasium":
+        from populax.backends.host import make_host_backend
+
+        return make_host_backend(config, algorithm, choice.env_id, executor)
+    from populax.backends.compiled import make_compiled_backend
+
+    return make_compiled_backend(config, algorithm, choice.env_id, executor)
+
+
+def prepare(config: TrainConfig) -> RunSetup:
+    """Validate ``config`` and build the run's objects; raises ConfigError, writes nothing."""
+    check_ranges(config)
+    algorithm = get_algorithm(config.algo)
+    backend = make_backend(config, algorithm)
+    specs = resolve_specs(algorithm.hparams, config.hp, config.pop)
+    hparams = sample_population(algorithm.hparams, specs, jax.random.fold_in(jax.random.key(config.seed), HPARAM_KEY),
+                                config.pop)
+    dims = make_space(algorithm.hparams, specs)
+    ready = check_strategy_config(config, backend.chunk_steps, dims)
+    run_dir = Path(config.out) if config.out else default_run_dir(config)
+    if run_dir.exists() and not config.force:
+        raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
+    return RunSetup(config, algorithm, backend, specs, hparams, dims, ready, run_dir)
+
+
+def create_run_dir(setup: RunSetup) -> None:
+    """Make the run directory (replacing it under --force) and write config.yaml."""
+    if setup.run_dir.exists():
+        shutil.rmtree(setup.run_dir)
+    setup.run_dir.mkdir(parents=True)
+    resolved = config_to_dict(setup.config)
+    resolved["out"] = str(setup.run_dir)
+    resolved["force"] = False
+    resolved["hp"] = {name.replace("_", "-"): spec_to_text(d) for name, d in setup.specs.items()}
+    (setup.run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+
+def member_keys(seed: int, pop: int) -> jax.Array:
+    """Every member's init key, from the run's seed."""
+    return jax.random.split(jax.random.fold_in(jax.random.key(seed), INIT_KEY), pop)
+
+
+def init_population(setup: RunSetup) -> Member:
+    """Every member's initial state from the run's seed."""
+    return setup.backend.init_population(member_keys(setup.config.seed, setup.config.pop), setup.hparams)
