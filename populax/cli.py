@@ -23,7 +23,7 @@ from rich.table import Table
 from populax.devices import use_all_cores
 from populax.errors import ConfigError
 from populax.run.config import FIELDS, TrainConfig, build_config, field_docs, load_recipe
-from populax.run.recipes import recipe_layer
+from populax.run.recipes import recipe_layer, resolve_config_path
 
 console = Console(stderr=True)
 FLAG_FIELDS = [name for name in FIELDS if name not in ("hp", "algo_options", "force", "tensorboard", "progress", "save_buffer")]
@@ -78,7 +78,7 @@ def parse_train_args(argv: list[str]) -> TrainConfig:
     use_tuned = flags.pop("recipe", True)
     recipe = flags.pop("config", None)
     if recipe is not None:
-        layers.append(load_recipe(recipe))
+        layers.append(load_recipe(resolve_config_path(recipe)))
     if hp:
         flags["hp"] = hp
     if algo_options:

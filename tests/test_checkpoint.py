@@ -246,3 +246,27 @@ def test_save_restore_roundtrip_prunes_and_ignores_partial_writes(reference, tmp
             a, b = jax.random.key_data(a), jax.random.key_data(b)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert again.strategy == {"lineage": [[0, 1]], "method": "pbt"}
+
+
+def test_checkpoints_order_by_chunk_number_past_six_digits(tmp_path):
+    """Past chunk 999,999 names outgrow their padding: order, pruning and resume still follow the number."""
+    from populax.run.checkpoint import latest_checkpoint, save_checkpoint
+
+    def population(chunk: int) -> dict:
+        return {"params": np.full((2, 3), chunk, np.float32), "step": np.array([chunk, chunk], np.int32)}
+
+    out = tmp_path / "run"
+    (out / "checkpoints" / "chunk_notes").mkdir(parents=True)  # not a number: not a checkpoint, never pruned
+    chunks = [999_998, 999_999, 1_000_000, 1_000_001]
+    for chunk in chunks:
+        save_checkpoint(out, population(chunk), chunk=chunk, manifest={}, keep=10)
+    names = [p.name for p in list_checkpoints(out)]
+    assert names == ["chunk_999998", "chunk_999999", "chunk_1000000", "chunk_1000001"]
+
+    save_checkpoint(out, population(1_000_002), chunk=1_000_002, manifest={}, keep=3)
+    assert [p.name for p in list_checkpoints(out)] == ["chunk_1000000", "chunk_1000001", "chunk_1000002"]
+    assert (out / "checkpoints" / "chunk_notes").is_dir()
+
+    newest = latest_checkpoint(out, population(0))
+    assert newest.path.name == "chunk_1000002" and newest.manifest["chunk"] == 1_000_002
+    np.testing.assert_array_equal(np.asarray(newest.population["params"]), np.full((2, 3), 1_000_002, np.float32))

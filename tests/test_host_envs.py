@@ -15,7 +15,7 @@ import populax
 import populax.trainer
 from populax.cli import main
 from populax.envs import gymnax_ids
-from populax.envs.host_envs import make_host_spec, make_vector_env, resolve_env
+from populax.envs.host_envs import learning_terminals, make_host_spec, make_vector_env, resolve_env
 from populax.host_collector import Collector
 from populax.obs_norm import normalize, stats_init, stats_update
 from populax.run.config import TrainConfig
@@ -261,3 +261,53 @@ def test_async_vector_env_matches_sync():
         envs.close()
         trajectories.append(np.stack(rows))
     np.testing.assert_array_equal(trajectories[0], trajectories[1])
+
+
+def test_atari_life_loss_ends_the_learning_episode_but_not_the_game():
+    """--terminal-on-life-loss: a lost life is a terminal to learn from, yet the game plays on to its end
+    (no reset after life 1), which is also what evaluation sees (it reads only terminated/truncated)."""
+    spec = make_host_spec("ALE/Breakout-v5", terminal_on_life_loss=True)
+    envs = make_vector_env(spec, 1, "sync")
+    _, info = envs.reset(seed=0)
+    envs.action_space.seed(0)
+    assert not info["life_lost"][0] and info["lives"][0] == 5
+    lives, frame, losses = [5], info["episode_frame_number"][0], []
+    for step in range(3000):  # a random game of Breakout lasts about 200 agent steps
+        _, _, terminated, truncated, info = envs.step(envs.action_space.sample())
+        learn = learning_terminals(terminated, info)
+        assert learn.dtype == np.float32 and not truncated[0]
+        if terminated[0]:
+            assert info["final_info"]["lives"][0] == 0 and info["final_info"]["life_lost"][0] and learn[0] == 1.0
+            break
+        assert info["episode_frame_number"][0] > frame  # the same game goes on: no reset
+        frame = info["episode_frame_number"][0]
+        if info["life_lost"][0]:
+            losses.append(step)
+            assert info["lives"][0] == lives[-1] - 1 and learn[0] == 1.0
+            lives.append(info["lives"][0])
+        else:
+            assert info["lives"][0] == lives[-1] and learn[0] == 0.0
+    envs.close()
+    assert terminated[0], "the game did not end within 3000 steps"
+    assert lives == [5, 4, 3, 2, 1] and len(losses) == 4 and losses[0] < step  # lives 2-5 were played
+
+
+def test_without_life_loss_learning_terminals_are_the_terminations():
+    spec = make_host_spec("ALE/Breakout-v5")
+    envs = make_vector_env(spec, 2, "sync")
+    envs.reset(seed=0)
+    _, _, terminated, _, info = envs.step(np.ones(2, np.int64))
+    envs.close()
+    assert "life_lost" not in info
+    np.testing.assert_array_equal(learning_terminals(terminated, info), terminated.astype(np.float32))
+
+
+def test_learning_terminals_reads_the_mask_and_the_final_info_of_reset_envs():
+    terminated = np.array([False, False, True, False])
+    info = {
+        "life_lost": np.array([True, False, False, True]), "_life_lost": np.array([True, True, True, False]),
+        # env 1 was truncated (time limit) on the step it lost a life: its own info moved to final_info
+        "final_info": {"life_lost": np.array([False, True, True, False]), "_life_lost": np.array([False, True, True, False])},
+    }
+    np.testing.assert_array_equal(learning_terminals(terminated, info), np.array([1, 1, 1, 0], np.float32))
+    np.testing.assert_array_equal(learning_terminals(terminated, {}), terminated.astype(np.float32))

@@ -2,11 +2,14 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 
+import populax
 from populax.cli import main, parse_train_args
+from populax.errors import ConfigError
 from populax.run.config import FIELDS
-from populax.run.recipes import RECIPE_DIR, recipe_path
+from populax.run.recipes import RECIPE_DIR, packaged_recipes, recipe_path, resolve_config_path
 
 
 def test_recipe_is_used_as_defaults_and_flags_still_win(capsys):
@@ -52,3 +55,35 @@ def test_recipe_names_its_own_algorithm_and_environment():
             continue
         names = {f"{settings['algo']}-{settings['env']}", f"{settings['algo']}-{settings.get('strategy')}-{settings['env']}"}
         assert path.stem in names, path
+
+
+def test_recipes_are_package_data_and_the_checkout_link_still_works():
+    assert RECIPE_DIR == Path(populax.__file__).resolve().parent / "configs"
+    assert "demo" in packaged_recipes() and "sac-Pendulum-v1" in packaged_recipes()
+    link = Path(__file__).resolve().parents[1] / "configs"  # `--config configs/demo.yaml` from a checkout
+    assert link.is_symlink() and link.resolve() == RECIPE_DIR
+
+
+@pytest.mark.parametrize("text", ["td3-pbt-HalfCheetah-v5", "td3-pbt-HalfCheetah-v5.yaml", "configs/td3-pbt-HalfCheetah-v5.yaml"])
+def test_config_names_a_packaged_recipe_when_no_such_path_exists(text, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside a checkout: no configs/ here
+    assert resolve_config_path(text) == RECIPE_DIR / "td3-pbt-HalfCheetah-v5.yaml"
+
+
+def test_an_existing_config_path_wins_over_a_packaged_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("demo.yaml").write_text("pop: 3\n")
+    assert resolve_config_path("demo.yaml") == Path("demo.yaml")
+    assert parse_train_args(["--config", "demo.yaml", "--no-recipe"]).pop == 3
+    assert parse_train_args(["--config", "demo", "--no-recipe"]).pop == yaml.safe_load((RECIPE_DIR / "demo.yaml").read_text())["pop"]
+
+
+@pytest.mark.parametrize("text", ["no-such-recipe", "elsewhere/demo.yaml"])
+def test_unknown_config_is_one_line_listing_the_packaged_recipes(text, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        resolve_config_path(text)
+    message = str(error.value)
+    assert message.startswith("--config:") and "\n" not in message and "td3-pbt-HalfCheetah-v5" in message
+    assert main(["train", "--config", text, "--out", str(tmp_path / "run")]) == 2
+    assert "--config: no such file" in capsys.readouterr().err

@@ -98,14 +98,71 @@ def _missing_extra(env_id: str, entry_point: str) -> str | None:
     return None
 
 
+@functools.cache
+def _life_loss_info_class() -> type:
+    """The ``LifeLossInfo`` wrapper class, built on first use so that importing populax needs no Gymnasium."""
+    gym = _gymnasium()
+
+    class LifeLossInfo(gym.Wrapper):
+        """Puts ``info["life_lost"]`` on every step (False on reset) from ALE's life counter.
+
+        terminated/truncated are left as they are, so the game goes on after a
+        lost life and evaluation, which reads only those, plays whole games.
+        """
+
+        def __init__(self, env: Any):
+            super().__init__(env)
+            self.lives = 0
+
+        def reset(self, **kwargs: Any) -> tuple[Any, dict]:
+            obs, info = self.env.reset(**kwargs)
+            self.lives = self.env.unwrapped.ale.lives()
+            return obs, {**info, "life_lost": False}
+
+        def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict]:
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            lives = self.env.unwrapped.ale.lives()
+            lost, self.lives = bool(lives < self.lives), lives
+            return obs, reward, terminated, truncated, {**info, "life_lost": lost}
+
+    return LifeLossInfo
+
+
+def with_life_loss_info(env: Any) -> Any:
+    """An ALE ``env`` wrapped in ``LifeLossInfo``: each step's info says whether it cost a life."""
+    return _life_loss_info_class()(env)
+
+
+def _masked_flag(info: dict, key: str, like: np.ndarray) -> np.ndarray:
+    """A vector env's per-env boolean ``info[key]`` where its ``_key`` mask is set; False where absent."""
+    if key not in info:
+        return np.zeros(np.shape(like), bool)
+    return np.asarray(info[key], bool) & np.asarray(info.get("_" + key, True), bool)
+
+
+def learning_terminals(terminated: np.ndarray, info: dict) -> np.ndarray:
+    """Per-env terminal flags to learn from (float32): the episode ended, or the step lost a life.
+
+    ``info`` is a vector env's step info; ``life_lost`` is only there with
+    ``terminal_on_life_loss`` (without it this is just ``terminated``). Where an
+    env was autoreset its ``life_lost`` belongs to the new game and the step's
+    own is in ``final_info`` (a life lost on a time-limit step still counts).
+    """
+    lost = _masked_flag(info, "life_lost", terminated) | _masked_flag(info.get("final_info", {}), "life_lost", terminated)
+    return np.logical_or(terminated, lost).astype(np.float32)
+
+
 def make_env_fn(env_id: str, *, atari: bool, terminal_on_life_loss: bool, max_episode_steps: int | None,
                 render_mode: str | None = None) -> Callable[[], Any]:
     """A closure building one wrapped instance of ``env_id`` (``render_mode="rgb_array"`` for videos).
 
     Atari gets the standard DQN preprocessing: ALE's own frame skip is turned
     off (``frameskip=1``) so that ``AtariPreprocessing`` does the skipping with
-    max-pooling, then 84x84 grey frames, up to 30 no-op starts, optional
-    terminal on life loss, and a stack of the last 4 frames, channels last.
+    max-pooling, then 84x84 grey frames, up to 30 no-op starts and a stack of
+    the last 4 frames, channels last. Episodes are always whole games; with
+    ``terminal_on_life_loss`` each step's info also says whether a life was
+    lost (``info["life_lost"]``), which ``learning_terminals`` turns into a
+    terminal for learning only.
     """
 
     def make():
@@ -118,10 +175,14 @@ def make_env_fn(env_id: str, *, atari: bool, terminal_on_life_loss: bool, max_ep
             from gymnasium.wrappers import AtariPreprocessing, FrameStackObservation
 
             env = gym.make(env_id, frameskip=1, **({} if render_mode is None else {"render_mode": render_mode}))
+            # Never terminal on a lost life here: the vector env would autoreset the whole game
+            # and lives 2-5 would never be played. LifeLossInfo reports the loss instead.
             env = AtariPreprocessing(
                 env, noop_max=30, frame_skip=4, screen_size=84,
-                terminal_on_life_loss=terminal_on_life_loss, grayscale_obs=True, scale_obs=False,
+                terminal_on_life_loss=False, grayscale_obs=True, scale_obs=False,
             )
+            if terminal_on_life_loss:
+                env = with_life_loss_info(env)
             env = FrameStackObservation(env, stack_size=4)
             # Channels last (84, 84, 4), the layout of gymnax's MinAtar frames and of the CNN torsos.
             space = gym.spaces.Box(0, 255, (*env.observation_space.shape[1:], env.observation_space.shape[0]), np.uint8)

@@ -92,8 +92,15 @@ def buffer_bytes(population: Any) -> int:
 
 
 def checkpoint_name(chunk: int) -> str:
-    """Directory name of the checkpoint taken after ``chunk`` (sorts by chunk)."""
+    """Directory name of the checkpoint taken after ``chunk`` (zero-padded for people; order comes from ``chunk_index``)."""
     return f"chunk_{chunk:06d}"
+
+
+def chunk_index(name: str) -> int | None:
+    """The chunk number in a checkpoint directory name ``chunk_N``, or None when ``name`` is not one."""
+    prefix, _, suffix = name.partition("_")
+    # isdigit alone, not int(): int() also takes signs, spaces and underscores ("chunk_1_0").
+    return int(suffix) if prefix == "chunk" and suffix.isascii() and suffix.isdigit() else None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -163,11 +170,17 @@ def save_checkpoint(
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoint directories of a run, oldest first."""
+    """Complete checkpoint directories of a run, oldest first (by chunk number, not by name).
+
+    Names are padded to 6 digits only, so past chunk 999,999 a string sort
+    would put ``chunk_1000000`` before ``chunk_999999``; directories whose
+    suffix is not a number are not checkpoints.
+    """
     root = run_dir / CHECKPOINT_DIR
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("chunk_"))
+    numbered = [(chunk_index(p.name), p) for p in root.iterdir() if p.is_dir()]
+    return [p for _, p in sorted((i, p) for i, p in numbered if i is not None)]
 
 
 def verify(path: Path) -> tuple[dict[str, Any], bytes]:
