@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from populax.run.config import TrainConfig
-from populax.trainer import init_population, prepare
+from populax.runtime import init_population, prepare
 
 
 def run_chunks(executor: str, chunks: int = 2):
@@ -15,9 +15,8 @@ def run_chunks(executor: str, chunks: int = 2):
     )
     setup = prepare(config)
     population = init_population(setup)
-    train_chunk = setup.executor(setup.program.train_chunk)
-    for _ in range(chunks):
-        population, metrics = train_chunk(population)
+    for chunk in range(chunks):
+        population, metrics = setup.backend.advance(population, chunk)
     return population, metrics
 
 

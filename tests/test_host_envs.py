@@ -12,14 +12,14 @@ import pytest
 import yaml
 
 import populax
-import populax.trainer
+import populax.runtime
 from populax.cli import main
 from populax.envs import gymnax_ids
 from populax.envs.host_envs import learning_terminals, make_host_spec, make_vector_env, resolve_env
-from populax.host_collector import Collector
+from populax.backends.host.collector import Collector, collector_keys
 from populax.obs_norm import normalize, stats_init, stats_update
 from populax.run.config import TrainConfig
-from populax.trainer import prepare
+from populax.runtime import prepare
 
 
 def host_config(tmp_path, **overrides):
@@ -79,12 +79,14 @@ def test_hopper_terminal_and_time_limit_are_stored_apart(tmp_path):
     config = host_config(tmp_path, env="Hopper-v5", pop=2, envs_per_member=2, max_episode_steps=40,
                          learning_starts=10_000, total_steps=400, max_policy_lag=800)
     setup = prepare(config)
-    population = setup.functions.init(jax.random.split(jax.random.key(0), 2), setup.hparams)
-    collector = Collector(setup.spec, setup.plan, setup.functions, population, 2, "sync", seed=3)
+    backend = setup.backend
+    population = backend.functions.init(jax.random.split(jax.random.key(0), 2), setup.hparams)
+    collector = Collector(backend.spec, backend.plan, backend.functions, population, 2, "sync", seed=3,
+                          keys=collector_keys(3, 2))
     block = collector.collect_block()
     collector.close()
-    population = setup.functions.insert(population, block.transitions, block.stats)
-    data = jax.tree.map(lambda x: np.asarray(x), population.buffer.data)
+    population = backend.functions.insert(population, block.rows, block.stats)
+    data = jax.tree.map(lambda x: np.asarray(x), population.experience.data)
     terminated, truncated = data.terminated, block.truncated
     assert terminated.shape == truncated.shape == (2, 400)
     assert terminated.sum() > 0 and truncated.sum() > 0, "seeded random actions give both kinds"
@@ -128,7 +130,8 @@ def test_halfcheetah_td3_run_directory_ratio_and_lag(tmp_path):
     assert all(r["train_return"] is not None for r in records[2:])  # 150-step episodes finished
     summary = json.loads((out / "summary.json").read_text())
     host = summary["host"]
-    assert host["updates_per_member"] == math.floor(0.5 * (600 - 100))  # the ratio, exactly at the end
+    # the ratio, exactly: phases of 2 steps (1 update each) after learning_starts
+    assert summary["updates_per_member"] == 0.5 * (600 - 100)
     assert host["max_policy_lag_seen"] <= 40
     assert 0 < host["learner_busy_fraction"] < 1
     assert all(math.isfinite(m["final_return"]) for m in summary["members"])
@@ -152,7 +155,7 @@ def test_without_overlap_a_host_run_is_reproducible(tmp_path):
     """Alternating collection and learning (overlap off): the same seed gives the same run."""
     config = host_config(tmp_path, env="gymnasium:Pendulum-v1", total_steps=300, eval_every=300, overlap=False)
     setup = prepare(config)  # one setup, run twice: the compiled functions are reused
-    first, second = populax.trainer.run(setup), populax.trainer.run(setup)
+    first, second = populax.runtime.run(setup), populax.runtime.run(setup)
     np.testing.assert_array_equal(first.returns, second.returns)
     for x, y in zip(jax.tree.leaves(first.population.agent), jax.tree.leaves(second.population.agent)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -205,8 +208,8 @@ def test_atari_frames_flow_through_collector_buffer_and_evaluation():
     """The host path with real ALE frames and a discrete action space, using a minimal
     linear-Q agent (no DQN on this branch): uint8 frames in the buffer, one action per env."""
     from populax.agents.base import Agent
-    from populax.host_collector import evaluate
-    from populax.host_member import HostPlan, make_functions
+    from populax.backends.host.collector import evaluate
+    from populax.backends.host.member import HostPlan, make_functions
     from populax.population import make_executor
 
     spec = make_host_spec("ALE/Pong-v5", max_episode_steps=30)
@@ -221,15 +224,16 @@ def test_atari_frames_flow_through_collector_buffer_and_evaluation():
         policy=lambda state, obs: jax.numpy.argmax(q_values(state, obs), -1),
         update=lambda state, batch, key, hp: (state, {}),
     )
-    plan = HostPlan(envs_per_member=2, block_iterations=40, update_chunk=1, total_iterations=40, learning_starts=20,
-                    updates_per_step=1.0, max_policy_lag=80, batch_size=8, buffer_size=80)
+    plan = HostPlan(envs_per_member=2, block_iterations=40, chunk_blocks=1, update_chunk=1, iterations_per_phase=1,
+                    updates_per_phase=2, learning_starts=20, max_policy_lag=80, batch_size=8, buffer_size=80,
+                    on_policy=False)
     functions = make_functions(agent, spec, plan, make_executor("vmap", 2), obs_norm=False)
     population = functions.init(jax.random.split(jax.random.key(0), 2), jax.numpy.zeros(2))
-    collector = Collector(spec, plan, functions, population, 2, "sync", seed=0)
+    collector = Collector(spec, plan, functions, population, 2, "sync", seed=0, keys=collector_keys(0, 2))
     block = collector.collect_block()
     collector.close()
-    population = functions.insert(population, block.transitions, block.stats)
-    data = population.buffer.data
+    population = functions.insert(population, block.rows, block.stats)
+    data = population.experience.data
     assert data.obs.dtype == np.uint8 and data.obs.shape == (2, 80, 84, 84, 4)
     assert data.action.shape == (2, 80) and int(data.action.max()) < 6
     assert np.asarray(block.truncated).sum() == 2 * 2  # every env hit the 30-step limit once in 40 iterations

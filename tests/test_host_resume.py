@@ -80,15 +80,15 @@ def interrupted(killed, tmp_path_factory):
 @pytest.fixture(scope="module")
 def finished(interrupted, tmp_path_factory):
     """The interrupted run resumed to the end in this process, and a copy resumed again from the same checkpoint."""
-    import populax.trainer
+    import populax.runtime
 
     out = interrupted[0]
     again = tmp_path_factory.mktemp("host") / "again"
     shutil.copytree(out, again)
     setup = load_setup(out)
-    result = populax.trainer.run(setup, start=load_checkpoint(setup))
+    result = populax.runtime.run(setup, start=load_checkpoint(setup))
     twin = setup._replace(run_dir=again)  # the same compiled functions: the second resume costs no compilation
-    populax.trainer.run(twin, start=load_checkpoint(twin))
+    populax.runtime.run(twin, start=load_checkpoint(twin))
     return out, again, result
 
 
@@ -97,7 +97,7 @@ def test_checkpoint_restores_exactly_what_was_saved(killed):
 
     checkpoint = load_checkpoint(load_setup(killed))
     payload = saved_payload(checkpoint.path)
-    assert checkpoint.manifest["kind"] == "host" and checkpoint.manifest["buffer_saved"]
+    assert checkpoint.manifest["backend"] == "host" and checkpoint.manifest["buffer_saved"]
     assert checkpoint.manifest["env_step"] % 100 == 0 and 0 < checkpoint.manifest["env_step"] < 800
     saved = leaves(payload["population"])
     restored = leaves(serialization.to_state_dict(to_host(checkpoint.population)))

@@ -5,7 +5,7 @@ import numpy as np
 
 from populax.envs import make_jax_env
 from populax.run.config import TrainConfig
-from populax.trainer import init_population, prepare
+from populax.runtime import init_population, prepare
 
 
 def test_time_limit_is_truncation_with_true_final_observation():
@@ -15,13 +15,13 @@ def test_time_limit_is_truncation_with_true_final_observation():
                          hidden=(8,), batch_size=8, out="unused")
     setup = prepare(config)
     population = init_population(setup)
-    population, _ = setup.executor(setup.program.train_chunk)(population)
-    data = jax.tree.map(lambda x: np.asarray(x[0]), population.buffer.data)
+    population, _ = setup.backend.advance(population, 0)
+    data = jax.tree.map(lambda x: np.asarray(x[0]), population.experience.data)
     assert data.terminated.sum() == 0
     # rows are interleaved by env: row 2*t + e is env e at step t
     obs, next_obs = data.obs.reshape(200, 2, 3), data.next_obs.reshape(200, 2, 3)
     np.testing.assert_allclose(next_obs[:-1], obs[1:], atol=1e-6)  # continuity within the episode
-    assert np.isfinite(population.last_episode_return).all()  # both episodes completed at step 200
+    assert np.isfinite(population.env.last_episode_return).all()  # both episodes completed at step 200
 
 
 def test_cartpole_fall_is_terminal():
@@ -41,8 +41,6 @@ def test_evaluation_is_deterministic_given_key():
     config = TrainConfig(pop=2, total_steps=200, eval_every=200, hidden=(8,), out="unused", eval_episodes=3)
     setup = prepare(config)
     population = init_population(setup)
-    evaluate = setup.executor(setup.program.evaluate)
-    keys = jax.random.split(jax.random.key(5), 2)
-    a, b = evaluate(population, keys), evaluate(population, keys)
+    a, b = setup.backend.evaluate(population, 5), setup.backend.evaluate(population, 5)
     np.testing.assert_array_equal(a, b)
     assert np.all(np.asarray(a) < 0)  # Pendulum returns are negative

@@ -15,7 +15,7 @@ from populax.hparams import Distribution, resolve_specs
 from populax.population import select_member
 from populax.strategies import make_strategy, pb2, pbt
 from populax.strategies.space import from_unit, make_space, to_unit
-from populax.trainer import init_population, prepare, run
+from populax.runtime import init_population, prepare, run
 
 LR_PRIOR = {"lr-actor": "loguniform:1e-6,1e-1", "lr-critic": "loguniform:1e-6,1e-1", "delay": "1,2,3,4"}
 
@@ -93,8 +93,7 @@ def test_exploit_copies_whole_member_and_explores_within_bounds(tmp_path):
     setup = prepare(tiny_config(tmp_path, "copy", total_steps=1_000))
     strategy = make_strategy(setup)
     population = init_population(setup)
-    train_chunk = setup.executor(setup.program.train_chunk)
-    population, metrics = train_chunk(population)
+    population, metrics = setup.backend.advance(population, 0)
     metrics = {k: np.asarray(v) for k, v in metrics.items()}
     # chunk 0 of 2 at step 500 = ready_interval: a round is due. Member 1 is the worst, 2 the best.
     returns = np.array([-500.0, -900.0, -100.0, -300.0])
@@ -104,14 +103,14 @@ def test_exploit_copies_whole_member_and_explores_within_bounds(tmp_path):
     assert leaves_equal(select_member(after.agent, 1), select_member(before.agent, 2))
     assert leaves_equal(select_member(after.agent, 0), select_member(before.agent, 0))
     # Own environments, data and random stream are kept: a copy does not replay its source.
-    assert leaves_equal(select_member(after.buffer, 1), select_member(before.buffer, 1))
+    assert leaves_equal(select_member(after.experience, 1), select_member(before.experience, 1))
     assert not jnp.array_equal(jax.random.key_data(after.key[1]), jax.random.key_data(after.key[2]))
     new = events[0]["new_hparams"]
     assert new == {k: pytest.approx(v, rel=1e-6) for k, v in strategy.schedules[1][-1]["hparams"].items()}
     assert 1e-6 <= new["lr-actor"] <= 1e-1 and 1e-6 <= new["lr-critic"] <= 1e-1 and 1 <= new["delay"] <= 4
     assert new["gamma"] == events[0]["old_hparams"]["gamma"] == 0.99  # fixed hyperparameters are not explored
     # The policy-only variant (the paper's) copies actor fields and leaves the critic.
-    policy_copy = pbt.exploit(before, jnp.array([0, 2, 2, 3]), copy="policy")
+    policy_copy = pbt.exploit(before, jnp.array([0, 2, 2, 3]), setup.algorithm.policy_fields)
     assert leaves_equal(select_member(policy_copy.agent.actor, 1), select_member(before.agent.actor, 2))
     assert leaves_equal(select_member(policy_copy.agent.critic, 1), select_member(before.agent.critic, 1))
 
@@ -139,25 +138,17 @@ def test_pbt_lineage_is_reproducible_and_bounded(tmp_path):
     assert (result.run_dir / "report" / "lineage.png").stat().st_size > 1000
 
 
-def poisoned(setup, member: int, at_call: int):
-    """The setup with NaN written into ``member``'s actor before its ``at_call``-th chunk."""
-    calls = [0]
+def poison(member: int, at_chunk: int):
+    """A ``before_chunk`` hook writing NaN into every leaf of ``member``'s agent before chunk ``at_chunk``."""
 
-    def executor(fn):
-        mapped = setup.executor(fn)
-        if fn is not setup.program.train_chunk:
-            return mapped
+    def hook(population, chunk):
+        if chunk != at_chunk:
+            return population
+        agent = jax.tree.map(lambda x: x.at[member].set(jnp.nan) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                             population.agent)
+        return population.replace(agent=agent)
 
-        def train_chunk(population):
-            calls[0] += 1
-            if calls[0] == at_call:
-                actor = jax.tree.map(lambda x: x.at[member].set(jnp.nan), population.agent.actor)
-                population = population.replace(agent=population.agent.replace(actor=actor))
-            return mapped(population)
-
-        return train_chunk
-
-    return setup._replace(executor=executor)
+    return hook
 
 
 @pytest.mark.parametrize("strategy, on_failure, kind", [
@@ -168,7 +159,7 @@ def poisoned(setup, member: int, at_call: int):
 def test_nan_member_is_detected_and_handled(tmp_path, strategy, on_failure, kind):
     # ready_interval 1500 = the last evaluation: no regular PBT round in this run, so the only event is the failure.
     config = tiny_config(tmp_path, kind, strategy=strategy, on_failure=on_failure, ready_interval=1_500)
-    result = run(poisoned(prepare(config), member=2, at_call=2))
+    result = run(prepare(config), before_chunk=poison(member=2, at_chunk=1))
     events = [json.loads(line) for line in (result.run_dir / "lineage.jsonl").read_text().splitlines()]
     assert [(e["event"], e["member"], e["env_step"]) for e in events] == [(kind, 2, 1_000)]
     assert np.all(np.isfinite(result.returns)), result.returns

@@ -88,7 +88,7 @@ class TrainConfig:
     obs_norm: bool = False
     """Host envs: normalise observations with running per-member statistics."""
     terminal_on_life_loss: bool = False
-    """Atari: treat the loss of a life as a terminal state."""
+    """Atari: a lost life ends the training episode (no bootstrap) while the game goes on; evaluation plays whole games."""
     max_episode_steps: int = 0
     """Host envs: time limit per episode (0: the environment's own)."""
     hp: dict[str, Any] = field(default_factory=dict)

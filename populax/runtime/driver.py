@@ -101,7 +101,8 @@ def run(
     Checkpoints land every ``checkpoint_every`` steps, at the end, and when
     SIGINT/SIGTERM asks the run to stop (after the current chunk); a stopped
     run returns with ``interrupted=True``. ``before_chunk(population, chunk)``
-    may edit the members before each chunk (fault injection in tests).
+    may edit the members at the start of each chunk, as a fault inside the
+    chunk would (fault injection in tests).
     """
     config, backend = setup.config, setup.backend
     progress = Progress(setup)
@@ -131,10 +132,10 @@ def run(
     try:
         with StopSignals() as stop:
             for chunk in range(first_chunk, setup.num_chunks):
-                if before_chunk is not None:
-                    population = before_chunk(population, chunk)
                 chunk_start = time.perf_counter()
                 previous = population
+                if before_chunk is not None:  # as if inside the chunk: `previous` keeps the unedited members
+                    population = before_chunk(population, chunk)
                 if progress.first_chunk_s is None:
                     with CompileClock(begin) as clock:
                         population, metrics = jax.block_until_ready(backend.advance(population, chunk))

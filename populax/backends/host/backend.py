@@ -164,6 +164,7 @@ class HostBackend:
                                        seed=seed, keys=self.keys, iterations=steps // self.plan.envs_per_member)
         self.learner = Learner(self.plan, self.functions, config.pop, int(extra["updates"]) if extra else 0)
         self.episode_returns = [[] for _ in range(config.pop)]
+        self.started_at = time.perf_counter()
         if self.overlap:
             self.thread = threading.Thread(target=self._produce, name="populax-collector", daemon=True)
             self.thread.start()
@@ -240,7 +241,7 @@ class HostBackend:
         return {"host": {
             "vector_env": self.config.vector_env,
             "overlap": self.overlap,
-            "learner_busy_s": self.learner.busy_s if self.learner else 0.0,
+            "learner_busy_fraction": self.learner.busy_s / (time.perf_counter() - self.started_at) if self.learner else 0.0,
             "collector_wait_s": self.collector.wait_s if self.collector else 0.0,
             "max_policy_lag_seen": self.max_lag,
             "eval_s": self.eval_s,

@@ -16,7 +16,13 @@ import numpy as np
 
 from populax.agents.base import Transition
 from populax.backends.host.member import HostFunctions, HostPlan, RolloutRows
-from populax.envs.host_envs import HostEnvSpec, final_observations, make_vector_env, to_env_actions
+from populax.envs.host_envs import (
+    HostEnvSpec,
+    final_observations,
+    learning_terminals,
+    make_vector_env,
+    to_env_actions,
+)
 from populax.obs_norm import RunningStats
 from populax.runtime.member import Member, where_members
 
@@ -135,7 +141,8 @@ class Collector:
             rows["action"].append(actions)
             rows["reward"].append(np.asarray(reward, np.float32))
             rows["next_obs"].append(np.asarray(final_observations(next_obs, done, info), self.spec.obs_dtype))
-            rows["terminated"].append(np.asarray(terminated, np.float32))
+            # A lost life ends the *training* episode (no bootstrap) while the game goes on (--terminal-on-life-loss).
+            rows["terminated"].append(learning_terminals(terminated, info))
             rows["truncated"].append(np.asarray(truncated, np.float32))
             for name, value in extras.items():
                 rows.setdefault(name, []).append(np.asarray(value).reshape(n * e))
