@@ -20,8 +20,7 @@ from populax.cli import main
 from populax.run.checkpoint import STATE_FILE, list_checkpoints
 from populax.run.resume import load_checkpoint, load_setup
 
-# 800 env steps per member, an evaluation every 200, a checkpoint every 100 (2 blocks of 50; the first
-# lands before the first update and evaluation are compiled, which keeps the killed run short).
+# 800 env steps per member, an evaluation and a checkpoint every 200 (a chunk of 4 blocks of 50).
 ARGS = ["--env", "gymnasium:Pendulum-v1", "--pop", "2", "--total-steps", "800", "--eval-every", "200",
         "--learning-starts", "100", "--hidden", "32,32", "--batch-size", "32", "--eval-episodes", "2",
         "--checkpoint-every", "100", "--keep-checkpoints", "2", "--obs-norm", "true", "--seed", "4",
@@ -121,18 +120,18 @@ def test_sigint_leaves_a_checkpoint_exits_0_and_says_how_to_resume(interrupted):
     checkpoint = load_checkpoint(load_setup(out))
     assert checkpoint.path.name > resumed_from and checkpoint.manifest["env_step"] < 800
     assert checkpoint.manifest["metrics_offset"] == (out / "metrics.jsonl").stat().st_size
-    assert len(records(out)) == 2 * checkpoint.manifest["evaluation"]
+    assert len(records(out)) == 2 * (checkpoint.manifest["chunk"] + 1)  # one evaluation per chunk, two members
 
 
 def test_kill_9_then_resume_reaches_the_end_without_duplicates(finished):
     out, _, result = finished
     summary = json.loads((out / "summary.json").read_text())
     assert summary["env_steps_per_member"] == 800 and not result.interrupted
-    assert summary["host"]["updates_per_member"] == 800 - 100  # the update-to-data ratio holds across two resumes
+    assert summary["updates_per_member"] == 800 - 100  # the update-to-data ratio holds across two resumes
     steps = [(r["env_step"], r["member"]) for r in records(out)]
     assert steps == [(s, m) for s in (200, 400, 600, 800) for m in (0, 1)]  # from the start, nothing twice
     final = json.loads((list_checkpoints(out)[-1] / "manifest.json").read_text())
-    assert final["env_step"] == 800 and final["evaluation"] == 4
+    assert final["env_step"] == 800 and final["chunk"] == 3
 
 
 def test_two_resumes_of_one_checkpoint_are_identical(finished):
