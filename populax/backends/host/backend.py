@@ -95,7 +95,9 @@ class Learner:
         if not self.metrics:
             return {}
         names = self.metrics[0].keys()
-        out = {n: np.nanmean(np.stack([np.asarray(m[n], np.float64) for m in self.metrics]), axis=0) for n in names}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: no actor step ran (TD3's delay), reported as NaN
+            out = {n: np.nanmean(np.stack([np.asarray(m[n], np.float64) for m in self.metrics]), axis=0) for n in names}
         self.metrics = []
         return out
 
@@ -124,6 +126,10 @@ class HostBackend:
                                    steps_per_update=steps_per_update,
                                    total_updates=max(1, plan.owed_updates(0, total_steps, config.learning_starts)))
         self.functions = make_functions(algorithm.make(agent_spec), spec, self.plan, executor, config.obs_norm)
+        self._reset_session()
+
+    def _reset_session(self) -> None:
+        """Per-run state: a backend (its compiled functions) may serve several runs one after another."""
         self.collector: Collector | None = None
         self.learner: Learner | None = None
         self.thread: threading.Thread | None = None
@@ -135,6 +141,7 @@ class HostBackend:
         self.steady: list[float] = [0.0, 0.0]
         """Advance seconds and env steps per member after this session's first chunk (compilation done)."""
         self.episode_returns: list[list[float]] = []
+        self.started_at = time.perf_counter()
 
     @property
     def overlap(self) -> bool:
@@ -153,6 +160,7 @@ class HostBackend:
 
     def start(self, population: Member, extra: Any = None) -> None:
         """Open the envs (reset from the seed, or a seed derived from the resume step) and the collector thread."""
+        self._reset_session()
         config = self.config
         steps = member_steps(population)
         seed = config.seed if steps == 0 else resume_reset_seed(config.seed, steps)
@@ -164,7 +172,6 @@ class HostBackend:
                                        seed=seed, keys=self.keys, iterations=steps // self.plan.envs_per_member)
         self.learner = Learner(self.plan, self.functions, config.pop, int(extra["updates"]) if extra else 0)
         self.episode_returns = [[] for _ in range(config.pop)]
-        self.started_at = time.perf_counter()
         if self.overlap:
             self.thread = threading.Thread(target=self._produce, name="populax-collector", daemon=True)
             self.thread.start()

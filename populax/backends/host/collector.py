@@ -48,11 +48,21 @@ class Block(NamedTuple):
     """The collector's per-member RNG keys after the block (a checkpoint resumes collection from them)."""
 
 
+def finite_actions(actions: np.ndarray) -> np.ndarray:
+    """Non-finite actions (a diverged member's, until the strategy replaces it) become 0 (+-1 for +-inf).
+
+    They are what the envs execute and what the buffer stores, so neither the
+    envs nor the data a fresh or copied agent learns from are poisoned.
+    """
+    if not np.issubdtype(actions.dtype, np.floating):
+        return actions
+    return np.nan_to_num(actions, nan=0.0, posinf=1.0, neginf=-1.0)
+
+
 def env_actions(spec: HostEnvSpec, actions: np.ndarray) -> np.ndarray:
-    """What the envs receive: continuous actions clipped to [-1, 1] (PPO samples beyond it) and
-    non-finite ones (a diverged member, until the strategy replaces it) set to 0, then rescaled."""
+    """What the envs receive: continuous actions clipped to [-1, 1] (PPO samples beyond it), then rescaled."""
     if not spec.action.discrete:
-        actions = np.clip(np.nan_to_num(actions, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+        actions = np.clip(actions, -1.0, 1.0)
     return to_env_actions(spec, actions)
 
 
@@ -134,7 +144,7 @@ class Collector:
             obs = self.obs.reshape(n, e, *self.spec.obs_shape)
             actions, extras, self.stats, self.keys = self.functions.act(agent_state, self.stats, hparams, obs, self.keys,
                                                                         warming)
-            actions = np.asarray(actions).reshape(n * e, *np.shape(actions)[2:])
+            actions = finite_actions(np.asarray(actions).reshape(n * e, *np.shape(actions)[2:]))
             next_obs, reward, terminated, truncated, info = self.envs.step(env_actions(self.spec, actions))
             done = np.logical_or(terminated, truncated)
             rows["obs"].append(self.obs)
