@@ -26,7 +26,7 @@ import jax
 
 from populax.run.config import build_config
 from populax.run.recipes import recipe_layer
-from populax.trainer import init_population, prepare
+from populax.runtime import init_population, prepare
 
 
 def build(pop: int, args: argparse.Namespace):
@@ -37,12 +37,16 @@ def build(pop: int, args: argparse.Namespace):
     if args.hidden:
         layer["hidden"] = args.hidden
     setup = prepare(build_config([recipe, layer]))
-    chunk = setup.executor(setup.program.train_chunk)
+    backend = setup.backend
+
+    def chunk(population):
+        return backend.advance(population, 0)
+
     population = init_population(setup)
     start = time.perf_counter()
     population, _ = chunk(population)  # compile + first chunk
     jax.block_until_ready(population)
-    return chunk, population, time.perf_counter() - start, setup.schedule.chunk_steps
+    return chunk, population, time.perf_counter() - start, setup.chunk_steps
 
 
 def main() -> None:

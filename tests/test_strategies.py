@@ -13,9 +13,9 @@ from populax.agents.td3 import TD3HParams
 from populax.errors import ConfigError
 from populax.hparams import Distribution, resolve_specs
 from populax.population import select_member
+from populax.runtime import init_population, prepare, run
 from populax.strategies import make_strategy, pb2, pbt
 from populax.strategies.space import from_unit, make_space, to_unit
-from populax.runtime import init_population, prepare, run
 
 LR_PRIOR = {"lr-actor": "loguniform:1e-6,1e-1", "lr-critic": "loguniform:1e-6,1e-1", "delay": "1,2,3,4"}
 
