@@ -11,13 +11,12 @@ from __future__ import annotations
 import shutil
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import yaml
 
 from populax.agents import Algorithm, get_algorithm
-from populax.backends import Backend
 from populax.envs.host_envs import resolve_env
 from populax.envs.jax_envs import gymnax_ids
 from populax.errors import ConfigError
@@ -27,6 +26,9 @@ from populax.run.config import TrainConfig, check_ranges, config_to_dict
 from populax.runtime.member import Member
 from populax.strategies import check_strategy_config
 from populax.strategies.space import Dim, make_space
+
+if TYPE_CHECKING:  # the backends import the member layout from this package
+    from populax.backends import Backend
 
 HPARAM_KEY, INIT_KEY = 1, 2
 """fold_in constants of the run's key for hyperparameter draws and member init (3: evaluation, 4: strategy)."""

@@ -138,8 +138,9 @@ class HostBackend:
         self.keys: jax.Array | None = None
         self.max_lag = 0
         self.eval_s = 0.0
-        self.steady: list[float] = [0.0, 0.0]
-        """Advance seconds and env steps per member after this session's first chunk (compilation done)."""
+        self.steady: list[float] = [0.0, 0.0, 0.0]
+        """Advance seconds, env steps per member and learner-busy seconds after this session's first chunk
+        (compilation done)."""
         self.episode_returns: list[list[float]] = []
         self.started_at = time.perf_counter()
 
@@ -193,7 +194,7 @@ class HostBackend:
 
     def advance(self, population: Member, chunk: int) -> tuple[Member, dict[str, Any]]:
         """Consume ``chunk_blocks`` blocks: insert, update, publish the new parameters after each."""
-        start = time.perf_counter()
+        start, busy = time.perf_counter(), self.learner.busy_s
         for _ in range(self.plan.chunk_blocks):
             block = self._next_block()
             population = self.learner.consume(population, block)
@@ -208,6 +209,7 @@ class HostBackend:
         if chunk > 0:
             self.steady[0] += time.perf_counter() - start
             self.steady[1] += self.chunk_steps
+            self.steady[2] += self.learner.busy_s - busy
         return population, metrics
 
     def evaluate(self, population: Member, chunk: int) -> np.ndarray:
@@ -244,7 +246,7 @@ class HostBackend:
 
     def summary(self) -> dict[str, Any]:
         """summary.json's ``host`` section: how collection and learning shared the time."""
-        advance_s, steps = self.steady
+        advance_s, steps, busy_s = self.steady
         return {"host": {
             "vector_env": self.config.vector_env,
             "overlap": self.overlap,
@@ -254,6 +256,7 @@ class HostBackend:
             "eval_s": self.eval_s,
             # After the first chunk, evaluation excluded: what the benchmark reports.
             "steady_env_steps_per_s": self.config.pop * steps / advance_s if advance_s > 0 else None,
+            "steady_learner_busy_fraction": busy_s / advance_s if advance_s > 0 else None,
         }}
 
     # -- one saved member ------------------------------------------------------------------
