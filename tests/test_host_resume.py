@@ -120,7 +120,7 @@ def test_sigint_leaves_a_checkpoint_exits_0_and_says_how_to_resume(interrupted):
     checkpoint = load_checkpoint(load_setup(out))
     assert checkpoint.path.name > resumed_from and checkpoint.manifest["env_step"] < 800
     assert checkpoint.manifest["metrics_offset"] == (out / "metrics.jsonl").stat().st_size
-    assert len(records(out)) == 2 * (checkpoint.manifest["chunk"] + 1)  # one evaluation per chunk, two members
+    assert len(records(out)) == 2 * checkpoint.manifest["chunks_done"]  # one evaluation per finished chunk, two members
 
 
 def test_kill_9_then_resume_reaches_the_end_without_duplicates(finished):

@@ -10,7 +10,8 @@ behind this small interface:
 ``init_population(keys, hparams)``  every member's initial :class:`Member`
 ``init_agents(keys, hparams)``      fresh agent states for some members (re-init)
 ``start(population, extra)``        open envs / threads (``extra``: a checkpoint's)
-``advance(population, chunk)``      -> (population, per-member train metrics)
+``advance(population, chunk, stop)`` -> (population, per-member train metrics); may end
+                                    early when ``stop()`` (host: after a block)
 ``evaluate(population, chunk)``     -> per-member mean return of fresh episodes
 ``members_changed(population, m)``  a strategy edited members ``m`` (host: re-publish)
 ``extra_state()``                   what a checkpoint holds beyond the members
@@ -28,6 +29,7 @@ behind this small interface:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -48,7 +50,8 @@ class Backend(Protocol):
 
     def start(self, population: Member, extra: Any = None) -> None: ...
 
-    def advance(self, population: Member, chunk: int) -> tuple[Member, dict[str, Any]]: ...
+    def advance(self, population: Member, chunk: int,
+                should_stop: Callable[[], bool] | None = None) -> tuple[Member, dict[str, Any]]: ...
 
     def evaluate(self, population: Member, chunk: int) -> np.ndarray: ...
 

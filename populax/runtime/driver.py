@@ -113,7 +113,9 @@ def run(
         population, first_chunk, elapsed, extra = init_population(setup), 0, 0.0, None
         returns = np.full(config.pop, np.nan)
     else:
-        population, first_chunk, elapsed = start.population, start.manifest["chunk"] + 1, start.manifest["wall_time_s"]
+        # chunks_done: a host run stopped inside a chunk resumes that chunk where it stopped.
+        first_chunk = start.manifest.get("chunks_done", start.manifest["chunk"] + 1)
+        population, elapsed = start.population, start.manifest["wall_time_s"]
         returns, extra = np.asarray(start.manifest["returns"], float), start.extra
         if start.strategy is not None:
             strategy.load_state_dict(start.strategy)
@@ -136,12 +138,22 @@ def run(
                 previous = population
                 if before_chunk is not None:  # as if inside the chunk: `previous` keeps the unedited members
                     population = before_chunk(population, chunk)
+                def should_stop() -> bool:
+                    return stop.requested
+
                 if progress.first_chunk_s is None:
                     with CompileClock(begin) as clock:
-                        population, metrics = jax.block_until_ready(backend.advance(population, chunk))
+                        population, metrics = jax.block_until_ready(backend.advance(population, chunk, should_stop))
                     progress.compile_s, progress.first_step_s = clock.compile_s, clock.first_step_s or 0.0
                 else:
-                    population, metrics = backend.advance(population, chunk)
+                    population, metrics = backend.advance(population, chunk, should_stop)
+                if member_steps(population) < (chunk + 1) * setup.chunk_steps:
+                    # A backend that stopped inside the chunk (host: after a block): checkpoint where it stands.
+                    progress.env_steps = member_steps(population)
+                    save_run_checkpoint(setup, population, chunk, progress, returns, strategy,
+                                        logger.path.stat().st_size, time.perf_counter() - begin, complete=False)
+                    interrupted = True
+                    break
                 returns = backend.evaluate(population, chunk)
                 metrics = {**metrics, "finite": finite_members(population.agent)}
                 if progress.first_chunk_s is None:
@@ -185,10 +197,12 @@ def edited_members(events: list[dict], pop: int) -> np.ndarray:
 
 
 def save_run_checkpoint(setup: RunSetup, population: Member, chunk: int, progress: Progress, returns: np.ndarray,
-                        strategy: Any, metrics_offset: int, wall: float) -> Path:
-    """Checkpoint after ``chunk``: members, strategy state, the backend's extra state, the driver's position."""
+                        strategy: Any, metrics_offset: int, wall: float, complete: bool = True) -> Path:
+    """Checkpoint after ``chunk`` (or inside it, ``complete=False``): members, strategy state, the backend's
+    extra state, the driver's position."""
     manifest = {
         "backend": setup.backend.kind,
+        "chunks_done": chunk + 1 if complete else chunk,
         "env_step": progress.env_steps,
         "metrics_offset": metrics_offset,
         "wall_time_s": wall,

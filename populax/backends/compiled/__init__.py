@@ -63,8 +63,10 @@ class CompiledBackend:
     def start(self, population: Member, extra: Any = None) -> None:
         """Nothing to open: the environments live inside the members."""
 
-    def advance(self, population: Member, chunk: int) -> tuple[Member, dict[str, Any]]:
-        """One compiled chunk: ``chunk_steps`` env steps and their updates for every member."""
+    def advance(self, population: Member, chunk: int,
+                should_stop: Callable[[], bool] | None = None) -> tuple[Member, dict[str, Any]]:
+        """One compiled chunk: ``chunk_steps`` env steps and their updates for every member (one XLA call:
+        a stop request is honoured after it)."""
         return self._train_chunk(population)
 
     def evaluate(self, population: Member, chunk: int) -> np.ndarray:

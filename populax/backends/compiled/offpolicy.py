@@ -254,6 +254,12 @@ def make_offpolicy_program(agent: Agent, env: JaxEnv, schedule: Schedule) -> Mem
         member, _ = jax.lax.scan(env_iteration, member, length=schedule.iterations_per_phase)
         return jax.lax.scan(learn, member, length=schedule.updates_per_phase)
 
+    return chunked_program(agent, env, schedule, init, phase)
+
+
+def chunked_program(agent: Any, env: JaxEnv, schedule: Any, init: Callable, phase: Callable) -> MemberProgram:
+    """The member program whose chunk is ``schedule.phases_per_chunk`` scanned ``phase``s (both loops share it)."""
+
     def train_chunk(member: Member) -> tuple[Member, dict[str, jax.Array]]:
         member, metrics = jax.lax.scan(phase, member, length=schedule.phases_per_chunk)
         return member, summarize_chunk(metrics, member)

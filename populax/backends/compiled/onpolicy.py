@@ -22,10 +22,9 @@ from populax.agents.ppo import OnPolicyAgent, Rollout, bootstrap_truncated, lear
 from populax.backends.compiled.offpolicy import (
     MemberProgram,
     advance_episodes,
-    evaluate_policy,
+    chunked_program,
     new_member,
     reset_envs,
-    summarize_chunk,
 )
 from populax.envs.jax_envs import JaxEnv
 from populax.runtime.member import Member
@@ -81,13 +80,4 @@ def make_onpolicy_program(agent: OnPolicyAgent, env: JaxEnv, schedule: OnPolicyS
         agent_state, metrics = learn_rollout(agent, member.agent, rollout, last_value, update_key, member.hparams)
         return member.replace(agent=agent_state, key=key), metrics
 
-    def train_chunk(member: Member):
-        member, metrics = jax.lax.scan(phase, member, length=schedule.phases_per_chunk)
-        return member, summarize_chunk(metrics, member)
-
-    def evaluate(member: Member, key: jax.Array) -> jax.Array:
-        """Mean undiscounted return of fresh episodes under the deterministic policy."""
-        return evaluate_policy(agent.policy, member.agent, env, schedule.eval_episodes, key)
-
-    return MemberProgram(init=init, init_agent=agent.init, train_chunk=train_chunk, evaluate=evaluate,
-                         policy=agent.policy)
+    return chunked_program(agent, env, schedule, init, phase)

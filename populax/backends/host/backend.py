@@ -192,10 +192,19 @@ class HostBackend:
             raise self.failure[0] if self.failure else RuntimeError("the host collector stopped")
         return block
 
-    def advance(self, population: Member, chunk: int) -> tuple[Member, dict[str, Any]]:
-        """Consume ``chunk_blocks`` blocks: insert, update, publish the new parameters after each."""
+    def advance(self, population: Member, chunk: int,
+                should_stop: Callable[[], bool] | None = None) -> tuple[Member, dict[str, Any]]:
+        """Consume blocks up to the end of ``chunk``: insert, update, publish the new parameters after each.
+
+        A stop request (``should_stop``) ends the chunk early after the current
+        block, so Ctrl-C answers within a block however long the evaluation
+        period; a resumed run continues the chunk from there.
+        """
         start, busy = time.perf_counter(), self.learner.busy_s
-        for _ in range(self.plan.chunk_blocks):
+        end = (chunk + 1) * self.chunk_steps
+        while member_steps(population) < end:
+            if should_stop is not None and should_stop():
+                break
             block = self._next_block()
             population = self.learner.consume(population, block)
             self.keys = block.keys
