@@ -61,10 +61,11 @@ def plot(runs: dict[str, Path], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for (strategy, run_dir), color in zip(runs.items(), ("tab:blue", "tab:orange")):
+    # Distinct dash styles: an unreplaced best member trains identically in both runs, so the lines can coincide.
+    for (strategy, run_dir), color, dashes in zip(runs.items(), ("tab:blue", "tab:orange"), ("--", ":")):
         steps, median, best = population_curves(run_dir)
         ax.plot(steps, median, color=color, label=f"{strategy}: median")
-        ax.plot(steps, best, color=color, linestyle="--", label=f"{strategy}: best")
+        ax.plot(steps, best, color=color, linestyle=dashes, linewidth=2, label=f"{strategy}: best")
     ax.set_xlabel("env steps per member")
     ax.set_ylabel("evaluation return")
     ax.set_title("TD3 on HalfCheetah-v5: PBT (the paper's variant) vs independent")

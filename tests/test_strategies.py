@@ -153,12 +153,15 @@ def poison(member: int, at_chunk: int):
 
 @pytest.mark.parametrize("strategy, on_failure, kind", [
     ("pbt", "reinit", "replace_failed"),
+    ("pbt-policy", "reinit", "replace_failed"),  # the paper's policy-only copy: a failed member still gets critics
     ("independent", "reinit", "reinit"),
     ("independent", "freeze", "freeze"),
 ])
 def test_nan_member_is_detected_and_handled(tmp_path, strategy, on_failure, kind):
     # ready_interval 1500 = the last evaluation: no regular PBT round in this run, so the only event is the failure.
-    config = tiny_config(tmp_path, kind, strategy=strategy, on_failure=on_failure, ready_interval=1_500)
+    copy = "policy" if strategy == "pbt-policy" else "all"
+    config = tiny_config(tmp_path, kind, strategy=strategy.removesuffix("-policy"), on_failure=on_failure,
+                         ready_interval=1_500, pbt_copy=copy)
     result = run(prepare(config), before_chunk=poison(member=2, at_chunk=1))
     events = [json.loads(line) for line in (result.run_dir / "lineage.jsonl").read_text().splitlines()]
     assert [(e["event"], e["member"], e["env_step"]) for e in events] == [(kind, 2, 1_000)]

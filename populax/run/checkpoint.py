@@ -207,9 +207,9 @@ def restore(path: Path, template: Any) -> Checkpoint:
     Raises ValueError when the payload is damaged or does not fit the template.
     """
     manifest, data = verify(path)
-    if manifest.get("format") != FORMAT_VERSION:
-        raise ValueError(f"written by an older populax (checkpoint format {manifest.get('format')}, "
-                         f"this version reads {FORMAT_VERSION})")
+    if manifest.get("format") != FORMAT_VERSION:  # not damage: no older checkpoint of this run reads either
+        raise ConfigError(f"RUN: {path.name} was written by another populax version (checkpoint format "
+                          f"{manifest.get('format')}; this version reads {FORMAT_VERSION}); start a new run")
     payload = serialization.msgpack_restore(data)
     saved = payload["population"]
     host_template = jax.tree.map(

@@ -74,7 +74,7 @@ class TrainConfig:
     on_failure: str = "reinit"
     """independent: a member whose parameters or losses become NaN/Inf is re-initialised (reinit) or frozen (freeze)."""
     checkpoint_every: int = 0
-    """Env steps per member between checkpoints (whole evaluation periods; host envs: whole collector blocks); 0 = once 2+ minutes passed since the last checkpoint, at the next period (block) end."""
+    """Env steps per member between checkpoints (whole evaluation periods, on every backend); 0 = once 2+ minutes passed since the last checkpoint, at the next period end."""
     keep_checkpoints: int = 3
     """How many of the newest checkpoints to keep in RUN/checkpoints/."""
     save_buffer: bool = True

@@ -88,7 +88,10 @@ def evaluate_saved_member(
         raise ConfigError(f"--episodes must be >= 1 (got {episodes})")
     checkpoint = load_checkpoint(setup, warn)
     state = select_member(checkpoint.population, member)
-    returns = setup.backend.member_returns(state, member, checkpoint.manifest["chunk"], episodes, seed)
+    # The run's last evaluation: of the last finished chunk (a host checkpoint may be taken inside a chunk).
+    manifest = checkpoint.manifest
+    evaluated = max(0, manifest.get("chunks_done", manifest["chunk"] + 1) - 1)
+    returns = setup.backend.member_returns(state, member, evaluated, episodes, seed)
     return returns, checkpoint
 
 

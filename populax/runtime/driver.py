@@ -99,8 +99,9 @@ def run(
     """Train from a validated :class:`RunSetup` (see :func:`train`); from ``start`` when resuming.
 
     Checkpoints land every ``checkpoint_every`` steps, at the end, and when
-    SIGINT/SIGTERM asks the run to stop (after the current chunk); a stopped
-    run returns with ``interrupted=True``. ``before_chunk(population, chunk)``
+    SIGINT/SIGTERM asks the run to stop (after the current chunk; host
+    backends after the current block, inside the chunk); a stopped run
+    returns with ``interrupted=True``. ``before_chunk(population, chunk)``
     may edit the members at the start of each chunk, as a fault inside the
     chunk would (fault injection in tests).
     """
@@ -130,8 +131,8 @@ def run(
     policy = CheckpointPolicy(config.checkpoint_every, setup.chunk_steps)
     begin = time.perf_counter() - elapsed
     interrupted = False
-    backend.start(population, extra)
     try:
+        backend.start(population, extra)
         with StopSignals() as stop:
             for chunk in range(first_chunk, setup.num_chunks):
                 chunk_start = time.perf_counter()
@@ -261,7 +262,7 @@ class StopSignals:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
-        print(f"populax: {signal.Signals(signum).name} received; stopping after the current chunk and writing a checkpoint",
+        print(f"populax: {signal.Signals(signum).name} received; stopping after the current chunk (host envs: block) and writing a checkpoint",
               file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopSignals:

@@ -222,9 +222,16 @@ class PopulationStrategy:
         if replaced.size == 0:
             return population, []
         old_hp = [member_hparams(population.hparams, int(i)) for i in replaced]
-        fields = self.policy_fields if self.config.pbt_copy == "policy" else None
-        population = pbt.exploit(population, pbt.sources_vector(pop, replaced, sources), fields,
-                                 self.config.pbt_copy_buffer)
+        # A failed member takes its source's whole agent even under --pbt-copy policy: its own
+        # critics are NaN too, and would poison the copied actor at the next update.
+        broken = failed[replaced]
+        if broken.any():
+            population = pbt.exploit(population, pbt.sources_vector(pop, replaced[broken], sources[broken]), None,
+                                     self.config.pbt_copy_buffer)
+        if (~broken).any():
+            fields = self.policy_fields if self.config.pbt_copy == "policy" else None
+            population = pbt.exploit(population, pbt.sources_vector(pop, replaced[~broken], sources[~broken]), fields,
+                                     self.config.pbt_copy_buffer)
         if self.dims:
             new_values = self._explore(values[sources], explore_key)
             population = population.replace(hparams=set_values(population.hparams, self.dims, replaced, new_values))

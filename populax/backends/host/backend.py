@@ -55,7 +55,7 @@ from populax.envs.host_envs import VECTOR_MODES, HostEnvSpec, make_host_spec
 from populax.envs.jax_envs import describe_action
 from populax.errors import ConfigError
 from populax.run.config import TrainConfig
-from populax.runtime.member import Member, member_steps
+from populax.runtime.member import Member, member_steps, where_members
 
 
 class Learner:
@@ -73,7 +73,7 @@ class Learner:
         start = time.perf_counter()
         if self.plan.on_policy:
             population, metrics = self.functions.learn_rollout(population, block.rows, block.truncated,
-                                                               block.last_obs, block.stats)
+                                                               block.last_obs)
             self.metrics.append(metrics)
         else:
             before = member_steps(population)
@@ -143,6 +143,8 @@ class HostBackend:
         (compilation done)."""
         self.episode_returns: list[list[float]] = []
         self.started_at = time.perf_counter()
+        self.edit: tuple[int, np.ndarray] | None = None
+        """(collector generation, members) of the strategy edits blocks in flight do not carry yet."""
 
     @property
     def overlap(self) -> bool:
@@ -205,13 +207,15 @@ class HostBackend:
         while member_steps(population) < end:
             if should_stop is not None and should_stop():
                 break
-            block = self._next_block()
+            block = self._keep_edited_stats(self._next_block(), population)
             population = self.learner.consume(population, block)
             self.keys = block.keys
             self.max_lag = max(self.max_lag, block.acted_lag)
             for member, finished in enumerate(block.episode_returns):
                 self.episode_returns[member].extend(finished)
-            self.collector.publish(population.agent, population.hparams, member_steps(population))
+            # On-policy runs alternate, so the learner's statistics (updated after each rollout) are the collector's.
+            self.collector.publish(population.agent, population.hparams, member_steps(population),
+                                   population.obs_stats if self.on_policy else None)
         metrics = self.learner.take_metrics()
         metrics["train_return"] = np.array([np.mean(r) if r else np.nan for r in self.episode_returns])
         self.episode_returns = [[] for _ in range(self.config.pop)]
@@ -233,7 +237,20 @@ class HostBackend:
 
     def members_changed(self, population: Member, mask: np.ndarray) -> None:
         """The collector acts with the edited members' parameters and statistics from its next block on."""
-        self.collector.replace_members(population, mask)
+        if self.edit is not None:
+            mask = mask | self.edit[1]
+        self.edit = (self.collector.replace_members(population, mask), mask)
+
+    def _keep_edited_stats(self, block: Block, population: Member) -> Block:
+        """A block collected before the last strategy edit carries the edited members' old observation
+        statistics: keep the edited ones (a copy's statistics go with its copied actor)."""
+        if self.edit is None:
+            return block
+        generation, mask = self.edit
+        if block.generation >= generation:
+            self.edit = None
+            return block
+        return block._replace(stats=where_members(mask, population.obs_stats, block.stats))
 
     def extra_state(self) -> dict[str, Any]:
         """The collector keys after the last consumed block and the update count."""

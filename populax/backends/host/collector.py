@@ -46,6 +46,8 @@ class Block(NamedTuple):
     """Largest staleness (env steps per member) of the parameters that acted in the block."""
     keys: jax.Array
     """The collector's per-member RNG keys after the block (a checkpoint resumes collection from them)."""
+    generation: int = 0
+    """How many strategy edits the collector had applied when the block started."""
 
 
 def finite_actions(actions: np.ndarray) -> np.ndarray:
@@ -84,6 +86,8 @@ class Collector:
         self.params = (population.agent, population.hparams)
         self.published_at = iterations * plan.envs_per_member
         self.stats_override: tuple[np.ndarray, Any] | None = None
+        self.generation = 0
+        """Strategy edits applied so far; each block records the generation it was collected under."""
         self.cond = threading.Condition()
         self.stopped = False
         self.wait_s = 0.0
@@ -93,18 +97,26 @@ class Collector:
         """Env steps per member taken so far."""
         return self.iterations * self.plan.envs_per_member
 
-    def publish(self, agent_state: Any, hparams: Any, steps: int) -> None:
-        """Called by the learner: new acting parameters, trained on ``steps`` env steps per member."""
+    def publish(self, agent_state: Any, hparams: Any, steps: int, stats: Any = None) -> None:
+        """Called by the learner: new acting parameters, trained on ``steps`` env steps per member
+        (and, for on-policy runs, the observation statistics the learner updated)."""
         with self.cond:
             self.params, self.published_at = (agent_state, hparams), steps
+            if stats is not None:
+                self.stats = stats
             self.cond.notify_all()
 
-    def replace_members(self, population: Member, mask: np.ndarray) -> None:
-        """A strategy edited members ``mask``: act with their new parameters and observation statistics from now on."""
+    def replace_members(self, population: Member, mask: np.ndarray) -> int:
+        """A strategy edited members ``mask``: act with their new parameters and observation statistics
+        from the next block on. Returns the generation of blocks that carry the edit."""
         with self.cond:
             self.params = (population.agent, population.hparams)
+            if self.stats_override is not None:  # an earlier edit not applied yet: keep it too
+                mask = mask | self.stats_override[0]
             self.stats_override = (mask, population.obs_stats)
+            self.generation += 1
             self.cond.notify_all()
+            return self.generation
 
     def stop(self) -> None:
         """Wake and end the collector thread."""
@@ -136,6 +148,7 @@ class Collector:
             if self.stats_override is not None:
                 mask, stats = self.stats_override
                 self.stats, self.stats_override = where_members(mask, stats, self.stats), None
+            generation = self.generation
         acted_lag = max(0, self.steps + self.plan.block_steps - max(self.published_at, self.plan.learning_starts))
         rows: dict[str, list] = {k: [] for k in ROW_NAMES}
         finished: list[list[float]] = [[] for _ in range(n)]
@@ -174,7 +187,7 @@ class Collector:
         else:
             data = Transition(*(per_member(k) for k in ("obs", "action", "reward", "next_obs", "terminated")))
         last_obs = self.obs.reshape(n, e, *self.spec.obs_shape)
-        return Block(data, per_member("truncated"), last_obs, self.stats, finished, acted_lag, self.keys)
+        return Block(data, per_member("truncated"), last_obs, self.stats, finished, acted_lag, self.keys, generation)
 
     def close(self) -> None:
         """Close the vector env (ends async workers)."""

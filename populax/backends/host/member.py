@@ -122,7 +122,7 @@ class HostFunctions(NamedTuple):
     learn: Callable
     """Off-policy: (Member, count[N]) -> (Member, metrics)."""
     learn_rollout: Callable
-    """On-policy: (Member, rows, truncated, last_obs, stats) -> (Member, metrics)."""
+    """On-policy: (Member, rows, truncated, last_obs) -> (Member, metrics)."""
     policy: Callable
     """(agent, stats, obs[N, M, ...]) -> actions (deterministic, evaluation)."""
     member_policy: Callable
@@ -152,11 +152,13 @@ def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Call
 
     def act(agent_state, stats, hparams, obs, key, warming):
         key, act_key, random_key = jax.random.split(key, 3)
-        if obs_norm:
-            stats = stats_update(stats, obs)
         if plan.on_policy:
+            # Statistics stay fixed for a rollout (the learner updates them after it), so the log-probs and
+            # values recorded here are those the learner recomputes with the same normalisation.
             action, log_prob, value = agent.act(agent_state, prepare_obs(stats, obs), act_key)
             return action, {"log_prob": log_prob, "value": value}, stats, key
+        if obs_norm:
+            stats = stats_update(stats, obs)
         learned = agent.act(agent_state, prepare_obs(stats, obs), act_key, hparams)
         action = jnp.where(warming, random_actions(random_key, spec.action, obs.shape[0]), learned)
         return action, {}, stats, key
@@ -182,8 +184,13 @@ def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Call
         (state, key), metrics = jax.lax.scan(one_update, (member.agent, member.key), jnp.arange(plan.update_chunk))
         return member.replace(agent=state, key=key), jax.tree.map(jnp.nanmean, metrics)
 
-    def learn_from_rollout(member, rows, truncated, last_obs, stats):
-        """PPO on one block: rows [T*E, ...] in iteration-major order become a [T, E] rollout."""
+    def learn_from_rollout(member, rows, truncated, last_obs):
+        """PPO on one block: rows [T*E, ...] in iteration-major order become a [T, E] rollout.
+
+        Observations are normalised with the statistics the rollout was acted
+        with (``member.obs_stats``); the block's observations update them afterwards.
+        """
+        stats = member.obs_stats
         def steps_first(x):
             return x.reshape(plan.block_iterations, e, *x.shape[1:])
 
@@ -196,6 +203,8 @@ def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Call
         key, update_key = jax.random.split(member.key)
         last_value = agent.value(member.agent, prepare_obs(stats, last_obs))
         state, metrics = learn_rollout(agent, member.agent, rollout, last_value, update_key, hp)
+        if obs_norm:
+            stats = stats_update(stats, rows.obs)
         member = member.replace(agent=state, obs_stats=stats, key=key,
                                 env_steps=member.env_steps + plan.block_steps)
         return member, metrics
