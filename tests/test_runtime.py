@@ -205,3 +205,23 @@ def test_td3_pbt_on_gymnasium_pendulum_learns(tmp_path):
     result = run(prepare(config))
     assert any(e["event"] == "exploit" for e in lineage(result.run_dir))
     assert result.summary["best_return"] >= -400, result.returns
+
+
+@pytest.mark.parametrize("env", ["Pendulum-v1", "gymnasium:Pendulum-v1"])
+def test_reinitialising_a_member_builds_only_its_agent(tmp_path, env):
+    """Re-initialisation draws fresh agent states for the failed members alone: no buffers, no other members."""
+    from populax.runtime.member import reinitialise
+
+    setup = prepare(matrix_config(tmp_path, "td3", env, "lr-actor", strategy="independent"))
+    population = populax.runtime.init_population(setup)
+    members = np.array([2])
+    keys = jax.random.split(jax.random.key(9), 4)[members]
+    fresh = setup.backend.init_agents(keys, jax.tree.map(lambda x: x[members], population.hparams))
+    assert type(fresh) is type(population.agent)  # an agent state, nothing else (no replay buffer, no envs)
+    assert all(leaf.shape[0] == 1 for leaf in jax.tree.leaves(fresh))
+    edited = reinitialise(population, fresh, members)
+    assert leaves_equal(select_member(edited.agent, 2), select_member(fresh, 0))
+    assert not leaves_equal(select_member(edited.agent, 2), select_member(population.agent, 2))
+    for other in (0, 1, 3):
+        assert leaves_equal(select_member(edited.agent, other), select_member(population.agent, other))
+    assert edited.experience is population.experience
