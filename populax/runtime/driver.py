@@ -134,14 +134,15 @@ def run(
     try:
         backend.start(population, extra)
         with StopSignals() as stop:
+
+            def should_stop() -> bool:
+                return stop.requested
+
             for chunk in range(first_chunk, setup.num_chunks):
                 chunk_start = time.perf_counter()
                 previous = population
                 if before_chunk is not None:  # as if inside the chunk: `previous` keeps the unedited members
                     population = before_chunk(population, chunk)
-                def should_stop() -> bool:
-                    return stop.requested
-
                 if progress.first_chunk_s is None:
                     with CompileClock(begin) as clock:
                         population, metrics = jax.block_until_ready(backend.advance(population, chunk, should_stop))

@@ -38,6 +38,7 @@ import numpy as np
 from flax import struct
 
 from populax.agents.base import all_finite
+from populax.population import copy_members
 
 
 @struct.dataclass
@@ -86,16 +87,11 @@ def where_members(mask: np.ndarray, new: Any, old: Any) -> Any:
     return jax.tree.map(pick, new, old)
 
 
-def gather_members(stacked: Any, sources: jax.Array) -> Any:
-    """Member i becomes a copy of member ``sources[i]`` (an indexed gather on the member axis)."""
-    return jax.tree.map(lambda x: x[sources], stacked)
-
-
 def copy_agent(agent: Any, sources: jax.Array, fields: tuple[str, ...] | None) -> Any:
     """The agent states with member i taken from ``sources[i]``: all fields, or only ``fields``."""
     if fields is None:
-        return gather_members(agent, sources)
-    return agent.replace(**{name: gather_members(getattr(agent, name), sources) for name in fields})
+        return copy_members(agent, sources)
+    return agent.replace(**{name: copy_members(getattr(agent, name), sources) for name in fields})
 
 
 def exploit(population: Member, sources: jax.Array, policy_fields: tuple[str, ...] | None,
@@ -105,9 +101,9 @@ def exploit(population: Member, sources: jax.Array, policy_fields: tuple[str, ..
     buffer. Env states, counters and keys stay the member's own."""
     return population.replace(
         agent=copy_agent(population.agent, sources, policy_fields),
-        hparams=gather_members(population.hparams, sources),
-        obs_stats=gather_members(population.obs_stats, sources),
-        experience=gather_members(population.experience, sources) if copy_experience else population.experience,
+        hparams=copy_members(population.hparams, sources),
+        obs_stats=copy_members(population.obs_stats, sources),
+        experience=copy_members(population.experience, sources) if copy_experience else population.experience,
     )
 
 

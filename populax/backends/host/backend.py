@@ -61,10 +61,8 @@ from populax.runtime.member import Member, member_steps, where_members
 class Learner:
     """The learner's side: insert blocks (or learn from rollouts), keep the update-to-data ratio."""
 
-    def __init__(self, plan: HostPlan, functions: HostFunctions, pop: int, updates: int = 0):
+    def __init__(self, plan: HostPlan, functions: HostFunctions, pop: int):
         self.plan, self.functions, self.pop = plan, functions, pop
-        self.updates = updates
-        """Updates per member done so far (off-policy; PPO counts its own)."""
         self.busy_s = 0.0
         self.metrics: list[dict[str, Any]] = []
 
@@ -84,7 +82,6 @@ class Learner:
                 count = min(self.plan.update_chunk, owed)
                 population, metrics = self.functions.learn(population, jnp.full((self.pop,), count, jnp.int32))
                 self.metrics.append(metrics)
-                self.updates += count
                 owed -= count
         jax.block_until_ready(population.agent)
         self.busy_s += time.perf_counter() - start
@@ -138,9 +135,11 @@ class HostBackend:
         self.keys: jax.Array | None = None
         self.max_lag = 0
         self.eval_s = 0.0
-        self.steady: list[float] = [0.0, 0.0, 0.0]
-        """Advance seconds, env steps per member and learner-busy seconds after this session's first chunk
-        (compilation done)."""
+        # Steady state: the chunks after this session's first (compilation done), evaluation excluded.
+        self.steady_s = 0.0
+        self.steady_steps = 0
+        self.steady_busy_s = 0.0
+        self.chunks_advanced = 0
         self.episode_returns: list[list[float]] = []
         self.started_at = time.perf_counter()
         self.edit: tuple[int, np.ndarray] | None = None
@@ -173,7 +172,7 @@ class HostBackend:
             warnings.simplefilter("ignore")  # Gymnasium/MuJoCo deprecation chatter at env creation
             self.collector = Collector(self.spec, self.plan, self.functions, population, config.pop, config.vector_env,
                                        seed=seed, keys=self.keys, iterations=steps // self.plan.envs_per_member)
-        self.learner = Learner(self.plan, self.functions, config.pop, int(extra["updates"]) if extra else 0)
+        self.learner = Learner(self.plan, self.functions, config.pop)
         self.episode_returns = [[] for _ in range(config.pop)]
         if self.overlap:
             self.thread = threading.Thread(target=self._produce, name="populax-collector", daemon=True)
@@ -202,7 +201,7 @@ class HostBackend:
         block, so Ctrl-C answers within a block however long the evaluation
         period; a resumed run continues the chunk from there.
         """
-        start, busy = time.perf_counter(), self.learner.busy_s
+        start, busy, steps = time.perf_counter(), self.learner.busy_s, member_steps(population)
         end = (chunk + 1) * self.chunk_steps
         while member_steps(population) < end:
             if should_stop is not None and should_stop():
@@ -219,10 +218,11 @@ class HostBackend:
         metrics = self.learner.take_metrics()
         metrics["train_return"] = np.array([np.mean(r) if r else np.nan for r in self.episode_returns])
         self.episode_returns = [[] for _ in range(self.config.pop)]
-        if chunk > 0:
-            self.steady[0] += time.perf_counter() - start
-            self.steady[1] += self.chunk_steps
-            self.steady[2] += self.learner.busy_s - busy
+        if self.chunks_advanced > 0:
+            self.steady_s += time.perf_counter() - start
+            self.steady_steps += member_steps(population) - steps
+            self.steady_busy_s += self.learner.busy_s - busy
+        self.chunks_advanced += 1
         return population, metrics
 
     def evaluate(self, population: Member, chunk: int) -> np.ndarray:
@@ -253,8 +253,8 @@ class HostBackend:
         return block._replace(stats=where_members(mask, population.obs_stats, block.stats))
 
     def extra_state(self) -> dict[str, Any]:
-        """The collector keys after the last consumed block and the update count."""
-        return {"collector_keys": jax.random.key_data(self.keys), "updates": self.learner.updates}
+        """The collector keys after the last consumed block (the update count follows from the members' steps)."""
+        return {"collector_keys": jax.random.key_data(self.keys)}
 
     def stop(self) -> None:
         """End the collector thread and close the envs."""
@@ -272,7 +272,7 @@ class HostBackend:
 
     def summary(self) -> dict[str, Any]:
         """summary.json's ``host`` section: how collection and learning shared the time."""
-        advance_s, steps, busy_s = self.steady
+        advance_s = self.steady_s
         return {"host": {
             "vector_env": self.config.vector_env,
             "overlap": self.overlap,
@@ -281,8 +281,8 @@ class HostBackend:
             "max_policy_lag_seen": self.max_lag,
             "eval_s": self.eval_s,
             # After the first chunk, evaluation excluded: what the benchmark reports.
-            "steady_env_steps_per_s": self.config.pop * steps / advance_s if advance_s > 0 else None,
-            "steady_learner_busy_fraction": busy_s / advance_s if advance_s > 0 else None,
+            "steady_env_steps_per_s": self.config.pop * self.steady_steps / advance_s if advance_s > 0 else None,
+            "steady_learner_busy_fraction": self.steady_busy_s / advance_s if advance_s > 0 else None,
         }}
 
     # -- one saved member ------------------------------------------------------------------

@@ -16,7 +16,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from populax.agents.base import Transition
 from populax.agents.ppo import Rollout, bootstrap_truncated, learn_rollout
 from populax.backends.compiled.offpolicy import example_transition, random_actions, update_phase
 from populax.buffers import buffer_add, buffer_init, buffer_sample
@@ -232,4 +231,4 @@ class RolloutRows(NamedTuple):
     terminated: jax.Array
 
 
-__all__ = ["HostFunctions", "HostPlan", "RolloutRows", "Transition", "make_functions", "make_plan"]
+__all__ = ["HostFunctions", "HostPlan", "RolloutRows", "make_functions", "make_plan"]
