@@ -34,7 +34,8 @@ from populax.errors import ConfigError
 
 Executor = Callable[[Callable[..., Any]], Callable[..., Any]]
 
-EXECUTORS = ("auto", "sequential", "vmap", "chunked:K", "sharded")
+EXECUTORS = ("auto", "sequential", "vmap", "chunked:K", "sharded", "ray")
+"""``ray`` is not an executor of this module: ``runtime.setup.make_backend`` sends it to ``backends.cluster``."""
 
 
 def pop_size(stacked: Any) -> int:

@@ -13,7 +13,11 @@ behind this small interface:
 ``advance(population, chunk, stop)`` -> (population, per-member train metrics); may end
                                     early when ``stop()`` (host: after a block)
 ``evaluate(population, chunk)``     -> per-member mean return of fresh episodes
-``members_changed(population, m)``  a strategy edited members ``m`` (host: re-publish)
+``members_changed(population, m, e)`` a strategy edited members ``m`` with lineage events
+                                    ``e`` (host: re-publish; Ray: push to the blocks)
+``gather(population)``              the complete members (Ray: fetch what workers hold)
+``take_events()``                   lineage events of the backend itself since the last
+                                    call (Ray: a worker restarted, its block reloaded)
 ``extra_state()``                   what a checkpoint holds beyond the members
 ``stop()``, ``summary()``           close resources; backend facts for summary.json
 ``member_returns(...)``             one saved member's episodes (``populax eval``)
@@ -25,6 +29,9 @@ behind this small interface:
 * ``host`` (``backends/host``): Gymnasium/ALE; a collector steps all N x E envs
   with one batched acting call per step, a learner inserts blocks and runs
   compiled update chunks.
+* ``ray`` (``backends/cluster``): ``--executor ray``; Ray actors each hold a
+  block of members and run the compiled backend's chunk on it; only agent
+  states and metrics come back per chunk (buffers and env states stay).
 """
 
 from __future__ import annotations
@@ -55,7 +62,11 @@ class Backend(Protocol):
 
     def evaluate(self, population: Member, chunk: int) -> np.ndarray: ...
 
-    def members_changed(self, population: Member, mask: np.ndarray) -> None: ...
+    def members_changed(self, population: Member, mask: np.ndarray, events: list[dict] = ()) -> None: ...
+
+    def gather(self, population: Member) -> Member: ...
+
+    def take_events(self) -> list[dict]: ...
 
     def extra_state(self) -> Any: ...
 

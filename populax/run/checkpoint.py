@@ -82,7 +82,7 @@ def to_host(tree: Any) -> Any:
 def config_hash(run_dir: Path) -> str:
     """Short hash of RUN/config.yaml's settings that shape the run (not where it is written or shown)."""
     settings = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    shaping = {k: v for k, v in settings.items() if k not in ("out", "force", "progress", "tensorboard")}
+    shaping = {k: v for k, v in settings.items() if k not in ("out", "force", "progress", "tensorboard", "ray_address")}
     return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -42,7 +42,7 @@ class TrainConfig:
     eval_episodes: int = 10
     """Fresh episodes per member per evaluation, deterministic policy."""
     executor: str = "auto"
-    """How the member axis runs: auto, sequential, vmap, chunked:K, sharded."""
+    """How the member axis runs: auto, sequential, vmap, chunked:K, sharded, ray (blocks of members on Ray workers)."""
     hidden: tuple[int, ...] = (256, 256)
     """Hidden layer widths of every network (static: changes shapes)."""
     batch_size: int = 256
@@ -103,6 +103,14 @@ class TrainConfig:
     """Write TensorBoard event files into the run directory."""
     progress: bool = True
     """Show a live progress bar."""
+    workers: int = 2
+    """--executor ray: Ray actors, each training one block of about pop/workers members."""
+    worker_cpus: float = 1.0
+    """--executor ray: CPUs Ray reserves for each worker."""
+    worker_gpus: float = 0.0
+    """--executor ray: GPUs Ray reserves for each worker (1: the worker owns one GPU via CUDA_VISIBLE_DEVICES)."""
+    ray_address: str = ""
+    """--executor ray: address of a running Ray cluster (ray start --head); empty: start a local instance on loopback."""
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -207,6 +215,10 @@ def check_ranges(config: TrainConfig) -> None:
         raise ConfigError(f"--keep-checkpoints must be >= 1 (got {config.keep_checkpoints})")
     if config.learning_starts < 0:
         raise ConfigError(f"--learning-starts must be >= 0 (got {config.learning_starts})")
+    if config.workers < 1:
+        raise ConfigError(f"--workers must be >= 1 (got {config.workers})")
+    if config.worker_cpus <= 0 or config.worker_gpus < 0:
+        raise ConfigError(f"--worker-cpus must be > 0 and --worker-gpus >= 0 (got {config.worker_cpus}, {config.worker_gpus})")
     if not config.updates_per_step > 0:
         raise ConfigError(f"--updates-per-step must be > 0 (got {config.updates_per_step})")
 

@@ -7,8 +7,8 @@ One chunk, read top to bottom::
     metrics["finite"]   = every agent leaf finite, per member
     log (metrics.jsonl, TensorBoard), progress
     population, events  = strategy.update(...)                 # failures, PBT/PB2 rounds
-    backend.members_changed(population, edited members)
-    checkpoint(population + backend.extra_state() + strategy state), when due
+    backend.members_changed(population, edited members, events)
+    checkpoint(backend.gather(population) + backend.extra_state() + strategy state), when due
 
 The driver knows nothing of the backend beyond that interface
 (``populax.backends``), so strategies, failure handling, checkpoints,
@@ -149,6 +149,7 @@ def run(
                     progress.compile_s, progress.first_step_s = clock.compile_s, clock.first_step_s or 0.0
                 else:
                     population, metrics = backend.advance(population, chunk, should_stop)
+                strategy.record(backend.take_events())  # e.g. a Ray worker restarted and its block reloaded
                 if member_steps(population) < (chunk + 1) * setup.chunk_steps:
                     # A backend that stopped inside the chunk (host: after a block): checkpoint where it stands.
                     progress.env_steps = member_steps(population)
@@ -166,7 +167,7 @@ def run(
                 # After logging, so each record pairs a return with the hyperparameters that produced it.
                 population, returns, events = strategy.update(population, previous, returns, metrics, chunk)
                 if events:
-                    backend.members_changed(population, edited_members(events, config.pop))
+                    backend.members_changed(population, edited_members(events, config.pop), events)
                 interrupted = stop.requested and chunk < setup.num_chunks - 1
                 if chunk == setup.num_chunks - 1 or stop.requested or policy.due(chunk):
                     save_run_checkpoint(setup, population, chunk, progress, returns, strategy,
@@ -176,6 +177,7 @@ def run(
                     on_chunk(progress)
                 if interrupted:
                     break
+        population = backend.gather(population)
     finally:
         backend.stop()
         logger.close()
@@ -216,7 +218,7 @@ def save_run_checkpoint(setup: RunSetup, population: Member, chunk: int, progres
         "config_hash": config_hash(setup.run_dir),
     }
     config = setup.config
-    return save_checkpoint(setup.run_dir, population, chunk=chunk, manifest=manifest, strategy=strategy.state_dict(),
+    return save_checkpoint(setup.run_dir, setup.backend.gather(population), chunk=chunk, manifest=manifest, strategy=strategy.state_dict(),
                            save_buffer=config.save_buffer, keep=config.keep_checkpoints,
                            extra=setup.backend.extra_state())
 

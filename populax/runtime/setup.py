@@ -67,10 +67,15 @@ def default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{config.algo}-{config.env.replace('/', '_').replace(':', '_')}-{stamp}"
 
 
-def make_backend(config: TrainConfig, algorithm: Algorithm) -> Backend:
-    """The backend of ``config.env``: compiled for gymnax ids, host for Gymnasium/ALE ids."""
-    executor = make_executor(config.executor, config.pop)
+def make_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None = None) -> Backend:
+    """The backend of ``config.env``: compiled for gymnax ids, host for Gymnasium/ALE ids;
+    ``--executor ray`` runs blocks of members on Ray workers (``populax.backends.cluster``)."""
     choice = resolve_env(config.env, gymnax_ids())
+    if config.executor == "ray":
+        from populax.backends.cluster import make_ray_backend
+
+        return make_ray_backend(config, algorithm, choice, run_dir)
+    executor = make_executor(config.executor, config.pop)
     if choice.kind == "gymnasium":
         from populax.backends.host import make_host_backend
 
@@ -84,13 +89,13 @@ def prepare(config: TrainConfig) -> RunSetup:
     """Validate ``config`` and build the run's objects; raises ConfigError, writes nothing."""
     check_ranges(config)
     algorithm = get_algorithm(config.algo)
-    backend = make_backend(config, algorithm)
+    run_dir = Path(config.out) if config.out else default_run_dir(config)
+    backend = make_backend(config, algorithm, run_dir)
     specs = resolve_specs(algorithm.hparams, config.hp, config.pop)
     hparams = sample_population(algorithm.hparams, specs, jax.random.fold_in(jax.random.key(config.seed), HPARAM_KEY),
                                 config.pop)
     dims = make_space(algorithm.hparams, specs)
     ready = check_strategy_config(config, backend.chunk_steps, dims)
-    run_dir = Path(config.out) if config.out else default_run_dir(config)
     if run_dir.exists() and not config.force:
         raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
     return RunSetup(config, algorithm, backend, specs, hparams, dims, ready, run_dir)

@@ -287,6 +287,11 @@ class PopulationStrategy:
         self.events.append(event)
         return event
 
+    def record(self, events: list[dict]) -> None:
+        """Add events that happened outside the strategy (a backend's: a Ray block reloaded) to the lineage."""
+        self.events.extend(events)
+        self._write(events)
+
     def rewrite_lineage(self) -> None:
         """Make lineage.jsonl hold exactly ``self.events`` (after resuming from a checkpoint)."""
         if self.path is not None and self.path.parent.is_dir():

@@ -71,10 +71,22 @@ class CompiledBackend:
 
     def evaluate(self, population: Member, chunk: int) -> np.ndarray:
         """Mean return of ``eval_episodes`` fresh episodes per member (keys from the seed and chunk)."""
-        return np.asarray(self._evaluate(population, eval_keys(self.config.seed, chunk, self.config.pop)))
+        return self.evaluate_with_keys(population, eval_keys(self.config.seed, chunk, self.config.pop))
 
-    def members_changed(self, population: Member, mask: np.ndarray) -> None:
+    def evaluate_with_keys(self, population: Member, keys: jax.Array) -> np.ndarray:
+        """Mean evaluation return per member, member i's episodes drawn from ``keys[i]`` (a Ray block's share)."""
+        return np.asarray(self._evaluate(population, keys))
+
+    def members_changed(self, population: Member, mask: np.ndarray, events: list[dict] = ()) -> None:
         """Nothing to do: the next chunk reads the edited members directly."""
+
+    def gather(self, population: Member) -> Member:
+        """The driver holds the members whole."""
+        return population
+
+    def take_events(self) -> list[dict]:
+        """No events of its own."""
+        return []
 
     def extra_state(self) -> None:
         """The members hold everything (env states, keys, buffers)."""

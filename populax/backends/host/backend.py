@@ -235,7 +235,7 @@ class HostBackend:
         self.eval_s += time.perf_counter() - start
         return returns
 
-    def members_changed(self, population: Member, mask: np.ndarray) -> None:
+    def members_changed(self, population: Member, mask: np.ndarray, events: list[dict] = ()) -> None:
         """The collector acts with the edited members' parameters and statistics from its next block on."""
         if self.edit is not None:
             mask = mask | self.edit[1]
@@ -251,6 +251,14 @@ class HostBackend:
             self.edit = None
             return block
         return block._replace(stats=where_members(mask, population.obs_stats, block.stats))
+
+    def gather(self, population: Member) -> Member:
+        """The driver holds the members whole."""
+        return population
+
+    def take_events(self) -> list[dict]:
+        """No events of its own."""
+        return []
 
     def extra_state(self) -> dict[str, Any]:
         """The collector keys after the last consumed block (the update count follows from the members' steps)."""
