@@ -162,19 +162,26 @@ class RayBackend:
         if self.run_dir.is_dir():
             (self.run_dir / "ray_workers.json").write_text(json.dumps({"pids": self.pids}))
 
-    def _call_all(self, method: str, args: list[tuple]) -> list[Any]:
-        """``method(*args[b])`` on every worker at once; a worker that died is restarted, reloaded and asked again."""
+    def _call_all(self, method: str, args: list[tuple], blocks: list[int] | None = None, retry: bool = True) -> list[Any]:
+        """``method(*args[i])`` on workers ``blocks`` (default: all) at once.
+
+        A worker that died is restarted and reloaded (``_reload``) and, with
+        ``retry``, asked again: a chunk or an evaluation runs again on the
+        reloaded block; an edit is not re-applied to it (its members are the
+        checkpoint's now, not the ones the edit was made for).
+        """
         import ray
         from ray.exceptions import RayActorError
 
-        pending = [getattr(worker, method).remote(*a) for worker, a in zip(self.workers, args)]
+        blocks = list(range(len(self.workers))) if blocks is None else blocks
+        pending = [getattr(self.workers[b], method).remote(*a) for b, a in zip(blocks, args)]
         results = []
-        for block, ref in enumerate(pending):
+        for block, ref, arguments in zip(blocks, pending, args):
             try:
                 results.append(ray.get(ref))
             except RayActorError as error:
                 self._reload(block, error)
-                results.append(ray.get(getattr(self.workers[block], method).remote(*args[block])))
+                results.append(ray.get(getattr(self.workers[block], method).remote(*arguments)) if retry else None)
         return results
 
     def _await_restart(self, block: int) -> int:
@@ -282,12 +289,10 @@ class RayBackend:
     def members_changed(self, population: Member, mask: np.ndarray, events: list[dict] = ()) -> None:
         """Push edited members' light fields to their blocks; failed ones roll their buffers and envs back;
         with ``--pbt-copy-buffer`` a source's buffer is fetched from its worker first."""
-        import ray
-
         source_of = {e["member"]: e["source"] for e in events}
         failed = {e["member"] for e in events if e["event"] in FAILURE_KINDS}
         buffers = self._source_buffers(source_of) if self.config.pbt_copy_buffer else {}
-        calls, begin = [], time.perf_counter()
+        calls, begin = [], time.perf_counter()  # (block, edit arguments)
         for block, members in enumerate(self.blocks):
             edited = [int(m) for m in members if mask[m]]
             if not edited:
@@ -298,28 +303,24 @@ class RayBackend:
             if buffers and all(m in buffers for m in edited):
                 copied = to_wire(concat_members([from_wire(buffers[m]) for m in edited]))
             rollback = [i for i, m in zip(local, edited) if m in failed]
-            calls.append(self.workers[block].edit.remote(local, rows, rollback, copied))
+            calls.append((block, (local, rows, rollback, copied)))
             per_member = wire_bytes(rows) // len(edited)
             for m in edited:
                 source = source_of.get(m)
                 self.traffic.log("member_push", per_member + (wire_bytes(buffers[m]) if m in buffers else 0), 0.0,
                                  member=m, source=source, worker=block,
                                  cross_block=source is not None and int(self.block_of[source]) != block)
-        ray.get(calls)
+        self._call_all("edit", [a for _, a in calls], [b for b, _ in calls], retry=False)
         self.traffic.note({"event": "edits_applied", "members": int(mask.sum()),
                            "ms": round(1000 * (time.perf_counter() - begin), 3)})
 
     def _source_buffers(self, source_of: dict[int, int | None]) -> dict[int, Any]:
         """Each copying member's source replay buffer, fetched from the source's worker."""
-        import ray
-
-        wanted = {m: s for m, s in source_of.items() if s is not None}
-        refs = {}
-        for member, source in wanted.items():
-            block = int(self.block_of[source])
-            local = int(np.flatnonzero(self.blocks[block] == source)[0])
-            refs[member] = self.workers[block].rows.remote([local], "experience")
-        return {member: ray.get(ref) for member, ref in refs.items()}
+        wanted = [(m, s) for m, s in source_of.items() if s is not None]
+        blocks = [int(self.block_of[s]) for _, s in wanted]
+        local = [int(np.flatnonzero(self.blocks[b] == s)[0]) for b, (_, s) in zip(blocks, wanted)]
+        rows = self._call_all("rows", [([i], "experience") for i in local], blocks)
+        return {m: row for (m, _), row in zip(wanted, rows)}
 
     def gather(self, population: Member) -> Member:
         """Whole members from every block (checkpoints, the run's result); counted as ``gather`` traffic."""
