@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -82,18 +83,13 @@ def concat_members(parts: list[Any]) -> Any:
 
 
 class Traffic:
-    """Bytes and milliseconds moved between the driver and the workers, by kind; lines of RUN/ray.jsonl."""
+    """Bytes and milliseconds moved between the driver and the workers: lines of RUN/ray.jsonl."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.totals: dict[str, dict[str, float]] = {}
 
     def log(self, kind: str, nbytes: int, seconds: float, **fields: Any) -> None:
-        """Count one transfer and append it to ray.jsonl."""
-        total = self.totals.setdefault(kind, {"count": 0, "bytes": 0, "seconds": 0.0})
-        total["count"] += 1
-        total["bytes"] += nbytes
-        total["seconds"] += seconds
+        """Append one transfer to ray.jsonl."""
         self.note({"event": kind, "bytes": nbytes, "ms": round(1000 * seconds, 3), **fields})
 
     def note(self, record: dict) -> None:
@@ -101,6 +97,18 @@ class Traffic:
         if self.path.parent.is_dir():
             with self.path.open("a") as file:
                 file.write(json.dumps(record) + "\n")
+
+    def totals(self) -> dict[str, dict[str, float]]:
+        """Count, bytes and seconds by kind over the whole run (every session of it, redone work included)."""
+        totals: dict[str, dict[str, float]] = {}
+        records = [json.loads(line) for line in self.path.read_text().splitlines()] if self.path.is_file() else []
+        for record in records:
+            if "bytes" in record:
+                total = totals.setdefault(record["event"], {"count": 0, "bytes": 0, "seconds": 0.0})
+                total["count"] += 1
+                total["bytes"] += record["bytes"]
+                total["seconds"] += record["ms"] / 1000
+        return totals
 
 
 class RayBackend:
@@ -119,7 +127,6 @@ class RayBackend:
         self.traffic = Traffic(self.run_dir / "ray.jsonl")
         self.workers: list[Any] = []
         self.pids: list[int] = []
-        self.restarts = 0
         self.events: list[dict] = []
         self.started_ray = False
         self.template: Any = None
@@ -137,6 +144,9 @@ class RayBackend:
         if config.ray_address:
             ray.init(address=config.ray_address, logging_level="warning", log_to_driver=False)
         else:  # a private instance on loopback, sized for the workers
+            # Ray starts workers at nice 15 (for its own daemons' sake); here the workers *are* the training,
+            # and on a shared machine nice 15 starves them (measured: minutes per chunk beside other jobs).
+            os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(num_cpus=max(1, math.ceil(config.workers * config.worker_cpus)), include_dashboard=False,
                      _node_ip_address="127.0.0.1", logging_level="warning", log_to_driver=False)
             self.started_ray = True
@@ -207,7 +217,6 @@ class RayBackend:
 
         old_pid, start = self.pids[block], time.perf_counter()
         self.pids[block] = self._await_restart(block)
-        self.restarts += 1
         members = self.blocks[block]
         if list_checkpoints(self.run_dir):
             checkpoint = latest_checkpoint(self.run_dir, self.template)
@@ -351,22 +360,24 @@ class RayBackend:
             ray.shutdown()
 
     def summary(self) -> dict[str, Any]:
-        """The block layout, restarts and traffic by kind (bytes, count, seconds)."""
+        """The block layout, restarts, traffic by kind (from ray.jsonl) and the copies between blocks (lineage)."""
         return {"ray": {
             "workers": self.config.workers,
             "blocks": [[int(m) for m in members] for members in self.blocks],
             "address": self.config.ray_address or "local (loopback)",
-            "restarts": self.restarts,
-            "traffic": self.traffic.totals,
-            "cross_block_copies": self._cross_block_copies(),
+            "restarts": sum(1 for r in self._log() if r["event"] == "worker_restart"),
+            "traffic": self.traffic.totals(),
+            "cross_block_copies": sum(1 for e in self._lineage()
+                                      if e.get("source") is not None and self.block_of[e["source"]] != self.block_of[e["member"]]),
         }}
 
-    def _cross_block_copies(self) -> int:
+    def _log(self) -> list[dict]:
         path = self.traffic.path
-        if not path.is_file():
-            return 0
-        records = [json.loads(line) for line in path.read_text().splitlines()]
-        return sum(1 for r in records if r.get("event") == "member_push" and r.get("cross_block"))
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+    def _lineage(self) -> list[dict]:
+        path = self.run_dir / "lineage.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
     # -- one saved member (``populax eval``) -------------------------------------------------
 
