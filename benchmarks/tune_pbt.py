@@ -100,8 +100,11 @@ def run_populax(args: argparse.Namespace, out: Path) -> dict:
     subprocess.run(argv, check=True, capture_output=True)  # main() put this process in the loopback namespace
     wall = time.perf_counter() - start
     summary = json.loads((out / "summary.json").read_text())
+    sys.path.insert(0, str(Path(__file__).parent))
+    from scaling import ray_traffic
+
     return {"system": "populax-ray", "wall_s": wall, "best_return": summary["best_return"],
-            "median_return": summary["median_return"]}
+            "median_return": summary["median_return"], "traffic": ray_traffic(out / "ray.jsonl")}
 
 
 def main() -> None:
