@@ -18,12 +18,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from cli_process import cli, wait_for
 
 from populax.hparams import member_hparams
 from populax.run.checkpoint import restore
 from populax.run.resume import load_setup
 from populax.runtime import init_population
-from tests.cli_process import cli, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--env", "Pendulum-v1", "--algo", "td3", "--hidden", "32,32", "--batch-size", "64", "--learning-starts", "100",
