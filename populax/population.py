@@ -264,9 +264,17 @@ def auto_executor(pop: int, platform: str | None = None, available: int | None =
         def run(*stacked):
             return pick(stacked)(*stacked)
 
-        run.plan = lambda *stacked: (pick(stacked), chosen["chunk"])[1]  # members vmapped together (tests, benches)
+        def plan(*stacked) -> int:
+            """Members ``auto`` vmaps together on one device for these arguments (tests, benchmarks)."""
+            pick(stacked)
+            return chosen["chunk"]
 
-        run.lower = lambda *stacked: (pick(stacked), chosen["jit"])[1].lower(*stacked)  # as jax.jit's, for cost analysis
+        def lower(*stacked):
+            """As jax.jit's ``lower`` (the bench's cost analysis)."""
+            pick(stacked)
+            return chosen["jit"].lower(*stacked)
+
+        run.plan, run.lower = plan, lower
         return run
 
     return executor
