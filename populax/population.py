@@ -214,24 +214,26 @@ def compile_members(fn: Callable[..., Any], chunk: int, pop: int, shards: int) -
 
 
 def fit_chunk(fn: Callable[..., Any], stacked: tuple, pop: int, shards: int, chunk: int,
-              available: int | None) -> tuple[int, Any]:
+              available: int | None) -> tuple[int, Callable[..., Any]]:
     """Halve ``chunk`` until the compiled program's working memory fits in ``available`` bytes of one device.
 
     An accelerator runs the whole population as one vmap, and a vmap holds
     every member's activations at once; where those do not fit beside the
     population's state, members go through in chunks (``lax.map`` over vmaps
     of ``chunk``). XLA's own memory analysis of the compiled program decides.
-    Returns the chunk and its compiled program (compiled once, used as is).
+    Returns the chunk and its jitted program, which finds the compilation made
+    here in its cache (no second compile).
     """
     from populax.memory import COPIES_PER_CHUNK, tree_bytes
 
     state = COPIES_PER_CHUNK * tree_bytes(stacked) // shards
     while True:
-        compiled = compile_members(fn, chunk, pop, shards).lower(*stacked).compile()
+        program = compile_members(fn, chunk, pop, shards)
+        compiled = program.lower(*stacked).compile()
         analysis = compiled.memory_analysis()
         temp = getattr(analysis, "temp_size_in_bytes", 0) if analysis is not None else 0
         if available is None or chunk == 1 or state + temp <= available:
-            return chunk, compiled
+            return chunk, program
         chunk = (chunk + 1) // 2
 
 
@@ -250,14 +252,13 @@ def auto_executor(pop: int, platform: str | None = None, available: int | None =
             if "fn" not in chosen:
                 where = platform or jax.default_backend()
                 shards, chunk = auto_plan(pop, stacked, where)
-                chosen["jit"] = compile_members(fn, chunk, pop, shards)
-                chosen["fn"] = chosen["jit"]
-                if where != "cpu":
+                if where == "cpu":
+                    chosen["fn"] = compile_members(fn, chunk, pop, shards)
+                else:
                     from populax.memory import device_memory_bytes
 
                     limit = device_memory_bytes() if available is None else available
                     chunk, chosen["fn"] = fit_chunk(fn, stacked, pop, shards, chunk, limit)
-                    chosen["jit"] = compile_members(fn, chunk, pop, shards)
                 chosen["chunk"] = chunk
             return chosen["fn"]
 
@@ -271,8 +272,7 @@ def auto_executor(pop: int, platform: str | None = None, available: int | None =
 
         def lower(*stacked):
             """As jax.jit's ``lower`` (the bench's cost analysis)."""
-            pick(stacked)
-            return chosen["jit"].lower(*stacked)
+            return pick(stacked).lower(*stacked)
 
         run.plan, run.lower = plan, lower
         return run
