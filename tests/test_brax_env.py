@@ -67,3 +67,27 @@ def test_unknown_brax_task_and_bad_limit_are_one_line_errors():
         make_jax_env("brax:cheetah")
     with pytest.raises(ConfigError, match="--max-episode-steps must be >= 0"):
         make_jax_env("brax:hopper", max_episode_steps=-1)
+
+
+@pytest.mark.slow
+def test_brax_run_resumed_from_an_earlier_checkpoint_ends_the_same(tmp_path):
+    """Checkpoints hold brax's env states: resuming from the first of two checkpoints ends bitwise the same."""
+    import shutil
+
+    from test_checkpoint import assert_same_run
+
+    from populax.cli import main
+    from populax.run.checkpoint import list_checkpoints
+
+    reference = tmp_path / "reference"
+    args = ["--env", "brax:inverted_pendulum", "--pop", "2", "--total-steps", "200", "--eval-every", "100",
+            "--learning-starts", "50", "--hidden", "16,16", "--batch-size", "32", "--eval-episodes", "1",
+            "--max-episode-steps", "20", "--checkpoint-every", "100", "--keep-checkpoints", "2", "--no-progress",
+            "--no-tensorboard"]
+    assert main(["train", *args, "--out", str(reference)]) == 0
+    resumed = tmp_path / "resumed"
+    shutil.copytree(reference, resumed)
+    shutil.rmtree(list_checkpoints(resumed)[-1])
+    (resumed / "summary.json").unlink()
+    assert main(["resume", str(resumed), "--no-progress"]) == 0
+    assert_same_run(resumed, reference)
