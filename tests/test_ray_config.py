@@ -8,7 +8,7 @@ from populax.runtime import prepare
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"env": "HalfCheetah-v5"}, "--executor ray: runs JAX (gymnax) environments only so far"),
+    ({"env": "HalfCheetah-v5"}, "--executor ray: runs compiled (gymnax, brax:) environments only so far"),
     ({"workers": 9}, "--workers 9: more workers than members (--pop 8)"),
     ({"workers": 0}, "--workers must be >= 1"),
     ({"worker_cpus": 0.0}, "--worker-cpus must be > 0"),

@@ -64,9 +64,9 @@ def block_members(pop: int, workers: int) -> list[np.ndarray]:
 
 def check_ray_config(config: TrainConfig, choice: EnvChoice) -> None:
     """ConfigError naming the setting for what ``--executor ray`` does not run."""
-    if choice.kind != "gymnax":
-        raise ConfigError(f"--executor ray: runs JAX (gymnax) environments only so far; {config.env!r} is a host "
-                          "environment (use --executor auto)")
+    if choice.kind == "gymnasium":
+        raise ConfigError(f"--executor ray: runs compiled (gymnax, brax:) environments only so far; {config.env!r} "
+                          "is a host environment (use --executor auto)")
     if config.workers > config.pop:
         raise ConfigError(f"--workers {config.workers}: more workers than members (--pop {config.pop})")
     if config.strategy == "independent" and config.on_failure == "freeze":
