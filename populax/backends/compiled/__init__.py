@@ -93,7 +93,8 @@ class CompiledBackend:
                        seed: int | None = None) -> np.ndarray:
         """Per-episode returns of one saved member; without ``seed`` the episodes of the run's evaluation after ``chunk``."""
         key = eval_keys(self.config.seed, chunk, self.config.pop)[member_index] if seed is None else jax.random.key(seed)
-        rollout = jax.jit(lambda state, k: episode_returns(self.program.policy, state, self.env, episodes, k))
+        rollout = jax.jit(lambda state, k: episode_returns(self.program.policy, state, self.env, episodes, k,
+                                                                   self.config.eval_max_steps))
         return np.asarray(rollout(member.agent, key))
 
     def member_actor(self, member: Member) -> Callable[[np.ndarray], np.ndarray]:

@@ -49,6 +49,8 @@ class Schedule(NamedTuple):
     batch_size: int
     buffer_size: int
     eval_episodes: int
+    eval_max_steps: int = 0
+    """Most steps per evaluation episode (0: the environment's own limit)."""
 
     @property
     def steps_per_phase(self) -> int:
@@ -98,6 +100,7 @@ def make_schedule(
     batch_size: int,
     buffer_size: int,
     eval_episodes: int,
+    eval_max_steps: int = 0,
 ) -> Schedule:
     """Turn an update-to-data ratio and an eval period into whole scan lengths (see ``update_phase``)."""
     iterations, updates = update_phase(envs_per_member, updates_per_step)
@@ -113,6 +116,7 @@ def make_schedule(
         batch_size=batch_size,
         buffer_size=buffer_size,
         eval_episodes=eval_episodes,
+        eval_max_steps=eval_max_steps,
     )
 
 
@@ -150,13 +154,21 @@ def summarize_chunk(metrics: dict[str, jax.Array], member: Member) -> dict[str, 
     return summary
 
 
-def evaluate_policy(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array) -> jax.Array:
+def evaluate_policy(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array,
+                    max_steps: int = 0) -> jax.Array:
     """Mean undiscounted return of ``episodes`` fresh episodes under ``policy(agent_state, obs)``."""
-    return jnp.mean(episode_returns(policy, agent_state, env, episodes, key))
+    return jnp.mean(episode_returns(policy, agent_state, env, episodes, key, max_steps))
 
 
-def episode_returns(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array) -> jax.Array:
-    """Undiscounted return of each of ``episodes`` fresh episodes under ``policy(agent_state, obs)``."""
+def episode_steps(env: JaxEnv, max_steps: int = 0) -> int:
+    """Steps an evaluation episode may last: the env's limit, capped by ``max_steps`` when > 0."""
+    return min(env.max_episode_steps, max_steps) if max_steps > 0 else env.max_episode_steps
+
+
+def episode_returns(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array,
+                    max_steps: int = 0) -> jax.Array:
+    """Undiscounted return of each of ``episodes`` fresh episodes under ``policy(agent_state, obs)``,
+    each cut after ``episode_steps(env, max_steps)`` steps."""
     reset_key, run_key = jax.random.split(key)
     obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
 
@@ -170,7 +182,7 @@ def episode_returns(policy: Callable, agent_state: Any, env: JaxEnv, episodes: i
 
     zeros = jnp.zeros((episodes,), jnp.float32)
     carry = (obs, env_state, zeros, zeros + 1.0)
-    keys = jax.random.split(run_key, env.max_episode_steps)
+    keys = jax.random.split(run_key, episode_steps(env, max_steps))
     (_, _, total, _), _ = jax.lax.scan(step, carry, keys)
     return total
 
@@ -266,7 +278,7 @@ def chunked_program(agent: Any, env: JaxEnv, schedule: Any, init: Callable, phas
 
     def evaluate(member: Member, key: jax.Array) -> jax.Array:
         """Mean undiscounted return of fresh episodes under the deterministic policy."""
-        return evaluate_policy(agent.policy, member.agent, env, schedule.eval_episodes, key)
+        return evaluate_policy(agent.policy, member.agent, env, schedule.eval_episodes, key, schedule.eval_max_steps)
 
     return MemberProgram(init=init, init_agent=agent.init, train_chunk=train_chunk, evaluate=evaluate,
                          policy=agent.policy)

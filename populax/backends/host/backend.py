@@ -42,6 +42,7 @@ import numpy as np
 from populax.agents import AgentSpec, Algorithm, check_action_space
 from populax.agents.options import resolve_options
 from populax.backends.host.collector import (
+    EVAL_STEP_LIMIT,
     Block,
     Collector,
     collector_keys,
@@ -231,7 +232,7 @@ class HostBackend:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             returns = evaluate(self.spec, self.functions, population, self.config.eval_episodes,
-                               seed=eval_seed(self.config.seed, chunk))
+                               seed=eval_seed(self.config.seed, chunk), max_steps=eval_step_cap(self.config))
         self.eval_s += time.perf_counter() - start
         return returns
 
@@ -294,11 +295,16 @@ class HostBackend:
             seed = eval_seed(self.config.seed, chunk) + member_index * self.config.eval_episodes
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return member_returns(self.spec, self.functions, member, episodes, seed)
+            return member_returns(self.spec, self.functions, member, episodes, seed, eval_step_cap(self.config))
 
     def member_actor(self, member: Member) -> Callable[[np.ndarray], np.ndarray]:
         """Observations [M, ...] -> agent actions of one saved member (deterministic policy)."""
         return lambda obs: np.asarray(self.functions.member_policy(member.agent, member.obs_stats, obs))
+
+
+def eval_step_cap(config: TrainConfig) -> int:
+    """Most steps an evaluation episode may last on the host: ``eval_max_steps``, or 100,000 when 0."""
+    return config.eval_max_steps or EVAL_STEP_LIMIT
 
 
 def make_host_backend(config: TrainConfig, algorithm: Algorithm, env_id: str, executor: Callable) -> HostBackend:
