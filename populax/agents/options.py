@@ -57,6 +57,50 @@ class PPOOptions:
     """Decay the learning rate linearly to 0 over the run."""
 
 
+@dataclass(frozen=True)
+class CEMRLOptions:
+    """Static CEM-RL settings (the reference code's defaults); the population size is --pop."""
+
+    parents: int = 0
+    """Elites the CEM refits to (0 = half the population)."""
+    sigma_init: float = 1e-3
+    """Initial variance of every actor parameter (the reference's sigma_init)."""
+    damp: float = 1e-3
+    """Initial diagonal noise added to the variance each generation."""
+    damp_limit: float = 1e-5
+    """Value the diagonal noise decays toward."""
+    damp_decay: float = 0.95
+    """Per-generation decay factor of the diagonal noise."""
+    mirrored: bool = True
+    """Antithetic sampling: members i and i + pop/2 are mirror images around the CEM mean."""
+    elitism: bool = False
+    """The last member is the previous generation's best actor instead of a draw."""
+    generation_steps: int = 0
+    """Env iterations each actor runs per generation from a fresh reset (0 = the env's episode length);
+    its fitness is the return of its first episode in each of its envs."""
+
+
+@dataclass(frozen=True)
+class DvDOptions:
+    """Static DvD-TD3 settings."""
+
+    lambda_mode: str = "bandit"
+    """How the diversity weight is chosen: bandit (Thompson sampling over lambda-arms), schedule (the reference
+    code's 0 / 0.3 / 0.5 / 0.2 at 50k / 300k / 700k total env steps) or fixed (lambda-fixed)."""
+    lambda_arms: str = "0,0.5"
+    """Comma-separated lambda values the bandit chooses between."""
+    lambda_fixed: float = 0.5
+    """lambda under lambda-mode fixed (0 = an ensemble of TD3 actors with a shared critic)."""
+    lambda_warmup: int = 0
+    """Env steps per member at lambda 0 before lambda applies (never before learning starts)."""
+    bandwidth: float = 1.0
+    """Length scale of the RBF kernel over the members' actions."""
+    embedding_states: int = 20
+    """States of the shared batch the members' actions (embeddings) are taken on."""
+    jitter: float = 1e-4
+    """Added to the kernel's diagonal: keeps log det finite for identical actors."""
+
+
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 

@@ -90,6 +90,9 @@ def prepare(config: TrainConfig) -> RunSetup:
                                 config.pop)
     dims = make_space(algorithm.hparams, specs)
     ready = check_strategy_config(config, backend.chunk_steps, dims)
+    if algorithm.coupled and config.strategy != "independent":
+        raise ConfigError(f"--strategy: {config.algo} couples its members itself (shared critic); "
+                          f"allowed: independent (got {config.strategy})")
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     if run_dir.exists() and not config.force:
         raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
