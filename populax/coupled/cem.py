@@ -64,7 +64,8 @@ class CEMState:
     elite: jax.Array
     """Best sample of the last generation (used with elitism)."""
     elite_score: jax.Array
-    """Its fitness (-inf before the first tell)."""
+    """Its fitness (the lowest float32 before the first tell or when no sample was finite: the state stays
+    finite, so the driver's finiteness check of the shared state keeps meaning "diverged")."""
     generation: jax.Array
     """Generations told so far."""
 
@@ -73,7 +74,7 @@ def cem_init(mean: jax.Array, settings: CEMSettings) -> CEMState:
     """The distribution centred on ``mean`` with variance ``sigma_init``."""
     mean = jnp.asarray(mean, jnp.float32)
     return CEMState(mean=mean, var=jnp.full_like(mean, settings.sigma_init), damp=jnp.float32(settings.damp),
-                    elite=mean, elite_score=jnp.float32(-jnp.inf), generation=jnp.zeros((), jnp.int32))
+                    elite=mean, elite_score=jnp.finfo(jnp.float32).min, generation=jnp.zeros((), jnp.int32))
 
 
 def parent_weights(parents: int) -> jax.Array:
@@ -109,5 +110,6 @@ def cem_tell(state: CEMState, samples: jax.Array, fitness: jax.Array, settings: 
     damp = state.damp * settings.damp_decay + (1.0 - settings.damp_decay) * settings.damp_limit
     z = elites - state.mean
     var = weights @ (z * z) / parents + damp  # the reference's 1/parents factor, kept for fidelity
-    return CEMState(mean=weights @ elites, var=var, damp=damp, elite=elites[0], elite_score=fitness[order[0]],
+    best = jnp.maximum(fitness[order[0]], jnp.finfo(jnp.float32).min)
+    return CEMState(mean=weights @ elites, var=var, damp=damp, elite=elites[0], elite_score=best,
                     generation=state.generation + 1)

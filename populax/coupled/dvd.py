@@ -83,13 +83,14 @@ class Bandit:
     arm: jax.Array
     """The arm in use (-1: warm-up at lambda 0)."""
     best: jax.Array
-    """Best population return seen so far (-inf before one)."""
+    """Best population return seen so far (the lowest float32 before one: state stays finite, so the
+    driver's finiteness check of the shared state keeps meaning "diverged")."""
 
 
 def bandit_init(arms: int) -> Bandit:
     """Uniform Beta(1, 1) posteriors, no arm chosen yet."""
     ones = jnp.ones((arms,), jnp.float32)
-    return Bandit(alpha=ones, beta=ones, arm=jnp.int32(-1), best=jnp.float32(-jnp.inf))
+    return Bandit(alpha=ones, beta=ones, arm=jnp.int32(-1), best=jnp.finfo(jnp.float32).min)
 
 
 def bandit_step(bandit: Bandit, best_return: jax.Array, choose: jax.Array, key: jax.Array) -> Bandit:
