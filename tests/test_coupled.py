@@ -109,7 +109,8 @@ def test_dvd_population_is_more_diverse_than_an_ensemble_at_the_same_step(tmp_pa
                               algo_options={"lambda-mode": "fixed", "lambda-fixed": lam})
         setup = prepare(config)
         result = run(setup)
-        actions = jax.vmap(lambda actor: setup.backend.program.policy(actor, fixed_states()))(result.population.agent)
+        policy = setup.backend.program.policy
+        actions = jax.vmap(policy, in_axes=(0, None))(result.population.agent, fixed_states())
         distances[name] = float(dvd.mean_pairwise_distance(actions))
         assert [r["dvd_lambda"] for r in records(result.run_dir)] == [0.0, lam]  # lambda 0 until learning starts
     assert distances["dvd"] > distances["ensemble"], distances
@@ -219,3 +220,21 @@ def test_init_population_puts_the_shared_state_outside_the_member_axis(tmp_path)
     population = init_population(setup)
     assert population.shared.cem.mean.ndim == 1  # one distribution for all
     assert jax.tree.leaves(population.agent.actor)[0].shape[0] == 4
+
+
+@pytest.mark.parametrize("algo", ["cemrl", "dvd-td3"])
+def test_a_short_run_on_gymnasium_pendulum_completes(tmp_path, algo):
+    """The host backend: the same population steps around the Gymnasium collector."""
+    setup = prepare(small_config(tmp_path, algo, "host", env="gymnasium:Pendulum-v1", pop=2, total_steps=400,
+                                 learning_starts=100))
+    assert setup.backend.kind == "host"
+    result = run(setup)
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["env_steps_per_member"] == 400 and np.isfinite(result.returns).all()
+    assert finite_tree(result.population.agent) and finite_tree(result.population.shared)
+    logged = records(result.run_dir)
+    if algo == "cemrl":  # one generation per 200-step episode; the CEM mean actor evaluated each
+        assert len(logged) == 2 and np.isfinite(summary["mean_policy_return"])
+        assert int(result.population.shared.cem.generation) == 2
+    else:
+        assert np.isfinite(logged[-1]["dvd_logdet"]) and logged[-1]["dvd_lambda"] in (0.0, 0.5)

@@ -9,3 +9,14 @@ as pure functions; the compiled population programs that run them are in
 critic, CEM distribution, bandit) is ``Member.shared``: no member axis,
 checkpointed with the members.
 """
+
+from typing import Any
+
+import numpy as np
+
+
+def mean_policy_summary(metrics: dict[str, Any]) -> dict[str, float]:
+    """summary.json's ``mean_policy_return`` (CEM-RL: the CEM mean actor at the last generation), when logged."""
+    if "mean_policy_return" not in metrics:
+        return {}
+    return {"mean_policy_return": float(np.asarray(metrics["mean_policy_return"])[0])}

@@ -19,6 +19,7 @@ import numpy as np
 from populax.agents import Algorithm, check_action_space
 from populax.backends.compiled.offpolicy import MemberProgram, episode_returns
 from populax.backends.compiled.program import build_program
+from populax.coupled import mean_policy_summary
 from populax.envs.jax_envs import JaxEnv, describe_action, make_jax_env
 from populax.population import init_members
 from populax.run.config import TrainConfig
@@ -93,9 +94,7 @@ class CompiledBackend:
 
     def summary(self) -> dict[str, Any]:
         """CEM-RL: the CEM mean actor's return at the last generation (``mean_policy_return``)."""
-        if "mean_policy_return" in self.last_metrics:
-            return {"mean_policy_return": float(np.asarray(self.last_metrics["mean_policy_return"])[0])}
-        return {}
+        return mean_policy_summary(self.last_metrics)
 
     # -- one saved member ------------------------------------------------------------------
 

@@ -45,6 +45,14 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 
 from populax.agents.options import CEMRLOptions, DvDOptions
+from populax.backends.compiled.offpolicy import (
+    evaluate_policy,
+    example_transition,
+    make_env_iteration,
+    make_schedule,
+    new_member,
+    reset_envs,
+)
 from populax.buffers import buffer_init
 from populax.coupled import dvd
 from populax.coupled.cem import CEMSettings, CEMState, cem_ask, cem_init, cem_tell
@@ -64,14 +72,6 @@ from populax.coupled.shared_td3 import (
     skip_or,
     soft_update_critic,
     union_sample,
-)
-from populax.backends.compiled.offpolicy import (
-    evaluate_policy,
-    example_transition,
-    make_env_iteration,
-    make_schedule,
-    new_member,
-    reset_envs,
 )
 from populax.envs.jax_envs import JaxEnv
 from populax.errors import ConfigError
@@ -168,10 +168,8 @@ class CEMRLShared:
     key: jax.Array
 
 
-def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions) -> tuple[CoupledSchedule, PopulationProgram]:
-    """CEM-RL's generation as one compiled chunk (see the module docstring)."""
-    check_pop(config)
-    pop, envs = config.pop, config.envs_per_member
+def check_cemrl_options(options: CEMRLOptions, pop: int) -> CEMSettings:
+    """Validate CEM-RL's options; return the distribution's settings."""
     if options.parents < 0 or options.parents > pop:
         raise ConfigError(f"--algo-opt.parents must be in [0, --pop] (got {options.parents})")
     for name in ("sigma_init", "damp", "damp_limit"):
@@ -181,27 +179,38 @@ def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions) 
         raise ConfigError(f"--algo-opt.damp-decay must be in (0, 1] (got {options.damp_decay})")
     if options.generation_steps < 0:
         raise ConfigError(f"--algo-opt.generation-steps must be >= 0 (got {options.generation_steps})")
-    iterations = options.generation_steps or env.max_episode_steps
-    settings = CEMSettings(pop=pop, parents=options.parents, sigma_init=options.sigma_init, damp=options.damp,
-                           damp_limit=options.damp_limit, damp_decay=options.damp_decay, mirrored=options.mirrored,
-                           elitism=options.elitism)
+    return CEMSettings(pop=pop, parents=options.parents, sigma_init=options.sigma_init, damp=options.damp,
+                       damp_limit=options.damp_limit, damp_decay=options.damp_decay, mirrored=options.mirrored,
+                       elitism=options.elitism)
+
+
+class CEMRLSteps(NamedTuple):
+    """CEM-RL's population-level steps, shared by both backends (the acting in between is theirs)."""
+
+    init_shared: Any
+    """``(keys [P], members) -> CEMRLShared``: a fresh critic, the CEM centred on member 0's actor."""
+    begin: Any
+    """``population -> (population, metrics)``: ask, then the shared critic's and the first pop/2 actors' steps."""
+    finish: Any
+    """``(population, fitness [P]) -> (population, metrics)``: tell."""
+    mean_actor: Any
+    """``shared -> ActorState`` of the CEM mean."""
+
+
+def make_cemrl_steps(config: TrainConfig, nets: Nets, options: CEMRLOptions, generation_steps: int) -> CEMRLSteps:
+    """CEM-RL's ask / gradient phase / tell; ``generation_steps``: env steps per member per generation."""
+    check_pop(config)
+    pop = config.pop
+    settings = check_cemrl_options(options, pop)
     n_grad = pop // 2
-    schedule = CoupledSchedule(iterations * envs, config.learning_starts, envs)
     # The original's schedule: as many gradient steps as env steps in the last generation (all members).
-    gradient_steps = max(1, round(config.updates_per_step * pop * schedule.chunk_steps))
-    nets = make_nets(flat_obs_dim(env), env.action.size, tuple(config.hidden))
-    init_member = member_init(nets, env, min(config.buffer_size, config.total_steps), envs, config.learning_starts)
-    env_iteration = make_env_iteration(deterministic_act(nets), env, schedule, store=finite_rows)
+    gradient_steps = max(1, round(config.updates_per_step * pop * generation_steps))
     _, unravel = ravel_pytree(nets.actor.init(jax.random.key(0), nets.obs0))  # the layout only
 
-    def policy(state: ActorState, obs: jax.Array) -> jax.Array:
-        return nets.actor.apply(state.actor, obs)
-
-    def init_population(keys: jax.Array, hparams: Any) -> Member:
-        members = init_members(init_member)(keys, hparams)
+    def init_shared(keys: jax.Array, members: Member) -> CEMRLShared:
         critic_key, key = jax.random.split(jax.random.fold_in(keys[0], SHARED_KEY))
         mean = ravel_pytree(first_member(members.agent.actor))[0]
-        return members.replace(shared=CEMRLShared(init_critic(nets, critic_key), cem_init(mean, settings), key))
+        return CEMRLShared(init_critic(nets, critic_key), cem_init(mean, settings), key)
 
     def gradient_phase(population: Member, critic: CriticState, grads: ActorState, key: jax.Array):
         """S critic steps, and the first pop/2 actors' TD3 steps from the shared critic."""
@@ -229,10 +238,49 @@ def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions) 
                                      "actor_loss": jnp.concatenate([actor_loss, jnp.full((pop - n_grad,), jnp.nan)])}
 
         def update(carry):
-            carry, metrics = jax.lax.scan(step, carry, jnp.arange(gradient_steps))
-            return carry, metrics
+            return jax.lax.scan(step, carry, jnp.arange(gradient_steps))
 
         return skip_or(population.env_steps[0] > population.learn_from[0], update, (critic, grads))
+
+    def begin(population: Member) -> tuple[Member, dict[str, jax.Array]]:
+        shared: CEMRLShared = population.shared
+        key, ask_key, update_key = jax.random.split(shared.key, 3)
+        samples = cem_ask(shared.cem, ask_key, settings)
+        agent = jax.vmap(actor_state)(jax.vmap(unravel)(samples), population.agent.updates)
+        grads = jax.tree.map(lambda x: x[:n_grad], agent)
+        (critic, grads), metrics = gradient_phase(population, shared.critic, grads, update_key)
+        agent = jax.tree.map(lambda all_, trained: all_.at[:n_grad].set(trained), agent, grads)
+        return population.replace(agent=agent, shared=shared.replace(critic=critic, key=key)), per_member(metrics, pop)
+
+    def finish(population: Member, fitness: jax.Array) -> tuple[Member, dict[str, jax.Array]]:
+        shared: CEMRLShared = population.shared
+        cem = cem_tell(shared.cem, jax.vmap(lambda a: ravel_pytree(a)[0])(population.agent.actor), fitness, settings)
+        metrics = {"fitness": fitness, "cem_std": jnp.full((pop,), jnp.mean(jnp.sqrt(cem.var)))}
+        return population.replace(shared=shared.replace(cem=cem)), metrics
+
+    def mean_actor(shared: CEMRLShared) -> ActorState:
+        return actor_state(unravel(shared.cem.mean), jnp.zeros((), jnp.int32))
+
+    return CEMRLSteps(init_shared, begin, finish, mean_actor)
+
+
+def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions) -> tuple[CoupledSchedule, PopulationProgram]:
+    """CEM-RL's generation as one compiled chunk (see the module docstring)."""
+    envs = config.envs_per_member
+    check_cemrl_options(options, config.pop)
+    iterations = options.generation_steps or env.max_episode_steps
+    schedule = CoupledSchedule(iterations * envs, config.learning_starts, envs)
+    nets = make_nets(flat_obs_dim(env), env.action.size, tuple(config.hidden))
+    steps = make_cemrl_steps(config, nets, options, schedule.chunk_steps)
+    init_member = member_init(nets, env, min(config.buffer_size, config.total_steps), envs, config.learning_starts)
+    env_iteration = make_env_iteration(deterministic_act(nets), env, schedule, store=finite_rows)
+
+    def policy(state: ActorState, obs: jax.Array) -> jax.Array:
+        return nets.actor.apply(state.actor, obs)
+
+    def init_population(keys: jax.Array, hparams: Any) -> Member:
+        members = init_members(init_member)(keys, hparams)
+        return members.replace(shared=steps.init_shared(keys, members))
 
     def generation(member: Member) -> tuple[Member, jax.Array]:
         """One actor's generation_steps iterations from a fresh reset; fitness = its first episodes' return."""
@@ -248,23 +296,13 @@ def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions) 
         return member, jnp.mean(jnp.where(jnp.isnan(first), member.env.episode_return, first))
 
     def train_chunk(population: Member) -> tuple[Member, dict[str, jax.Array]]:
-        shared: CEMRLShared = population.shared
-        key, ask_key, update_key, mean_key = jax.random.split(shared.key, 4)
-        samples = cem_ask(shared.cem, ask_key, settings)
-        agent = jax.vmap(actor_state)(jax.vmap(unravel)(samples), population.agent.updates)
-        grads = jax.tree.map(lambda x: x[:n_grad], agent)
-        (critic, grads), metrics = gradient_phase(population, shared.critic, grads, update_key)
-        agent = jax.tree.map(lambda all_, trained: all_.at[:n_grad].set(trained), agent, grads)
-        members, fitness = jax.vmap(generation)(without_shared(population.replace(agent=agent)))
-        cem = cem_tell(shared.cem, jax.vmap(lambda a: ravel_pytree(a)[0])(members.agent.actor), fitness, settings)
-        mean_actor = actor_state(unravel(cem.mean), jnp.zeros((), jnp.int32))
-        mean_return = evaluate_policy(policy, mean_actor, env, config.eval_episodes, mean_key)
-        population = members.replace(shared=CEMRLShared(critic, cem, key))
-        metrics = per_member(metrics, pop)
-        metrics.update(fitness=fitness, train_return=fitness,
-                       mean_policy_return=jnp.full((pop,), mean_return),
-                       cem_std=jnp.full((pop,), jnp.mean(jnp.sqrt(cem.var))))
-        return population, metrics
+        population, metrics = steps.begin(population)
+        members, fitness = jax.vmap(generation)(without_shared(population))
+        population, told = steps.finish(members.replace(shared=population.shared), fitness)
+        key, mean_key = jax.random.split(population.shared.key)
+        mean_return = evaluate_policy(policy, steps.mean_actor(population.shared), env, config.eval_episodes, mean_key)
+        metrics.update(told, train_return=fitness, mean_policy_return=jnp.full((config.pop,), mean_return))
+        return population.replace(shared=population.shared.replace(key=key)), metrics
 
     def evaluate(member: Member, key: jax.Array) -> jax.Array:
         return evaluate_policy(policy, member.agent, env, config.eval_episodes, key)
@@ -317,23 +355,23 @@ def check_dvd_options(options: DvDOptions) -> tuple[float, ...]:
     return parse_arms(options.lambda_arms)
 
 
-def make_dvd_program(config: TrainConfig, env: JaxEnv, options: DvDOptions) -> tuple[Any, PopulationProgram]:
-    """DvD-TD3's chunk (see the module docstring)."""
+class DvDSteps(NamedTuple):
+    """DvD-TD3's population-level steps, shared by both backends (the acting in between is theirs)."""
+
+    init_shared: Any
+    """``(keys [P]) -> DvDShared``: a fresh critic, the bandit's priors, lambda 0."""
+    learn: Any
+    """``population -> (population, metrics)``: one critic step and (every `delay`) the actors' joint step."""
+    finish: Any
+    """``(population, train returns [P]) -> (population, metrics)``: diversity, bandit, next lambda."""
+
+
+def make_dvd_steps(config: TrainConfig, nets: Nets, options: DvDOptions) -> DvDSteps:
+    """DvD-TD3's update and end-of-chunk steps (see the module docstring)."""
     check_pop(config)
     arms = jnp.asarray(check_dvd_options(options), jnp.float32)
     pop = config.pop
-    schedule = make_schedule(envs_per_member=config.envs_per_member, updates_per_step=config.updates_per_step,
-                             eval_every=config.eval_every, learning_starts=config.learning_starts,
-                             batch_size=config.batch_size, buffer_size=min(config.buffer_size, config.total_steps),
-                             eval_episodes=config.eval_episodes)
-    nets = make_nets(flat_obs_dim(env), env.action.size, tuple(config.hidden))
-    init_member = member_init(nets, env, schedule.buffer_size, config.envs_per_member, config.learning_starts)
-    env_iteration = jax.vmap(lambda member: make_env_iteration(noisy_act(nets), env, schedule, store=finite_rows)(
-        member, None)[0])
     warmup = max(options.lambda_warmup, config.learning_starts)
-
-    def policy(state: ActorState, obs: jax.Array) -> jax.Array:
-        return nets.actor.apply(state.actor, obs)
 
     def embeddings(actors: dict, states: jax.Array) -> jax.Array:
         return jax.vmap(lambda actor: nets.actor.apply(actor, states))(actors)
@@ -347,14 +385,12 @@ def make_dvd_program(config: TrainConfig, env: JaxEnv, options: DvDOptions) -> t
             lam = jnp.where(bandit.arm >= 0, arms[jnp.maximum(bandit.arm, 0)], 0.0)
         return jnp.where(env_steps >= warmup, lam, 0.0).astype(jnp.float32)
 
-    def init_population(keys: jax.Array, hparams: Any) -> Member:
-        members = init_members(init_member)(keys, hparams)
+    def init_shared(keys: jax.Array) -> DvDShared:
         critic_key, key = jax.random.split(jax.random.fold_in(keys[0], SHARED_KEY))
         bandit = dvd.bandit_init(len(arms))
-        return members.replace(shared=DvDShared(init_critic(nets, critic_key), bandit,
-                                                next_lambda(bandit, jnp.int32(0)), key))
+        return DvDShared(init_critic(nets, critic_key), bandit, next_lambda(bandit, jnp.int32(0)), key)
 
-    def learn(population: Member, _) -> tuple[Member, dict[str, jax.Array]]:
+    def learn(population: Member) -> tuple[Member, dict[str, jax.Array]]:
         shared: DvDShared = population.shared
         key, batch_key, critic_key = jax.random.split(shared.key, 3)
         batches = jax.vmap(union_sample, in_axes=(None, 0, None))(
@@ -392,32 +428,55 @@ def make_dvd_program(config: TrainConfig, env: JaxEnv, options: DvDOptions) -> t
         (critic, agent), metrics = skip_or(started, update, (shared.critic, population.agent))
         return population.replace(agent=agent, shared=shared.replace(critic=critic, key=key)), metrics
 
-    def phase(population: Member, _) -> tuple[Member, dict[str, jax.Array]]:
-        members, _ = jax.lax.scan(lambda m, _: (env_iteration(m), None), without_shared(population),
-                                  length=schedule.iterations_per_phase)
-        return jax.lax.scan(learn, members.replace(shared=population.shared), length=schedule.updates_per_phase)
-
-    def train_chunk(population: Member) -> tuple[Member, dict[str, jax.Array]]:
-        lam = population.shared.lam
-        population, metrics = jax.lax.scan(phase, population, length=schedule.phases_per_chunk)
+    def finish(population: Member, train_returns: jax.Array) -> tuple[Member, dict[str, jax.Array]]:
         shared: DvDShared = population.shared
         key, states_key, bandit_key = jax.random.split(shared.key, 3)
         states = union_sample(population.experience, states_key, options.embedding_states).obs
         actions = embeddings(population.agent.actor, states)
-        train_returns = jnp.nanmean(population.env.last_episode_return, axis=1)
         best = jnp.where(jnp.isfinite(train_returns).any(), jnp.nanmax(train_returns), jnp.nan)
         steps = population.env_steps[0]
         bandit = shared.bandit
         if options.lambda_mode == "bandit":
             bandit = dvd.bandit_step(bandit, best, steps >= warmup, bandit_key)
-        population = population.replace(shared=shared.replace(bandit=bandit, lam=next_lambda(bandit, steps), key=key))
-        metrics = per_member(metrics, pop)
-        scalars = {"dvd_lambda": lam, "dvd_logdet": dvd.diversity(actions, options.bandwidth, options.jitter),
+        scalars = {"dvd_lambda": shared.lam, "dvd_logdet": dvd.diversity(actions, options.bandwidth, options.jitter),
                    "dvd_pairwise_distance": dvd.mean_pairwise_distance(actions), "bandit_arm": bandit.arm}
         scalars.update({f"bandit_mean_{i}": p for i, p in enumerate(dvd.posterior_means(bandit))})
-        metrics.update({name: jnp.full((pop,), value, jnp.float32) for name, value in scalars.items()})
-        metrics["train_return"] = train_returns
-        return population, metrics
+        shared = shared.replace(bandit=bandit, lam=next_lambda(bandit, steps), key=key)
+        return (population.replace(shared=shared),
+                {name: jnp.full((pop,), value, jnp.float32) for name, value in scalars.items()})
+
+    return DvDSteps(init_shared, learn, finish)
+
+
+def make_dvd_program(config: TrainConfig, env: JaxEnv, options: DvDOptions) -> tuple[Any, PopulationProgram]:
+    """DvD-TD3's chunk (see the module docstring)."""
+    schedule = make_schedule(envs_per_member=config.envs_per_member, updates_per_step=config.updates_per_step,
+                             eval_every=config.eval_every, learning_starts=config.learning_starts,
+                             batch_size=config.batch_size, buffer_size=min(config.buffer_size, config.total_steps),
+                             eval_episodes=config.eval_episodes)
+    nets = make_nets(flat_obs_dim(env), env.action.size, tuple(config.hidden))
+    steps = make_dvd_steps(config, nets, options)
+    init_member = member_init(nets, env, schedule.buffer_size, config.envs_per_member, config.learning_starts)
+    env_iteration = jax.vmap(lambda member: make_env_iteration(noisy_act(nets), env, schedule, store=finite_rows)(
+        member, None)[0])
+
+    def policy(state: ActorState, obs: jax.Array) -> jax.Array:
+        return nets.actor.apply(state.actor, obs)
+
+    def init_population(keys: jax.Array, hparams: Any) -> Member:
+        return init_members(init_member)(keys, hparams).replace(shared=steps.init_shared(keys))
+
+    def phase(population: Member, _) -> tuple[Member, dict[str, jax.Array]]:
+        members, _ = jax.lax.scan(lambda m, _: (env_iteration(m), None), without_shared(population),
+                                  length=schedule.iterations_per_phase)
+        return jax.lax.scan(lambda p, _: steps.learn(p), members.replace(shared=population.shared),
+                            length=schedule.updates_per_phase)
+
+    def train_chunk(population: Member) -> tuple[Member, dict[str, jax.Array]]:
+        population, metrics = jax.lax.scan(phase, population, length=schedule.phases_per_chunk)
+        train_returns = jnp.nanmean(population.env.last_episode_return, axis=1)
+        population, chunk_metrics = steps.finish(population, train_returns)
+        return population, {**per_member(metrics, config.pop), **chunk_metrics, "train_return": train_returns}
 
     def evaluate(member: Member, key: jax.Array) -> jax.Array:
         return evaluate_policy(policy, member.agent, env, config.eval_episodes, key)
