@@ -10,7 +10,7 @@ import pytest
 
 import populax
 from populax.coupled import dvd
-from populax.coupled.cem import CEMSettings, cem_ask, cem_init, cem_tell
+from populax.coupled.cem import CEMOptions, cem_ask, cem_init, cem_tell
 from populax.errors import ConfigError
 from populax.run.checkpoint import list_checkpoints
 from populax.run.resume import resume
@@ -43,13 +43,13 @@ def small_config(tmp_path, algo, name, **overrides):
 
 
 def test_cem_minimises_sum_of_abs_to_within_005():
-    settings = CEMSettings(pop=10, sigma_init=1.0)
+    settings = CEMOptions(sigma_init=1.0)
 
     def loss(x):
         return jnp.sum(jnp.abs(x - 1.0), axis=-1)
 
     def generation(state, key):
-        samples = cem_ask(state, key, settings)
+        samples = cem_ask(state, key, settings, 10)
         return cem_tell(state, samples, -loss(samples), settings), None
 
     state, _ = jax.lax.scan(generation, cem_init(jnp.zeros(8), settings), jax.random.split(jax.random.key(0), 300))
@@ -58,15 +58,15 @@ def test_cem_minimises_sum_of_abs_to_within_005():
 
 
 def test_mirrored_sampling_gives_exact_antithetic_pairs():
-    settings = CEMSettings(pop=10, sigma_init=0.3)
-    samples = cem_ask(cem_init(jnp.zeros(6), settings), jax.random.key(1), settings)
+    settings = CEMOptions(sigma_init=0.3)
+    samples = cem_ask(cem_init(jnp.zeros(6), settings), jax.random.key(1), settings, 10)
     np.testing.assert_array_equal(np.asarray(samples[:5]), -np.asarray(samples[5:]))
-    around = cem_ask(cem_init(jnp.full(6, 2.0), settings), jax.random.key(1), settings)
+    around = cem_ask(cem_init(jnp.full(6, 2.0), settings), jax.random.key(1), settings, 10)
     np.testing.assert_allclose(np.asarray(around[:5] + around[5:]), 4.0, atol=1e-6)
 
 
 def test_cem_tell_ranks_nan_fitness_last_and_keeps_the_mean_finite():
-    settings = CEMSettings(pop=4, sigma_init=0.1)
+    settings = CEMOptions(sigma_init=0.1)
     state = cem_init(jnp.zeros(3), settings)
     samples = jnp.array([[1.0, 1, 1], [jnp.nan, 0, 0], [2.0, 2, 2], [3.0, 3, 3]])
     told = cem_tell(state, samples, jnp.array([1.0, jnp.nan, 0.0, -1.0]), settings)

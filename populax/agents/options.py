@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from populax.coupled.cem import CEMOptions
 from populax.errors import ConfigError
 
 
@@ -58,23 +59,10 @@ class PPOOptions:
 
 
 @dataclass(frozen=True)
-class CEMRLOptions:
-    """Static CEM-RL settings (the reference code's defaults); the population size is --pop."""
+class CEMRLOptions(CEMOptions):
+    """Static CEM-RL settings: the distribution's (``populax.coupled.cem.CEMOptions``: parents, sigma-init,
+    damp, damp-limit, damp-decay, mirrored, elitism) and the generation's length; the population is --pop."""
 
-    parents: int = 0
-    """Elites the CEM refits to (0 = half the population)."""
-    sigma_init: float = 1e-3
-    """Initial variance of every actor parameter (the reference's sigma_init)."""
-    damp: float = 1e-3
-    """Initial diagonal noise added to the variance each generation."""
-    damp_limit: float = 1e-5
-    """Value the diagonal noise decays toward."""
-    damp_decay: float = 0.95
-    """Per-generation decay factor of the diagonal noise."""
-    mirrored: bool = True
-    """Antithetic sampling: members i and i + pop/2 are mirror images around the CEM mean."""
-    elitism: bool = False
-    """The last member is the previous generation's best actor instead of a draw."""
     generation_steps: int = 0
     """Env iterations each actor runs per generation from a fresh reset (0 = the env's episode length);
     its fitness is the return of its first episode in each of its envs."""

@@ -25,30 +25,28 @@ from flax import struct
 
 
 @dataclass(frozen=True)
-class CEMSettings:
-    """Static settings of the distribution (the reference's defaults)."""
+class CEMOptions:
+    """Static settings of the distribution (the reference's defaults; the sample count is the population size)."""
 
-    pop: int = 10
-    """Samples per generation."""
     parents: int = 0
-    """Elites the mean and variance are fitted to (0 = pop // 2)."""
+    """Elites the CEM refits to (0 = half the population)."""
     sigma_init: float = 1e-3
-    """Initial variance of every coordinate (the reference's ``sigma_init``)."""
+    """Initial variance of every coordinate (the reference's sigma_init)."""
     damp: float = 1e-3
-    """Initial diagonal noise added to the variance after each update."""
+    """Initial diagonal noise added to the variance each generation."""
     damp_limit: float = 1e-5
     """Value the diagonal noise decays toward."""
     damp_decay: float = 0.95
     """Per-generation decay factor of the diagonal noise (the reference's tau)."""
     mirrored: bool = True
-    """Antithetic sampling: the second half of the samples mirrors the first around the mean."""
+    """Antithetic sampling: samples i and i + pop/2 are mirror images around the mean."""
     elitism: bool = False
     """The last sample is the previous generation's best instead of a draw."""
 
-    @property
-    def num_parents(self) -> int:
-        """Elites per generation."""
-        return self.parents or self.pop // 2
+
+def num_parents(options: CEMOptions, pop: int) -> int:
+    """Elites per generation."""
+    return options.parents or pop // 2
 
 
 @struct.dataclass
@@ -70,7 +68,7 @@ class CEMState:
     """Generations told so far."""
 
 
-def cem_init(mean: jax.Array, settings: CEMSettings) -> CEMState:
+def cem_init(mean: jax.Array, settings: CEMOptions) -> CEMState:
     """The distribution centred on ``mean`` with variance ``sigma_init``."""
     mean = jnp.asarray(mean, jnp.float32)
     return CEMState(mean=mean, var=jnp.full_like(mean, settings.sigma_init), damp=jnp.float32(settings.damp),
@@ -84,9 +82,9 @@ def parent_weights(parents: int) -> jax.Array:
     return weights / weights.sum()
 
 
-def cem_ask(state: CEMState, key: jax.Array, settings: CEMSettings) -> jax.Array:
+def cem_ask(state: CEMState, key: jax.Array, settings: CEMOptions, pop: int) -> jax.Array:
     """``pop`` samples [pop, D]; mirrored pairs (i, i + pop/2) are mean +- the same step."""
-    pop, dim = settings.pop, state.mean.shape[0]
+    dim = state.mean.shape[0]
     if settings.mirrored and pop % 2 == 0:
         half = jax.random.normal(key, (pop // 2, dim))
         eps = jnp.concatenate([half, -half])
@@ -98,9 +96,9 @@ def cem_ask(state: CEMState, key: jax.Array, settings: CEMSettings) -> jax.Array
     return samples
 
 
-def cem_tell(state: CEMState, samples: jax.Array, fitness: jax.Array, settings: CEMSettings) -> CEMState:
+def cem_tell(state: CEMState, samples: jax.Array, fitness: jax.Array, settings: CEMOptions) -> CEMState:
     """Refit the distribution to the best half of ``samples`` (higher fitness is better; NaN counts as worst)."""
-    parents = settings.num_parents
+    parents = num_parents(settings, samples.shape[0])
     fitness = jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)
     order = jnp.argsort(-fitness)
     # NaN samples rank last; should more than half be NaN, they fall back on the mean.

@@ -55,7 +55,7 @@ from populax.backends.compiled.offpolicy import (
 )
 from populax.buffers import buffer_init
 from populax.coupled import dvd
-from populax.coupled.cem import CEMSettings, CEMState, cem_ask, cem_init, cem_tell
+from populax.coupled.cem import CEMState, cem_ask, cem_init, cem_tell
 from populax.coupled.shared_td3 import (
     ActorState,
     CriticState,
@@ -168,8 +168,8 @@ class CEMRLShared:
     key: jax.Array
 
 
-def check_cemrl_options(options: CEMRLOptions, pop: int) -> CEMSettings:
-    """Validate CEM-RL's options; return the distribution's settings."""
+def check_cemrl_options(options: CEMRLOptions, pop: int) -> None:
+    """Validate CEM-RL's options (ConfigError naming the option)."""
     if options.parents < 0 or options.parents > pop:
         raise ConfigError(f"--algo-opt.parents must be in [0, --pop] (got {options.parents})")
     for name in ("sigma_init", "damp", "damp_limit"):
@@ -179,9 +179,6 @@ def check_cemrl_options(options: CEMRLOptions, pop: int) -> CEMSettings:
         raise ConfigError(f"--algo-opt.damp-decay must be in (0, 1] (got {options.damp_decay})")
     if options.generation_steps < 0:
         raise ConfigError(f"--algo-opt.generation-steps must be >= 0 (got {options.generation_steps})")
-    return CEMSettings(pop=pop, parents=options.parents, sigma_init=options.sigma_init, damp=options.damp,
-                       damp_limit=options.damp_limit, damp_decay=options.damp_decay, mirrored=options.mirrored,
-                       elitism=options.elitism)
 
 
 class CEMRLSteps(NamedTuple):
@@ -201,7 +198,7 @@ def make_cemrl_steps(config: TrainConfig, nets: Nets, options: CEMRLOptions, gen
     """CEM-RL's ask / gradient phase / tell; ``generation_steps``: env steps per member per generation."""
     check_pop(config)
     pop = config.pop
-    settings = check_cemrl_options(options, pop)
+    check_cemrl_options(options, pop)
     n_grad = pop // 2
     # The original's schedule: as many gradient steps as env steps in the last generation (all members).
     gradient_steps = max(1, round(config.updates_per_step * pop * generation_steps))
@@ -210,7 +207,7 @@ def make_cemrl_steps(config: TrainConfig, nets: Nets, options: CEMRLOptions, gen
     def init_shared(keys: jax.Array, members: Member) -> CEMRLShared:
         critic_key, key = jax.random.split(jax.random.fold_in(keys[0], SHARED_KEY))
         mean = ravel_pytree(first_member(members.agent.actor))[0]
-        return CEMRLShared(init_critic(nets, critic_key), cem_init(mean, settings), key)
+        return CEMRLShared(init_critic(nets, critic_key), cem_init(mean, options), key)
 
     def gradient_phase(population: Member, critic: CriticState, grads: ActorState, key: jax.Array):
         """S critic steps, and the first pop/2 actors' TD3 steps from the shared critic."""
@@ -245,7 +242,7 @@ def make_cemrl_steps(config: TrainConfig, nets: Nets, options: CEMRLOptions, gen
     def begin(population: Member) -> tuple[Member, dict[str, jax.Array]]:
         shared: CEMRLShared = population.shared
         key, ask_key, update_key = jax.random.split(shared.key, 3)
-        samples = cem_ask(shared.cem, ask_key, settings)
+        samples = cem_ask(shared.cem, ask_key, options, pop)
         agent = jax.vmap(actor_state)(jax.vmap(unravel)(samples), population.agent.updates)
         grads = jax.tree.map(lambda x: x[:n_grad], agent)
         (critic, grads), metrics = gradient_phase(population, shared.critic, grads, update_key)
@@ -254,7 +251,7 @@ def make_cemrl_steps(config: TrainConfig, nets: Nets, options: CEMRLOptions, gen
 
     def finish(population: Member, fitness: jax.Array) -> tuple[Member, dict[str, jax.Array]]:
         shared: CEMRLShared = population.shared
-        cem = cem_tell(shared.cem, jax.vmap(lambda a: ravel_pytree(a)[0])(population.agent.actor), fitness, settings)
+        cem = cem_tell(shared.cem, jax.vmap(lambda a: ravel_pytree(a)[0])(population.agent.actor), fitness, options)
         metrics = {"fitness": fitness, "cem_std": jnp.full((pop,), jnp.mean(jnp.sqrt(cem.var)))}
         return population.replace(shared=shared.replace(cem=cem)), metrics
 
