@@ -13,7 +13,7 @@ from populax.coupled import dvd
 from populax.coupled.cem import CEMOptions, cem_ask, cem_init, cem_tell
 from populax.errors import ConfigError
 from populax.run.checkpoint import list_checkpoints
-from populax.run.resume import resume
+from populax.run.resume import evaluate_saved_member, resume
 from populax.runtime import init_population, prepare, run
 
 
@@ -169,6 +169,8 @@ def test_kill_and_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, 
     assert leaves_equal(resumed.population.agent, full.population.agent)
     assert leaves_equal(resumed.population.shared, full.population.shared)  # critic, CEM / bandit
     assert (killed / "metrics.jsonl").read_text() .count("\n") == (full.run_dir / "metrics.jsonl").read_text().count("\n")
+    returns, _ = evaluate_saved_member(killed, member=1, episodes=1)  # `populax eval` of one saved actor
+    assert returns.shape == (1,) and np.isfinite(returns).all()
     if algo == "dvd-td3":  # the bandit's choice is logged every evaluation
         logged = records(killed)
         assert {"dvd_lambda", "bandit_arm", "bandit_mean_0", "bandit_mean_1", "dvd_logdet",
