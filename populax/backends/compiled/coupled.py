@@ -44,6 +44,7 @@ import jax.numpy as jnp
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
+from populax.agents import AgentSpec, Algorithm
 from populax.agents.options import CEMRLOptions, DvDOptions
 from populax.backends.compiled.offpolicy import (
     evaluate_policy,
@@ -67,7 +68,6 @@ from populax.coupled.shared_td3 import (
     first_member,
     init_actor,
     init_critic,
-    make_nets,
     q_values,
     skip_or,
     soft_update_critic,
@@ -105,11 +105,6 @@ class CoupledSchedule(NamedTuple):
     """Env steps per member per chunk."""
     learning_starts: int
     envs_per_member: int
-
-
-def flat_obs_dim(env: JaxEnv) -> int:
-    """Size of the flat observation."""
-    return int(math.prod(env.obs_shape))
 
 
 def per_member(metrics: dict[str, jax.Array], pop: int) -> dict[str, jax.Array]:
@@ -261,13 +256,13 @@ def make_cemrl_steps(config: TrainConfig, nets: Nets, options: CEMRLOptions, gen
     return CEMRLSteps(init_shared, begin, finish, mean_actor)
 
 
-def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions) -> tuple[CoupledSchedule, PopulationProgram]:
+def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions,
+                       nets: Nets) -> tuple[CoupledSchedule, PopulationProgram]:
     """CEM-RL's generation as one compiled chunk (see the module docstring)."""
     envs = config.envs_per_member
     check_cemrl_options(options, config.pop)
     iterations = options.generation_steps or env.max_episode_steps
     schedule = CoupledSchedule(iterations * envs, config.learning_starts, envs)
-    nets = make_nets(flat_obs_dim(env), env.action.size, tuple(config.hidden))
     steps = make_cemrl_steps(config, nets, options, schedule.chunk_steps)
     init_member = member_init(nets, env, min(config.buffer_size, config.total_steps), envs, config.learning_starts)
     env_iteration = make_env_iteration(deterministic_act(nets), env, schedule, store=finite_rows)
@@ -445,13 +440,12 @@ def make_dvd_steps(config: TrainConfig, nets: Nets, options: DvDOptions) -> DvDS
     return DvDSteps(init_shared, learn, finish)
 
 
-def make_dvd_program(config: TrainConfig, env: JaxEnv, options: DvDOptions) -> tuple[Any, PopulationProgram]:
+def make_dvd_program(config: TrainConfig, env: JaxEnv, options: DvDOptions, nets: Nets) -> tuple[Any, PopulationProgram]:
     """DvD-TD3's chunk (see the module docstring)."""
     schedule = make_schedule(envs_per_member=config.envs_per_member, updates_per_step=config.updates_per_step,
                              eval_every=config.eval_every, learning_starts=config.learning_starts,
                              batch_size=config.batch_size, buffer_size=min(config.buffer_size, config.total_steps),
                              eval_episodes=config.eval_episodes)
-    nets = make_nets(flat_obs_dim(env), env.action.size, tuple(config.hidden))
     steps = make_dvd_steps(config, nets, options)
     init_member = member_init(nets, env, schedule.buffer_size, config.envs_per_member, config.learning_starts)
     env_iteration = jax.vmap(lambda member: make_env_iteration(noisy_act(nets), env, schedule, store=finite_rows)(
@@ -484,11 +478,13 @@ def make_dvd_program(config: TrainConfig, env: JaxEnv, options: DvDOptions) -> t
     return schedule, PopulationProgram(init_population, init_agent, train_chunk, evaluate, policy)
 
 
-def build_coupled_program(name: str, config: TrainConfig, env: JaxEnv, options: Any) -> tuple[Any, PopulationProgram]:
-    """(schedule, program) of the coupled method ``name``."""
-    if name == "cemrl":
-        return make_cemrl_program(config, env, options)
-    return make_dvd_program(config, env, options)
+def build_coupled_program(algorithm: Algorithm, config: TrainConfig, env: JaxEnv,
+                          options: Any) -> tuple[Any, PopulationProgram]:
+    """(schedule, program) of the coupled ``algorithm`` (its ``make`` builds the networks)."""
+    nets = algorithm.make(AgentSpec(env.obs_shape, env.action, tuple(config.hidden), options))
+    if algorithm.name == "cemrl":
+        return make_cemrl_program(config, env, options, nets)
+    return make_dvd_program(config, env, options, nets)
 
 
 __all__ = ["PopulationProgram", "build_coupled_program"]

@@ -19,7 +19,7 @@ def build_program(algorithm: Algorithm, config: TrainConfig, env: JaxEnv) -> tup
     if algorithm.coupled:  # one program over the whole population (shared critic)
         from populax.backends.compiled.coupled import build_coupled_program
 
-        return build_coupled_program(algorithm.name, config, env, options)
+        return build_coupled_program(algorithm, config, env, options)
     hidden = tuple(config.hidden)
     if algorithm.on_policy:
         schedule = make_onpolicy_schedule(

@@ -113,7 +113,7 @@ class HostBackend:
         self.coupled: CoupledHooks | None = None
         if algorithm.coupled:  # CEM-RL / DvD-TD3: population steps around the collector (host/coupled.py)
             self.plan = make_plan(coupled_plan_config(config, algorithm.name, options, spec), False)
-            self.functions, self.coupled = make_coupled_host(config, algorithm.name, options, spec, self.plan,
+            self.functions, self.coupled = make_coupled_host(config, algorithm, options, spec, self.plan,
                                                              executor)
             self.chunk_steps = self.plan.chunk_steps
             self.num_chunks = math.ceil(config.total_steps / self.chunk_steps)

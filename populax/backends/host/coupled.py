@@ -22,13 +22,13 @@ methods' actor as the agent; the population-level parts are the same
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from populax.agents import AgentSpec, Algorithm
 from populax.agents.base import Agent
 from populax.backends.compiled.coupled import (
     deterministic_act,
@@ -39,7 +39,7 @@ from populax.backends.compiled.coupled import (
 )
 from populax.backends.host.collector import member_returns
 from populax.backends.host.member import HostFunctions, HostPlan, make_functions
-from populax.coupled.shared_td3 import init_actor, make_nets
+from populax.coupled.shared_td3 import init_actor
 from populax.envs.host_envs import HostEnvSpec
 from populax.errors import ConfigError
 from populax.population import select_member
@@ -75,12 +75,13 @@ def time_limit(spec: HostEnvSpec) -> int:
     return int(limit)
 
 
-def make_coupled_host(config: TrainConfig, name: str, options: Any, spec: HostEnvSpec, plan: HostPlan,
+def make_coupled_host(config: TrainConfig, algorithm: Algorithm, options: Any, spec: HostEnvSpec, plan: HostPlan,
                       executor: Any) -> tuple[HostFunctions, CoupledHooks]:
-    """(host functions, chunk hooks) of the coupled method ``name`` (``plan`` from ``coupled_plan_config``)."""
+    """(host functions, chunk hooks) of the coupled ``algorithm`` (``plan`` from ``coupled_plan_config``)."""
+    name = algorithm.name
     if config.obs_norm:
         raise ConfigError(f"--obs-norm: {name} does not normalise observations; leave it off")
-    nets = make_nets(int(math.prod(spec.obs_shape)), spec.action.size, tuple(config.hidden))
+    nets = algorithm.make(AgentSpec(spec.obs_shape, spec.action, tuple(config.hidden), options))
     cemrl = name == "cemrl"
     actor = Agent(init=lambda key, hparams: init_actor(nets, key),
                   act=deterministic_act(nets) if cemrl else noisy_act(nets),
