@@ -4,13 +4,15 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The CPU default is reproducible: every install below pins to constraints.txt (pyproject.toml holds ranges).
+PIP_INSTALL := $(BIN)/python -m pip install -q -c constraints.txt
 
 .PHONY: demo test lint bench clean-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(PIP_INSTALL) -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,7 +26,7 @@ lint: $(STAMP)
 
 # The paper's Figure 2 on this machine (installs the optional torch extra).
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[dev,torch]'
+	$(PIP_INSTALL) -e '.[dev,torch]'
 	$(BIN)/populax bench update-step --algo td3 --pop 1,2,4,8,16,32,64 --impl all --out docs/bench/update-step-td3.json
 	$(BIN)/populax bench update-step --algo sac --pop 1,2,4,8,16,32 --impl all --out docs/bench/update-step-sac.json
 	$(BIN)/populax bench update-step --algo dqn --pop 1,2,4,8,16 --impl all --out docs/bench/update-step-dqn.json

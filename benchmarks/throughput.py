@@ -9,6 +9,7 @@ are the meaningful numbers.
 
     .venv/bin/python benchmarks/throughput.py --pops 1,8,32 --hidden 64,64            # TD3 Pendulum
     .venv/bin/python benchmarks/throughput.py --algo dqn --env CartPole-v1 --pops 1,8 # with its recipe
+    .venv/bin/python benchmarks/throughput.py --env brax:halfcheetah --pops 1,8 --out tp.json  # physics compiled too
 
 With ``--algo`` other than td3 the tuned recipe (configs/ALGO-ENV.yaml), if any,
 gives every setting not set here; learning starts at once so every timed chunk
@@ -18,9 +19,12 @@ learns (steady state).
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
 import statistics
 import time
+from pathlib import Path
 
 import jax
 
@@ -61,6 +65,7 @@ def main() -> None:
     parser.add_argument("--chunk-steps", type=int, default=500,
                         help="env steps per member per timed chunk (on-policy: rounded up to whole rollouts)")
     parser.add_argument("--rounds", type=int, default=5, help="timed chunks per population size")
+    parser.add_argument("--out", default=None, help="also write the table as JSON (and CSV beside it)")
     args = parser.parse_args()
     pops = [int(p) for p in args.pops.split(",")]
 
@@ -81,12 +86,34 @@ def main() -> None:
     base_rate = base * steps / statistics.median(times[base])
     print(f"algo={args.algo} env={args.env} hidden={args.hidden or 'recipe'} executor={args.executor} chunk={steps} "
           f"steps/member, {args.rounds} rounds, devices={jax.devices()}, load average {load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end")
-    print(f"{'pop':>5} {'compile+1st (s)':>16} {'median chunk (s)':>17} {'env steps/s':>12} {'x pop ' + str(base):>10} {'per-member cost':>16}")
+    print(f"{'pop':>5} {'compile+1st (s)':>16} {'median chunk (s)':>17} {'env steps/s':>12} {'x pop ' + str(base):>10} "
+          f"{'time / pop ' + str(base):>12} {'per-member cost':>16}")
+    rows = []
     for pop in pops:
         median = statistics.median(times[pop])
         rate = pop * steps / median
-        print(f"{pop:>5} {programs[pop][2]:>16.1f} {median:>17.3f} {rate:>12,.0f} {rate / base_rate:>10.2f} "
-              f"{(median / pop) / (statistics.median(times[base]) / base):>16.2f}")
+        row = {"pop": pop, "compile_and_first_chunk_s": programs[pop][2], "median_chunk_s": median,
+               "env_steps_per_s": rate, "throughput_vs_base": rate / base_rate,
+               "time_vs_base": median / statistics.median(times[base]),
+               "per_member_cost_vs_base": (median / pop) / (statistics.median(times[base]) / base)}
+        rows.append(row)
+        print(f"{pop:>5} {row['compile_and_first_chunk_s']:>16.1f} {median:>17.3f} {rate:>12,.0f} "
+              f"{row['throughput_vs_base']:>10.2f} {row['time_vs_base']:>12.2f} {row['per_member_cost_vs_base']:>16.2f}")
+    if args.out:
+        write_table(Path(args.out), vars(args), steps, rows, load_start)
+
+
+def write_table(out: Path, settings: dict, steps: int, rows: list[dict], load_start: float) -> None:
+    """The table as JSON (settings, devices, rows) and the rows as CSV beside it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    machine = {"devices": [str(d) for d in jax.devices()], "device_kind": jax.devices()[0].device_kind,
+               "jax": jax.__version__, "load_average_at_start": load_start, "load_average_at_end": os.getloadavg()[0]}
+    out.write_text(json.dumps({"settings": settings, "chunk_steps_per_member": steps, "machine": machine,
+                               "rows": rows}, indent=2))
+    with out.with_suffix(".csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 if __name__ == "__main__":

@@ -272,8 +272,22 @@ def cmd_envs(argv: list[str]) -> int:
         algos = [a.name for a in ALGORITHMS.values() if (a.discrete if env.action.discrete else a.continuous)]
         table.add_row(env_id, str(env.obs_shape), describe_action(env.action), ", ".join(algos) or "-")
     Console().print(table)
+    print_brax_envs([a.name for a in ALGORITHMS.values() if a.continuous])
     print_host_envs()
     return 0
+
+
+def print_brax_envs(continuous_algos: list[str]) -> None:
+    """The brax tasks (compiled end to end; physics on the accelerator where there is one)."""
+    from populax.envs.jax_envs import brax_ids, brax_installed
+
+    status = "available" if brax_installed() else "needs populax[brax]"
+    table = Table(title="Environments (brax physics, compiled end to end; episodes of 1000 steps)")
+    for column in ("id", "action", "algorithms", "status"):
+        table.add_column(column)
+    for env_id in brax_ids():
+        table.add_row(env_id, "continuous", ", ".join(continuous_algos), status)
+    Console().print(table)
 
 
 def print_host_envs() -> None:

@@ -207,23 +207,74 @@ def auto_plan(pop: int, stacked: Any, platform: str | None = None, devices: int 
     return shards, auto_chunk(per_device, stacked, platform)
 
 
-def auto_executor(pop: int) -> Executor:
-    """Pick devices, then vmap or a compiled loop, from the first call's arguments (see ``auto_plan``)."""
+def compile_members(fn: Callable[..., Any], chunk: int, pop: int, shards: int) -> Callable[..., Any]:
+    """The jitted program of ``pop`` members over ``shards`` devices, ``chunk`` members vmapped at a time."""
+    mapped = map_members(fn, chunk, pop // shards)
+    return shard_members(mapped) if shards > 1 else jax.jit(mapped)
+
+
+def fit_chunk(fn: Callable[..., Any], stacked: tuple, pop: int, shards: int, chunk: int,
+              available: int | None) -> tuple[int, Callable[..., Any]]:
+    """Halve ``chunk`` until the compiled program's working memory fits in ``available`` bytes of one device.
+
+    An accelerator runs the whole population as one vmap, and a vmap holds
+    every member's activations at once; where those do not fit beside the
+    population's state, members go through in chunks (``lax.map`` over vmaps
+    of ``chunk``). XLA's own memory analysis of the compiled program decides.
+    Returns the chunk and its jitted program, which finds the compilation made
+    here in its cache (no second compile).
+    """
+    from populax.memory import COPIES_PER_CHUNK, tree_bytes
+
+    state = COPIES_PER_CHUNK * tree_bytes(stacked) // shards
+    while True:
+        program = compile_members(fn, chunk, pop, shards)
+        compiled = program.lower(*stacked).compile()
+        analysis = compiled.memory_analysis()
+        temp = getattr(analysis, "temp_size_in_bytes", 0) if analysis is not None else 0
+        if available is None or chunk == 1 or state + temp <= available:
+            return chunk, program
+        chunk = (chunk + 1) // 2
+
+
+def auto_executor(pop: int, platform: str | None = None, available: int | None = None) -> Executor:
+    """Pick devices, then vmap or a compiled loop, from the first call's arguments (see ``auto_plan``).
+
+    On an accelerator (``platform`` other than cpu, default: JAX's backend) the
+    vmap is chunked where its working memory would not fit (``fit_chunk``;
+    ``available``: bytes of one device, default ``memory.device_memory_bytes()``).
+    """
 
     def executor(fn: Callable[..., Any]) -> Callable[..., Any]:
         chosen: dict[str, Callable[..., Any]] = {}
 
         def pick(stacked: tuple) -> Callable[..., Any]:
             if "fn" not in chosen:
-                shards, chunk = auto_plan(pop, stacked)
-                mapped = map_members(fn, chunk, pop // shards)
-                chosen["fn"] = shard_members(mapped) if shards > 1 else jax.jit(mapped)
+                where = platform or jax.default_backend()
+                shards, chunk = auto_plan(pop, stacked, where)
+                if where == "cpu":
+                    chosen["fn"] = compile_members(fn, chunk, pop, shards)
+                else:
+                    from populax.memory import device_memory_bytes
+
+                    limit = device_memory_bytes() if available is None else available
+                    chunk, chosen["fn"] = fit_chunk(fn, stacked, pop, shards, chunk, limit)
+                chosen["chunk"] = chunk
             return chosen["fn"]
 
         def run(*stacked):
             return pick(stacked)(*stacked)
 
-        run.lower = lambda *stacked: pick(stacked).lower(*stacked)  # as jax.jit's, for cost analysis
+        def plan(*stacked) -> int:
+            """Members ``auto`` vmaps together on one device for these arguments (tests, benchmarks)."""
+            pick(stacked)
+            return chosen["chunk"]
+
+        def lower(*stacked):
+            """As jax.jit's ``lower`` (the bench's cost analysis)."""
+            return pick(stacked).lower(*stacked)
+
+        run.plan, run.lower = plan, lower
         return run
 
     return executor

@@ -102,7 +102,12 @@ def test_bench_command_writes_json_csv_and_png(tmp_path):
                  "--batch", "4", "--calls", "4", "--rounds", "2", "--matmul-size", "128", "--out", str(out)])
     assert code == 0
     report = json.loads(out.read_text())
-    assert report["machine"]["matmul_peak_gflops"] > 0
+    machine = report["machine"]
+    # the roofline's peak: the best of one GEMM over all cores and one GEMM per device at once (conftest: 2 devices)
+    assert set(machine["matmul_peaks_gflops"]) == {"one GEMM over all cores, default precision",
+                                                   "one GEMM per device on 2 devices, default precision"}
+    assert machine["matmul_peak_gflops"] == max(machine["matmul_peaks_gflops"].values()) > 0
+    assert machine["matmul_peaks_gflops"][machine["matmul_peak_kind"]] == machine["matmul_peak_gflops"]
     rows = report["results"]
     assert {(r["impl"], r["pop"]) for r in rows} == {(i, p) for i in impls.split(",") for p in (1, 2)}
     timed = [r for r in rows if "skipped" not in r]

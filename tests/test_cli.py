@@ -77,3 +77,4 @@ def test_existing_run_is_never_overwritten_without_force(tmp_path):
 def test_envs_lists_gymnax_ids():
     result = populax("envs")
     assert result.returncode == 0 and "Pendulum-v1" in result.stdout and "td3" in result.stdout
+    assert "brax:halfcheetah" in result.stdout  # physics compiled end to end

@@ -36,6 +36,7 @@ def test_env_ids_route_to_gymnax_unless_prefixed():
     assert resolve_env("gymnax:Pendulum-v1", ids) == ("gymnax", "Pendulum-v1")
     assert resolve_env("HalfCheetah-v5", ids) == ("gymnasium", "HalfCheetah-v5")
     assert resolve_env("ALE/Pong-v5", ids) == ("gymnasium", "ALE/Pong-v5")
+    assert resolve_env("brax:halfcheetah", ids) == ("brax", "brax:halfcheetah")  # compiled: physics in the chunk
 
 
 @pytest.mark.parametrize(

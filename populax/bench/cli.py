@@ -27,6 +27,8 @@ def bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=None, help="Override the batch size (default: the paper's).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of parameters, data and update keys.")
     parser.add_argument("--matmul-size", type=int, default=defaults.matmul_size, help="Side of the float32 matmul timed as peak.")
+    parser.add_argument("--torch-device", default=defaults.torch_device,
+                        help="Where the torch baselines run: auto (cuda when torch sees a GPU), cpu or cuda.")
     parser.add_argument("--out", default=defaults.out, help="JSON file; the CSV and PNG go beside it.")
     return parser
 
@@ -49,6 +51,7 @@ def parse_bench_args(argv: list[str]) -> BenchConfig:
         seed=args.seed,
         matmul_size=args.matmul_size,
         out=args.out,
+        torch_device=args.torch_device,
     )
     check_config(config)
     return config

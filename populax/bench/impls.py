@@ -20,6 +20,7 @@ as in training); the batch and keys stay fixed on the device.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -162,15 +163,17 @@ def torch_model(case: BenchCase) -> type:
 class TorchPopulation:
     """The torch update of ``case.algo``, sequential (one model per member) or vectorized (population axis)."""
 
-    def __init__(self, case: BenchCase, steps_at_once: int, vectorized: bool, noise: list[np.ndarray] | None = None):
+    def __init__(self, case: BenchCase, steps_at_once: int, vectorized: bool, noise: list[np.ndarray] | None = None,
+                 device: str = "cpu"):
         import torch
 
         model = torch_model(case)
-        self.torch = torch
+        self.torch, self.device = torch, torch.device(device)
         self.steps = steps_at_once
         members = [None] if vectorized else list(range(case.pop))
-        self.models = [model(case.state, case.hparams, m) for m in members]
-        self.batches = [model.prepare(case.batch, m) for m in members]
+        with self.scope():  # the models' tensors are made on the device
+            self.models = [model(case.state, case.hparams, m) for m in members]
+        self.batches = [{name: t.to(self.device) for name, t in model.prepare(case.batch, m).items()} for m in members]
         self.noise_shape = model.noise_shape(self.batches[0])
         self.generator = torch.Generator().manual_seed(int(jax.random.randint(case.keys[0], (), 0, 2**31 - 1)))
         # ``noise``: fixed draws per step, leading population axis (to reproduce JAX's numbers in tests)
@@ -178,22 +181,30 @@ class TorchPopulation:
         self.vectorized = vectorized
         self.compile_s = 0.0  # eager: nothing to compile
 
+    def scope(self) -> Any:
+        """Where new tensors go: the CUDA device as the default one; on the CPU nothing (a torch function
+        mode would add Python work to every op of the timed CPU baseline)."""
+        return self.device if self.device.type != "cpu" else contextlib.nullcontext()
+
     def draw(self, step: int, member: int) -> Any:
         """The standard-normal draws of one member's (or the population's) update, or None."""
         if self.noise_shape is None:
             return None
         if self.noise is None:
-            return self.torch.randn(self.noise_shape, generator=self.generator)
+            return self.torch.randn(self.noise_shape, generator=self.generator).to(self.device)
         draw = self.noise[step % len(self.noise)]
-        return self.torch.from_numpy(np.array(draw if self.vectorized else draw[member], dtype=np.float32))
+        return self.torch.from_numpy(np.array(draw if self.vectorized else draw[member], dtype=np.float32)).to(self.device)
 
     def run(self, calls: int) -> list[float]:
         """Time ``calls`` population updates."""
 
         def call():
-            for i, (model, batch) in enumerate(zip(self.models, self.batches)):
-                for k in range(self.steps):
-                    model.update(batch, self.draw(k, i))
+            with self.scope():
+                for i, (model, batch) in enumerate(zip(self.models, self.batches)):
+                    for k in range(self.steps):
+                        model.update(batch, self.draw(k, i))
+            if self.device.type == "cuda":  # CUDA kernels run asynchronously: time them to the end
+                self.torch.cuda.synchronize(self.device)
 
         return timed_calls(call, calls)
 
@@ -208,8 +219,21 @@ class TorchPopulation:
         """Nothing to release."""
 
 
-def make_impl(name: str, case: BenchCase, steps_at_once: int) -> Any:
-    """Build (and compile) implementation ``name`` for ``case``; may raise :class:`Skipped`."""
+def torch_device(choice: str = "auto") -> str:
+    """The torch baselines' device: ``cuda`` where torch sees a GPU under ``auto``, else ``cpu`` (or as chosen)."""
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--torch-device cuda: this torch build sees no CUDA device; use cpu or auto")
+    return choice
+
+
+def make_impl(name: str, case: BenchCase, steps_at_once: int, device: str = "auto") -> Any:
+    """Build (and compile) implementation ``name`` for ``case``; may raise :class:`Skipped`.
+
+    ``device``: where the torch baselines run (auto, cpu, cuda); JAX runs on its default backend."""
     if name == "jax-vmap":
         return JaxPopulation(case, steps_at_once, "vmap")
     if name == "auto":
@@ -223,7 +247,7 @@ def make_impl(name: str, case: BenchCase, steps_at_once: int) -> Any:
             import torch  # noqa: F401
         except ImportError as error:
             raise Skipped("torch is not installed (pip install 'populax[torch]')") from error
-        return TorchPopulation(case, steps_at_once, vectorized=name == "torch-vectorized")
+        return TorchPopulation(case, steps_at_once, vectorized=name == "torch-vectorized", device=torch_device(device))
     if name == "jax-parallel":
         from populax.bench.parallel import ParallelPopulation
 

@@ -138,7 +138,7 @@ def sac_params(state: Any) -> dict[str, list[np.ndarray]]:
     """A stacked JAX SAC state in :meth:`TorchSAC.params`' layout (to compare the two)."""
 
     def layers(net: dict, mlps: tuple[str, ...]) -> list[np.ndarray]:
-        return [t.numpy() for t in torch_mlp(net, None, mlps)]
+        return [t.detach().cpu().numpy() for t in torch_mlp(net, None, mlps)]
 
     return {"actor": layers(state.actor, ("MLP_0",)), "critic": layers(state.critic, ("MLP_0", "MLP_1")),
             "critic_target": layers(state.critic_target, ("MLP_0", "MLP_1")), "log_alpha": [np.asarray(state.log_alpha)]}

@@ -190,7 +190,7 @@ class TorchTD3:
 
 def numpy_list(tensors: list[torch.Tensor]) -> list[np.ndarray]:
     """Copies of ``tensors`` as numpy arrays."""
-    return [t.detach().numpy().copy() for t in tensors]
+    return [t.detach().cpu().numpy().copy() for t in tensors]
 
 
 def torch_batch(batch: Any, member: int | None = None) -> dict[str, torch.Tensor]:

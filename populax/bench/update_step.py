@@ -6,7 +6,9 @@ warmed up, then timed in interleaved rounds -- each round gives every
 implementation a few calls in turn -- so that their ratios are fair on a
 noisy, shared machine. Achieved GFLOP/s use FLOPs from XLA's cost analysis of
 the compiled single-member update, and the same run measures the machine's
-dense float32 matmul peak for a roofline ratio.
+dense float32 matmul peak for a roofline ratio: the best of one GEMM over all
+cores and one GEMM per device at once (on a GPU, at the default precision,
+TF32 on NVIDIA since Ampere, with the true float32 peak stated beside it).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import csv
 import json
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,10 @@ class BenchConfig:
     """JSON result; the CSV and PNG are written beside it."""
     matmul_size: int = 2048
     """Side of the square float32 matmul timed as the machine's peak."""
+    torch_device: str = "auto"
+    """Where the torch baselines run: auto (cuda when torch sees a GPU), cpu or cuda."""
+    peak_devices: int = 1
+    """Devices of the matmul timed beside each point (run_bench sets the best of ``peak_candidates``)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Free-form notes copied into the JSON's machine section."""
 
@@ -85,24 +91,46 @@ def check_config(config: BenchConfig) -> None:
         raise ConfigError("--steps-at-once: must be positive whole numbers (the paper uses 1 and 50)")
     if config.calls < 1 or config.rounds < 1 or config.calls < config.rounds:
         raise ConfigError("--calls: must be a positive whole number, at least --rounds")
+    if config.torch_device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--torch-device: expected auto, cpu or cuda, got {config.torch_device!r}")
     if not config.out.endswith(".json"):
         raise ConfigError(f"--out: must name a .json file, got {config.out!r}")
 
 
 class PeakMatmul:
-    """A jitted ``size x size`` float32 matmul: the machine's dense peak, timed like an implementation."""
+    """``devices`` concurrent ``size x size`` float32 matmuls, one per device, timed like an implementation.
 
-    def __init__(self, size: int):
+    ``devices=1`` is one matmul that XLA spreads over all cores (or one GPU);
+    ``devices=D`` places one matmul on each of D local devices at once, as
+    ``auto`` places members (on a CPU split into one device per core, this is
+    what its members reach: one GEMM over all cores under-measures it).
+    ``precision``: ``default`` is what the updates run at (plain float32 on a
+    CPU, TF32 on NVIDIA GPUs since Ampere); ``highest`` forces true float32.
+    """
+
+    def __init__(self, size: int, devices: int = 1, precision: str = "default"):
         import jax
         import jax.numpy as jnp
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-        self.size = size
-        self.a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-        self.matmul = jax.jit(lambda x: x @ x)
+        self.size, self.devices, self.precision = size, devices, precision
+        level = jax.lax.Precision.HIGHEST if precision == "highest" else jax.lax.Precision.DEFAULT
+        a = jax.random.normal(jax.random.key(0), (devices, size, size), jnp.float32)
+        if devices > 1:
+            mesh = Mesh(np.asarray(jax.local_devices()[:devices]), ("device",))
+            a = jax.device_put(a, NamedSharding(mesh, PartitionSpec("device")))
+        self.a = a
+        self.matmul = jax.jit(jax.vmap(lambda x: jnp.matmul(x, x, precision=level)))
         jax.block_until_ready(self.matmul(self.a))
 
+    @property
+    def label(self) -> str:
+        """How this peak was taken, for the JSON and the plot."""
+        where = "one GEMM over all cores" if self.devices == 1 else f"one GEMM per device on {self.devices} devices"
+        return f"{where}, {self.precision} precision"
+
     def run(self, calls: int) -> list[float]:
-        """Seconds of each of ``calls`` matmuls."""
+        """Seconds of each of ``calls`` rounds of matmuls."""
         import jax
 
         from populax.bench.impls import timed_calls
@@ -110,14 +138,33 @@ class PeakMatmul:
         return timed_calls(lambda: jax.block_until_ready(self.matmul(self.a)), calls)
 
     def gflops(self, times: list[float]) -> float:
-        """GFLOP/s at the median of ``times``."""
-        return 2.0 * self.size**3 / float(np.median(times)) / 1e9
+        """GFLOP/s at the median of ``times`` (all devices' matmuls together)."""
+        return 2.0 * self.devices * self.size**3 / float(np.median(times)) / 1e9
+
+
+def peak_candidates(size: int, platform: str | None = None) -> list[PeakMatmul]:
+    """The ways to take the machine's peak: one GEMM, one GEMM per device; on accelerators also true float32."""
+    import jax
+
+    platform = platform or jax.default_backend()
+    devices = jax.local_device_count()
+    candidates = [PeakMatmul(size, 1)] + ([PeakMatmul(size, devices)] if devices > 1 else [])
+    if platform != "cpu":  # the float32 peak without TF32, stated beside the default one
+        candidates += [PeakMatmul(size, 1, "highest")] + ([PeakMatmul(size, devices, "highest")] if devices > 1 else [])
+    return candidates
+
+
+def machine_peaks(size: int, calls: int = 10) -> tuple[PeakMatmul, dict[str, float]]:
+    """The best default-precision peak (the roofline's) and every candidate's GFLOP/s by label."""
+    measured = {peak.label: (peak, peak.gflops(peak.run(calls))) for peak in peak_candidates(size)}
+    best = max((p for p, _ in measured.values() if p.precision == "default"), key=lambda p: measured[p.label][1])
+    return best, {label: gflops for label, (_, gflops) in measured.items()}
 
 
 def matmul_peak_gflops(size: int, calls: int = 10) -> float:
-    """Median GFLOP/s of a jitted ``size x size`` float32 matmul (the machine's dense peak)."""
-    peak = PeakMatmul(size)
-    return peak.gflops(peak.run(calls))
+    """The machine's dense float32 peak at default precision: the best of one GEMM and one GEMM per device."""
+    best, peaks = machine_peaks(size, calls)
+    return peaks[best.label]
 
 
 def member_update_flops(case: Any) -> float:
@@ -185,7 +232,7 @@ def bench_point(algo: str, pop: int, steps: int, config: BenchConfig, log: Any) 
     for name in config.impls:
         base = {"algo": algo, "impl": name, "pop": pop, "steps_at_once": steps, "member_update_flops": flops}
         try:
-            impl = make_impl(name, case, steps)
+            impl = make_impl(name, case, steps, config.torch_device)
         except Skipped as reason:
             rows[name] = {**base, "skipped": str(reason)}
             log(f"  {name:17s} skipped: {reason}")
@@ -195,7 +242,7 @@ def bench_point(algo: str, pop: int, steps: int, config: BenchConfig, log: Any) 
         rows[name] = {**base, "compile_s": impl.compile_s}
     # The matmul peak takes its turn in every round too, so that each point's
     # roofline ratio compares GFLOP/s measured under the same load.
-    peak = PeakMatmul(config.matmul_size)
+    peak = PeakMatmul(config.matmul_size, config.peak_devices)
     times, peak_times = {name: [] for name in impls}, []
     per_round = config.calls // config.rounds
     for round_ in range(config.rounds):
@@ -221,9 +268,13 @@ def run_bench(config: BenchConfig, log: Any = print) -> dict[str, Any]:
     check_config(config)
     machine = machine_info()
     machine["matmul_size"] = config.matmul_size
-    machine["matmul_peak_gflops"] = matmul_peak_gflops(config.matmul_size)
+    best, peaks = machine_peaks(config.matmul_size)
+    machine["matmul_peaks_gflops"] = peaks
+    machine["matmul_peak_gflops"], machine["matmul_peak_kind"] = peaks[best.label], best.label
     machine.update(config.extra)
-    log(f"dense float32 matmul peak: {machine['matmul_peak_gflops']:.1f} GFLOP/s")
+    for label, gflops in peaks.items():
+        log(f"matmul peak, {label}: {gflops:.1f} GFLOP/s" + ("  <- the roofline's peak" if label == best.label else ""))
+    config = replace(config, peak_devices=best.devices)
     report: dict[str, Any] = {"machine": machine, "results": []}
     for algo in config.algos:
         for steps in config.steps_at_once:

@@ -76,6 +76,8 @@ def _register_ale(gym) -> bool:
 
 def resolve_env(env_id: str, gymnax_ids: list[str]) -> EnvChoice:
     """Decide the path of ``env_id``: a prefix chooses; otherwise gymnax ids stay compiled."""
+    if env_id.startswith("brax:"):  # brax tasks keep their prefix: it is part of the id
+        return EnvChoice("brax", env_id)
     for kind in ("gymnax", "gymnasium"):
         if env_id.startswith(kind + ":"):
             return EnvChoice(kind, env_id[len(kind) + 1 :])

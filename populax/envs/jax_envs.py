@@ -1,10 +1,15 @@
-"""gymnax environments behind a small adapter the compiled loop understands.
+"""JAX environments (gymnax; brax physics) behind a small adapter the compiled loop understands.
 
 The adapter bakes the environment parameters in, rescales continuous actions
 from the agent's [-1, 1] to the environment's bounds, and reports termination
 and truncation separately together with the true final observation (gymnax
 auto-resets, so the returned observation after an episode end is already the
 next episode's first one).
+
+brax environments (``brax:halfcheetah``, ``brax:hopper``...) get the same
+adapter: the physics (brax's generalized pipeline on an MJX model) is JAX
+code, so acting, stepping, the replay buffer and the updates of every member
+stay one compiled chunk, on the CPU or on an accelerator.
 """
 
 from __future__ import annotations
@@ -57,8 +62,12 @@ def gymnax_ids() -> list[str]:
     return list(_import_gymnax().registered_envs)
 
 
-def make_jax_env(env_id: str) -> JaxEnv:
-    """Build the adapter for gymnax id ``env_id`` (ConfigError if unknown)."""
+def make_jax_env(env_id: str, max_episode_steps: int = 0) -> JaxEnv:
+    """Build the adapter for gymnax id or brax:NAME ``env_id`` (ConfigError if unknown).
+
+    ``max_episode_steps`` cuts brax episodes (0: brax's own 1000); gymnax ids keep their own limit."""
+    if is_brax_id(env_id):
+        return make_brax_env(env_id, max_episode_steps)
     gymnax = _import_gymnax()
     if env_id not in gymnax.registered_envs:
         raise ConfigError(
@@ -110,3 +119,102 @@ def make_jax_env(env_id: str) -> JaxEnv:
 def describe_action(spec: ActionSpec) -> str:
     """Human text for an action spec, for error messages and `populax envs`."""
     return f"Discrete({spec.size})" if spec.discrete else f"Box({spec.size},)"
+
+
+BRAX_PREFIX = "brax:"
+BRAX_TASKS = ("ant", "halfcheetah", "hopper", "humanoid", "humanoidstandup", "inverted_double_pendulum",
+              "inverted_pendulum", "pusher", "reacher", "swimmer", "walker2d")
+"""brax's registered tasks (brax 0.14); ``populax envs`` lists them as brax:NAME."""
+BRAX_EPISODE_STEPS = 1000
+"""brax's own episode length for its locomotion tasks (its training wrapper's default)."""
+
+
+class BraxState(NamedTuple):
+    """One brax environment instance: brax's state and the steps taken in the current episode."""
+
+    inner: Any
+    steps: jax.Array
+
+
+def brax_ids() -> list[str]:
+    """Every brax task as the id ``--env`` takes (brax:NAME)."""
+    return [BRAX_PREFIX + name for name in BRAX_TASKS]
+
+
+def _import_brax():
+    """brax's environment registry; ConfigError naming the extra when brax is not installed."""
+    import contextlib
+    import io
+
+    try:
+        # MJX prints "Failed to import warp" (an optional GPU kernel library) on import: not news to a user.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            from brax import envs
+    except ImportError:
+        raise ConfigError("--env: brax environments need brax; install populax[brax]") from None
+    return envs
+
+
+def make_brax_env(env_id: str, max_episode_steps: int = 0, backend: str = "generalized") -> JaxEnv:
+    """The adapter of brax task ``env_id`` (``brax:NAME``), episodes cut at ``max_episode_steps`` (0: brax's 1000).
+
+    brax's ``done`` is a termination (hopper, walker2d, ant, humanoid fall
+    over; halfcheetah never ends): no bootstrap past it. Reaching the time
+    limit is a truncation: the episode restarts, but the last transition
+    still bootstraps from its true final observation. Actions are rescaled
+    from the agent's [-1, 1] to the actuators' control range.
+    """
+    name = env_id.removeprefix(BRAX_PREFIX)
+    if name not in BRAX_TASKS:
+        raise ConfigError(f"--env: unknown brax task {name!r}; allowed: {', '.join(brax_ids())}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # brax warns that its own environments are in maintenance
+        env = _import_brax().get_environment(name, backend=backend)
+    if max_episode_steps < 0:
+        raise ConfigError(f"--max-episode-steps must be >= 0 (0: brax's own {BRAX_EPISODE_STEPS}; got {max_episode_steps})")
+    limit = max_episode_steps or BRAX_EPISODE_STEPS
+    ctrl = np.asarray(env.sys.actuator.ctrl_range, np.float32)
+    low, high = jnp.asarray(ctrl[:, 0]), jnp.asarray(ctrl[:, 1])
+
+    def reset(key):
+        inner = env.reset(key)
+        return inner.obs.astype(jnp.float32), BraxState(inner, jnp.zeros((), jnp.int32))
+
+    def step(key, state, action_in):
+        after = env.step(state.inner, low + (action_in + 1.0) * 0.5 * (high - low))
+        steps = state.steps + 1
+        terminated = jnp.asarray(after.done, jnp.float32)
+        truncated = jnp.where(steps >= limit, 1.0 - terminated, 0.0)
+        ended = jnp.maximum(terminated, truncated) > 0
+        first_obs, fresh = reset(key)
+        following = jax.tree.map(lambda new, old: jnp.where(ended, new, old), fresh, BraxState(after, steps))
+        return StepResult(
+            obs=jnp.where(ended, first_obs, after.obs.astype(jnp.float32)),
+            state=following,
+            reward=jnp.asarray(after.reward, jnp.float32),
+            terminated=terminated,
+            truncated=truncated,
+            final_obs=after.obs.astype(jnp.float32),
+        )
+
+    return JaxEnv(
+        name=env_id,
+        obs_shape=(int(env.observation_size),),
+        action=ActionSpec(discrete=False, size=int(env.action_size)),
+        max_episode_steps=limit,
+        reset=reset,
+        step=step,
+    )
+
+
+def brax_installed() -> bool:
+    """Whether brax can be imported here (populax[brax])."""
+    import importlib.util
+
+    return importlib.util.find_spec("brax") is not None
+
+
+def is_brax_id(env_id: str) -> bool:
+    """Whether ``env_id`` names a brax task (brax:NAME)."""
+    return env_id.startswith(BRAX_PREFIX)

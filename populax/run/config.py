@@ -26,7 +26,7 @@ class TrainConfig:
     """Everything that defines a training run."""
 
     env: str = "Pendulum-v1"
-    """Environment id: gymnax (compiled) or any Gymnasium/ALE id (host); prefix gymnax: or gymnasium: to choose; `populax envs` lists them."""
+    """Environment id: gymnax or brax:NAME (compiled) or any Gymnasium/ALE id (host); prefix gymnax: or gymnasium: to choose; `populax envs` lists them."""
     algo: str = "td3"
     """Algorithm: td3, sac, dqn, ppo, and the coupled population methods cemrl (CEM-RL) and dvd-td3 (DvD-TD3)."""
     pop: int = 8
@@ -90,7 +90,7 @@ class TrainConfig:
     terminal_on_life_loss: bool = False
     """Atari: a lost life ends the training episode (no bootstrap) while the game goes on; evaluation plays whole games."""
     max_episode_steps: int = 0
-    """Host envs: time limit per episode (0: the environment's own)."""
+    """Host and brax envs: time limit per episode (0: the environment's own; brax's is 1000)."""
     hp: dict[str, Any] = field(default_factory=dict)
     """Per-member hyperparameters: NAME -> number, N numbers, uniform:/loguniform:/choice:."""
     algo_options: dict[str, Any] = field(default_factory=dict)

@@ -64,6 +64,9 @@ def video_source(env: str) -> VideoSource:
     choice = resolve_env(env, gymnax_ids())
     if choice.kind == "gymnasium":
         return VideoSource(choice.env_id, None)
+    if choice.kind == "brax":
+        raise ConfigError(f"--video: {choice.env_id} does not render here; video works for Gymnasium/ALE runs and "
+                          f"for gymnax {', '.join(GYMNASIUM_TWINS)}")
     if choice.env_id in GYMNASIUM_TWINS:
         return VideoSource(GYMNASIUM_TWINS[choice.env_id], choice.env_id)
     raise ConfigError(

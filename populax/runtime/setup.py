@@ -21,6 +21,7 @@ from populax.envs.host_envs import resolve_env
 from populax.envs.jax_envs import gymnax_ids
 from populax.errors import ConfigError
 from populax.hparams import Distribution, resolve_specs, sample_population, spec_to_text
+from populax.memory import check_population_fits, executor_shards
 from populax.population import make_executor
 from populax.run.config import TrainConfig, check_ranges, config_to_dict
 from populax.runtime.member import Member
@@ -68,7 +69,7 @@ def default_run_dir(config: TrainConfig) -> Path:
 
 
 def make_backend(config: TrainConfig, algorithm: Algorithm) -> Backend:
-    """The backend of ``config.env``: compiled for gymnax ids, host for Gymnasium/ALE ids."""
+    """The backend of ``config.env``: compiled for gymnax and brax:NAME ids, host for Gymnasium/ALE ids."""
     executor = make_executor(config.executor, config.pop)
     choice = resolve_env(config.env, gymnax_ids())
     if choice.kind == "gymnasium":
@@ -93,6 +94,9 @@ def prepare(config: TrainConfig) -> RunSetup:
     if algorithm.coupled and config.strategy != "independent":
         raise ConfigError(f"--strategy: {config.algo} couples its members itself (shared critic); "
                           f"allowed: independent (got {config.strategy})")
+    # Before anything is allocated: N members' replay buffers must fit (shapes only, nothing is built).
+    check_population_fits(backend.init_population, member_keys(config.seed, config.pop), hparams,
+                          shards=executor_shards(config.executor, config.pop))
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     if run_dir.exists() and not config.force:
         raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")

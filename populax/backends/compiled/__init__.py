@@ -1,4 +1,4 @@
-"""The compiled backend: JAX environments (gymnax) inside one jitted chunk per executor.
+"""The compiled backend: JAX environments (gymnax, brax) inside one jitted chunk per executor.
 
 Acting, env steps, the replay buffer (or rollout) and the updates of a whole
 evaluation period run in one compiled program over the population; the
@@ -112,8 +112,8 @@ class CompiledBackend:
 
 
 def make_compiled_backend(config: TrainConfig, algorithm: Algorithm, env_id: str, executor: Callable) -> CompiledBackend:
-    """The compiled backend of a gymnax environment id (ConfigError on an unusable combination)."""
-    env = make_jax_env(env_id)
+    """The compiled backend of a gymnax or brax:NAME environment id (ConfigError on an unusable combination)."""
+    env = make_jax_env(env_id, config.max_episode_steps)
     check_action_space(algorithm, env.action, config.env, describe_action(env.action))
     return CompiledBackend(config, algorithm, env, executor)
 
