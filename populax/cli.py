@@ -1,6 +1,6 @@
 """The `populax` command: a thin layer over the Python API.
 
-    populax train [--env ID] [--algo td3|sac|dqn|ppo] [--pop N] [--hp.NAME VALUE] [--algo-opt.NAME VALUE] ...
+    populax train [--env ID] [--algo td3|sac|dqn|ppo|cemrl|dvd-td3] [--pop N] [--hp.NAME VALUE] [--algo-opt.NAME VALUE] ...
     populax resume RUN
     populax report RUN
     populax eval RUN --member K [--episodes E] [--seed S] [--video PATH]

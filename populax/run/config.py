@@ -28,7 +28,7 @@ class TrainConfig:
     env: str = "Pendulum-v1"
     """Environment id: gymnax or brax:NAME (compiled) or any Gymnasium/ALE id (host); prefix gymnax: or gymnasium: to choose; `populax envs` lists them."""
     algo: str = "td3"
-    """Algorithm: td3, sac, dqn, ppo."""
+    """Algorithm: td3, sac, dqn, ppo, and the coupled population methods cemrl (CEM-RL) and dvd-td3 (DvD-TD3)."""
     pop: int = 8
     """Number of members in the population."""
     envs_per_member: int = 1

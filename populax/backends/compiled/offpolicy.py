@@ -221,10 +221,34 @@ def new_member(agent_state: Any, hparams: Any, experience: Any, env: EnvSlots, l
                   env_steps=jnp.zeros((), jnp.int32), learn_from=jnp.asarray(learning_starts, jnp.int32), key=key)
 
 
+def make_env_iteration(act: Callable, env: JaxEnv, schedule: Any,
+                       store: Callable[[Transition], Transition] = lambda t: t) -> Callable:
+    """One member's env iteration ``(member, _) -> (member, None)``: act in its E envs (uniform random
+    before ``learning_starts``), step them, store ``store(transition)`` in its replay buffer."""
+    num_envs = schedule.envs_per_member
+    step_envs = jax.vmap(env.step)
+
+    def env_iteration(member: Member, _) -> tuple[Member, None]:
+        key, act_key, random_key, step_key = jax.random.split(member.key, 4)
+        learned = act(member.agent, member.env.obs, act_key, member.hparams)
+        warming_up = member.env_steps < schedule.learning_starts
+        action = jnp.where(warming_up, random_actions(random_key, env.action, num_envs), learned)
+        result = step_envs(jax.random.split(step_key, num_envs), member.env.state, action)
+        transition = Transition(member.env.obs, action, result.reward, result.final_obs, result.terminated)
+        member = member.replace(
+            experience=buffer_add(member.experience, store(transition)),
+            env=advance_episodes(member.env, result),
+            env_steps=member.env_steps + num_envs,
+            key=key,
+        )
+        return member, None
+
+    return env_iteration
+
+
 def make_offpolicy_program(agent: Agent, env: JaxEnv, schedule: Schedule) -> MemberProgram:
     """Build ``init``, ``train_chunk`` and ``evaluate`` for one off-policy member."""
     num_envs = schedule.envs_per_member
-    step_envs = jax.vmap(env.step)
 
     def init(key: jax.Array, hparams: Any) -> Member:
         agent_key, env_key, key = jax.random.split(key, 3)
@@ -232,20 +256,7 @@ def make_offpolicy_program(agent: Agent, env: JaxEnv, schedule: Schedule) -> Mem
         return new_member(agent.init(agent_key, hparams), hparams, buffer, reset_envs(env, env_key, num_envs),
                           schedule.learning_starts, key)
 
-    def env_iteration(member: Member, _) -> tuple[Member, None]:
-        key, act_key, random_key, step_key = jax.random.split(member.key, 4)
-        learned = agent.act(member.agent, member.env.obs, act_key, member.hparams)
-        warming_up = member.env_steps < schedule.learning_starts
-        action = jnp.where(warming_up, random_actions(random_key, env.action, num_envs), learned)
-        result = step_envs(jax.random.split(step_key, num_envs), member.env.state, action)
-        transition = Transition(member.env.obs, action, result.reward, result.final_obs, result.terminated)
-        member = member.replace(
-            experience=buffer_add(member.experience, transition),
-            env=advance_episodes(member.env, result),
-            env_steps=member.env_steps + num_envs,
-            key=key,
-        )
-        return member, None
+    env_iteration = make_env_iteration(agent.act, env, schedule)
 
     def learn(member: Member, _) -> tuple[Member, dict[str, jax.Array]]:
         key, sample_key, update_key = jax.random.split(member.key, 3)

@@ -16,6 +16,10 @@ from populax.run.config import TrainConfig
 def build_program(algorithm: Algorithm, config: TrainConfig, env: JaxEnv) -> tuple[Any, MemberProgram]:
     """(schedule, member program) for ``algorithm`` as ``config`` says; ConfigError on bad options."""
     options = resolve_options(algorithm.options, config.algo_options, algorithm.name)
+    if algorithm.coupled:  # one program over the whole population (shared critic)
+        from populax.backends.compiled.coupled import build_coupled_program
+
+        return build_coupled_program(algorithm, config, env, options)
     hidden = tuple(config.hidden)
     if algorithm.on_policy:
         schedule = make_onpolicy_schedule(

@@ -51,7 +51,9 @@ from populax.backends.host.collector import (
     member_returns,
     resume_reset_seed,
 )
+from populax.backends.host.coupled import CoupledHooks, coupled_plan_config, make_coupled_host, mean_policy_return
 from populax.backends.host.member import HostFunctions, HostPlan, make_functions, make_plan
+from populax.coupled import mean_policy_summary
 from populax.envs.host_envs import VECTOR_MODES, HostEnvSpec, make_host_spec
 from populax.envs.jax_envs import describe_action
 from populax.errors import ConfigError
@@ -109,6 +111,15 @@ class HostBackend:
         self.config, self.spec = config, spec
         options = resolve_options(algorithm.options, config.algo_options, algorithm.name)
         self.on_policy = algorithm.on_policy
+        self.coupled: CoupledHooks | None = None
+        if algorithm.coupled:  # CEM-RL / DvD-TD3: population steps around the collector (host/coupled.py)
+            self.plan = make_plan(coupled_plan_config(config, algorithm.name, options, spec), False)
+            self.functions, self.coupled = make_coupled_host(config, algorithm, options, spec, self.plan,
+                                                             executor)
+            self.chunk_steps = self.plan.chunk_steps
+            self.num_chunks = math.ceil(config.total_steps / self.chunk_steps)
+            self._reset_session()
+            return
         self.plan = make_plan(config, algorithm.on_policy, getattr(options, "rollout_len", 0))
         self.chunk_steps = self.plan.chunk_steps
         self.num_chunks = math.ceil(config.total_steps / self.chunk_steps)
@@ -145,11 +156,12 @@ class HostBackend:
         self.started_at = time.perf_counter()
         self.edit: tuple[int, np.ndarray] | None = None
         """(collector generation, members) of the strategy edits blocks in flight do not carry yet."""
+        self.last_metrics: dict[str, Any] = {}
 
     @property
     def overlap(self) -> bool:
         """Collect in a background thread (off-policy only: PPO acts with the newest parameters)."""
-        return self.config.overlap and not self.on_policy
+        return self.config.overlap and not self.on_policy and (self.coupled is None or self.coupled.overlap)
 
     # -- what the driver calls -------------------------------------------------------------
 
@@ -204,6 +216,12 @@ class HostBackend:
         """
         start, busy, steps = time.perf_counter(), self.learner.busy_s, member_steps(population)
         end = (chunk + 1) * self.chunk_steps
+        begun: dict[str, Any] = {}
+        if self.coupled is not None and self.coupled.begin is not None:
+            # CEM-RL: a new generation of actors; a generation is never split by a stop request.
+            population, begun = self.coupled.begin(population)
+            self.collector.publish(population.agent, population.hparams, member_steps(population), None)
+            should_stop = None
         while member_steps(population) < end:
             if should_stop is not None and should_stop():
                 break
@@ -218,12 +236,28 @@ class HostBackend:
                                    population.obs_stats if self.on_policy else None)
         metrics = self.learner.take_metrics()
         metrics["train_return"] = np.array([np.mean(r) if r else np.nan for r in self.episode_returns])
+        if self.coupled is not None and member_steps(population) >= end:
+            population, metrics = self._finish_coupled(population, chunk, {**metrics, **begun})
         self.episode_returns = [[] for _ in range(self.config.pop)]
         if self.chunks_advanced > 0:
             self.steady_s += time.perf_counter() - start
             self.steady_steps += member_steps(population) - steps
             self.steady_busy_s += self.learner.busy_s - busy
         self.chunks_advanced += 1
+        return population, metrics
+
+    def _finish_coupled(self, population: Member, chunk: int, metrics: dict[str, Any]) -> tuple[Member, dict]:
+        """The coupled method's end of chunk (DvD: diversity and bandit; CEM-RL: tell, mean actor's return)."""
+        fitness = np.array([r[0] if r else np.nan for r in self.episode_returns], np.float32)
+        population, extra = self.coupled.finish(population, fitness, metrics["train_return"])
+        metrics = {**metrics, **{name: np.asarray(value) for name, value in extra.items()}}
+        if self.coupled.mean_actor is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                value = mean_policy_return(self.spec, self.functions, self.coupled, population,
+                                           self.config.eval_episodes, eval_seed(self.config.seed, chunk))
+            metrics["mean_policy_return"] = np.full(self.config.pop, value)
+        self.last_metrics = metrics
         return population, metrics
 
     def evaluate(self, population: Member, chunk: int) -> np.ndarray:
@@ -274,7 +308,7 @@ class HostBackend:
     def summary(self) -> dict[str, Any]:
         """summary.json's ``host`` section: how collection and learning shared the time."""
         advance_s = self.steady_s
-        return {"host": {
+        return {**mean_policy_summary(self.last_metrics), "host": {
             "vector_env": self.config.vector_env,
             "overlap": self.overlap,
             "learner_busy_fraction": self.learner.busy_s / (time.perf_counter() - self.started_at) if self.learner else 0.0,
