@@ -1,6 +1,6 @@
 """The `populax` command: a thin layer over the Python API.
 
-    populax train [--env ID] [--algo td3|sac|dqn|ppo] [--pop N] [--hp.NAME VALUE] [--algo-opt.NAME VALUE] ...
+    populax train [--env ID] [--algo td3|sac|dqn|ppo|cemrl|dvd-td3] [--pop N] [--hp.NAME VALUE] [--algo-opt.NAME VALUE] ...
     populax resume RUN
     populax report RUN
     populax eval RUN --member K [--episodes E] [--seed S] [--video PATH]
@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from populax.devices import use_all_cores
 from populax.errors import ConfigError
 from populax.run.config import FIELDS, TrainConfig, build_config, field_docs, load_recipe
-from populax.run.recipes import recipe_layer, resolve_config_path
+from populax.run.progress import ProgressDisplay
+from populax.run.recipes import budget_layer, recipe_layer, resolve_config_path
 
 console = Console(stderr=True)
 FLAG_FIELDS = [name for name in FIELDS if name not in ("hp", "algo_options", "force", "tensorboard", "progress", "save_buffer")]
@@ -90,47 +89,9 @@ def parse_train_args(argv: list[str]) -> TrainConfig:
         if path is not None:
             console.print(f"using tuned recipe {path.parent.name}/{path.name} as defaults (--no-recipe to opt out)")
             layers.insert(0, tuned)
+            resolved = build_config(layers)
+            layers.insert(1, budget_layer(chosen.algo, chosen.env, resolved.total_steps, resolved.eval_every, layers[1:]))
     return build_config(layers)
-
-
-class ProgressBar:
-    """A rich progress bar fed by the trainer after every chunk."""
-
-    def __init__(self, total_steps: int, enabled: bool):
-        self.start = time.perf_counter()
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps/member"),
-            TextColumn("{task.fields[rate]}"),
-            TextColumn("{task.fields[best]}"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not enabled,
-        )
-        self.task = self.progress.add_task("compiling", total=total_steps, rate="", best="")
-        self.pop = 1
-
-    def update(self, state) -> None:
-        """Called by the trainer with its Progress counters."""
-        elapsed = time.perf_counter() - self.start
-        self.progress.update(
-            self.task,
-            completed=state.env_steps,
-            total=state.total_steps,
-            description=first_step_text(state),
-            rate=f"{self.pop * state.env_steps / elapsed:,.0f} env steps/s",
-            best=f"best return {state.best_return:.1f}",
-        )
-
-
-def first_step_text(state) -> str:
-    """'training (first step at 6.1s, 4.2s compiling)': how long the user waited for training to start."""
-    first_step = getattr(state, "first_step_s", None)
-    if first_step is None:
-        return f"training (first chunk took {state.first_chunk_s:.1f}s)"
-    return f"training (first step at {first_step:.1f}s, {state.compile_s:.1f}s compiling)"
 
 
 def print_members(result) -> None:
@@ -160,11 +121,9 @@ def print_members(result) -> None:
 
 
 def run_with_progress(total_steps: int, pop: int, enabled: bool, start: Callable[[Callable], Any]) -> Any:
-    """Run ``start(on_chunk)`` under a progress bar."""
-    bar = ProgressBar(total_steps, enabled)
-    bar.pop = pop
-    with bar.progress:
-        return start(bar.update)
+    """Run ``start(on_chunk)`` under the progress display (populax.run.progress)."""
+    with ProgressDisplay(pop, total_steps, console, enabled) as display:
+        return start(display.update)
 
 
 def finish(result) -> int:

@@ -47,8 +47,6 @@ def test_ppo_population_learns_cartpole(tmp_path):
     assert np.median(result.returns) >= 450, result.returns
 
 
-@pytest.mark.xfail(strict=False, reason="issue 15: with seed 0 and the two-device executor layout the recipe's members "
-                   "end at 176.8, 188.4, 245.5 and 500 (median 217 < 400); finding the cause of the collapse is issue 15")
 def test_dqn_population_learns_cartpole(tmp_path):
     """DQN, population 4, gymnax CartPole-v1, tuned recipe: median final return >= 400
     within 100k env steps per member."""
@@ -56,6 +54,19 @@ def test_dqn_population_learns_cartpole(tmp_path):
     assert config.total_steps <= 100_000
     result = populax.train(config)
     assert np.median(result.returns) >= 400, result.returns
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, pytest.param(2, marks=pytest.mark.xfail(
+    strict=False, reason="issue 15 measured median 270.8 (500, 304.4, 13.0, 237.2): the recipe is not yet "
+    "robust on every seed (docs/benchmarks.md, 'DQN CartPole-v1: the collapse and its fix')"))])
+def test_dqn_cartpole_recipe_on_every_seed(tmp_path, seed):
+    """Issue 15: the DQN recipe's median >= 400 at 100k steps holds on each of three seeds (population 4)."""
+    config = recipe_config("dqn", "CartPole-v1", tmp_path, seed=seed)
+    result = populax.train(config)
+    assert np.median(result.returns) >= 400, result.returns
+
+
 def test_pbt_lifts_population_with_bad_prior(tmp_path):
     """Issue 4: TD3 on Pendulum with a bad learning-rate prior (loguniform 1e-6..1e-1),
     population 8, 20k env steps per member: PBT with its DEFAULT settings lifts the

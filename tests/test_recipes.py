@@ -48,10 +48,14 @@ def test_algo_option_mistakes_are_one_line_errors(tmp_path, capsys):
 
 
 def test_recipe_names_its_own_algorithm_and_environment():
-    """ALGO-ENV.yaml (the automatic defaults) or ALGO-STRATEGY-ENV.yaml (a population-method recipe)."""
+    """ALGO-ENV.yaml (the automatic defaults), ALGO-STRATEGY-ENV.yaml (a population-method recipe) or
+    ALGO-atari.yaml (every Atari id)."""
     for path in Path(RECIPE_DIR).glob("*-*.yaml"):
         settings = yaml.safe_load(path.read_text())
         if "algo" not in settings:
+            continue
+        if "env" not in settings:  # a family recipe: ALGO-atari.yaml serves every ALE/* id
+            assert path.stem == f"{settings['algo']}-atari", path
             continue
         names = {f"{settings['algo']}-{settings['env']}", f"{settings['algo']}-{settings.get('strategy')}-{settings['env']}"}
         assert path.stem in names, path

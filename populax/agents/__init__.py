@@ -8,10 +8,11 @@ from typing import Any, NamedTuple
 
 from populax.agents.base import ActionSpec, Agent, Transition
 from populax.agents.dqn import DQNConfig, DQNHParams, make_dqn
-from populax.agents.options import DQNOptions, PPOOptions, SACOptions
+from populax.agents.options import CEMRLOptions, DQNOptions, DvDOptions, PPOOptions, SACOptions
 from populax.agents.ppo import PPOConfig, PPOHParams, make_ppo
 from populax.agents.sac import SACConfig, SACHParams, make_sac
 from populax.agents.td3 import TD3Config, TD3HParams, make_td3
+from populax.coupled.hparams import CEMRLHParams
 from populax.errors import ConfigError
 
 
@@ -48,6 +49,9 @@ class Algorithm(NamedTuple):
     policy_fields: tuple[str, ...] | None = None
     """Agent-state fields that make up the policy (``--pbt-copy policy`` copies only these);
     None: the policy is the whole network (single-network agents such as DQN and PPO)."""
+    coupled: bool = False
+    """True: the members share state inside the update (CEM-RL, DvD-TD3); trained by a population
+    program (``backends/compiled/coupled.py``) instead of a mapped member program."""
 
 
 def _flat(shape: tuple[int, ...]) -> int:
@@ -87,6 +91,12 @@ def _make_ppo(spec: AgentSpec):
     ))
 
 
+def _make_coupled_nets(spec: AgentSpec) -> Any:
+    from populax.coupled.shared_td3 import make_nets
+
+    return make_nets(_flat(spec.obs_shape), spec.action.size, spec.hidden)
+
+
 ALGORITHMS: dict[str, Algorithm] = {
     # The actor, its target and its optimizer state; the critics stay the member's own.
     "td3": Algorithm("td3", TD3HParams, _make_td3, continuous=True, discrete=False,
@@ -96,6 +106,11 @@ ALGORITHMS: dict[str, Algorithm] = {
                      policy_fields=("actor", "actor_opt", "log_alpha", "alpha_opt")),
     "dqn": Algorithm("dqn", DQNHParams, _make_dqn, continuous=False, discrete=True, options=DQNOptions),
     "ppo": Algorithm("ppo", PPOHParams, _make_ppo, continuous=True, discrete=True, options=PPOOptions, on_policy=True),
+    # Coupled methods: per-member actors, one shared critic (the members' state is the actor alone).
+    "cemrl": Algorithm("cemrl", CEMRLHParams, _make_coupled_nets, continuous=True, discrete=False,
+                       options=CEMRLOptions, policy_fields=("actor", "actor_target", "actor_opt"), coupled=True),
+    "dvd-td3": Algorithm("dvd-td3", TD3HParams, _make_coupled_nets, continuous=True, discrete=False,
+                         options=DvDOptions, policy_fields=("actor", "actor_target", "actor_opt"), coupled=True),
 }
 
 

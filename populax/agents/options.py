@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from populax.coupled.cem import CEMOptions
 from populax.errors import ConfigError
 
 
@@ -55,6 +56,37 @@ class PPOOptions:
     """Global gradient-norm clip of each step."""
     anneal_lr: bool = True
     """Decay the learning rate linearly to 0 over the run."""
+
+
+@dataclass(frozen=True)
+class CEMRLOptions(CEMOptions):
+    """Static CEM-RL settings: the distribution's (``populax.coupled.cem.CEMOptions``: parents, sigma-init,
+    damp, damp-limit, damp-decay, mirrored, elitism) and the generation's length; the population is --pop."""
+
+    generation_steps: int = 0
+    """Env iterations each actor runs per generation from a fresh reset (0 = the env's episode length);
+    its fitness is the return of its first episode in each of its envs."""
+
+
+@dataclass(frozen=True)
+class DvDOptions:
+    """Static DvD-TD3 settings."""
+
+    lambda_mode: str = "bandit"
+    """How the diversity weight is chosen: bandit (Thompson sampling over lambda-arms), schedule (the reference
+    code's 0 / 0.3 / 0.5 / 0.2 at 50k / 300k / 700k total env steps) or fixed (lambda-fixed)."""
+    lambda_arms: str = "0,0.5"
+    """Comma-separated lambda values the bandit chooses between."""
+    lambda_fixed: float = 0.5
+    """lambda under lambda-mode fixed (0 = an ensemble of TD3 actors with a shared critic)."""
+    lambda_warmup: int = 0
+    """Env steps per member at lambda 0 before lambda applies (never before learning starts)."""
+    bandwidth: float = 1.0
+    """Length scale of the RBF kernel over the members' actions."""
+    embedding_states: int = 20
+    """States of the shared batch the members' actions (embeddings) are taken on."""
+    jitter: float = 1e-4
+    """Added to the kernel's diagonal: keeps log det finite for identical actors."""
 
 
 _TRUE = ("1", "true", "yes", "on")

@@ -216,6 +216,8 @@ def restore(path: Path, template: Any) -> Checkpoint:
         lambda t: np.zeros(jax.eval_shape(jax.random.key_data, t).shape, np.uint32) if is_key(t) else np.zeros(t.shape, t.dtype),
         template,
     )
+    if "shared" not in saved and hasattr(host_template, "shared"):  # written before coupled algorithms existed
+        saved["shared"] = serialization.to_state_dict(host_template.shared)
     if saved.get("experience") is None and getattr(host_template, "experience", None) is not None:
         saved["experience"] = serialization.to_state_dict(host_template.experience)
     try:

@@ -28,7 +28,7 @@ class TrainConfig:
     env: str = "Pendulum-v1"
     """Environment id: gymnax or brax:NAME (compiled) or any Gymnasium/ALE id (host); prefix gymnax: or gymnasium: to choose; `populax envs` lists them."""
     algo: str = "td3"
-    """Algorithm: td3, sac, dqn, ppo."""
+    """Algorithm: td3, sac, dqn, ppo, and the coupled population methods cemrl (CEM-RL) and dvd-td3 (DvD-TD3)."""
     pop: int = 8
     """Number of members in the population."""
     envs_per_member: int = 1
@@ -41,6 +41,8 @@ class TrainConfig:
     """Env steps per member between evaluations (one compiled chunk)."""
     eval_episodes: int = 10
     """Fresh episodes per member per evaluation, deterministic policy."""
+    eval_max_steps: int = 0
+    """Most agent steps per evaluation episode, so a stuck policy cannot stall a run (0: the environment's own limit)."""
     executor: str = "auto"
     """How the member axis runs: auto, sequential, vmap, chunked:K, sharded, ray (blocks of members on Ray workers)."""
     hidden: tuple[int, ...] = (256, 256)
@@ -213,6 +215,8 @@ def check_ranges(config: TrainConfig) -> None:
         raise ConfigError(f"--checkpoint-every must be >= 0 (0 = every few minutes; got {config.checkpoint_every})")
     if config.keep_checkpoints < 1:
         raise ConfigError(f"--keep-checkpoints must be >= 1 (got {config.keep_checkpoints})")
+    if config.eval_max_steps < 0:
+        raise ConfigError(f"--eval-max-steps must be >= 0 (0: the environment's own limit; got {config.eval_max_steps})")
     if config.learning_starts < 0:
         raise ConfigError(f"--learning-starts must be >= 0 (got {config.learning_starts})")
     if config.workers < 1:

@@ -4,6 +4,9 @@
 them; a checkout also reaches them as ``configs/``) holds settings that make
 ``algo`` learn ``env`` well; ``populax train`` layers it over the library
 defaults (and under ``--config`` and flags) unless ``--no-recipe`` is given.
+Any Atari id (``ALE/*``) without a recipe of its own gets the family's
+``<algo>-atari.yaml``; settings a recipe gives as a fraction of the run's
+budget (``BUDGET_FRACTIONS``) are set once the budget is known.
 """
 
 from __future__ import annotations
@@ -17,10 +20,46 @@ from populax.run.config import load_recipe
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
+ATARI_RECIPE = "atari"
+"""Recipe name (``<algo>-atari.yaml``) used for every ``ALE/*`` id without a recipe of its own."""
+
+BUDGET_FRACTIONS: dict[tuple[str, str], dict[str, float]] = {
+    ("dqn", ATARI_RECIPE): {"eps-decay-steps": 0.1},  # Nature DQN: epsilon 1 -> 0.01 over the first 10%
+}
+"""(algo, recipe family) -> {hyperparameter: fraction of total_steps}, unless the user set it."""
+
+
+def is_atari(env: str) -> bool:
+    """Whether ``env`` names an Atari game of ALE (``ALE/Pong-v5``, also with a ``gymnasium:`` prefix)."""
+    return env.removeprefix("gymnasium:").startswith("ALE/")
+
+
 def recipe_path(algo: str, env: str, directory: Path = RECIPE_DIR) -> Path | None:
-    """The recipe file for (algo, env), or None when there is none."""
+    """The recipe file for (algo, env), or None when there is none (Atari ids fall back to ``ALGO-atari.yaml``)."""
     path = directory / f"{algo}-{env.replace('/', '_')}.yaml"
+    if not path.is_file() and is_atari(env):
+        path = directory / f"{algo}-{ATARI_RECIPE}.yaml"
     return path if path.is_file() else None
+
+
+def budget_layer(algo: str, env: str, total_steps: int, eval_every: int, user: list[dict[str, Any]]) -> dict[str, Any]:
+    """Settings a recipe makes relative to the run's budget, for those the ``user`` layers do not give.
+
+    The hyperparameters of ``BUDGET_FRACTIONS`` (e.g. Atari DQN's epsilon
+    decay over 10% of ``total_steps``), and an evaluation period no longer
+    than the run (``--total-steps 2000`` under a recipe evaluating every
+    250k steps would otherwise run 250k steps: runs are whole periods).
+    """
+    user_hp = {name for layer in user for name in layer.get("hp", {})}
+    family = ATARI_RECIPE if is_atari(env) else env
+    fractions = BUDGET_FRACTIONS.get((algo, family), {})
+    layer: dict[str, Any] = {}
+    hp = {name: max(1, round(fraction * total_steps)) for name, fraction in fractions.items() if name not in user_hp}
+    if hp:
+        layer["hp"] = hp
+    if eval_every > total_steps and not any("eval_every" in part for part in user):
+        layer["eval_every"] = total_steps
+    return layer
 
 
 def recipe_layer(algo: str, env: str, directory: Path = RECIPE_DIR) -> tuple[Path | None, dict[str, Any]]:

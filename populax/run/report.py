@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from populax.coupled.plots import write_coupled_plots
 from populax.errors import ConfigError
 
 REPORT_DIR = "report"
@@ -244,6 +245,7 @@ def write_report(run_dir: str | Path) -> Path:
               "## Best member", "", "![best member](best_member.png)", ""]
     if names:
         lines += ["## Hyperparameters", "", "![hyperparameters](hparams.png)", ""]
+    write_coupled_plots(records, out)  # CEM-RL / DvD-TD3 figures, when the run logged their fields
     others = sorted(p.name for p in out.glob("*.png") if p.name not in OWN_FIGURES)
     for name in others:  # figures other parts of populax put here (PBT lineage, benchmark timing)
         lines += [f"## {Path(name).stem.replace('_', ' ').capitalize()}", "", f"![{Path(name).stem}]({name})", ""]

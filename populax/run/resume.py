@@ -87,7 +87,7 @@ def evaluate_saved_member(
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1 (got {episodes})")
     checkpoint = load_checkpoint(setup, warn)
-    state = select_member(checkpoint.population, member)
+    state = select_member(checkpoint.population.replace(shared=None), member)  # shared: no member axis
     # The run's last evaluation: of the last finished chunk (a host checkpoint may be taken inside a chunk).
     manifest = checkpoint.manifest
     evaluated = max(0, manifest.get("chunks_done", manifest["chunk"] + 1) - 1)

@@ -219,7 +219,7 @@ def record_member_video(run_dir: str | Path, member: int, path: str | Path, seed
     require_writer()
     setup = load_setup(run_dir)
     checkpoint = load_checkpoint(setup, warn)
-    state = select_member(checkpoint.population, member)
+    state = select_member(checkpoint.population.replace(shared=None), member)  # shared: no member axis
     # pygame (classic control) draws off-screen: no display, no sound card, no complaints about either.
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")

@@ -40,7 +40,7 @@ from populax.run.compile_clock import CompileClock
 from populax.run.config import TrainConfig
 from populax.run.logging import RunLogger
 from populax.run.report import write_report
-from populax.runtime.member import Member, finite_members, member_steps
+from populax.runtime.member import Member, finite_population, member_steps
 from populax.runtime.setup import RunSetup, create_run_dir, init_population, prepare
 from populax.strategies import make_strategy
 from populax.strategies.plots import write_lineage_plot
@@ -158,7 +158,7 @@ def run(
                     interrupted = True
                     break
                 returns = backend.evaluate(population, chunk)
-                metrics = {**metrics, "finite": finite_members(population.agent)}
+                metrics = {**metrics, "finite": finite_population(population)}
                 if progress.first_chunk_s is None:
                     progress.first_chunk_s = time.perf_counter() - chunk_start
                 progress.env_steps = member_steps(population)

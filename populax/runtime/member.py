@@ -22,6 +22,10 @@ field           what it holds                                        exploit cop
 ``learn_from``  updates run once ``env_steps > learn_from``          never
                 (learning_starts; moved on a resume without buffers)
 ``key``         the member's RNG key                                 never
+``shared``      population-level state WITHOUT a member axis         never (one for all)
+                (coupled algorithms: CEM-RL's shared critic and CEM
+                distribution, DvD-TD3's shared critic and bandit);
+                None for the independent algorithms
 =============== ==================================================== =====================
 
 Which agent fields make up the *policy* (for ``--pbt-copy policy``) is
@@ -75,6 +79,8 @@ class Member:
     """Gradient updates run only once ``env_steps`` exceeds this (learning_starts, or a refill point)."""
     key: jax.Array
     """The member's RNG key (exploration, minibatches)."""
+    shared: Any = None
+    """Population-level state of a coupled algorithm (no member axis; see the module docstring), or None."""
 
 
 def where_members(mask: np.ndarray, new: Any, old: Any) -> Any:
@@ -115,7 +121,9 @@ def rollback_data(population: Member, previous: Member, failed: np.ndarray) -> M
     or copied agent that learned from them would fail again.
     """
     restored = where_members(failed, (previous.experience, previous.env), (population.experience, population.env))
-    return population.replace(experience=restored[0], env=restored[1])
+    # A coupled algorithm's shared state (critic, distribution) goes back too if the failure reached it.
+    shared = population.shared if bool(all_finite(population.shared)) else previous.shared
+    return population.replace(experience=restored[0], env=restored[1], shared=shared)
 
 
 def reinitialise(population: Member, fresh_agents: Any, members: np.ndarray) -> Member:
@@ -131,13 +139,20 @@ def reinitialise(population: Member, fresh_agents: Any, members: np.ndarray) -> 
 
 def freeze(population: Member, previous: Member, frozen: np.ndarray) -> Member:
     """Frozen members are put back to their state before the chunk (their last finite one); steps still count."""
-    return where_members(frozen, previous, population).replace(env_steps=population.env_steps)
+    kept = where_members(frozen, previous.replace(shared=None), population.replace(shared=None))
+    return kept.replace(env_steps=population.env_steps, shared=population.shared)
 
 
 @jax.jit
 def finite_members(agent: Any) -> jax.Array:
     """Per member: True when every leaf of its agent state is free of NaN and Inf."""
     return jax.vmap(all_finite)(agent)
+
+
+@jax.jit
+def finite_population(population: Member) -> jax.Array:
+    """Per member: its agent state is finite, and so is the population's shared state (when there is one)."""
+    return finite_members(population.agent) & all_finite(population.shared)
 
 
 def member_steps(population: Member) -> int:

@@ -97,6 +97,9 @@ def prepare(config: TrainConfig) -> RunSetup:
                                 config.pop)
     dims = make_space(algorithm.hparams, specs)
     ready = check_strategy_config(config, backend.chunk_steps, dims)
+    if algorithm.coupled and config.strategy != "independent":
+        raise ConfigError(f"--strategy: {config.algo} couples its members itself (shared critic); "
+                          f"allowed: independent (got {config.strategy})")
     # Before anything is allocated: N members' replay buffers must fit (shapes only, nothing is built);
     # under Ray each worker holds its own block.
     shards = config.workers if config.executor == "ray" else executor_shards(config.executor, config.pop)

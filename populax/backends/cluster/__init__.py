@@ -62,8 +62,11 @@ def block_members(pop: int, workers: int) -> list[np.ndarray]:
     return np.array_split(np.arange(pop), workers)
 
 
-def check_ray_config(config: TrainConfig, choice: EnvChoice) -> None:
+def check_ray_config(config: TrainConfig, algorithm: Algorithm, choice: EnvChoice) -> None:
     """ConfigError naming the setting for what ``--executor ray`` does not run."""
+    if algorithm.coupled:
+        raise ConfigError(f"--executor ray: {config.algo} couples its members (state shared by all of them), "
+                          "which blocks on separate workers cannot share; use another executor")
     if choice.kind == "gymnasium":
         raise ConfigError(f"--executor ray: runs compiled (gymnax, brax:) environments only so far; {config.env!r} "
                           "is a host environment (use --executor auto)")
@@ -393,7 +396,7 @@ class RayBackend:
 
 def make_ray_backend(config: TrainConfig, algorithm: Algorithm, choice: EnvChoice, run_dir: Path | None) -> RayBackend:
     """The Ray backend of a validated configuration (ConfigError for what it does not run)."""
-    check_ray_config(config, choice)
+    check_ray_config(config, algorithm, choice)
     return RayBackend(config, algorithm, choice.env_id, run_dir)
 
 

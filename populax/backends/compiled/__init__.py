@@ -19,6 +19,7 @@ import numpy as np
 from populax.agents import Algorithm, check_action_space
 from populax.backends.compiled.offpolicy import MemberProgram, episode_returns
 from populax.backends.compiled.program import build_program
+from populax.coupled import mean_policy_summary
 from populax.envs.jax_envs import JaxEnv, describe_action, make_jax_env
 from populax.population import init_members
 from populax.run.config import TrainConfig
@@ -45,10 +46,15 @@ class CompiledBackend:
         self.executor = executor
         self.chunk_steps = self.schedule.chunk_steps
         self.num_chunks = math.ceil(config.total_steps / self.chunk_steps)
-        self._train_chunk = executor(self.program.train_chunk)
         self._evaluate = executor(self.program.evaluate)
-        self._init = init_members(self.program.init)
         self._init_agents = init_members(self.program.init_agent)
+        if algorithm.coupled:  # the chunk couples the members: one jitted program, vmaps inside
+            self._train_chunk = jax.jit(self.program.train_chunk)
+            self._init = jax.jit(self.program.init_population)
+        else:
+            self._train_chunk = executor(self.program.train_chunk)
+            self._init = init_members(self.program.init)
+        self.last_metrics: dict[str, Any] = {}
 
     # -- what the driver calls -------------------------------------------------------------
 
@@ -67,7 +73,9 @@ class CompiledBackend:
                 should_stop: Callable[[], bool] | None = None) -> tuple[Member, dict[str, Any]]:
         """One compiled chunk: ``chunk_steps`` env steps and their updates for every member (one XLA call:
         a stop request is honoured after it)."""
-        return self._train_chunk(population)
+        population, metrics = self._train_chunk(population)
+        self.last_metrics = metrics
+        return population, metrics
 
     def evaluate(self, population: Member, chunk: int) -> np.ndarray:
         """Mean return of ``eval_episodes`` fresh episodes per member (keys from the seed and chunk)."""
@@ -75,7 +83,8 @@ class CompiledBackend:
 
     def evaluate_with_keys(self, population: Member, keys: jax.Array) -> np.ndarray:
         """Mean evaluation return per member, member i's episodes drawn from ``keys[i]`` (a Ray block's share)."""
-        return np.asarray(self._evaluate(population, keys))
+        members = population.replace(shared=None)  # a coupled method's shared state has no member axis
+        return np.asarray(self._evaluate(members, keys))
 
     def members_changed(self, population: Member, mask: np.ndarray, events: list[dict] = ()) -> None:
         """Nothing to do: the next chunk reads the edited members directly."""
@@ -96,8 +105,8 @@ class CompiledBackend:
         """Nothing to close."""
 
     def summary(self) -> dict[str, Any]:
-        """No backend-specific summary fields."""
-        return {}
+        """CEM-RL: the CEM mean actor's return at the last generation (``mean_policy_return``)."""
+        return mean_policy_summary(self.last_metrics)
 
     # -- one saved member ------------------------------------------------------------------
 
@@ -105,7 +114,8 @@ class CompiledBackend:
                        seed: int | None = None) -> np.ndarray:
         """Per-episode returns of one saved member; without ``seed`` the episodes of the run's evaluation after ``chunk``."""
         key = eval_keys(self.config.seed, chunk, self.config.pop)[member_index] if seed is None else jax.random.key(seed)
-        rollout = jax.jit(lambda state, k: episode_returns(self.program.policy, state, self.env, episodes, k))
+        rollout = jax.jit(lambda state, k: episode_returns(self.program.policy, state, self.env, episodes, k,
+                                                                   self.config.eval_max_steps))
         return np.asarray(rollout(member.agent, key))
 
     def member_actor(self, member: Member) -> Callable[[np.ndarray], np.ndarray]:

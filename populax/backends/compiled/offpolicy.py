@@ -49,6 +49,8 @@ class Schedule(NamedTuple):
     batch_size: int
     buffer_size: int
     eval_episodes: int
+    eval_max_steps: int = 0
+    """Most steps per evaluation episode (0: the environment's own limit)."""
 
     @property
     def steps_per_phase(self) -> int:
@@ -98,6 +100,7 @@ def make_schedule(
     batch_size: int,
     buffer_size: int,
     eval_episodes: int,
+    eval_max_steps: int = 0,
 ) -> Schedule:
     """Turn an update-to-data ratio and an eval period into whole scan lengths (see ``update_phase``)."""
     iterations, updates = update_phase(envs_per_member, updates_per_step)
@@ -113,6 +116,7 @@ def make_schedule(
         batch_size=batch_size,
         buffer_size=buffer_size,
         eval_episodes=eval_episodes,
+        eval_max_steps=eval_max_steps,
     )
 
 
@@ -150,13 +154,21 @@ def summarize_chunk(metrics: dict[str, jax.Array], member: Member) -> dict[str, 
     return summary
 
 
-def evaluate_policy(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array) -> jax.Array:
+def evaluate_policy(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array,
+                    max_steps: int = 0) -> jax.Array:
     """Mean undiscounted return of ``episodes`` fresh episodes under ``policy(agent_state, obs)``."""
-    return jnp.mean(episode_returns(policy, agent_state, env, episodes, key))
+    return jnp.mean(episode_returns(policy, agent_state, env, episodes, key, max_steps))
 
 
-def episode_returns(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array) -> jax.Array:
-    """Undiscounted return of each of ``episodes`` fresh episodes under ``policy(agent_state, obs)``."""
+def episode_steps(env: JaxEnv, max_steps: int = 0) -> int:
+    """Steps an evaluation episode may last: the env's limit, capped by ``max_steps`` when > 0."""
+    return min(env.max_episode_steps, max_steps) if max_steps > 0 else env.max_episode_steps
+
+
+def episode_returns(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array,
+                    max_steps: int = 0) -> jax.Array:
+    """Undiscounted return of each of ``episodes`` fresh episodes under ``policy(agent_state, obs)``,
+    each cut after ``episode_steps(env, max_steps)`` steps."""
     reset_key, run_key = jax.random.split(key)
     obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
 
@@ -170,7 +182,7 @@ def episode_returns(policy: Callable, agent_state: Any, env: JaxEnv, episodes: i
 
     zeros = jnp.zeros((episodes,), jnp.float32)
     carry = (obs, env_state, zeros, zeros + 1.0)
-    keys = jax.random.split(run_key, env.max_episode_steps)
+    keys = jax.random.split(run_key, episode_steps(env, max_steps))
     (_, _, total, _), _ = jax.lax.scan(step, carry, keys)
     return total
 
@@ -209,10 +221,34 @@ def new_member(agent_state: Any, hparams: Any, experience: Any, env: EnvSlots, l
                   env_steps=jnp.zeros((), jnp.int32), learn_from=jnp.asarray(learning_starts, jnp.int32), key=key)
 
 
+def make_env_iteration(act: Callable, env: JaxEnv, schedule: Any,
+                       store: Callable[[Transition], Transition] = lambda t: t) -> Callable:
+    """One member's env iteration ``(member, _) -> (member, None)``: act in its E envs (uniform random
+    before ``learning_starts``), step them, store ``store(transition)`` in its replay buffer."""
+    num_envs = schedule.envs_per_member
+    step_envs = jax.vmap(env.step)
+
+    def env_iteration(member: Member, _) -> tuple[Member, None]:
+        key, act_key, random_key, step_key = jax.random.split(member.key, 4)
+        learned = act(member.agent, member.env.obs, act_key, member.hparams)
+        warming_up = member.env_steps < schedule.learning_starts
+        action = jnp.where(warming_up, random_actions(random_key, env.action, num_envs), learned)
+        result = step_envs(jax.random.split(step_key, num_envs), member.env.state, action)
+        transition = Transition(member.env.obs, action, result.reward, result.final_obs, result.terminated)
+        member = member.replace(
+            experience=buffer_add(member.experience, store(transition)),
+            env=advance_episodes(member.env, result),
+            env_steps=member.env_steps + num_envs,
+            key=key,
+        )
+        return member, None
+
+    return env_iteration
+
+
 def make_offpolicy_program(agent: Agent, env: JaxEnv, schedule: Schedule) -> MemberProgram:
     """Build ``init``, ``train_chunk`` and ``evaluate`` for one off-policy member."""
     num_envs = schedule.envs_per_member
-    step_envs = jax.vmap(env.step)
 
     def init(key: jax.Array, hparams: Any) -> Member:
         agent_key, env_key, key = jax.random.split(key, 3)
@@ -220,20 +256,7 @@ def make_offpolicy_program(agent: Agent, env: JaxEnv, schedule: Schedule) -> Mem
         return new_member(agent.init(agent_key, hparams), hparams, buffer, reset_envs(env, env_key, num_envs),
                           schedule.learning_starts, key)
 
-    def env_iteration(member: Member, _) -> tuple[Member, None]:
-        key, act_key, random_key, step_key = jax.random.split(member.key, 4)
-        learned = agent.act(member.agent, member.env.obs, act_key, member.hparams)
-        warming_up = member.env_steps < schedule.learning_starts
-        action = jnp.where(warming_up, random_actions(random_key, env.action, num_envs), learned)
-        result = step_envs(jax.random.split(step_key, num_envs), member.env.state, action)
-        transition = Transition(member.env.obs, action, result.reward, result.final_obs, result.terminated)
-        member = member.replace(
-            experience=buffer_add(member.experience, transition),
-            env=advance_episodes(member.env, result),
-            env_steps=member.env_steps + num_envs,
-            key=key,
-        )
-        return member, None
+    env_iteration = make_env_iteration(agent.act, env, schedule)
 
     def learn(member: Member, _) -> tuple[Member, dict[str, jax.Array]]:
         key, sample_key, update_key = jax.random.split(member.key, 3)
@@ -266,7 +289,7 @@ def chunked_program(agent: Any, env: JaxEnv, schedule: Any, init: Callable, phas
 
     def evaluate(member: Member, key: jax.Array) -> jax.Array:
         """Mean undiscounted return of fresh episodes under the deterministic policy."""
-        return evaluate_policy(agent.policy, member.agent, env, schedule.eval_episodes, key)
+        return evaluate_policy(agent.policy, member.agent, env, schedule.eval_episodes, key, schedule.eval_max_steps)
 
     return MemberProgram(init=init, init_agent=agent.init, train_chunk=train_chunk, evaluate=evaluate,
                          policy=agent.policy)

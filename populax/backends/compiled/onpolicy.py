@@ -39,6 +39,8 @@ class OnPolicySchedule(NamedTuple):
     phases_per_chunk: int
     """Rollout + update phases per compiled chunk."""
     eval_episodes: int
+    eval_max_steps: int = 0
+    """Most steps per evaluation episode (0: the environment's own limit)."""
 
     @property
     def chunk_steps(self) -> int:
@@ -46,10 +48,12 @@ class OnPolicySchedule(NamedTuple):
         return self.phases_per_chunk * self.rollout_len * self.envs_per_member
 
 
-def make_onpolicy_schedule(*, envs_per_member: int, rollout_len: int, eval_every: int, eval_episodes: int) -> OnPolicySchedule:
+def make_onpolicy_schedule(*, envs_per_member: int, rollout_len: int, eval_every: int, eval_episodes: int,
+                           eval_max_steps: int = 0) -> OnPolicySchedule:
     """Whole rollouts per evaluation period (rounded up)."""
     per_rollout = rollout_len * envs_per_member
-    return OnPolicySchedule(envs_per_member, rollout_len, max(1, math.ceil(eval_every / per_rollout)), eval_episodes)
+    return OnPolicySchedule(envs_per_member, rollout_len, max(1, math.ceil(eval_every / per_rollout)), eval_episodes,
+                            eval_max_steps)
 
 
 def make_onpolicy_program(agent: OnPolicyAgent, env: JaxEnv, schedule: OnPolicySchedule) -> MemberProgram:

@@ -16,6 +16,10 @@ from populax.run.config import TrainConfig
 def build_program(algorithm: Algorithm, config: TrainConfig, env: JaxEnv) -> tuple[Any, MemberProgram]:
     """(schedule, member program) for ``algorithm`` as ``config`` says; ConfigError on bad options."""
     options = resolve_options(algorithm.options, config.algo_options, algorithm.name)
+    if algorithm.coupled:  # one program over the whole population (shared critic)
+        from populax.backends.compiled.coupled import build_coupled_program
+
+        return build_coupled_program(algorithm, config, env, options)
     hidden = tuple(config.hidden)
     if algorithm.on_policy:
         schedule = make_onpolicy_schedule(
@@ -23,6 +27,7 @@ def build_program(algorithm: Algorithm, config: TrainConfig, env: JaxEnv) -> tup
             rollout_len=options.rollout_len,
             eval_every=config.eval_every,
             eval_episodes=config.eval_episodes,
+            eval_max_steps=config.eval_max_steps,
         )
         rollouts = math.ceil(config.total_steps / schedule.chunk_steps) * schedule.phases_per_chunk
         spec = AgentSpec(env.obs_shape, env.action, hidden, options,
@@ -36,6 +41,7 @@ def build_program(algorithm: Algorithm, config: TrainConfig, env: JaxEnv) -> tup
         batch_size=config.batch_size,
         buffer_size=min(config.buffer_size, config.total_steps),
         eval_episodes=config.eval_episodes,
+        eval_max_steps=config.eval_max_steps,
     )
     steps_per_update = schedule.steps_per_phase / schedule.updates_per_phase
     total_steps = math.ceil(config.total_steps / schedule.chunk_steps) * schedule.chunk_steps

@@ -42,6 +42,7 @@ import numpy as np
 from populax.agents import AgentSpec, Algorithm, check_action_space
 from populax.agents.options import resolve_options
 from populax.backends.host.collector import (
+    EVAL_STEP_LIMIT,
     Block,
     Collector,
     collector_keys,
@@ -50,7 +51,9 @@ from populax.backends.host.collector import (
     member_returns,
     resume_reset_seed,
 )
+from populax.backends.host.coupled import CoupledHooks, coupled_plan_config, make_coupled_host, mean_policy_return
 from populax.backends.host.member import HostFunctions, HostPlan, make_functions, make_plan
+from populax.coupled import mean_policy_summary
 from populax.envs.host_envs import VECTOR_MODES, HostEnvSpec, make_host_spec
 from populax.envs.jax_envs import describe_action
 from populax.errors import ConfigError
@@ -108,6 +111,15 @@ class HostBackend:
         self.config, self.spec = config, spec
         options = resolve_options(algorithm.options, config.algo_options, algorithm.name)
         self.on_policy = algorithm.on_policy
+        self.coupled: CoupledHooks | None = None
+        if algorithm.coupled:  # CEM-RL / DvD-TD3: population steps around the collector (host/coupled.py)
+            self.plan = make_plan(coupled_plan_config(config, algorithm.name, options, spec), False)
+            self.functions, self.coupled = make_coupled_host(config, algorithm, options, spec, self.plan,
+                                                             executor)
+            self.chunk_steps = self.plan.chunk_steps
+            self.num_chunks = math.ceil(config.total_steps / self.chunk_steps)
+            self._reset_session()
+            return
         self.plan = make_plan(config, algorithm.on_policy, getattr(options, "rollout_len", 0))
         self.chunk_steps = self.plan.chunk_steps
         self.num_chunks = math.ceil(config.total_steps / self.chunk_steps)
@@ -144,11 +156,12 @@ class HostBackend:
         self.started_at = time.perf_counter()
         self.edit: tuple[int, np.ndarray] | None = None
         """(collector generation, members) of the strategy edits blocks in flight do not carry yet."""
+        self.last_metrics: dict[str, Any] = {}
 
     @property
     def overlap(self) -> bool:
         """Collect in a background thread (off-policy only: PPO acts with the newest parameters)."""
-        return self.config.overlap and not self.on_policy
+        return self.config.overlap and not self.on_policy and (self.coupled is None or self.coupled.overlap)
 
     # -- what the driver calls -------------------------------------------------------------
 
@@ -203,6 +216,12 @@ class HostBackend:
         """
         start, busy, steps = time.perf_counter(), self.learner.busy_s, member_steps(population)
         end = (chunk + 1) * self.chunk_steps
+        begun: dict[str, Any] = {}
+        if self.coupled is not None and self.coupled.begin is not None:
+            # CEM-RL: a new generation of actors; a generation is never split by a stop request.
+            population, begun = self.coupled.begin(population)
+            self.collector.publish(population.agent, population.hparams, member_steps(population), None)
+            should_stop = None
         while member_steps(population) < end:
             if should_stop is not None and should_stop():
                 break
@@ -217,6 +236,8 @@ class HostBackend:
                                    population.obs_stats if self.on_policy else None)
         metrics = self.learner.take_metrics()
         metrics["train_return"] = np.array([np.mean(r) if r else np.nan for r in self.episode_returns])
+        if self.coupled is not None and member_steps(population) >= end:
+            population, metrics = self._finish_coupled(population, chunk, {**metrics, **begun})
         self.episode_returns = [[] for _ in range(self.config.pop)]
         if self.chunks_advanced > 0:
             self.steady_s += time.perf_counter() - start
@@ -225,13 +246,27 @@ class HostBackend:
         self.chunks_advanced += 1
         return population, metrics
 
+    def _finish_coupled(self, population: Member, chunk: int, metrics: dict[str, Any]) -> tuple[Member, dict]:
+        """The coupled method's end of chunk (DvD: diversity and bandit; CEM-RL: tell, mean actor's return)."""
+        fitness = np.array([r[0] if r else np.nan for r in self.episode_returns], np.float32)
+        population, extra = self.coupled.finish(population, fitness, metrics["train_return"])
+        metrics = {**metrics, **{name: np.asarray(value) for name, value in extra.items()}}
+        if self.coupled.mean_actor is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                value = mean_policy_return(self.spec, self.functions, self.coupled, population,
+                                           self.config.eval_episodes, eval_seed(self.config.seed, chunk))
+            metrics["mean_policy_return"] = np.full(self.config.pop, value)
+        self.last_metrics = metrics
+        return population, metrics
+
     def evaluate(self, population: Member, chunk: int) -> np.ndarray:
         """Mean return of ``eval_episodes`` fresh episodes per member in separate envs seeded from the chunk."""
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             returns = evaluate(self.spec, self.functions, population, self.config.eval_episodes,
-                               seed=eval_seed(self.config.seed, chunk))
+                               seed=eval_seed(self.config.seed, chunk), max_steps=eval_step_cap(self.config))
         self.eval_s += time.perf_counter() - start
         return returns
 
@@ -281,7 +316,7 @@ class HostBackend:
     def summary(self) -> dict[str, Any]:
         """summary.json's ``host`` section: how collection and learning shared the time."""
         advance_s = self.steady_s
-        return {"host": {
+        return {**mean_policy_summary(self.last_metrics), "host": {
             "vector_env": self.config.vector_env,
             "overlap": self.overlap,
             "learner_busy_fraction": self.learner.busy_s / (time.perf_counter() - self.started_at) if self.learner else 0.0,
@@ -302,11 +337,16 @@ class HostBackend:
             seed = eval_seed(self.config.seed, chunk) + member_index * self.config.eval_episodes
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return member_returns(self.spec, self.functions, member, episodes, seed)
+            return member_returns(self.spec, self.functions, member, episodes, seed, eval_step_cap(self.config))
 
     def member_actor(self, member: Member) -> Callable[[np.ndarray], np.ndarray]:
         """Observations [M, ...] -> agent actions of one saved member (deterministic policy)."""
         return lambda obs: np.asarray(self.functions.member_policy(member.agent, member.obs_stats, obs))
+
+
+def eval_step_cap(config: TrainConfig) -> int:
+    """Most steps an evaluation episode may last on the host: ``eval_max_steps``, or 100,000 when 0."""
+    return config.eval_max_steps or EVAL_STEP_LIMIT
 
 
 def make_host_backend(config: TrainConfig, algorithm: Algorithm, env_id: str, executor: Callable) -> HostBackend:

@@ -194,6 +194,10 @@ class Collector:
         self.envs.close()
 
 
+EVAL_STEP_LIMIT = 100_000
+"""Most steps an evaluation episode lasts when no ``eval_max_steps`` is set (the env's own limit is usually lower)."""
+
+
 def collector_keys(seed: int, pop: int) -> jax.Array:
     """The collector's per-member RNG keys at the start of a run."""
     return jax.random.split(jax.random.fold_in(jax.random.key(seed), 4), pop)
@@ -210,7 +214,7 @@ def resume_reset_seed(seed: int, env_step: int) -> int:
 
 
 def episode_totals(spec: HostEnvSpec, act: Callable[[np.ndarray], np.ndarray], num_envs: int, seed: int,
-                   max_steps: int = 100_000) -> np.ndarray:
+                   max_steps: int = EVAL_STEP_LIMIT) -> np.ndarray:
     """Undiscounted return of one episode in each of ``num_envs`` fresh envs (env i reset with seed + i).
 
     ``act`` maps observations [num_envs, ...] to agent actions [num_envs, ...].
@@ -236,7 +240,7 @@ def episode_totals(spec: HostEnvSpec, act: Callable[[np.ndarray], np.ndarray], n
 
 
 def evaluate(spec: HostEnvSpec, functions: HostFunctions, population: Member, episodes: int,
-             seed: int, max_steps: int = 100_000) -> np.ndarray:
+             seed: int, max_steps: int = EVAL_STEP_LIMIT) -> np.ndarray:
     """Mean return of ``episodes`` fresh episodes per member, deterministic policy, separate env instances.
 
     Member m's episode j runs in env ``m * episodes + j`` (seed ``seed + m * episodes + j``).
@@ -252,7 +256,7 @@ def evaluate(spec: HostEnvSpec, functions: HostFunctions, population: Member, ep
 
 
 def member_returns(spec: HostEnvSpec, functions: HostFunctions, member: Member, episodes: int, seed: int,
-                   max_steps: int = 100_000) -> np.ndarray:
+                   max_steps: int = EVAL_STEP_LIMIT) -> np.ndarray:
     """Per-episode returns of ONE member (no member axis) over ``episodes`` fresh episodes (seeds seed + j)."""
 
     def act(obs: np.ndarray) -> np.ndarray:

@@ -1,0 +1,490 @@
+"""Compiled population programs of the coupled methods (CEM-RL, DvD-TD3) on JAX environments.
+
+An independent member's program is written for ONE member and mapped over
+the population by an executor (``offpolicy.py``). CEM-RL and DvD-TD3 couple
+the members inside the update (one shared critic trained on everyone's
+data; a distribution over all actors; a loss over all actors), so their
+chunk is written for the whole population: ``train_chunk(population)``,
+with ``jax.vmap`` over the members where they act alone (acting, env
+steps, actor steps) and plain code where they meet (the critic, the CEM,
+the kernel). Everything else is shared with the other algorithms: the
+member layout (each member's actor, buffer shard, envs, key, counters in
+``Member``; the critic, distribution and bandit in ``Member.shared``), the
+driver, evaluation, failure handling, checkpoints and resume.
+
+CEM-RL, one chunk = one generation::
+
+    actors  = CEM.ask()                              # mirrored samples around the mean
+    if learning has started:                         # S = updates-per-step x env steps of a generation
+        repeat S times:                              # lax.scan
+            critic step on a shared-replay batch (TD target: grad actor k mod n_grad's target)
+            every `delay` steps: each of the first pop/2 actors takes a TD3 actor step
+    each actor runs generation_steps env iterations from a fresh reset, deterministic
+        (random actions before learning_starts); transitions go to the shared replay
+    CEM.tell(actors, return of each actor's first episode)
+    evaluate the CEM mean actor -> mean_policy_return
+
+DvD-TD3, one chunk = ``eval_every`` env steps, like TD3::
+
+    repeat phases:
+        every actor acts in its envs (Gaussian noise) -> shared replay
+        repeat updates:
+            critic step on one shared-replay batch per member (TD target: that member's target actor)
+            every `delay` steps: the actors' joint step on  sum_i -Q(s, pi_i(s)) - lambda * log det K
+    diversity (log det K, mean pairwise action distance) on a batch of states; bandit update -> next lambda
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+from jax.flatten_util import ravel_pytree
+
+from populax.agents import AgentSpec, Algorithm
+from populax.agents.options import CEMRLOptions, DvDOptions
+from populax.backends.compiled.offpolicy import (
+    evaluate_policy,
+    example_transition,
+    make_env_iteration,
+    make_schedule,
+    new_member,
+    reset_envs,
+)
+from populax.buffers import buffer_init
+from populax.coupled import dvd
+from populax.coupled.cem import CEMState, cem_ask, cem_init, cem_tell
+from populax.coupled.shared_td3 import (
+    ActorState,
+    CriticState,
+    Nets,
+    actor_state,
+    actors_step,
+    critic_step,
+    finite_rows,
+    first_member,
+    init_actor,
+    init_critic,
+    q_values,
+    skip_or,
+    soft_update_critic,
+    union_sample,
+)
+from populax.envs.jax_envs import JaxEnv
+from populax.errors import ConfigError
+from populax.population import init_members
+from populax.run.config import TrainConfig
+from populax.runtime.member import Member
+
+SHARED_KEY = 5
+"""fold_in constant of the shared state's key (from member 0's init key)."""
+
+
+class PopulationProgram(NamedTuple):
+    """A coupled method's compiled program; ``train_chunk`` takes the whole population."""
+
+    init_population: Any
+    """``(keys [P], hparams [P]) -> Member`` (members stacked, ``shared`` set)."""
+    init_agent: Any
+    """``(key, hparams) -> ActorState`` of one member (re-initialising a failed one)."""
+    train_chunk: Any
+    """``population -> (population, per-member metrics [P])``."""
+    evaluate: Any
+    """``(member, key) -> mean return`` of one member's actor (mapped by the executor)."""
+    policy: Any
+    """``(actor state, obs) -> action``, deterministic."""
+
+
+class CoupledSchedule(NamedTuple):
+    """Static shape of a coupled chunk."""
+
+    chunk_steps: int
+    """Env steps per member per chunk."""
+    learning_starts: int
+    envs_per_member: int
+
+
+def per_member(metrics: dict[str, jax.Array], pop: int) -> dict[str, jax.Array]:
+    """Per-member means over every leading (step) axis, NaN entries ignored; scalars broadcast to [pop]."""
+    return {name: jnp.broadcast_to(jnp.nanmean(value.reshape(-1, pop), axis=0), (pop,))
+            for name, value in metrics.items()}
+
+
+def without_shared(population: Member) -> Member:
+    """The member-axis part of the population (what ``jax.vmap`` over members may see)."""
+    return population.replace(shared=None)
+
+
+def member_init(nets: Nets, env: JaxEnv, buffer_size: int, envs: int, learning_starts: int):
+    """``(key, hparams) -> Member``: a fresh actor, an empty buffer shard, reset envs."""
+
+    def init(key: jax.Array, hparams: Any) -> Member:
+        actor_key, env_key, key = jax.random.split(key, 3)
+        buffer = buffer_init(example_transition(env.obs_shape, jnp.float32, env.action), buffer_size)
+        return new_member(init_actor(nets, actor_key), hparams, buffer, reset_envs(env, env_key, envs),
+                          learning_starts, key)
+
+    return init
+
+
+def deterministic_act(nets: Nets):
+    """Acting without exploration noise (CEM-RL: the sampled actors are the exploration)."""
+    return lambda state, obs, key, hparams: nets.actor.apply(state.actor, obs)
+
+
+def noisy_act(nets: Nets):
+    """TD3's Gaussian exploration noise around the member's actor."""
+
+    def act(state: ActorState, obs: jax.Array, key: jax.Array, hparams: Any) -> jax.Array:
+        action = nets.actor.apply(state.actor, obs)
+        return jnp.clip(action + hparams.sigma * jax.random.normal(key, action.shape), -1.0, 1.0)
+
+    return act
+
+
+def check_pop(config: TrainConfig) -> None:
+    """Both methods need at least two members."""
+    if config.pop < 2:
+        raise ConfigError(f"--pop: {config.algo} couples the members and needs at least 2 (got {config.pop})")
+
+
+# --------------------------------------------------------------------------------------------- CEM-RL
+
+
+@struct.dataclass
+class CEMRLShared:
+    """CEM-RL's population-level state."""
+
+    critic: CriticState
+    cem: CEMState
+    key: jax.Array
+
+
+def check_cemrl_options(options: CEMRLOptions, pop: int) -> None:
+    """Validate CEM-RL's options (ConfigError naming the option)."""
+    if options.parents < 0 or options.parents > pop:
+        raise ConfigError(f"--algo-opt.parents must be in [0, --pop] (got {options.parents})")
+    for name in ("sigma_init", "damp", "damp_limit"):
+        if getattr(options, name) < 0:
+            raise ConfigError(f"--algo-opt.{name.replace('_', '-')} must be >= 0 (got {getattr(options, name)})")
+    if not 0 < options.damp_decay <= 1:
+        raise ConfigError(f"--algo-opt.damp-decay must be in (0, 1] (got {options.damp_decay})")
+    if options.generation_steps < 0:
+        raise ConfigError(f"--algo-opt.generation-steps must be >= 0 (got {options.generation_steps})")
+
+
+class CEMRLSteps(NamedTuple):
+    """CEM-RL's population-level steps, shared by both backends (the acting in between is theirs)."""
+
+    init_shared: Any
+    """``(keys [P], members) -> CEMRLShared``: a fresh critic, the CEM centred on member 0's actor."""
+    begin: Any
+    """``population -> (population, metrics)``: ask, then the shared critic's and the first pop/2 actors' steps."""
+    finish: Any
+    """``(population, fitness [P]) -> (population, metrics)``: tell."""
+    mean_actor: Any
+    """``shared -> ActorState`` of the CEM mean."""
+
+
+def make_cemrl_steps(config: TrainConfig, nets: Nets, options: CEMRLOptions, generation_steps: int) -> CEMRLSteps:
+    """CEM-RL's ask / gradient phase / tell; ``generation_steps``: env steps per member per generation."""
+    check_pop(config)
+    pop = config.pop
+    check_cemrl_options(options, pop)
+    n_grad = pop // 2
+    # The original's schedule: as many gradient steps as env steps in the last generation (all members).
+    gradient_steps = max(1, round(config.updates_per_step * pop * generation_steps))
+    _, unravel = ravel_pytree(nets.actor.init(jax.random.key(0), nets.obs0))  # the layout only
+
+    def init_shared(keys: jax.Array, members: Member) -> CEMRLShared:
+        critic_key, key = jax.random.split(jax.random.fold_in(keys[0], SHARED_KEY))
+        mean = ravel_pytree(first_member(members.agent.actor))[0]
+        return CEMRLShared(init_critic(nets, critic_key), cem_init(mean, options), key)
+
+    def gradient_phase(population: Member, critic: CriticState, grads: ActorState, key: jax.Array):
+        """S critic steps, and the first pop/2 actors' TD3 steps from the shared critic."""
+        hp0 = first_member(population.hparams)
+        lr, tau = population.hparams.lr_actor[:n_grad], population.hparams.tau[:n_grad]
+
+        def step(carry, index):
+            critic, grads = carry
+            batch_key, target_key = jax.random.split(jax.random.fold_in(key, index))
+            batch = union_sample(population.experience, batch_key, config.batch_size)
+            target_actor = jax.tree.map(lambda x: x[index % n_grad][None], grads.actor_target)
+            critic, critic_loss, q_mean = critic_step(nets, critic, jax.tree.map(lambda x: x[None], batch),
+                                                      target_actor, target_key, hp0)
+
+            def actor_steps(args):
+                critic, grads = args
+                loss_fn = lambda actor: -jnp.mean(q_values(nets, critic.critic, actor, batch.obs))  # noqa: E731
+                losses, gradients = jax.vmap(jax.value_and_grad(loss_fn))(grads.actor)
+                return (soft_update_critic(critic, hp0.tau), actors_step(grads, gradients, lr, tau)), losses
+
+            is_policy_step = critic.updates % jnp.maximum(jnp.round(hp0.delay), 1).astype(jnp.int32) == 0
+            (critic, grads), actor_loss = jax.lax.cond(
+                is_policy_step, actor_steps, lambda args: (args, jnp.full((n_grad,), jnp.nan)), (critic, grads))
+            return (critic, grads), {"critic_loss": critic_loss, "q_mean": q_mean,
+                                     "actor_loss": jnp.concatenate([actor_loss, jnp.full((pop - n_grad,), jnp.nan)])}
+
+        def update(carry):
+            return jax.lax.scan(step, carry, jnp.arange(gradient_steps))
+
+        return skip_or(population.env_steps[0] > population.learn_from[0], update, (critic, grads))
+
+    def begin(population: Member) -> tuple[Member, dict[str, jax.Array]]:
+        shared: CEMRLShared = population.shared
+        key, ask_key, update_key = jax.random.split(shared.key, 3)
+        samples = cem_ask(shared.cem, ask_key, options, pop)
+        agent = jax.vmap(actor_state)(jax.vmap(unravel)(samples), population.agent.updates)
+        grads = jax.tree.map(lambda x: x[:n_grad], agent)
+        (critic, grads), metrics = gradient_phase(population, shared.critic, grads, update_key)
+        agent = jax.tree.map(lambda all_, trained: all_.at[:n_grad].set(trained), agent, grads)
+        return population.replace(agent=agent, shared=shared.replace(critic=critic, key=key)), per_member(metrics, pop)
+
+    def finish(population: Member, fitness: jax.Array) -> tuple[Member, dict[str, jax.Array]]:
+        shared: CEMRLShared = population.shared
+        cem = cem_tell(shared.cem, jax.vmap(lambda a: ravel_pytree(a)[0])(population.agent.actor), fitness, options)
+        metrics = {"fitness": fitness, "cem_std": jnp.full((pop,), jnp.mean(jnp.sqrt(cem.var)))}
+        return population.replace(shared=shared.replace(cem=cem)), metrics
+
+    def mean_actor(shared: CEMRLShared) -> ActorState:
+        return actor_state(unravel(shared.cem.mean), jnp.zeros((), jnp.int32))
+
+    return CEMRLSteps(init_shared, begin, finish, mean_actor)
+
+
+def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions,
+                       nets: Nets) -> tuple[CoupledSchedule, PopulationProgram]:
+    """CEM-RL's generation as one compiled chunk (see the module docstring)."""
+    envs = config.envs_per_member
+    check_cemrl_options(options, config.pop)
+    iterations = options.generation_steps or env.max_episode_steps
+    schedule = CoupledSchedule(iterations * envs, config.learning_starts, envs)
+    steps = make_cemrl_steps(config, nets, options, schedule.chunk_steps)
+    init_member = member_init(nets, env, min(config.buffer_size, config.total_steps), envs, config.learning_starts)
+    env_iteration = make_env_iteration(deterministic_act(nets), env, schedule, store=finite_rows)
+
+    def policy(state: ActorState, obs: jax.Array) -> jax.Array:
+        return nets.actor.apply(state.actor, obs)
+
+    def init_population(keys: jax.Array, hparams: Any) -> Member:
+        members = init_members(init_member)(keys, hparams)
+        return members.replace(shared=steps.init_shared(keys, members))
+
+    def generation(member: Member) -> tuple[Member, jax.Array]:
+        """One actor's generation_steps iterations from a fresh reset; fitness = its first episodes' return."""
+        env_key, key = jax.random.split(member.key)
+        member = member.replace(env=reset_envs(env, env_key, envs), key=key)
+
+        def iteration(carry, _):
+            member, first = carry
+            member, _ = env_iteration(member, None)
+            return (member, jnp.where(jnp.isnan(first), member.env.last_episode_return, first)), None
+
+        (member, first), _ = jax.lax.scan(iteration, (member, jnp.full((envs,), jnp.nan)), length=iterations)
+        return member, jnp.mean(jnp.where(jnp.isnan(first), member.env.episode_return, first))
+
+    def train_chunk(population: Member) -> tuple[Member, dict[str, jax.Array]]:
+        population, metrics = steps.begin(population)
+        members, fitness = jax.vmap(generation)(without_shared(population))
+        population, told = steps.finish(members.replace(shared=population.shared), fitness)
+        key, mean_key = jax.random.split(population.shared.key)
+        mean_return = evaluate_policy(policy, steps.mean_actor(population.shared), env, config.eval_episodes, mean_key)
+        metrics.update(told, train_return=fitness, mean_policy_return=jnp.full((config.pop,), mean_return))
+        return population.replace(shared=population.shared.replace(key=key)), metrics
+
+    def evaluate(member: Member, key: jax.Array) -> jax.Array:
+        return evaluate_policy(policy, member.agent, env, config.eval_episodes, key)
+
+    def init_agent(key: jax.Array, hparams: Any) -> ActorState:
+        return init_actor(nets, key)
+
+    return schedule, PopulationProgram(init_population, init_agent, train_chunk, evaluate, policy)
+
+
+# --------------------------------------------------------------------------------------------- DvD-TD3
+
+
+@struct.dataclass
+class DvDShared:
+    """DvD-TD3's population-level state."""
+
+    critic: CriticState
+    bandit: dvd.Bandit
+    lam: jax.Array
+    """The diversity weight of the coming chunk."""
+    key: jax.Array
+
+
+LAMBDA_MODES = ("bandit", "schedule", "fixed")
+
+
+def parse_arms(text: str) -> tuple[float, ...]:
+    """The bandit's lambda values from ``"0,0.5"`` (ConfigError naming the option)."""
+    try:
+        arms = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--algo-opt.lambda-arms: expected comma-separated numbers (got {text!r})") from None
+    if len(arms) < 1 or any(not math.isfinite(a) or a < 0 for a in arms):
+        raise ConfigError(f"--algo-opt.lambda-arms: expected non-negative numbers (got {text!r})")
+    return arms
+
+
+def check_dvd_options(options: DvDOptions) -> tuple[float, ...]:
+    """Validate DvD's options; return the bandit's arms."""
+    if options.lambda_mode not in LAMBDA_MODES:
+        raise ConfigError(f"--algo-opt.lambda-mode: got {options.lambda_mode!r}; allowed: {', '.join(LAMBDA_MODES)}")
+    for name in ("bandwidth", "jitter"):
+        if not getattr(options, name) > 0:
+            raise ConfigError(f"--algo-opt.{name} must be > 0 (got {getattr(options, name)})")
+    if options.embedding_states < 1:
+        raise ConfigError(f"--algo-opt.embedding-states must be >= 1 (got {options.embedding_states})")
+    if options.lambda_fixed < 0 or options.lambda_warmup < 0:
+        raise ConfigError("--algo-opt.lambda-fixed and --algo-opt.lambda-warmup must be >= 0")
+    return parse_arms(options.lambda_arms)
+
+
+class DvDSteps(NamedTuple):
+    """DvD-TD3's population-level steps, shared by both backends (the acting in between is theirs)."""
+
+    init_shared: Any
+    """``(keys [P]) -> DvDShared``: a fresh critic, the bandit's priors, lambda 0."""
+    learn: Any
+    """``population -> (population, metrics)``: one critic step and (every `delay`) the actors' joint step."""
+    finish: Any
+    """``(population, train returns [P]) -> (population, metrics)``: diversity, bandit, next lambda."""
+
+
+def make_dvd_steps(config: TrainConfig, nets: Nets, options: DvDOptions) -> DvDSteps:
+    """DvD-TD3's update and end-of-chunk steps (see the module docstring)."""
+    check_pop(config)
+    arms = jnp.asarray(check_dvd_options(options), jnp.float32)
+    pop = config.pop
+    warmup = max(options.lambda_warmup, config.learning_starts)
+
+    def embeddings(actors: dict, states: jax.Array) -> jax.Array:
+        return jax.vmap(lambda actor: nets.actor.apply(actor, states))(actors)
+
+    def next_lambda(bandit: dvd.Bandit, env_steps: jax.Array) -> jax.Array:
+        if options.lambda_mode == "schedule":
+            lam = dvd.schedule_lambda(env_steps * pop)
+        elif options.lambda_mode == "fixed":
+            lam = jnp.float32(options.lambda_fixed)
+        else:
+            lam = jnp.where(bandit.arm >= 0, arms[jnp.maximum(bandit.arm, 0)], 0.0)
+        return jnp.where(env_steps >= warmup, lam, 0.0).astype(jnp.float32)
+
+    def init_shared(keys: jax.Array) -> DvDShared:
+        critic_key, key = jax.random.split(jax.random.fold_in(keys[0], SHARED_KEY))
+        bandit = dvd.bandit_init(len(arms))
+        return DvDShared(init_critic(nets, critic_key), bandit, next_lambda(bandit, jnp.int32(0)), key)
+
+    def learn(population: Member) -> tuple[Member, dict[str, jax.Array]]:
+        shared: DvDShared = population.shared
+        key, batch_key, critic_key = jax.random.split(shared.key, 3)
+        batches = jax.vmap(union_sample, in_axes=(None, 0, None))(
+            population.experience, jax.random.split(batch_key, pop), config.batch_size)
+        hp = population.hparams
+        hp0 = first_member(hp)
+
+        def update(carry):
+            critic, agent = carry
+            critic, critic_loss, q_mean = critic_step(nets, critic, batches, agent.actor_target, critic_key, hp0)
+
+            def joint_step(args):
+                critic, agent = args
+
+                def joint_loss(actors):
+                    q = jax.vmap(lambda actor, batch: jnp.mean(q_values(nets, critic.critic, actor, batch.obs)))(
+                        actors, batches)
+                    log_det = dvd.diversity(embeddings(actors, batches.obs[0, :options.embedding_states]),
+                                            options.bandwidth, options.jitter)
+                    return jnp.sum(-q) - shared.lam * log_det, (-q, log_det)
+
+                (_, (losses, log_det)), grads = jax.value_and_grad(joint_loss, has_aux=True)(agent.actor)
+                agent = actors_step(agent, grads, hp.lr_actor, hp.tau)
+                return (soft_update_critic(critic, hp0.tau), agent), (losses, log_det)
+
+            is_policy_step = critic.updates % jnp.maximum(jnp.round(hp0.delay), 1).astype(jnp.int32) == 0
+            (critic, agent), (actor_loss, log_det) = jax.lax.cond(
+                is_policy_step, joint_step, lambda args: (args, (jnp.full((pop,), jnp.nan), jnp.float32(jnp.nan))),
+                (critic, agent))
+            metrics = {"critic_loss": jnp.full((pop,), critic_loss), "q_mean": jnp.full((pop,), q_mean),
+                       "actor_loss": actor_loss, "dvd_train_logdet": jnp.full((pop,), log_det)}
+            return (critic, agent), metrics
+
+        started = population.env_steps[0] > population.learn_from[0]
+        (critic, agent), metrics = skip_or(started, update, (shared.critic, population.agent))
+        return population.replace(agent=agent, shared=shared.replace(critic=critic, key=key)), metrics
+
+    def finish(population: Member, train_returns: jax.Array) -> tuple[Member, dict[str, jax.Array]]:
+        shared: DvDShared = population.shared
+        key, states_key, bandit_key = jax.random.split(shared.key, 3)
+        states = union_sample(population.experience, states_key, options.embedding_states).obs
+        actions = embeddings(population.agent.actor, states)
+        best = jnp.where(jnp.isfinite(train_returns).any(), jnp.nanmax(train_returns), jnp.nan)
+        steps = population.env_steps[0]
+        bandit = shared.bandit
+        if options.lambda_mode == "bandit":
+            bandit = dvd.bandit_step(bandit, best, steps >= warmup, bandit_key)
+        scalars = {"dvd_lambda": shared.lam, "dvd_logdet": dvd.diversity(actions, options.bandwidth, options.jitter),
+                   "dvd_pairwise_distance": dvd.mean_pairwise_distance(actions), "bandit_arm": bandit.arm}
+        scalars.update({f"bandit_mean_{i}": p for i, p in enumerate(dvd.posterior_means(bandit))})
+        shared = shared.replace(bandit=bandit, lam=next_lambda(bandit, steps), key=key)
+        return (population.replace(shared=shared),
+                {name: jnp.full((pop,), value, jnp.float32) for name, value in scalars.items()})
+
+    return DvDSteps(init_shared, learn, finish)
+
+
+def make_dvd_program(config: TrainConfig, env: JaxEnv, options: DvDOptions, nets: Nets) -> tuple[Any, PopulationProgram]:
+    """DvD-TD3's chunk (see the module docstring)."""
+    schedule = make_schedule(envs_per_member=config.envs_per_member, updates_per_step=config.updates_per_step,
+                             eval_every=config.eval_every, learning_starts=config.learning_starts,
+                             batch_size=config.batch_size, buffer_size=min(config.buffer_size, config.total_steps),
+                             eval_episodes=config.eval_episodes)
+    steps = make_dvd_steps(config, nets, options)
+    init_member = member_init(nets, env, schedule.buffer_size, config.envs_per_member, config.learning_starts)
+    env_iteration = jax.vmap(lambda member: make_env_iteration(noisy_act(nets), env, schedule, store=finite_rows)(
+        member, None)[0])
+
+    def policy(state: ActorState, obs: jax.Array) -> jax.Array:
+        return nets.actor.apply(state.actor, obs)
+
+    def init_population(keys: jax.Array, hparams: Any) -> Member:
+        return init_members(init_member)(keys, hparams).replace(shared=steps.init_shared(keys))
+
+    def phase(population: Member, _) -> tuple[Member, dict[str, jax.Array]]:
+        members, _ = jax.lax.scan(lambda m, _: (env_iteration(m), None), without_shared(population),
+                                  length=schedule.iterations_per_phase)
+        return jax.lax.scan(lambda p, _: steps.learn(p), members.replace(shared=population.shared),
+                            length=schedule.updates_per_phase)
+
+    def train_chunk(population: Member) -> tuple[Member, dict[str, jax.Array]]:
+        population, metrics = jax.lax.scan(phase, population, length=schedule.phases_per_chunk)
+        train_returns = jnp.nanmean(population.env.last_episode_return, axis=1)
+        population, chunk_metrics = steps.finish(population, train_returns)
+        return population, {**per_member(metrics, config.pop), **chunk_metrics, "train_return": train_returns}
+
+    def evaluate(member: Member, key: jax.Array) -> jax.Array:
+        return evaluate_policy(policy, member.agent, env, config.eval_episodes, key)
+
+    def init_agent(key: jax.Array, hparams: Any) -> ActorState:
+        return init_actor(nets, key)
+
+    return schedule, PopulationProgram(init_population, init_agent, train_chunk, evaluate, policy)
+
+
+def build_coupled_program(algorithm: Algorithm, config: TrainConfig, env: JaxEnv,
+                          options: Any) -> tuple[Any, PopulationProgram]:
+    """(schedule, program) of the coupled ``algorithm`` (its ``make`` builds the networks)."""
+    nets = algorithm.make(AgentSpec(env.obs_shape, env.action, tuple(config.hidden), options))
+    if algorithm.name == "cemrl":
+        return make_cemrl_program(config, env, options, nets)
+    return make_dvd_program(config, env, options, nets)
+
+
+__all__ = ["PopulationProgram", "build_coupled_program"]

@@ -1,0 +1,267 @@
+"""CEM-RL and DvD-TD3: the CEM alone, learning, diversity, NaN safety, the bandit, resume, failures (seeded)."""
+
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import populax
+from populax.coupled import dvd
+from populax.coupled.cem import CEMOptions, cem_ask, cem_init, cem_tell
+from populax.errors import ConfigError
+from populax.run.checkpoint import list_checkpoints
+from populax.run.resume import evaluate_saved_member, resume
+from populax.runtime import init_population, prepare, run
+
+
+def records(run_dir, member=0):
+    """metrics.jsonl records of one member."""
+    lines = (json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines())
+    return [r for r in lines if r.get("member") == member]
+
+
+def finite_tree(tree) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating))
+
+
+def leaves_equal(a, b) -> bool:
+    return all(bool(jnp.array_equal(x, y, equal_nan=True)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def small_config(tmp_path, algo, name, **overrides):
+    settings = dict(env="Pendulum-v1", algo=algo, pop=4, total_steps=600, eval_every=200, eval_episodes=1,
+                    hidden=(16, 16), batch_size=32, learning_starts=200, seed=3, out=str(tmp_path / name),
+                    progress=False, tensorboard=False)
+    settings.update(overrides)
+    return populax.TrainConfig(**settings)
+
+
+# ------------------------------------------------------------------------------------------------ the CEM
+
+
+def test_cem_minimises_sum_of_abs_to_within_005():
+    settings = CEMOptions(sigma_init=1.0)
+
+    def loss(x):
+        return jnp.sum(jnp.abs(x - 1.0), axis=-1)
+
+    def generation(state, key):
+        samples = cem_ask(state, key, settings, 10)
+        return cem_tell(state, samples, -loss(samples), settings), None
+
+    state, _ = jax.lax.scan(generation, cem_init(jnp.zeros(8), settings), jax.random.split(jax.random.key(0), 300))
+    assert float(loss(state.mean)) <= 0.05
+    assert int(state.generation) == 300 and float(state.damp) < 1e-4  # damp decayed 0.95/gen toward 1e-5
+
+
+def test_mirrored_sampling_gives_exact_antithetic_pairs():
+    settings = CEMOptions(sigma_init=0.3)
+    samples = cem_ask(cem_init(jnp.zeros(6), settings), jax.random.key(1), settings, 10)
+    np.testing.assert_array_equal(np.asarray(samples[:5]), -np.asarray(samples[5:]))
+    around = cem_ask(cem_init(jnp.full(6, 2.0), settings), jax.random.key(1), settings, 10)
+    np.testing.assert_allclose(np.asarray(around[:5] + around[5:]), 4.0, atol=1e-6)
+
+
+def test_cem_tell_ranks_nan_fitness_last_and_keeps_the_mean_finite():
+    settings = CEMOptions(sigma_init=0.1)
+    state = cem_init(jnp.zeros(3), settings)
+    samples = jnp.array([[1.0, 1, 1], [jnp.nan, 0, 0], [2.0, 2, 2], [3.0, 3, 3]])
+    told = cem_tell(state, samples, jnp.array([1.0, jnp.nan, 0.0, -1.0]), settings)
+    weights = np.log(3 / np.arange(1, 3)) / np.log(3 / np.arange(1, 3)).sum()
+    np.testing.assert_allclose(np.asarray(told.mean), weights[0] * 1 + weights[1] * 2, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ CEM-RL
+
+
+def test_cemrl_pendulum_mean_policy_reaches_minus_300_within_30k_env_steps(tmp_path):
+    """10 actors x 3,000 steps = 30k env steps in all; generations of one 200-step episode each."""
+    config = populax.TrainConfig(env="Pendulum-v1", algo="cemrl", pop=10, total_steps=3_000, eval_every=200,
+                                 eval_episodes=2, hidden=(64, 64), batch_size=100, learning_starts=500, seed=0,
+                                 out=str(tmp_path / "cemrl"), progress=False, tensorboard=False)
+    result = run(prepare(config))
+    curve = [r["mean_policy_return"] for r in records(result.run_dir)]
+    assert len(curve) == 15
+    assert max(curve) >= -300, curve
+    assert result.summary["mean_policy_return"] == pytest.approx(curve[-1])
+    assert np.isfinite(result.returns).all()
+
+
+# ------------------------------------------------------------------------------------------------ DvD-TD3
+
+
+def fixed_states(count=64):
+    """Pendulum observations (cos, sin, angular velocity) from a fixed key."""
+    theta_key, speed_key = jax.random.split(jax.random.key(42))
+    theta = jax.random.uniform(theta_key, (count,), minval=-jnp.pi, maxval=jnp.pi)
+    speed = jax.random.uniform(speed_key, (count,), minval=-8.0, maxval=8.0)
+    return jnp.stack([jnp.cos(theta), jnp.sin(theta), speed], axis=1)
+
+
+def test_dvd_population_is_more_diverse_than_an_ensemble_at_the_same_step(tmp_path):
+    distances = {}
+    for name, lam in (("dvd", 0.5), ("ensemble", 0.0)):
+        config = small_config(tmp_path, "dvd-td3", name, pop=5, total_steps=2_000, eval_every=1_000,
+                              hidden=(32, 32), batch_size=64, learning_starts=500,
+                              algo_options={"lambda-mode": "fixed", "lambda-fixed": lam})
+        setup = prepare(config)
+        result = run(setup)
+        policy = setup.backend.program.policy
+        actions = jax.vmap(policy, in_axes=(0, None))(result.population.agent, fixed_states())
+        distances[name] = float(dvd.mean_pairwise_distance(actions))
+        assert [r["dvd_lambda"] for r in records(result.run_dir)] == [0.0, lam]  # lambda 0 until learning starts
+    assert distances["dvd"] > distances["ensemble"], distances
+
+
+def test_twenty_short_dvd_runs_never_produce_nan_even_from_identical_actors(tmp_path):
+    """One compiled program, 20 seeds (10 with every actor a copy of member 0), lambda 0.5 from the start."""
+    config = small_config(tmp_path, "dvd-td3", "nan", pop=5, total_steps=200, eval_every=100, hidden=(8, 8),
+                          batch_size=16, learning_starts=20, algo_options={"lambda-mode": "fixed"})
+    setup = prepare(config)
+    train_chunk = setup.backend._train_chunk
+    for seed in range(20):
+        population = setup.backend.init_population(populax.runtime.setup.member_keys(seed, 5), setup.hparams)
+        if seed % 2:
+            same = jax.tree.map(lambda x: jnp.broadcast_to(x[:1], x.shape), population.agent)
+            population = population.replace(agent=same)
+        for _ in range(2):
+            population, metrics = train_chunk(population)
+        assert finite_tree(population.agent) and finite_tree(population.shared), f"seed {seed}"
+        assert all(np.isfinite(np.asarray(v)).all() for k, v in metrics.items() if k != "fitness"), (seed, metrics)
+        assert float(metrics["dvd_lambda"][0]) == 0.5
+
+
+def test_kernel_log_det_and_its_gradient_are_finite_for_identical_members():
+    same = jnp.ones((5, 20, 1))
+    assert np.isfinite(float(dvd.diversity(same, 1.0, 1e-4)))
+    grad = jax.grad(lambda e: dvd.diversity(e, 1.0, 1e-4))(same)
+    assert np.isfinite(np.asarray(grad)).all()
+    spread = jnp.arange(5.0)[:, None, None] * jnp.ones((5, 20, 1))
+    assert float(dvd.diversity(spread, 1.0, 1e-4)) > float(dvd.diversity(same, 1.0, 1e-4))
+
+
+def test_bandit_rewards_the_arm_in_use_when_the_best_return_improves():
+    bandit = dvd.bandit_init(2).replace(arm=jnp.int32(1), best=jnp.float32(-100.0))
+    improved = dvd.bandit_step(bandit, jnp.float32(-50.0), jnp.bool_(True), jax.random.key(0))
+    assert improved.alpha.tolist() == [1.0, 2.0] and improved.beta.tolist() == [1.0, 1.0] and float(improved.best) == -50
+    worse = dvd.bandit_step(improved.replace(arm=jnp.int32(0)), jnp.float32(-60.0), jnp.bool_(True), jax.random.key(1))
+    assert worse.beta.tolist() == [2.0, 1.0] and float(worse.best) == -50
+    warm = dvd.bandit_step(dvd.bandit_init(2), jnp.float32(0.0), jnp.bool_(False), jax.random.key(2))
+    assert int(warm.arm) == -1 and warm.alpha.tolist() == [1.0, 1.0]
+
+
+# ------------------------------------------------------------------------------------------------ both
+
+
+@pytest.mark.parametrize("algo", ["cemrl", "dvd-td3"])
+def test_kill_and_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, algo):
+    """Checkpoint after every chunk; drop the last two (as if killed after chunk 0); resume; compare."""
+    config = small_config(tmp_path, algo, "full", checkpoint_every=200, keep_checkpoints=5)
+    full = run(prepare(config))
+    killed = tmp_path / "killed"
+    shutil.copytree(full.run_dir, killed)
+    for path in list_checkpoints(killed)[1:]:
+        shutil.rmtree(path)
+    resumed = resume(killed)
+    assert leaves_equal(resumed.population.agent, full.population.agent)
+    assert leaves_equal(resumed.population.shared, full.population.shared)  # critic, CEM / bandit
+    assert (killed / "metrics.jsonl").read_text() .count("\n") == (full.run_dir / "metrics.jsonl").read_text().count("\n")
+    returns, _ = evaluate_saved_member(killed, member=1, episodes=1)  # `populax eval` of one saved actor
+    assert returns.shape == (1,) and np.isfinite(returns).all()
+    if algo == "dvd-td3":  # the bandit's choice is logged every evaluation
+        logged = records(killed)
+        assert {"dvd_lambda", "bandit_arm", "bandit_mean_0", "bandit_mean_1", "dvd_logdet",
+                "dvd_pairwise_distance"} <= set(logged[-1])
+        for record in logged:
+            arm = int(record["bandit_arm"])
+            assert record["dvd_lambda"] in (0.0, 0.5) and arm in (-1, 0, 1)
+        assert int(logged[-1]["bandit_arm"]) in (0, 1)  # past the warm-up, the bandit chose
+    else:
+        assert "mean_policy_return" in json.loads((killed / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("algo", ["cemrl", "dvd-td3"])
+def test_a_nan_member_is_reinitialised_and_the_run_completes(tmp_path, algo):
+    def poison(population, chunk):
+        if chunk != 1:
+            return population
+        actor = jax.tree.map(lambda x: x.at[1].set(jnp.nan), population.agent.actor)
+        return population.replace(agent=population.agent.replace(actor=actor))
+
+    config = small_config(tmp_path, algo, "nan")
+    result = run(prepare(config), before_chunk=poison)
+    assert finite_tree(result.population.agent) and finite_tree(result.population.shared)
+    assert np.isfinite(result.returns).all()
+    events = [json.loads(line) for line in (result.run_dir / "lineage.jsonl").read_text().splitlines()] \
+        if (result.run_dir / "lineage.jsonl").exists() else []
+    if algo == "dvd-td3":  # DvD's actor persists, so the NaN one is found and re-initialised
+        assert [(e["event"], e["member"]) for e in events] == [("reinit", 1)]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(strategy="pbt"), "--strategy: cemrl couples"),
+    (dict(pop=1), "--pop: cemrl"),
+    (dict(algo_options={"damp-decay": 0}), "--algo-opt.damp-decay"),
+])
+def test_cemrl_bad_settings_name_the_setting(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        prepare(small_config(tmp_path, "cemrl", "bad", **overrides))
+
+
+def test_dvd_bad_lambda_mode_names_the_setting(tmp_path):
+    with pytest.raises(ConfigError, match="--algo-opt.lambda-mode"):
+        prepare(small_config(tmp_path, "dvd-td3", "bad", algo_options={"lambda-mode": "often"}))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_init_population_puts_the_shared_state_outside_the_member_axis(tmp_path):
+    setup = prepare(small_config(tmp_path, "cemrl", "layout"))
+    population = init_population(setup)
+    assert population.shared.cem.mean.ndim == 1  # one distribution for all
+    assert jax.tree.leaves(population.agent.actor)[0].shape[0] == 4
+
+
+@pytest.mark.parametrize("algo", ["cemrl", "dvd-td3"])
+def test_a_short_run_on_gymnasium_pendulum_completes(tmp_path, algo):
+    """The host backend: the same population steps around the Gymnasium collector."""
+    setup = prepare(small_config(tmp_path, algo, "host", env="gymnasium:Pendulum-v1", pop=2, total_steps=400,
+                                 learning_starts=100))
+    assert setup.backend.kind == "host"
+    result = run(setup)
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["env_steps_per_member"] == 400 and np.isfinite(result.returns).all()
+    assert finite_tree(result.population.agent) and finite_tree(result.population.shared)
+    logged = records(result.run_dir)
+    if algo == "cemrl":  # one generation per 200-step episode; the CEM mean actor evaluated each
+        assert len(logged) == 2 and np.isfinite(summary["mean_policy_return"])
+        assert int(result.population.shared.cem.generation) == 2
+    else:
+        assert np.isfinite(logged[-1]["dvd_logdet"]) and logged[-1]["dvd_lambda"] in (0.0, 0.5)
+
+
+# ------------------------------------------------------------------------------------------------ recipes
+
+
+@pytest.mark.parametrize("recipe, algo, strategy, explored", [
+    ("cemrl-Hopper-v5", "cemrl", "independent", set()),
+    ("dvd-td3-Humanoid-v5", "dvd-td3", "independent", set()),
+    ("cemrl-Pendulum-v1", "cemrl", "independent", set()),
+    ("dvd-td3-Pendulum-v1", "dvd-td3", "independent", set()),
+    ("td3-pbt-HalfCheetah-v5", "td3", "pbt", {"lr_actor", "lr_critic", "gamma", "sigma", "target_noise", "delay"}),
+    ("sac-pbt-HalfCheetah-v5", "sac", "pbt", {"lr_actor", "lr_critic", "gamma", "reward_scale"}),
+])
+def test_the_papers_experiments_are_recipes_that_resolve(tmp_path, recipe, algo, strategy, explored):
+    """Each recipe builds a valid run (budget shrunk); the PBT ones really explore their search space."""
+    from populax.cli import parse_train_args
+
+    config = parse_train_args(["--config", f"configs/{recipe}.yaml", "--total-steps", "1000",
+                               "--out", str(tmp_path / "run")])
+    setup = prepare(config)
+    assert (setup.config.algo, setup.config.strategy) == (algo, strategy)
+    assert {dim.name for dim in setup.dims} == explored
+    assert setup.backend.kind == ("compiled" if "Pendulum" in recipe else "host")
+    if recipe == "cemrl-Hopper-v5":  # a generation is one 1,000-step episode per actor
+        assert setup.chunk_steps == 1000 and setup.config.pop == 10 and setup.config.batch_size == 100
