@@ -120,9 +120,11 @@ def print_members(result) -> None:
     out.print(f"run directory: {result.run_dir}")
 
 
-def run_with_progress(total_steps: int, pop: int, enabled: bool, start: Callable[[Callable], Any]) -> Any:
-    """Run ``start(on_chunk)`` under the progress display (populax.run.progress)."""
-    with ProgressDisplay(pop, total_steps, console, enabled) as display:
+def run_with_progress(total_steps: int, pop: int, enabled: bool, start: Callable[[Callable], Any],
+                      start_steps: int = 0) -> Any:
+    """Run ``start(on_chunk)`` under the progress display (populax.run.progress); ``start_steps``: steps per
+    member a resumed run had done before this session."""
+    with ProgressDisplay(pop, total_steps, console, enabled, start_steps) as display:
         return start(display.update)
 
 
@@ -166,7 +168,8 @@ def cmd_resume(argv: list[str]) -> int:
           f"({checkpoint.manifest['env_step']:,} env steps per member)", file=sys.stderr, flush=True)
     config = setup.config
     return finish(run_with_progress(config.total_steps, config.pop, args.progress and config.progress,
-                                    lambda cb: run(setup, on_chunk=cb, start=checkpoint)))
+                                    lambda cb: run(setup, on_chunk=cb, start=checkpoint),
+                                    start_steps=checkpoint.manifest["env_step"]))
 
 
 def cmd_report(argv: list[str]) -> int:

@@ -113,7 +113,8 @@ def test_ray_pbt_two_workers_equals_one_process(tmp_path):
     assert summary["env_steps_per_member"] == 800 and summary["lineage_events"]["exploit"] >= 2
     traffic = summary["ray"]["traffic"]
     assert traffic["chunk"]["count"] >= 4 and traffic["chunk"]["bytes"] > 0 and traffic["member_push"]["count"] >= 2
-    # The same seed and block layout in one process: the same numbers, to the bit on one machine.
+    # The same seed and block layout in one process: the same numbers (bitwise on this machine; the tolerance
+    # leaves room for another machine's rounding).
     expected = json.loads((reference / "summary.json").read_text())
     np.testing.assert_allclose([m["final_return"] for m in summary["members"]],
                                [m["final_return"] for m in expected["members"]], rtol=1e-5)

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from populax.agents.base import ActionSpec
+from populax.envs.jax_envs import is_brax_id
 from populax.errors import ConfigError
 
 VECTOR_MODES = ("sync", "async")
@@ -76,7 +77,7 @@ def _register_ale(gym) -> bool:
 
 def resolve_env(env_id: str, gymnax_ids: list[str]) -> EnvChoice:
     """Decide the path of ``env_id``: a prefix chooses; otherwise gymnax ids stay compiled."""
-    if env_id.startswith("brax:"):  # brax tasks keep their prefix: it is part of the id
+    if is_brax_id(env_id):  # brax tasks keep their prefix: it is part of the id
         return EnvChoice("brax", env_id)
     for kind in ("gymnax", "gymnasium"):
         if env_id.startswith(kind + ":"):

@@ -156,7 +156,7 @@ def _import_brax():
     return envs
 
 
-def make_brax_env(env_id: str, max_episode_steps: int = 0, backend: str = "generalized") -> JaxEnv:
+def make_brax_env(env_id: str, max_episode_steps: int = 0) -> JaxEnv:
     """The adapter of brax task ``env_id`` (``brax:NAME``), episodes cut at ``max_episode_steps`` (0: brax's 1000).
 
     brax's ``done`` is a termination (hopper, walker2d, ant, humanoid fall
@@ -168,11 +168,11 @@ def make_brax_env(env_id: str, max_episode_steps: int = 0, backend: str = "gener
     name = env_id.removeprefix(BRAX_PREFIX)
     if name not in BRAX_TASKS:
         raise ConfigError(f"--env: unknown brax task {name!r}; allowed: {', '.join(brax_ids())}")
+    if max_episode_steps < 0:  # before the (slow) MJCF build
+        raise ConfigError(f"--max-episode-steps must be >= 0 (0: brax's own {BRAX_EPISODE_STEPS}; got {max_episode_steps})")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # brax warns that its own environments are in maintenance
-        env = _import_brax().get_environment(name, backend=backend)
-    if max_episode_steps < 0:
-        raise ConfigError(f"--max-episode-steps must be >= 0 (0: brax's own {BRAX_EPISODE_STEPS}; got {max_episode_steps})")
+        env = _import_brax().get_environment(name, backend="generalized")
     limit = max_episode_steps or BRAX_EPISODE_STEPS
     ctrl = np.asarray(env.sys.actuator.ctrl_range, np.float32)
     low, high = jnp.asarray(ctrl[:, 0]), jnp.asarray(ctrl[:, 1])

@@ -41,9 +41,11 @@ def compact(number: float) -> str:
 class RateClock:
     """Env-step rate and time left from this session's steady state (the first chunk, which compiles, excluded)."""
 
-    def __init__(self, pop: int, now: float | None = None):
+    def __init__(self, pop: int, now: float | None = None, start_steps: int = 0):
         self.pop = pop
         self.start = time.perf_counter() if now is None else now
+        self.start_steps = start_steps
+        """Steps per member done before this session (a resumed run's checkpoint): not this session's work."""
         self.base: tuple[float, int] | None = None
         """(time, steps) at the end of the first chunk this session saw."""
         self.last: tuple[float, int] | None = None
@@ -62,7 +64,8 @@ class RateClock:
             return None
         if self.last[1] > self.base[1] and self.last[0] > self.base[0]:
             return (self.last[1] - self.base[1]) / (self.last[0] - self.base[0]) * self.pop
-        return self.last[1] * self.pop / (self.last[0] - self.start) if self.last[0] > self.start else None
+        done = self.last[1] - self.start_steps
+        return done * self.pop / (self.last[0] - self.start) if self.last[0] > self.start else None
 
     def seconds_left(self, total_steps: int, now: float) -> float | None:
         """Seconds from ``now`` until ``total_steps`` per member at the current rate."""
@@ -135,11 +138,11 @@ class ProgressDisplay:
     Use as a context manager around the run; ``update`` is the driver's ``on_chunk``.
     """
 
-    def __init__(self, pop: int, total_steps: int, console: Console, enabled: bool = True):
+    def __init__(self, pop: int, total_steps: int, console: Console, enabled: bool = True, start_steps: int = 0):
         self.console = console
         self.enabled = enabled
         self.interactive = enabled and console.is_terminal
-        self.rates = RateClock(pop)
+        self.rates = RateClock(pop, start_steps=start_steps)
         self.state: Any = _Waiting(total_steps)
         self.live = Live(self, console=console, refresh_per_second=2, transient=False) if self.interactive else None
 

@@ -25,6 +25,7 @@ from populax.population import select_member
 from populax.run.checkpoint import Checkpoint, config_hash, latest_checkpoint
 from populax.run.config import TrainConfig, build_config, load_recipe
 from populax.runtime.driver import Progress, TrainResult, run
+from populax.runtime.member import without_shared
 from populax.runtime.setup import RunSetup, init_population, prepare
 
 
@@ -87,7 +88,7 @@ def evaluate_saved_member(
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1 (got {episodes})")
     checkpoint = load_checkpoint(setup, warn)
-    state = select_member(checkpoint.population.replace(shared=None), member)  # shared: no member axis
+    state = select_member(without_shared(checkpoint.population), member)
     # The run's last evaluation: of the last finished chunk (a host checkpoint may be taken inside a chunk).
     manifest = checkpoint.manifest
     evaluated = max(0, manifest.get("chunks_done", manifest["chunk"] + 1) - 1)

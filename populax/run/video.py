@@ -211,6 +211,7 @@ def record_member_video(run_dir: str | Path, member: int, path: str | Path, seed
     from populax.envs.host_envs import make_host_spec
     from populax.population import select_member
     from populax.run.resume import check_member, load_checkpoint, load_config, load_setup
+    from populax.runtime.member import without_shared
 
     config = load_config(run_dir)
     check_member(config, member)
@@ -219,7 +220,7 @@ def record_member_video(run_dir: str | Path, member: int, path: str | Path, seed
     require_writer()
     setup = load_setup(run_dir)
     checkpoint = load_checkpoint(setup, warn)
-    state = select_member(checkpoint.population.replace(shared=None), member)  # shared: no member axis
+    state = select_member(without_shared(checkpoint.population), member)
     # pygame (classic control) draws off-screen: no display, no sound card, no complaints about either.
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")

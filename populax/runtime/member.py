@@ -83,6 +83,11 @@ class Member:
     """Population-level state of a coupled algorithm (no member axis; see the module docstring), or None."""
 
 
+def without_shared(population: Member) -> Member:
+    """The member-axis part of the population (what ``jax.vmap`` over members, or selecting one, may see)."""
+    return population.replace(shared=None)
+
+
 def where_members(mask: np.ndarray, new: Any, old: Any) -> Any:
     """Per member: ``new`` where ``mask`` else ``old`` (both stacked pytrees of one structure)."""
     mask = jnp.asarray(mask)
@@ -139,7 +144,7 @@ def reinitialise(population: Member, fresh_agents: Any, members: np.ndarray) -> 
 
 def freeze(population: Member, previous: Member, frozen: np.ndarray) -> Member:
     """Frozen members are put back to their state before the chunk (their last finite one); steps still count."""
-    kept = where_members(frozen, previous.replace(shared=None), population.replace(shared=None))
+    kept = where_members(frozen, without_shared(previous), without_shared(population))
     return kept.replace(env_steps=population.env_steps, shared=population.shared)
 
 

@@ -48,6 +48,7 @@ from populax.hparams import member_hparams
 from populax.population import vmap_executor
 from populax.run.config import TrainConfig, config_to_dict
 from populax.runtime.member import Member, member_steps
+from populax.strategies.plots import read_jsonl
 
 MAX_RESTARTS = 3
 """Times Ray restarts one worker before the run gives up."""
@@ -104,8 +105,7 @@ class Traffic:
     def totals(self) -> dict[str, dict[str, float]]:
         """Count, bytes and seconds by kind over the whole run (every session of it, redone work included)."""
         totals: dict[str, dict[str, float]] = {}
-        records = [json.loads(line) for line in self.path.read_text().splitlines()] if self.path.is_file() else []
-        for record in records:
+        for record in read_jsonl(self.path):
             if "bytes" in record:
                 total = totals.setdefault(record["event"], {"count": 0, "bytes": 0, "seconds": 0.0})
                 total["count"] += 1
@@ -131,7 +131,6 @@ class RayBackend:
         self.workers: list[Any] = []
         self.pids: list[int] = []
         self.events: list[dict] = []
-        self.started_ray = False
         self.template: Any = None
         self.initial: tuple[Any, Any] | None = None
         self.population: Member | None = None
@@ -152,7 +151,6 @@ class RayBackend:
             os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(num_cpus=max(1, math.ceil(config.workers * config.worker_cpus)), include_dashboard=False,
                      _node_ip_address="127.0.0.1", logging_level="warning", log_to_driver=False)
-            self.started_ray = True
 
     def _start_workers(self) -> None:
         if self.workers:
@@ -368,19 +366,11 @@ class RayBackend:
             "workers": self.config.workers,
             "blocks": [[int(m) for m in members] for members in self.blocks],
             "address": self.config.ray_address or "local (loopback)",
-            "restarts": sum(1 for r in self._log() if r["event"] == "worker_restart"),
+            "restarts": sum(1 for r in read_jsonl(self.traffic.path) if r["event"] == "worker_restart"),
             "traffic": self.traffic.totals(),
-            "cross_block_copies": sum(1 for e in self._lineage()
+            "cross_block_copies": sum(1 for e in read_jsonl(self.run_dir / "lineage.jsonl")
                                       if e.get("source") is not None and self.block_of[e["source"]] != self.block_of[e["member"]]),
         }}
-
-    def _log(self) -> list[dict]:
-        path = self.traffic.path
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-
-    def _lineage(self) -> list[dict]:
-        path = self.run_dir / "lineage.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
     # -- one saved member (``populax eval``) -------------------------------------------------
 

@@ -98,10 +98,6 @@ class BlockWorker:
         """This worker's process id (fault tests kill it)."""
         return os.getpid()
 
-    def has_block(self) -> bool:
-        """Whether the worker holds members (False right after Ray restarted it)."""
-        return self.block is not None
-
     def init_block(self, keys: Any, hparams: Any) -> Member:
         """Initialise the block's members from their keys and hyperparameters; return their light fields."""
         self.block = self.backend.init_population(from_wire(keys), from_wire(hparams))

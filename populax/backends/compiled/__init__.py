@@ -23,7 +23,7 @@ from populax.coupled import mean_policy_summary
 from populax.envs.jax_envs import JaxEnv, describe_action, make_jax_env
 from populax.population import init_members
 from populax.run.config import TrainConfig
-from populax.runtime.member import Member
+from populax.runtime.member import Member, without_shared
 
 EVAL_KEY = 3
 """fold_in constant of the evaluation keys (1: hparams, 2: init, 4: strategy)."""
@@ -83,8 +83,7 @@ class CompiledBackend:
 
     def evaluate_with_keys(self, population: Member, keys: jax.Array) -> np.ndarray:
         """Mean evaluation return per member, member i's episodes drawn from ``keys[i]`` (a Ray block's share)."""
-        members = population.replace(shared=None)  # a coupled method's shared state has no member axis
-        return np.asarray(self._evaluate(members, keys))
+        return np.asarray(self._evaluate(without_shared(population), keys))
 
     def members_changed(self, population: Member, mask: np.ndarray, events: list[dict] = ()) -> None:
         """Nothing to do: the next chunk reads the edited members directly."""

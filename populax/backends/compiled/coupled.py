@@ -77,7 +77,7 @@ from populax.envs.jax_envs import JaxEnv
 from populax.errors import ConfigError
 from populax.population import init_members
 from populax.run.config import TrainConfig
-from populax.runtime.member import Member
+from populax.runtime.member import Member, without_shared
 
 SHARED_KEY = 5
 """fold_in constant of the shared state's key (from member 0's init key)."""
@@ -111,11 +111,6 @@ def per_member(metrics: dict[str, jax.Array], pop: int) -> dict[str, jax.Array]:
     """Per-member means over every leading (step) axis, NaN entries ignored; scalars broadcast to [pop]."""
     return {name: jnp.broadcast_to(jnp.nanmean(value.reshape(-1, pop), axis=0), (pop,))
             for name, value in metrics.items()}
-
-
-def without_shared(population: Member) -> Member:
-    """The member-axis part of the population (what ``jax.vmap`` over members may see)."""
-    return population.replace(shared=None)
 
 
 def member_init(nets: Nets, env: JaxEnv, buffer_size: int, envs: int, learning_starts: int):
@@ -260,7 +255,6 @@ def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions,
                        nets: Nets) -> tuple[CoupledSchedule, PopulationProgram]:
     """CEM-RL's generation as one compiled chunk (see the module docstring)."""
     envs = config.envs_per_member
-    check_cemrl_options(options, config.pop)
     iterations = options.generation_steps or env.max_episode_steps
     schedule = CoupledSchedule(iterations * envs, config.learning_starts, envs)
     steps = make_cemrl_steps(config, nets, options, schedule.chunk_steps)
@@ -292,12 +286,13 @@ def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions,
         members, fitness = jax.vmap(generation)(without_shared(population))
         population, told = steps.finish(members.replace(shared=population.shared), fitness)
         key, mean_key = jax.random.split(population.shared.key)
-        mean_return = evaluate_policy(policy, steps.mean_actor(population.shared), env, config.eval_episodes, mean_key)
+        mean_return = evaluate_policy(policy, steps.mean_actor(population.shared), env, config.eval_episodes, mean_key,
+                                      config.eval_max_steps)
         metrics.update(told, train_return=fitness, mean_policy_return=jnp.full((config.pop,), mean_return))
         return population.replace(shared=population.shared.replace(key=key)), metrics
 
     def evaluate(member: Member, key: jax.Array) -> jax.Array:
-        return evaluate_policy(policy, member.agent, env, config.eval_episodes, key)
+        return evaluate_policy(policy, member.agent, env, config.eval_episodes, key, config.eval_max_steps)
 
     def init_agent(key: jax.Array, hparams: Any) -> ActorState:
         return init_actor(nets, key)
@@ -445,7 +440,7 @@ def make_dvd_program(config: TrainConfig, env: JaxEnv, options: DvDOptions, nets
     schedule = make_schedule(envs_per_member=config.envs_per_member, updates_per_step=config.updates_per_step,
                              eval_every=config.eval_every, learning_starts=config.learning_starts,
                              batch_size=config.batch_size, buffer_size=min(config.buffer_size, config.total_steps),
-                             eval_episodes=config.eval_episodes)
+                             eval_episodes=config.eval_episodes, eval_max_steps=config.eval_max_steps)
     steps = make_dvd_steps(config, nets, options)
     init_member = member_init(nets, env, schedule.buffer_size, config.envs_per_member, config.learning_starts)
     env_iteration = jax.vmap(lambda member: make_env_iteration(noisy_act(nets), env, schedule, store=finite_rows)(
@@ -470,7 +465,7 @@ def make_dvd_program(config: TrainConfig, env: JaxEnv, options: DvDOptions, nets
         return population, {**per_member(metrics, config.pop), **chunk_metrics, "train_return": train_returns}
 
     def evaluate(member: Member, key: jax.Array) -> jax.Array:
-        return evaluate_policy(policy, member.agent, env, config.eval_episodes, key)
+        return evaluate_policy(policy, member.agent, env, config.eval_episodes, key, config.eval_max_steps)
 
     def init_agent(key: jax.Array, hparams: Any) -> ActorState:
         return init_actor(nets, key)

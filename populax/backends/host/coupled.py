@@ -35,16 +35,15 @@ from populax.backends.compiled.coupled import (
     make_cemrl_steps,
     make_dvd_steps,
     noisy_act,
-    without_shared,
 )
 from populax.backends.host.collector import member_returns
 from populax.backends.host.member import HostFunctions, HostPlan, make_functions
-from populax.coupled.shared_td3 import init_actor
+from populax.coupled.shared_td3 import init_actor, skip_or
 from populax.envs.host_envs import HostEnvSpec
 from populax.errors import ConfigError
 from populax.population import select_member
 from populax.run.config import TrainConfig
-from populax.runtime.member import Member
+from populax.runtime.member import Member, without_shared
 
 MEAN_ACTOR_SEED = 1_000_003
 """Offset of the mean actor's evaluation seeds from the members' (other episodes, same chunk)."""
@@ -123,8 +122,7 @@ def make_coupled_host(config: TrainConfig, algorithm: Algorithm, options: Any, s
         """``count[0]`` DvD updates (the members move in lockstep), in a scan of ``plan.update_chunk``."""
 
         def one(population, index):
-            return jax.lax.cond(index < count[0], steps.learn, lambda p: (p, jax.tree.map(
-                lambda m: jnp.full(m.shape, jnp.nan, m.dtype), jax.eval_shape(steps.learn, p)[1])), population)
+            return skip_or(index < count[0], steps.learn, population)
 
         population, metrics = jax.lax.scan(one, population, jnp.arange(plan.update_chunk))
         return population, jax.tree.map(lambda m: jnp.nanmean(m, axis=0), metrics)
