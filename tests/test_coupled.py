@@ -225,7 +225,7 @@ def poison_critic_1(population):
 @pytest.mark.parametrize("algo, options, poison, expected", [
     ("cemrl", {}, poison_cem_mean_and_critic, [("reinit", m) for m in range(4)]),
     ("dvd-td3", {}, poison_actor_1, [("reinit", 1)]),
-    ("dvd-td3", PER_MEMBER, poison_critic_1, [("reinit", 1)]),
+    pytest.param("dvd-td3", PER_MEMBER, poison_critic_1, [("reinit", 1)], marks=pytest.mark.slow),  # suite time
 ], ids=["cemrl-mean-and-critic", "dvd-td3-actor", "dvd-td3-own-critic"])
 def test_a_nan_inside_a_chunk_is_rolled_back_or_reinitialised_and_the_run_completes(tmp_path, algo, options, poison,
                                                                                   expected):
