@@ -119,7 +119,7 @@ def test_dvd_population_is_more_diverse_than_an_ensemble_at_the_same_step(tmp_pa
 def test_twenty_short_dvd_runs_never_produce_nan_even_from_identical_actors(tmp_path):
     """One compiled program, 20 seeds (10 with every actor a copy of member 0), lambda 0.5 from the start."""
     config = small_config(tmp_path, "dvd-td3", "nan", pop=5, total_steps=200, eval_every=100, hidden=(8, 8),
-                          batch_size=16, learning_starts=20, algo_options={"lambda-mode": "fixed"})
+                          batch_size=20, learning_starts=20, algo_options={"lambda-mode": "fixed"})
     setup = prepare(config)
     train_chunk = setup.backend._train_chunk
     for seed in range(20):
