@@ -48,3 +48,20 @@ def buffer_sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Tran
     """Draw ``batch_size`` transitions uniformly (with replacement) from the valid part."""
     indices = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
     return jax.tree.map(lambda store: store[indices], buffer.data)
+
+
+def buffer_rewind(buffer: ReplayBuffer, position: jax.Array, size: jax.Array, written: jax.Array) -> ReplayBuffer:
+    """The buffer without the last ``written`` transitions, given its ``position`` and ``size`` before them.
+
+    The transitions from before that the new ones did not overwrite are kept
+    and moved to the front (oldest first), so the valid part is again
+    ``[0, size)``; every one of the ``written`` transitions is dropped. Used
+    on a member whose chunk failed: its transitions were acted by NaN
+    parameters, and the buffer as it was before the chunk is not kept (the
+    chunk updates the buffers in place).
+    """
+    capacity = jax.tree.leaves(buffer.data)[0].shape[0]
+    kept = jnp.clip(jnp.minimum(size, capacity - written), 0, capacity)
+    oldest = (position - kept) % capacity
+    data = jax.tree.map(lambda store: jnp.roll(store, -oldest, axis=0), buffer.data)
+    return ReplayBuffer(data=data, position=kept % capacity, size=kept.astype(buffer.size.dtype))
