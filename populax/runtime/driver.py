@@ -104,7 +104,8 @@ def run(
     backends after the current block, inside the chunk); a stopped run
     returns with ``interrupted=True``. ``before_chunk(population, chunk)``
     may edit the members at the start of each chunk, as a fault inside the
-    chunk would (fault injection in tests).
+    chunk would (fault injection in tests); it must not keep them (the chunk
+    updates them in place: keep a copy).
     """
     config, backend = setup.config, setup.backend
     progress = Progress(setup)
