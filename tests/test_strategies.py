@@ -161,6 +161,26 @@ def test_buffer_rewind_drops_the_last_transitions_and_keeps_the_rest():
     assert rewound(after([-1] * 8, 3, 8), 3, 8, 9) == ([], 0, 0)
 
 
+def test_exploit_with_copy_buffer_writes_only_the_copied_rows_in_place():
+    """--pbt-copy-buffer: member 1 takes member 2's replay buffer, the others keep theirs; the buffers are
+    written in place (the population's old buffers are donated)."""
+    from populax.runtime.member import Member, exploit
+
+    pop, capacity = 4, 5
+    rows = jnp.arange(pop * capacity, dtype=jnp.float32).reshape(pop, capacity)
+    buffer = ReplayBuffer(data=Transition(*(rows + i for i in range(5))), position=jnp.arange(pop, dtype=jnp.int32),
+                          size=jnp.full((pop,), capacity, jnp.int32))
+    population = Member(agent={"w": jnp.arange(pop, dtype=jnp.float32)}, hparams=jnp.zeros(pop), obs_stats=None,
+                        experience=buffer, env=None, env_steps=jnp.zeros(pop, jnp.int32),
+                        learn_from=jnp.zeros(pop, jnp.int32), key=jax.random.split(jax.random.key(0), pop))
+    expected = np.asarray(rows)[[0, 2, 2, 3]]
+    copied = exploit(population, jnp.array([0, 2, 2, 3]), None, copy_experience=True)
+    assert buffer.data.reward.is_deleted()
+    np.testing.assert_array_equal(np.asarray(copied.experience.data.reward), expected + 2)
+    assert np.asarray(copied.experience.position).tolist() == [0, 2, 2, 3]
+    assert np.asarray(copied.agent["w"]).tolist() == [0, 2, 2, 3]
+
+
 def poison(member: int, at_chunk: int):
     """A ``before_chunk`` hook writing NaN into every leaf of ``member``'s agent before chunk ``at_chunk``."""
 
