@@ -29,8 +29,8 @@ from populax.population import make_executor
 
 
 def member(tree, index):
-    """Member ``index`` of a stacked pytree."""
-    return jax.tree.map(lambda x: x[index], tree)
+    """Member ``index`` of a stacked pytree, on the host."""
+    return jax.tree.map(lambda x: np.asarray(x)[index], tree)
 
 
 take = jax.jit(frame_buffer_take)
@@ -38,7 +38,7 @@ take = jax.jit(frame_buffer_take)
 
 def complete_transitions(buffer: FrameBuffer, env: int) -> tuple[np.ndarray, Transition]:
     """Absolute indices and rebuilt transitions of everything env ``env`` can still be sampled from."""
-    first, end = int(buffer.oldest[env]), int(buffer.count[env])
+    first, end = int(np.asarray(buffer.oldest)[env]), int(np.asarray(buffer.count)[env])
     slots = buffer.obs_frame.shape[1]
     index = jnp.minimum(first + jnp.arange(slots), end - 1)  # one shape: one compilation
     rebuilt = jax.tree.map(np.asarray, take(buffer, jnp.full((slots,), env), index))
@@ -49,7 +49,7 @@ def assert_rebuilt_equals_recorded(buffer: FrameBuffer, recorded: list[list[Tran
     """Every sampleable transition of every env equals the row the env produced, bitwise."""
     for env, rows in enumerate(recorded):
         indices, rebuilt = complete_transitions(buffer, env)
-        assert int(buffer.count[env]) == len(rows)
+        assert int(np.asarray(buffer.count)[env]) == len(rows)
         for position, index in enumerate(indices):
             for name in Transition._fields:
                 np.testing.assert_array_equal(np.asarray(getattr(rebuilt, name)[position]), getattr(rows[index], name),
@@ -103,20 +103,21 @@ def test_short_episodes_wrap_around_and_rebuild_bitwise(padding):
     overwritten_frames = 0
     for block in blocks_of(recorded, 7):
         buffer = add(buffer, block)
-        assert_rebuilt_equals_recorded(buffer, [rows[: int(buffer.count[0])] for rows in recorded])
+        assert_rebuilt_equals_recorded(buffer, [rows[: int(np.asarray(buffer.count)[0])] for rows in recorded])
         overwritten_frames += int(np.any(np.asarray(buffer.oldest) > np.asarray(buffer.count) - 12))
-    assert int(buffer.count[0]) == 90 > 12  # the slots wrapped several times
+    assert int(np.asarray(buffer.count)[0]) == 90 > 12  # the slots wrapped several times
     assert overwritten_frames > 0  # some complete-looking slots had lost a frame and were left out
-    batch = jax.jit(buffer_sample, static_argnums=2)(buffer, jax.random.key(0), 256)
+    batch = jax.tree.map(np.asarray, jax.jit(buffer_sample, static_argnums=2)(buffer, jax.random.key(0), 256))
     sampleable = {(t.obs.tobytes(), t.next_obs.tobytes()) for env, rows in enumerate(recorded)
-                  for t in rows[int(buffer.oldest[env]):]}
-    drawn = {(np.asarray(o).tobytes(), np.asarray(n).tobytes()) for o, n in zip(batch.obs, batch.next_obs)}
+                  for t in rows[int(np.asarray(buffer.oldest)[env]):]}
+    drawn = {(o.tobytes(), n.tobytes()) for o, n in zip(batch.obs, batch.next_obs)}
     assert drawn <= sampleable and len(drawn) > len(sampleable) // 2
 
 
-def test_real_breakout_rows_through_the_collector_rebuild_bitwise():
+def test_real_breakout_rows_through_the_collector_rebuild_bitwise(tmp_path):
     """ALE Breakout with populax's wrappers, two members x two envs, the collector's own blocks: game overs,
-    140-step truncations and life-loss terminals; a 60-slot ring per env wraps around five times."""
+    140-step truncations and life-loss terminals; a 60-slot ring per env wraps around five times. Then the
+    checkpoint round trip and PBT's buffer copy of that buffer."""
     spec = make_host_spec("ALE/Breakout-v5", terminal_on_life_loss=True, max_episode_steps=140)
     agent = Agent(init=lambda key, hp: {"w": jnp.zeros(())}, act=lambda s, obs, key, hp: jnp.zeros(obs.shape[0], jnp.int32),
                   policy=lambda s, obs: jnp.zeros(obs.shape[0], jnp.int32), update=lambda s, b, k, hp: (s, {}))
@@ -146,6 +147,34 @@ def test_real_breakout_rows_through_the_collector_rebuild_bitwise():
     assert truncated > 0 and terminals > 0 and int(np.asarray(population.experience.count).min()) == 300
     # Each transition's newest frame once (+ K at an episode start) instead of two whole stacks.
     assert np.asarray(population.experience.written).max() < 300 * 1.1
+    check_checkpoint_round_trip_and_pbt_copy(functions, population, block, tmp_path)
+
+
+def check_checkpoint_round_trip_and_pbt_copy(functions, population, block, tmp_path):
+    """--save-buffer: the restored frame buffer is bitwise the saved one, so a resumed run samples and inserts
+    exactly as the uninterrupted one would (a host resume also resets its envs from a derived seed, so whole
+    resumed runs differ by design; the buffer is what must carry over). --pbt-copy-buffer copies it whole."""
+    from populax.run.checkpoint import restore, save_checkpoint
+    from populax.strategies.pbt import exploit
+
+    path = save_checkpoint(tmp_path, population, chunk=0, manifest={}, save_buffer=True)
+    template = jax.eval_shape(functions.init, jax.random.split(jax.random.key(0), 2), jnp.zeros(2))
+    restored = restore(path, template).population
+    assert isinstance(restored.experience, FrameBuffer) and restored.experience.stack == 4
+    sample = jax.jit(jax.vmap(buffer_sample, in_axes=(0, None, None)), static_argnums=2)
+    key = jax.random.key(7)
+    for a, b in [(population, restored), (functions.insert(population, block.rows, block.stats),
+                                          functions.insert(restored, block.rows, block.stats))]:
+        for x, y in zip(jax.tree.leaves(a.experience), jax.tree.leaves(b.experience)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(jax.tree.leaves(sample(a.experience, key, 16)), jax.tree.leaves(sample(b.experience, key, 16))):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert np.asarray(sample(restored.experience, key, 16).obs).max() > 0  # real frames, not the empty ring
+    frames = np.asarray(restored.experience.frames)
+    assert not np.array_equal(frames[0], frames[1])
+    copied = exploit(restored, jnp.array([1, 1]), None, copy_experience=True).experience
+    for leaf in jax.tree.leaves(copied):
+        np.testing.assert_array_equal(np.asarray(leaf)[0], np.asarray(leaf)[1])
 
 
 def test_atari_bytes_per_transition():
@@ -157,3 +186,32 @@ def test_atari_bytes_per_transition():
     assert round(whole) == 2 * 84 * 84 * 4 + 12  # two uint8 stacks, action, reward, terminated
     assert 84 * 84 < frames < 84 * 84 * 1.05 + 20  # one frame per transition (+3% for episode starts) and 5 numbers
     assert not isinstance(replay_init(example_transition((3,), np.float32, spec.action), 10, 1), FrameBuffer)
+
+
+def test_a_copied_buffer_continues_with_other_envs():
+    """PBT's --pbt-copy-buffer hands member i member j's buffer while member i's envs go on: the next rows do
+    not continue the copied stacks, so they start new ones, and everything still rebuilds bitwise."""
+    source = stacked_episode_rows(np.random.default_rng(1), envs=2, steps=20, stack=4, padding="repeat")
+    own = stacked_episode_rows(np.random.default_rng(2), envs=2, steps=20, stack=4, padding="repeat")
+    buffer = replay_init(source[0][0], capacity=80, envs=2)
+    add = jax.jit(buffer_add)
+    for block in [*blocks_of(source, 10), *blocks_of(own, 10)]:
+        buffer = add(buffer, block)
+    assert_rebuilt_equals_recorded(buffer, [a + b for a, b in zip(source, own)])
+
+
+def test_the_nature_buffer_is_counted_at_its_real_size(tmp_path, monkeypatch, capsys):
+    """The recipe's 1M transitions: one member fits in 40 GB (3 x 6.8 GiB), four are refused in one line."""
+    from populax.cli import main, parse_train_args
+    from populax.runtime.setup import prepare
+
+    monkeypatch.setenv("POPULAX_DEVICE_MEMORY", "40G")
+    one = parse_train_args(["--env", "ALE/Pong-v5", "--algo", "dqn", "--pop", "1", "--out", str(tmp_path / "one")])
+    assert one.buffer_size == 1_000_000 and one.total_steps >= 1_000_000
+    prepare(one)
+    capsys.readouterr()
+    code = main(["train", "--env", "ALE/Pong-v5", "--algo", "dqn", "--pop", "4", "--out", str(tmp_path / "four")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    error = lines[-1]
+    assert code != 0 and error.startswith("populax: error: --buffer-size or --pop") and "Traceback" not in lines
+    assert "--buffer-size or --pop" in error and "4 members x 6.8 GiB" in error and not (tmp_path / "four").exists()

@@ -57,6 +57,7 @@ from populax.coupled import mean_policy_summary
 from populax.envs.host_envs import VECTOR_MODES, HostEnvSpec, make_host_spec
 from populax.envs.jax_envs import describe_action
 from populax.errors import ConfigError
+from populax.memory import HOST_COPIES
 from populax.run.config import TrainConfig
 from populax.runtime.member import Member, member_steps, where_members
 
@@ -106,6 +107,8 @@ class HostBackend:
     """Gymnasium/ALE environments behind the driver's backend interface (see ``populax.backends``)."""
 
     kind = "host"
+    state_copies = HOST_COPIES
+    """Population states alive at once during a chunk (the memory check's factor; no buffer donation yet)."""
 
     def __init__(self, config: TrainConfig, algorithm: Algorithm, spec: HostEnvSpec, executor: Callable):
         self.config, self.spec = config, spec
