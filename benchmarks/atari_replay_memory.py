@@ -4,7 +4,9 @@ Sizes come from shapes (``jax.eval_shape``: nothing allocated); with
 ``--allocate N`` a real N-transition frame buffer of one member is built and
 filled by inserting real Pong frames, and the process's resident memory is
 printed after each step (is the allocation lazy? what does an insert add while
-the previous buffer is still alive, as the driver keeps it for rollback?).
+the previous buffer is still alive, as the driver keeps it for rollback?) and
+how long an insert of one 50-step block takes (without donation XLA writes a
+whole new buffer: the time grows with the capacity, not the block).
 
     python benchmarks/atari_replay_memory.py                     # 1M transitions, shapes only
     python benchmarks/atari_replay_memory.py --allocate 200000   # plus a measured allocation
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import time
 
 import jax
 import jax.numpy as jnp
@@ -74,12 +77,39 @@ def main() -> None:
               f"+{format_bytes(resident_bytes() - base)}")
         add = jax.jit(buffer_add)
         kept = buffer  # the driver's pre-chunk copy
-        for insert in range(1, 3):
+        for insert in range(1, 4):
+            start = time.perf_counter()
             buffer = add(buffer, rows)
             jax.block_until_ready(buffer)
-            print(f"after insert {insert} (pre-chunk buffer kept): resident +{format_bytes(resident_bytes() - base)}")
+            print(f"after insert {insert} of 50 rows (pre-chunk buffer kept): resident "
+                  f"+{format_bytes(resident_bytes() - base)}, {time.perf_counter() - start:.3f} s")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         print(f"peak resident of the process: {format_bytes(peak)} ({peak / size:.2f}x the buffer); kept: {kept is not None}")
+        del kept, buffer
+        time_learn_calls(spec, args.allocate)
+
+
+def time_learn_calls(spec, capacity: int) -> None:
+    """Seconds per host learner call (13 sampled batches, a trivial update) beside a ``capacity`` frame buffer:
+    the call reads the buffer; before issue 15 it also returned it, i.e. wrote a whole copy every call."""
+    from populax.agents.base import Agent
+    from populax.backends.host.member import HostPlan, make_functions
+    from populax.population import make_executor
+
+    def update(state, batch, key, hparams):
+        return jax.tree.map(lambda x: x + batch.reward.mean(), state), {"loss": batch.reward.mean()}
+
+    agent = Agent(init=lambda key, hp: {"w": jnp.zeros(())}, act=None, policy=None, update=update)
+    plan = HostPlan(envs_per_member=1, block_iterations=50, chunk_blocks=1, update_chunk=13, iterations_per_phase=4,
+                    updates_per_phase=1, learning_starts=0, max_policy_lag=100, batch_size=32, buffer_size=capacity,
+                    on_policy=False)
+    functions = make_functions(agent, spec, plan, make_executor("auto", 1), obs_norm=False)
+    population = functions.init(jax.random.split(jax.random.key(0), 1), jnp.zeros(1))
+    for call in range(1, 4):
+        start = time.perf_counter()
+        population, _ = functions.learn(population, jnp.full((1,), 13, jnp.int32))
+        jax.block_until_ready(population)
+        print(f"learn call {call} (13 updates): {time.perf_counter() - start:.3f} s")
 
 
 if __name__ == "__main__":
