@@ -5,8 +5,9 @@ Sizes come from shapes (``jax.eval_shape``: nothing allocated); with
 filled by inserting real Pong frames, and the process's resident memory is
 printed after each step (is the allocation lazy? what does an insert add while
 the previous buffer is still alive, as the driver keeps it for rollback?) and
-how long an insert of one 50-step block takes (without donation XLA writes a
-whole new buffer: the time grows with the capacity, not the block).
+how long an insert of one 50-step block takes: a chunk's first block is
+written into a copy (the driver keeps the pre-chunk buffer), the next ones in
+place (the buffer donated), as the host learner does.
 
     python benchmarks/atari_replay_memory.py                     # 1M transitions, shapes only
     python benchmarks/atari_replay_memory.py --allocate 200000   # plus a measured allocation
@@ -75,13 +76,15 @@ def main() -> None:
         size = tree_bytes(buffer)
         print(f"frame buffer of {args.allocate:,} transitions: {format_bytes(size)}; resident after init: "
               f"+{format_bytes(resident_bytes() - base)}")
-        add = jax.jit(buffer_add)
-        kept = buffer  # the driver's pre-chunk copy
+        add_copy = jax.jit(buffer_add)
+        add_in_place = jax.jit(buffer_add, donate_argnums=0)
+        kept = buffer  # the driver's pre-chunk state (rollback): the chunk's first block goes into a copy
         for insert in range(1, 4):
             start = time.perf_counter()
-            buffer = add(buffer, rows)
+            buffer = (add_copy if insert == 1 else add_in_place)(buffer, rows)
             jax.block_until_ready(buffer)
-            print(f"after insert {insert} of 50 rows (pre-chunk buffer kept): resident "
+            how = "into a copy" if insert == 1 else "in place"
+            print(f"insert {insert} of 50 rows ({how}, pre-chunk buffer kept): resident "
                   f"+{format_bytes(resident_bytes() - base)}, {time.perf_counter() - start:.3f} s")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         print(f"peak resident of the process: {format_bytes(peak)} ({peak / size:.2f}x the buffer); kept: {kept is not None}")

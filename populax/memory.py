@@ -31,11 +31,7 @@ from populax.errors import ConfigError
 MEMORY_LIMIT_ENV = "POPULAX_DEVICE_MEMORY"
 """Environment variable: the device memory populax may use, e.g. 512M or 40G (overrides what the device reports)."""
 COPIES_PER_CHUNK = 2
-"""Population states alive during a compiled chunk: the one the driver keeps and the one the chunk writes."""
-HOST_COPIES = 3
-"""Population states alive during a host chunk: the one the driver keeps, the learner's current one and the
-one its next insert (or update) writes (measured: benchmarks/atari_replay_memory.py --allocate)."""
-COPY_WORDS = {2: "twice: before and after a chunk", 3: "3 times: before a chunk, during it and what an insert writes"}
+"""Population states alive during a chunk: the one the driver keeps and the one the chunk writes."""
 UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -115,13 +111,12 @@ def format_bytes(size: float) -> str:
 
 def check_population_fits(init: Callable[..., Any], keys: jax.Array, hparams: Any, *, shards: int = 1,
                           platform: str | None = None, available: int | None = None,
-                          settings: str = "--buffer-size or --pop", copies: int = COPIES_PER_CHUNK) -> int:
+                          settings: str = "--buffer-size or --pop") -> int:
     """Refuse (ConfigError, one line) a population whose state cannot fit; return the bytes it needs per memory.
 
     ``init(keys, hparams)`` is the backend's population init; only its shapes
     are traced. ``shards``: devices the members are split over (each has its
-    own memory on an accelerator). ``copies``: population states alive at
-    once (the backend's ``state_copies``). ``available`` defaults to
+    own memory on an accelerator). ``available`` defaults to
     ``device_memory_bytes()``; unknown memory is not checked.
     """
     platform = platform or jax.default_backend()
@@ -129,13 +124,13 @@ def check_population_fits(init: Callable[..., Any], keys: jax.Array, hparams: An
     pop = int(keys.shape[0])
     member = tree_bytes(shapes) / pop
     members = members_per_memory(pop, shards, platform)
-    needed = int(copies * member * members)
+    needed = int(COPIES_PER_CHUNK * member * members)
     available = device_memory_bytes() if available is None else available
     if available is not None and needed > available:
         where = "the host" if platform == "cpu" else f"one {platform} device"
         raise ConfigError(
             f"{settings}: the population's state needs {format_bytes(needed)} ({members} members x "
-            f"{format_bytes(member)}, {COPY_WORDS.get(copies, f'{copies} times')}) but {where} has {format_bytes(available)} free; "
+            f"{format_bytes(member)}, twice: before and after a chunk) but {where} has {format_bytes(available)} free; "
             f"lower {settings}" + ("" if platform == "cpu" else ", or split the members over more devices")
         )
     return needed

@@ -201,7 +201,8 @@ def test_a_copied_buffer_continues_with_other_envs():
 
 
 def test_the_nature_buffer_is_counted_at_its_real_size(tmp_path, monkeypatch, capsys):
-    """The recipe's 1M transitions: one member fits in 40 GB (3 x 6.8 GiB), four are refused in one line."""
+    """The recipe's 1M transitions: one member fits in 40 GB (2 x 6.8 GiB: the driver's pre-chunk state and the
+    learner's), four are refused in one line."""
     from populax.cli import main, parse_train_args
     from populax.runtime.setup import prepare
 

@@ -21,7 +21,7 @@ from populax.envs.host_envs import resolve_env
 from populax.envs.jax_envs import gymnax_ids
 from populax.errors import ConfigError
 from populax.hparams import Distribution, resolve_specs, sample_population, spec_to_text
-from populax.memory import COPIES_PER_CHUNK, check_population_fits, executor_shards
+from populax.memory import check_population_fits, executor_shards
 from populax.population import make_executor
 from populax.run.config import TrainConfig, check_ranges, config_to_dict
 from populax.runtime.member import Member
@@ -103,8 +103,7 @@ def prepare(config: TrainConfig) -> RunSetup:
     # Before anything is allocated: N members' replay buffers must fit (shapes only, nothing is built);
     # under Ray each worker holds its own block.
     shards = config.workers if config.executor == "ray" else executor_shards(config.executor, config.pop)
-    check_population_fits(backend.init_population, member_keys(config.seed, config.pop), hparams, shards=shards,
-                          copies=getattr(backend, "state_copies", COPIES_PER_CHUNK))
+    check_population_fits(backend.init_population, member_keys(config.seed, config.pop), hparams, shards=shards)
     if run_dir.exists() and not config.force:
         raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
     return RunSetup(config, algorithm, backend, specs, hparams, dims, ready, run_dir)

@@ -57,7 +57,6 @@ from populax.coupled import mean_policy_summary
 from populax.envs.host_envs import VECTOR_MODES, HostEnvSpec, make_host_spec
 from populax.envs.jax_envs import describe_action
 from populax.errors import ConfigError
-from populax.memory import HOST_COPIES
 from populax.run.config import TrainConfig
 from populax.runtime.member import Member, member_steps, where_members
 
@@ -70,8 +69,9 @@ class Learner:
         self.busy_s = 0.0
         self.metrics: list[dict[str, Any]] = []
 
-    def consume(self, population: Member, block: Block) -> Member:
-        """``population`` after learning from ``block``."""
+    def consume(self, population: Member, block: Block, own_buffers: bool = False) -> Member:
+        """``population`` after learning from ``block``; ``own_buffers``: nothing else holds its replay
+        buffers, so the block is written in place (else into a copy)."""
         start = time.perf_counter()
         if self.plan.on_policy:
             population, metrics = self.functions.learn_rollout(population, block.rows, block.truncated,
@@ -79,7 +79,7 @@ class Learner:
             self.metrics.append(metrics)
         else:
             before = member_steps(population)
-            population = self.functions.insert(population, block.rows, block.stats)
+            population = self.functions.insert(population, block.rows, block.stats, own_buffers)
             learn_from = int(np.max(np.asarray(population.learn_from)))
             owed = self.plan.owed_updates(before, member_steps(population), learn_from)
             while owed > 0:
@@ -107,8 +107,6 @@ class HostBackend:
     """Gymnasium/ALE environments behind the driver's backend interface (see ``populax.backends``)."""
 
     kind = "host"
-    state_copies = HOST_COPIES
-    """Population states alive at once during a chunk (the memory check's factor; no buffer donation yet)."""
 
     def __init__(self, config: TrainConfig, algorithm: Algorithm, spec: HostEnvSpec, executor: Callable):
         self.config, self.spec = config, spec
@@ -225,11 +223,15 @@ class HostBackend:
             population, begun = self.coupled.begin(population)
             self.collector.publish(population.agent, population.hparams, member_steps(population), None)
             should_stop = None
+        # The driver keeps the population it passed in (rollback): the chunk's first block goes into a copy
+        # of the buffers, which the learner then owns and writes in place.
+        own_buffers = False
         while member_steps(population) < end:
             if should_stop is not None and should_stop():
                 break
             block = self._keep_edited_stats(self._next_block(), population)
-            population = self.learner.consume(population, block)
+            population = self.learner.consume(population, block, own_buffers)
+            own_buffers = True
             self.keys = block.keys
             self.max_lag = max(self.max_lag, block.acted_lag)
             for member, finished in enumerate(block.episode_returns):

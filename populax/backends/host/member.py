@@ -117,7 +117,8 @@ class HostFunctions(NamedTuple):
     act: Callable
     """(agent, stats, hparams, obs[N,E,...], keys, warming[N]) -> (actions, extras, stats, keys)."""
     insert: Callable
-    """Off-policy: (Member, Transition[N, B*E, ...], stats) -> Member."""
+    """Off-policy: (Member, Transition[N, B*E, ...], stats, in_place) -> Member; ``in_place`` donates the
+    buffer (only when nothing else holds it)."""
     learn: Callable
     """Off-policy: (Member, count[N]) -> (Member, metrics)."""
     learn_rollout: Callable
@@ -163,9 +164,16 @@ def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Call
         action = jnp.where(warming, random_actions(random_key, spec.action, obs.shape[0]), learned)
         return action, {}, stats, key
 
-    def insert(member, batch, stats):
-        return member.replace(experience=buffer_add(member.experience, batch), obs_stats=stats,
-                              env_steps=member.env_steps + batch.reward.shape[0])
+    # A copy when the driver still holds the buffers (the pre-chunk state, for rollback): through the
+    # executor, so they come out laid over the devices as its learn expects. In place (donated) once the
+    # learner owns them: a scatter, one vmap whatever the executor, the layout kept.
+    add_copy = executor(buffer_add)
+    add_in_place = jax.jit(jax.vmap(buffer_add), donate_argnums=0)
+
+    def insert(population, batch, stats, in_place=False):
+        add = add_in_place if in_place else add_copy
+        return population.replace(experience=add(population.experience, batch), obs_stats=stats,
+                                  env_steps=population.env_steps + batch.reward.shape[1])
 
     def learn(member, count):
         def one_update(carry, index):
@@ -221,7 +229,7 @@ def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Call
         return agent.policy(agent_state, prepare_obs(stats, obs))
 
     return HostFunctions(
-        init=init_members(init), init_agents=init_members(agent.init), act=executor(act), insert=executor(insert),
+        init=init_members(init), init_agents=init_members(agent.init), act=executor(act), insert=insert,
         learn=learn_population, learn_rollout=executor(learn_from_rollout), policy=executor(policy),
         member_policy=jax.jit(policy),
     )
