@@ -208,11 +208,6 @@ def frame_buffer_add(buffer: FrameBuffer, batch: Transition) -> FrameBuffer:
     return jax.vmap(_env_add)(buffer, jax.tree.map(per_env, batch))
 
 
-def frame_buffer_size(buffer: FrameBuffer) -> jax.Array:
-    """Transitions that can be sampled (all envs)."""
-    return jnp.sum(buffer.count - buffer.oldest)
-
-
 def frame_buffer_take(buffer: FrameBuffer, env: jax.Array, index: jax.Array) -> Transition:
     """The transitions with absolute indices ``index`` of envs ``env`` (both [batch]), stacks rebuilt from the frames."""
     slot = index % buffer.obs_frame.shape[1]
