@@ -64,6 +64,46 @@ def buffer_sample(buffer: ReplayBuffer | FrameBuffer, key: jax.Array, batch_size
     return jax.tree.map(lambda store: store[indices], buffer.data)
 
 
+def buffer_rewind(buffer: ReplayBuffer, position: jax.Array, size: jax.Array, written: jax.Array) -> ReplayBuffer:
+    """The buffer without the last ``written`` transitions, given its ``position`` and ``size`` before them.
+
+    The transitions from before that the new ones did not overwrite are kept
+    and moved to the front (oldest first), so the valid part is again
+    ``[0, size)``; every one of the ``written`` transitions is dropped. Used
+    on a member whose chunk failed: its transitions were acted by NaN
+    parameters, and the buffer as it was before the chunk is not kept (the
+    chunk updates the buffers in place).
+    """
+    capacity = jax.tree.leaves(buffer.data)[0].shape[0]
+    kept = jnp.clip(jnp.minimum(size, capacity - written), 0, capacity)
+    oldest = (position - kept) % capacity
+    data = jax.tree.map(lambda store: jnp.roll(store, -oldest, axis=0), buffer.data)
+    return ReplayBuffer(data=data, position=kept % capacity, size=kept.astype(buffer.size.dtype))
+
+
+def buffer_without_transitions(buffer: ReplayBuffer | FrameBuffer) -> ReplayBuffer | FrameBuffer:
+    """The buffer's counters only (its stored transitions and frames set to None): what the driver keeps
+    before a chunk to drop that chunk's transitions again (``buffer_rewind_to``)."""
+    if isinstance(buffer, FrameBuffer):
+        return buffer.replace(frames=None, action=None, reward=None, terminated=None, obs_frame=None, next_frame=None)
+    return buffer.replace(data=None)
+
+
+def buffer_rewind_to(buffer: ReplayBuffer | FrameBuffer, kept: ReplayBuffer | FrameBuffer,
+                     written: jax.Array) -> ReplayBuffer | FrameBuffer:
+    """The buffer without the ``written`` transitions added since ``kept`` (``buffer_without_transitions``)."""
+    if isinstance(buffer, FrameBuffer):
+        return frame_buffer_rewind(buffer, kept)
+    return buffer_rewind(buffer, kept.position, kept.size, written)
+
+
+def buffer_size(buffer: ReplayBuffer | FrameBuffer) -> jax.Array:
+    """Transitions that can be sampled."""
+    if isinstance(buffer, FrameBuffer):
+        return jnp.sum(buffer.count - buffer.oldest)
+    return buffer.size
+
+
 # -- Frame storage for stacked image observations ---------------------------------------------------
 
 def uses_frame_storage(obs_shape: tuple[int, ...], obs_dtype: object) -> bool:
@@ -189,10 +229,11 @@ def _oldest_complete(ring: FrameBuffer) -> jax.Array:
     def complete(index):
         return ring.obs_frame[index % slots] - ring.stack + 1 >= first_kept
 
-    def halve(_, bounds):
+    def halve(_, bounds):  # the answer stays in [low, high]; high = count: none is complete
         low, high = bounds
         middle = (low + high) // 2
-        return jnp.where(complete(middle), low, middle + 1), jnp.where(complete(middle), middle, high)
+        left = complete(middle) | (low == high)
+        return jnp.where(left, low, middle + 1), jnp.where(left, middle, high)
 
     low = jnp.maximum(0, ring.count - slots)
     return jax.lax.fori_loop(0, 32, halve, (low, ring.count))[0]
@@ -229,3 +270,22 @@ def frame_buffer_sample(buffer: FrameBuffer, key: jax.Array, batch_size: int) ->
     draw = jax.random.randint(key, (batch_size,), 0, jnp.maximum(ends[-1], 1))
     env = jnp.minimum(jnp.searchsorted(ends, draw, side="right"), sizes.shape[0] - 1)
     return frame_buffer_take(buffer, env, buffer.oldest[env] + draw - (ends[env] - sizes[env]))
+
+
+def frame_buffer_rewind(buffer: FrameBuffer, kept: FrameBuffer) -> FrameBuffer:
+    """``buffer`` without the transitions written since ``kept`` (its counters before them).
+
+    The slots go back to ``kept.count``; the frames stay where they are (the
+    next rows may continue the last stack: an env that goes on after the
+    rollback). Older transitions whose slots the dropped ones overwrote are
+    marked incomplete, so sampling and the bisection skip them.
+    """
+    return jax.vmap(_env_rewind)(buffer, kept.count)
+
+
+def _env_rewind(ring: FrameBuffer, count: jax.Array) -> FrameBuffer:
+    slots = ring.obs_frame.shape[0]
+    absolute = count - slots + (jnp.arange(slots) - (count - slots)) % slots  # each slot's index at ``count``
+    overwritten = absolute < ring.count - slots
+    ring = ring.replace(obs_frame=jnp.where(overwritten, jnp.iinfo(jnp.int32).min // 2, ring.obs_frame), count=count)
+    return ring.replace(oldest=_oldest_complete(ring))

@@ -19,7 +19,10 @@ from populax.buffers import (
     FrameBuffer,
     buffer_add,
     buffer_init,
+    buffer_rewind_to,
     buffer_sample,
+    buffer_size,
+    buffer_without_transitions,
     frame_buffer_take,
     replay_init,
 )
@@ -163,18 +166,22 @@ def check_checkpoint_round_trip_and_pbt_copy(functions, population, block, tmp_p
     assert isinstance(restored.experience, FrameBuffer) and restored.experience.stack == 4
     sample = jax.jit(jax.vmap(buffer_sample, in_axes=(0, None, None)), static_argnums=2)
     key = jax.random.key(7)
-    for a, b in [(population, restored), (functions.insert(population, block.rows, block.stats),
-                                          functions.insert(restored, block.rows, block.stats))]:
+
+    def assert_same(a, b):
         for x, y in zip(jax.tree.leaves(a.experience), jax.tree.leaves(b.experience)):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
         for x, y in zip(jax.tree.leaves(sample(a.experience, key, 16)), jax.tree.leaves(sample(b.experience, key, 16))):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+    assert_same(population, restored)
     assert np.asarray(sample(restored.experience, key, 16).obs).max() > 0  # real frames, not the empty ring
     frames = np.asarray(restored.experience.frames)
     assert not np.array_equal(frames[0], frames[1])
-    copied = exploit(restored, jnp.array([1, 1]), None, copy_experience=True).experience
+    copied = exploit(jax.tree.map(jnp.copy, restored), jnp.array([1, 1]), None, copy_experience=True).experience
     for leaf in jax.tree.leaves(copied):
         np.testing.assert_array_equal(np.asarray(leaf)[0], np.asarray(leaf)[1])
+    # The next block goes in the same way (insert updates the buffers in place: each call consumes its input).
+    assert_same(functions.insert(population, block.rows, block.stats), functions.insert(restored, block.rows, block.stats))
 
 
 def test_atari_bytes_per_transition():
@@ -200,13 +207,39 @@ def test_a_copied_buffer_continues_with_other_envs():
     assert_rebuilt_equals_recorded(buffer, [a + b for a, b in zip(source, own)])
 
 
+@pytest.mark.parametrize("dropped_steps", [6, 30])
+def test_a_failed_chunk_is_rewound(dropped_steps):
+    """Failure handling drops a chunk's transitions (the buffers are updated in place): what the chunk
+    overwrote is gone, the rest of the old rows stay, and the env's next rows (it goes on) rebuild bitwise."""
+    stream = stacked_episode_rows(np.random.default_rng(4), envs=2, steps=20 + dropped_steps + 10, stack=4,
+                                  padding="repeat")
+    before, dropped, after = ([rows[a:b] for rows in stream]
+                              for a, b in ((0, 20), (20, 20 + dropped_steps), (20 + dropped_steps, None)))
+    buffer = replay_init(stream[0][0], capacity=48, envs=2)
+    add = jax.jit(buffer_add)
+    for block in blocks_of(before, 10):
+        buffer = add(buffer, block)
+    kept = jax.tree.map(jnp.copy, buffer_without_transitions(buffer))
+    size_before = int(buffer_size(buffer))
+    assert kept.frames is None and kept.obs_frame is None and kept.count.shape == (2,)
+    for block in blocks_of(dropped, dropped_steps):
+        buffer = add(buffer, block)
+    buffer = jax.jit(buffer_rewind_to)(buffer, kept, jnp.int32(2 * dropped_steps))
+    size = int(buffer_size(buffer))  # 24 slots per env: 30 dropped rows overwrote every old one, 6 some
+    assert (0 < size < size_before) if dropped_steps < 24 else size == 0
+    assert_rebuilt_equals_recorded(buffer, before)
+    for block in blocks_of(after, 5):
+        buffer = add(buffer, block)
+    assert_rebuilt_equals_recorded(buffer, [a + b for a, b in zip(before, after)])
+
+
 def test_the_nature_buffer_is_counted_at_its_real_size(tmp_path, monkeypatch, capsys):
-    """The recipe's 1M transitions: one member fits in 40 GB (2 x 6.8 GiB: the driver's pre-chunk state and the
-    learner's), four are refused in one line."""
+    """The recipe's 1M transitions: one member (6.8 GiB, plus its agent kept before each chunk) fits in 20 GB,
+    four are refused in one line."""
     from populax.cli import main, parse_train_args
     from populax.runtime.setup import prepare
 
-    monkeypatch.setenv("POPULAX_DEVICE_MEMORY", "40G")
+    monkeypatch.setenv("POPULAX_DEVICE_MEMORY", "20G")
     one = parse_train_args(["--env", "ALE/Pong-v5", "--algo", "dqn", "--pop", "1", "--out", str(tmp_path / "one")])
     assert one.buffer_size == 1_000_000 and one.total_steps >= 1_000_000
     prepare(one)

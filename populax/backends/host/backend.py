@@ -69,9 +69,8 @@ class Learner:
         self.busy_s = 0.0
         self.metrics: list[dict[str, Any]] = []
 
-    def consume(self, population: Member, block: Block, own_buffers: bool = False) -> Member:
-        """``population`` after learning from ``block``; ``own_buffers``: nothing else holds its replay
-        buffers, so the block is written in place (else into a copy)."""
+    def consume(self, population: Member, block: Block) -> Member:
+        """``population`` after learning from ``block``."""
         start = time.perf_counter()
         if self.plan.on_policy:
             population, metrics = self.functions.learn_rollout(population, block.rows, block.truncated,
@@ -79,12 +78,13 @@ class Learner:
             self.metrics.append(metrics)
         else:
             before = member_steps(population)
-            population = self.functions.insert(population, block.rows, block.stats, own_buffers)
+            population = self.functions.insert(population, block.rows, block.stats)
             learn_from = int(np.max(np.asarray(population.learn_from)))
             owed = self.plan.owed_updates(before, member_steps(population), learn_from)
             while owed > 0:
                 count = min(self.plan.update_chunk, owed)
-                population, metrics = self.functions.learn(population, jnp.full((self.pop,), count, jnp.int32))
+                learned, metrics = self.functions.learn(population, jnp.full((self.pop,), count, jnp.int32))
+                population = learned.replace(experience=population.experience)  # read only: not returned
                 self.metrics.append(metrics)
                 owed -= count
         jax.block_until_ready(population.agent)
@@ -223,15 +223,11 @@ class HostBackend:
             population, begun = self.coupled.begin(population)
             self.collector.publish(population.agent, population.hparams, member_steps(population), None)
             should_stop = None
-        # The driver keeps the population it passed in (rollback): the chunk's first block goes into a copy
-        # of the buffers, which the learner then owns and writes in place.
-        own_buffers = False
         while member_steps(population) < end:
             if should_stop is not None and should_stop():
                 break
             block = self._keep_edited_stats(self._next_block(), population)
-            population = self.learner.consume(population, block, own_buffers)
-            own_buffers = True
+            population = self.learner.consume(population, block)
             self.keys = block.keys
             self.max_lag = max(self.max_lag, block.acted_lag)
             for member, finished in enumerate(block.episode_returns):

@@ -121,7 +121,8 @@ def make_coupled_host(config: TrainConfig, algorithm: Algorithm, options: Any, s
             return skip_or(index < count[0], steps.learn, population)
 
         population, metrics = jax.lax.scan(one, population, jnp.arange(plan.update_chunk))
-        return population, jax.tree.map(lambda m: jnp.nanmean(m, axis=0), metrics)
+        # The buffers are only read: not returned (a returned buffer is a copy).
+        return population.replace(experience=None), jax.tree.map(lambda m: jnp.nanmean(m, axis=0), metrics)
 
     finish_jit = jax.jit(steps.finish)
 

@@ -22,7 +22,7 @@ from populax.buffers import buffer_add, buffer_sample, replay_init
 from populax.envs.host_envs import HostEnvSpec
 from populax.errors import ConfigError
 from populax.obs_norm import normalize, stats_init, stats_update
-from populax.population import init_members
+from populax.population import init_members, quiet_donation
 from populax.run.config import TrainConfig
 from populax.runtime.member import Member
 
@@ -117,10 +117,11 @@ class HostFunctions(NamedTuple):
     act: Callable
     """(agent, stats, hparams, obs[N,E,...], keys, warming[N]) -> (actions, extras, stats, keys)."""
     insert: Callable
-    """Off-policy: (Member, Transition[N, B*E, ...], stats, in_place) -> Member; ``in_place`` donates the
-    buffer (only when nothing else holds it)."""
+    """Off-policy: (Member, Transition[N, B*E, ...], stats) -> Member; the buffers are updated in place
+    (the input member's buffers are donated: use the returned member)."""
     learn: Callable
-    """Off-policy: (Member, count[N]) -> (Member, metrics)."""
+    """Off-policy: (Member, count[N]) -> (Member without its buffers (None), metrics): the buffers are only
+    read, and returning them would copy every one (put them back with ``replace``)."""
     learn_rollout: Callable
     """On-policy: (Member, rows, truncated, last_obs) -> (Member, metrics)."""
     policy: Callable
@@ -164,16 +165,13 @@ def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Call
         action = jnp.where(warming, random_actions(random_key, spec.action, obs.shape[0]), learned)
         return action, {}, stats, key
 
-    # A copy when the driver still holds the buffers (the pre-chunk state, for rollback): through the
-    # executor, so they come out laid over the devices as its learn expects. In place (donated) once the
-    # learner owns them: a scatter, one vmap whatever the executor, the layout kept.
-    add_copy = executor(buffer_add)
-    add_in_place = jax.jit(jax.vmap(buffer_add), donate_argnums=0)
+    add_rows = executor(buffer_add, donate=True)
 
-    def insert(population, batch, stats, in_place=False):
-        add = add_in_place if in_place else add_copy
-        return population.replace(experience=add(population.experience, batch), obs_stats=stats,
-                                  env_steps=population.env_steps + batch.reward.shape[1])
+    def insert(population, rows, stats):
+        with quiet_donation():
+            experience = add_rows(population.experience, rows)
+        return population.replace(experience=experience, obs_stats=stats,
+                                  env_steps=population.env_steps + rows.reward.shape[1])
 
     def learn(member, count):
         def one_update(carry, index):
@@ -190,15 +188,7 @@ def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Call
             return (state, key), metrics
 
         (state, key), metrics = jax.lax.scan(one_update, (member.agent, member.key), jnp.arange(plan.update_chunk))
-        # Only what changed leaves the compiled call: returning the member would copy its whole replay buffer
-        # (XLA writes every output anew; 6.8 GiB per call for a 1M Atari buffer).
-        return state, key, jax.tree.map(jnp.nanmean, metrics)
-
-    mapped_learn = executor(learn)
-
-    def learn_population(population, count):
-        agent_state, key, metrics = mapped_learn(population, count)
-        return population.replace(agent=agent_state, key=key), metrics
+        return member.replace(agent=state, key=key, experience=None), jax.tree.map(jnp.nanmean, metrics)
 
     def learn_from_rollout(member, rows, truncated, last_obs):
         """PPO on one block: rows [T*E, ...] in iteration-major order become a [T, E] rollout.
@@ -230,7 +220,7 @@ def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Call
 
     return HostFunctions(
         init=init_members(init), init_agents=init_members(agent.init), act=executor(act), insert=insert,
-        learn=learn_population, learn_rollout=executor(learn_from_rollout), policy=executor(policy),
+        learn=executor(learn), learn_rollout=executor(learn_from_rollout), policy=executor(policy),
         member_policy=jax.jit(policy),
     )
 
