@@ -3,11 +3,9 @@
 Sizes come from shapes (``jax.eval_shape``: nothing allocated); with
 ``--allocate N`` a real N-transition frame buffer of one member is built and
 filled by inserting real Pong frames, and the process's resident memory is
-printed after each step (is the allocation lazy? what does an insert add while
-the previous buffer is still alive, as the driver keeps it for rollback?) and
-how long an insert of one 50-step block takes: a chunk's first block is
-written into a copy (the driver keeps the pre-chunk buffer), the next ones in
-place (the buffer donated), as the host learner does.
+printed after each step (is the allocation lazy? what does an insert add?)
+and how long an insert of one 50-step block takes (in place,
+the buffer donated, as the host learner inserts).
 
     python benchmarks/atari_replay_memory.py                     # 1M transitions, shapes only
     python benchmarks/atari_replay_memory.py --allocate 200000   # plus a measured allocation
@@ -76,43 +74,15 @@ def main() -> None:
         size = tree_bytes(buffer)
         print(f"frame buffer of {args.allocate:,} transitions: {format_bytes(size)}; resident after init: "
               f"+{format_bytes(resident_bytes() - base)}")
-        add_copy = jax.jit(buffer_add)
-        add_in_place = jax.jit(buffer_add, donate_argnums=0)
-        kept = buffer  # the driver's pre-chunk state (rollback): the chunk's first block goes into a copy
+        add = jax.jit(buffer_add, donate_argnums=0)  # as the host learner inserts: in place
         for insert in range(1, 4):
             start = time.perf_counter()
-            buffer = (add_copy if insert == 1 else add_in_place)(buffer, rows)
+            buffer = add(buffer, rows)
             jax.block_until_ready(buffer)
-            how = "into a copy" if insert == 1 else "in place"
-            print(f"insert {insert} of 50 rows ({how}, pre-chunk buffer kept): resident "
-                  f"+{format_bytes(resident_bytes() - base)}, {time.perf_counter() - start:.3f} s")
+            print(f"insert {insert} of 50 rows: resident +{format_bytes(resident_bytes() - base)}, "
+                  f"{time.perf_counter() - start:.3f} s")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        print(f"peak resident of the process: {format_bytes(peak)} ({peak / size:.2f}x the buffer); kept: {kept is not None}")
-        del kept, buffer
-        time_learn_calls(spec, args.allocate)
-
-
-def time_learn_calls(spec, capacity: int) -> None:
-    """Seconds per host learner call (13 sampled batches, a trivial update) beside a ``capacity`` frame buffer:
-    the call reads the buffer; before issue 15 it also returned it, i.e. wrote a whole copy every call."""
-    from populax.agents.base import Agent
-    from populax.backends.host.member import HostPlan, make_functions
-    from populax.population import make_executor
-
-    def update(state, batch, key, hparams):
-        return jax.tree.map(lambda x: x + batch.reward.mean(), state), {"loss": batch.reward.mean()}
-
-    agent = Agent(init=lambda key, hp: {"w": jnp.zeros(())}, act=None, policy=None, update=update)
-    plan = HostPlan(envs_per_member=1, block_iterations=50, chunk_blocks=1, update_chunk=13, iterations_per_phase=4,
-                    updates_per_phase=1, learning_starts=0, max_policy_lag=100, batch_size=32, buffer_size=capacity,
-                    on_policy=False)
-    functions = make_functions(agent, spec, plan, make_executor("auto", 1), obs_norm=False)
-    population = functions.init(jax.random.split(jax.random.key(0), 1), jnp.zeros(1))
-    for call in range(1, 4):
-        start = time.perf_counter()
-        population, _ = functions.learn(population, jnp.full((1,), 13, jnp.int32))
-        jax.block_until_ready(population)
-        print(f"learn call {call} (13 updates): {time.perf_counter() - start:.3f} s")
+        print(f"peak resident of the process: {format_bytes(peak)} ({peak / size:.2f}x the buffer)")
 
 
 if __name__ == "__main__":
