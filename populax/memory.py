@@ -111,8 +111,11 @@ def format_bytes(size: float) -> str:
 
 
 def transitions_bytes(shapes: Any) -> int:
-    """Bytes of the replay buffers' transitions in a population (0 without buffers)."""
-    return tree_bytes(getattr(getattr(shapes, "experience", None), "data", None))
+    """Bytes of the replay buffers' transitions (frames, for frame storage) in a population (0 without buffers)."""
+    from populax.buffers import buffer_without_transitions
+
+    experience = getattr(shapes, "experience", None)
+    return 0 if experience is None else tree_bytes(experience) - tree_bytes(buffer_without_transitions(experience))
 
 
 def kept_bytes(shapes: Any) -> int:

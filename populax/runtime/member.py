@@ -43,7 +43,7 @@ import numpy as np
 from flax import struct
 
 from populax.agents.base import all_finite
-from populax.buffers import buffer_rewind
+from populax.buffers import buffer_rewind_to, buffer_size, buffer_without_transitions
 from populax.population import copy_members
 
 
@@ -141,11 +141,11 @@ def kept_before_chunk(population: Member) -> Member:
     Everything but the replay buffers' transitions: agents, hyperparameters,
     statistics, env states, counters, keys, the shared state, and each
     buffer's write position and size (enough to drop a failed chunk's
-    transitions again, ``buffer_rewind``). The transitions are most of a
+    transitions again, ``buffer_rewind_to``). The transitions are most of a
     member's memory: keeping them too would hold every buffer twice.
     """
     experience = population.experience
-    small = population.replace(experience=None if experience is None else experience.replace(data=None))
+    small = population.replace(experience=None if experience is None else buffer_without_transitions(experience))
     return jax.tree.map(jnp.copy, small)
 
 
@@ -153,7 +153,7 @@ def drop_chunk_transitions(population: Member, kept: Member, members: np.ndarray
     """Members ``members`` (a mask) lose the transitions of the last chunk from their buffers.
 
     What they held before it and the chunk did not overwrite stays
-    (``buffer_rewind``); where that is fewer than ``refill`` transitions
+    (``buffer_rewind_to``); where that is fewer than ``refill`` transitions
     (max(batch size, learning_starts)), the member learns again only once its
     buffer has refilled, as after a resume without buffers.
     """
@@ -162,16 +162,15 @@ def drop_chunk_transitions(population: Member, kept: Member, members: np.ndarray
         return population
     rows = jnp.asarray(index)
     written = (population.env_steps - kept.env_steps)[rows]
-    experience = _rewind_rows(population.experience, rows, kept.experience.position[rows],
-                              kept.experience.size[rows], written)
-    refilled = population.env_steps[rows] + refill - experience.size[rows]
+    experience = _rewind_rows(population.experience, rows, jax.tree.map(lambda x: x[rows], kept.experience), written)
+    refilled = population.env_steps[rows] + refill - jax.vmap(buffer_size)(experience)[rows]
     learn_from = population.learn_from.at[rows].max(refilled.astype(population.learn_from.dtype))
     return population.replace(experience=experience, learn_from=learn_from)
 
 
 @partial(jax.jit, donate_argnums=0)
-def _rewind_rows(experience: Any, rows: jax.Array, position: jax.Array, size: jax.Array, written: jax.Array) -> Any:
-    rewound = jax.vmap(buffer_rewind)(jax.tree.map(lambda x: x[rows], experience), position, size, written)
+def _rewind_rows(experience: Any, rows: jax.Array, kept: Any, written: jax.Array) -> Any:
+    rewound = jax.vmap(buffer_rewind_to)(jax.tree.map(lambda x: x[rows], experience), kept, written)
     return jax.tree.map(lambda x, new: x.at[rows].set(new), experience, rewound)
 
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from populax.agents.ppo import Rollout, bootstrap_truncated, learn_rollout
 from populax.backends.compiled.offpolicy import example_transition, random_actions, update_phase
-from populax.buffers import buffer_add, buffer_init, buffer_sample
+from populax.buffers import buffer_add, buffer_sample, replay_init
 from populax.envs.host_envs import HostEnvSpec
 from populax.errors import ConfigError
 from populax.obs_norm import normalize, stats_init, stats_update
@@ -145,8 +145,9 @@ def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Call
 
     def init(key, hparams):
         agent_key, key = jax.random.split(key)
-        buffer = None if plan.on_policy else buffer_init(example_transition(spec.obs_shape, spec.obs_dtype, spec.action),
-                                                         plan.buffer_size)
+        # Atari's uint8 stacks get frame storage (buffers.FrameBuffer: each frame once, ~8x smaller).
+        buffer = None if plan.on_policy else replay_init(example_transition(spec.obs_shape, spec.obs_dtype, spec.action),
+                                                         plan.buffer_size, e)
         return Member(agent=agent.init(agent_key, hparams), hparams=hparams, obs_stats=stats_init(spec.obs_shape),
                       experience=buffer, env=None, env_steps=jnp.zeros((), jnp.int32),
                       learn_from=jnp.asarray(plan.learning_starts, jnp.int32), key=key)
