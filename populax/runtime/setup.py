@@ -100,10 +100,13 @@ def prepare(config: TrainConfig) -> RunSetup:
     if algorithm.coupled and config.strategy != "independent":
         raise ConfigError(f"--strategy: {config.algo} couples its members itself (shared critic); "
                           f"allowed: independent (got {config.strategy})")
-    # Before anything is allocated: N members' replay buffers must fit (shapes only, nothing is built);
-    # under Ray each worker holds its own block.
-    shards = config.workers if config.executor == "ray" else executor_shards(config.executor, config.pop)
-    check_population_fits(backend.init_population, member_keys(config.seed, config.pop), hparams, shards=shards)
+    # Before anything is allocated: N members' replay buffers must fit (shapes only, nothing is built).
+    # Under Ray each worker holds its own block (the driver none); the blocks share one memory only on a
+    # local CPU instance (this host's RAM): on a cluster's nodes or one GPU per worker, one block counts.
+    ray = config.executor == "ray"
+    shards = config.workers if ray else executor_shards(config.executor, config.pop)
+    check_population_fits(backend.init_population, member_keys(config.seed, config.pop), hparams, shards=shards,
+                          separate_memories=ray and bool(config.ray_address or config.worker_gpus))
     if run_dir.exists() and not config.force:
         raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
     return RunSetup(config, algorithm, backend, specs, hparams, dims, ready, run_dir)
