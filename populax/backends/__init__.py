@@ -8,7 +8,6 @@ behind this small interface:
 ``chunk_steps``, ``num_chunks``     env steps per member per chunk (one evaluation
                                     period), and chunks in the run
 ``init_population(keys, hparams)``  every member's initial :class:`Member`
-``init_agents(keys, hparams)``      fresh agent states for some members (re-init)
 ``start(population, extra)``        open envs / threads (``extra``: a checkpoint's)
 ``advance(population, chunk, stop)`` -> (population, per-member train metrics, with
                                     ``finite``: the member's state has no NaN/Inf); may
@@ -57,8 +56,6 @@ class Backend(Protocol):
     num_chunks: int
 
     def init_population(self, keys: Any, hparams: Any) -> Member: ...
-
-    def init_agents(self, keys: Any, hparams: Any) -> Any: ...
 
     def start(self, population: Member, extra: Any = None) -> None: ...
 

@@ -105,13 +105,16 @@ class Traffic:
                 file.write(json.dumps(record) + "\n")
 
     def totals(self) -> dict[str, dict[str, float]]:
-        """Count, bytes and seconds by kind over the whole run (every session of it, redone work included)."""
+        """Count, bytes, member-state bytes and seconds by kind over the whole run (every session of it, redone
+        work included)."""
         totals: dict[str, dict[str, float]] = {}
         for record in read_jsonl(self.path):
             if "bytes" in record:
-                total = totals.setdefault(record["event"], {"count": 0, "bytes": 0, "seconds": 0.0})
+                total = totals.setdefault(record["event"], {"count": 0, "bytes": 0, "member_state_bytes": 0,
+                                                            "seconds": 0.0})
                 total["count"] += 1
                 total["bytes"] += record["bytes"]
+                total["member_state_bytes"] += record.get("member_state_bytes", 0)
                 total["seconds"] += record["ms"] / 1000
         return totals
 
@@ -271,10 +274,6 @@ class RayBackend:
         self._start_workers()
         parts = self._call_all("init_block", [(to_wire(keys[m]), to_wire(take_rows(hparams, m))) for m in self.blocks])
         return driver_view(*concat_members([from_wire(part) for part in parts]))
-
-    def init_agents(self, keys: jax.Array, hparams: Any) -> Any:
-        """Fresh agent states, as the compiled backend (each worker re-initialises its own members)."""
-        return self.local.init_agents(keys, hparams)
 
     def start(self, population: Member, extra: Any = None) -> None:
         """Start the workers; a resumed run's whole members (from its checkpoint) go to their blocks."""
