@@ -52,7 +52,8 @@ class TrainResult:
     """What :func:`train` returns."""
 
     population: Member
-    """Final stacked state of every member (parameters, buffers, hyperparameters...)."""
+    """Final stacked state of every member (parameters, buffers, hyperparameters...); under ``--executor ray``
+    with ``--no-save-buffer`` without the replay buffers (they stay on the workers)."""
     returns: np.ndarray
     """Final evaluation return per member."""
     run_dir: Path
@@ -177,7 +178,8 @@ def run(
                     on_chunk(progress)
                 if interrupted:
                     break
-        population = backend.gather(population)
+        # Ray: the members from the workers (the last checkpoint's gather); buffers only with --save-buffer.
+        population = backend.gather(population, experience=config.save_buffer)
     finally:
         backend.stop()
         logger.close()
