@@ -2,8 +2,9 @@
 
 One chunk, read top to bottom::
 
+    previous            = what failure handling restores (a copy; no buffers' transitions)
     population, metrics = backend.advance(population, chunk)   # compiled chunk, host blocks, Ray blocks;
-                                                               # metrics["finite"]: agent finite, per member
+                                                               # in place; metrics["finite"] per member
     returns             = backend.evaluate(population, chunk)  # fresh episodes per member
     log (metrics.jsonl, TensorBoard), progress
     edits, events       = strategy.update(...)                 # failures, PBT/PB2 rounds: decided on
@@ -41,7 +42,7 @@ from populax.run.compile_clock import CompileClock
 from populax.run.config import TrainConfig
 from populax.run.logging import RunLogger
 from populax.run.report import write_report
-from populax.runtime.member import Member, member_steps
+from populax.runtime.member import Member, kept_before_chunk, member_steps
 from populax.runtime.setup import RunSetup, create_run_dir, init_population, prepare
 from populax.strategies import make_strategy
 from populax.strategies.plots import write_lineage_plot
@@ -105,7 +106,8 @@ def run(
     backends after the current block, inside the chunk); a stopped run
     returns with ``interrupted=True``. ``before_chunk(population, chunk)``
     may edit the members at the start of each chunk, as a fault inside the
-    chunk would (fault injection in tests).
+    chunk would (fault injection in tests); it must not keep them (the chunk
+    updates them in place: keep a copy).
     """
     config, backend = setup.config, setup.backend
     progress = Progress(setup)
@@ -142,7 +144,9 @@ def run(
 
             for chunk in range(first_chunk, setup.num_chunks):
                 chunk_start = time.perf_counter()
-                previous = population
+                # What failure handling restores (not the buffers' transitions): the chunk updates the
+                # population in place (donated), so its input is gone once it has run.
+                previous = kept_before_chunk(population)
                 if before_chunk is not None:  # as if inside the chunk: `previous` keeps the unedited members
                     population = before_chunk(population, chunk)
                 if progress.first_chunk_s is None:

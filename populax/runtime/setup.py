@@ -83,7 +83,8 @@ def make_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None
         return make_host_backend(config, algorithm, choice.env_id, executor)
     from populax.backends.compiled import make_compiled_backend
 
-    return make_compiled_backend(config, algorithm, choice.env_id, executor)
+    # The driver keeps only what failure handling restores (kept_before_chunk): the chunk may consume its input.
+    return make_compiled_backend(config, algorithm, choice.env_id, executor, donate=True)
 
 
 def prepare(config: TrainConfig) -> RunSetup:
@@ -106,10 +107,17 @@ def prepare(config: TrainConfig) -> RunSetup:
     ray = config.executor == "ray"
     shards = config.workers if ray else executor_shards(config.executor, config.pop)
     check_population_fits(backend.init_population, member_keys(config.seed, config.pop), hparams, shards=shards,
-                          separate_memories=ray and bool(config.ray_address or config.worker_gpus))
+                          donated=in_place(config), separate_memories=ray and bool(config.ray_address or config.worker_gpus))
     if run_dir.exists() and not config.force:
         raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
     return RunSetup(config, algorithm, backend, specs, hparams, dims, ready, run_dir)
+
+
+def in_place(config: TrainConfig) -> bool:
+    """Whether a chunk updates the population's state in place (donated): not when a Python loop runs the
+    members one by one (``sequential``: the stacked input lives on). A Ray worker's block is updated in place
+    (the worker keeps ``kept_before_chunk`` of it, as the driver does)."""
+    return config.executor != "sequential"
 
 
 def create_run_dir(setup: RunSetup) -> None:

@@ -7,8 +7,8 @@ lineage events of this chunk. It reads only what the driver holds of the
 members (hyperparameters, step counts). Per chunk, top to bottom::
 
     failed   = members whose parameters (the driver's `finite` flag), losses
-               or evaluation return are NaN/Inf; their experience and envs
-               are rolled back to before the chunk
+               or evaluation return are NaN/Inf; their envs are rolled back
+               to before the chunk and their buffers lose the chunk's transitions
     record each healthy member's evaluation in its fitness window
     independent: failed members are re-initialised or frozen; done
     pbt / pb2:   if a round is due (every ready_interval env steps) or a member
@@ -132,6 +132,8 @@ class PopulationStrategy:
         self.pb2_y: list[float] = []
         self.rounds = 0
         self.events: list[dict] = []
+        self.refill = max(config.batch_size, config.learning_starts)
+        """Transitions a rolled-back member's buffer must hold before it learns again."""
 
     # -- serialisation (for checkpoints) ------------------------------------------------
 
@@ -168,7 +170,7 @@ class PopulationStrategy:
         frozen = np.asarray(self.frozen, bool)
         failed = detect_failures(metrics, returns) & ~frozen
         edits = layout.no_edits(population.hparams, self.config.pop, self.policy_fields,
-                                self.config.pbt_copy_buffer).replace(rollback=failed)
+                                self.config.pbt_copy_buffer, self.refill).replace(rollback=failed)
         for i in np.flatnonzero(~failed & ~frozen):
             self.history[i].append(float(returns[i]))
             if self.baseline[i] is None:

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from populax.runtime.member import Member, MemberEdits, copy_sources, take_rows
+from populax.runtime.member import Member, MemberEdits, copy_sources, kept_before_chunk, take_rows
 
 
 @dataclass
@@ -104,13 +104,14 @@ class BlockWorker:
 
     def _take(self, block: Member, extra: Any = None) -> None:
         self.backend.stop()  # a host block's envs are opened again for the new members
-        self.block = self.previous = block
+        self.block, self.previous = block, kept_before_chunk(block)
         self.backend.start(block, extra)
 
     def advance(self, chunk: int) -> tuple[Any, Any, dict]:
         """Chunk ``chunk`` of the block; its step counts, hyperparameters and the chunk's metrics
         (``finite`` among them): no member state leaves the worker."""
-        self.previous = self.block  # a failed member's buffers and envs roll back to these
+        # What failure handling restores, as the driver of one machine keeps it (the chunk updates the block in place).
+        self.previous = kept_before_chunk(self.block)
         self.block, metrics = self.backend.advance(self.block, chunk)
         return to_wire((self.block.env_steps, self.block.hparams, metrics))
 
@@ -125,8 +126,8 @@ class BlockWorker:
     def edit(self, edits: MemberEdits, local_sources: list[int], index: list[int], *imported: Member) -> list[int]:
         """Apply a strategy's ``edits`` (local member indices) to the block with ``runtime.member.apply_edits``.
 
-        Rollback and re-initialisation use the worker's own copy of the block
-        from before the chunk. A copy's source is row ``index[c]`` of: this
+        Rollback and freeze use the worker's own copy of the block from before
+        the chunk (``kept_before_chunk``). A copy's source is row ``index[c]`` of: this
         block's members ``local_sources``, then the ``imported`` rows (other
         workers' ``export``, resolved by Ray from the object store). Returns
         the bytes of each imported part (what crossed between workers).
