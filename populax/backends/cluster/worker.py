@@ -2,7 +2,7 @@
 
 The worker is a plain class; ``populax.backends.cluster`` wraps it with
 ``ray.remote``. It holds its block whole (agents, replay buffers, env states,
-keys, and its copy from before the chunk) between calls and answers with
+keys, and ``kept_before_chunk`` of it: the chunk updates the block in place) between calls and answers with
 what the driver needs: step counts, hyperparameters and metrics after a
 chunk, evaluation returns; member states leave it only as copy sources for
 other blocks (``export``, straight to the other worker) and for checkpoints
