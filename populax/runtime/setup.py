@@ -85,7 +85,8 @@ def make_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None
         return make_host_backend(config, algorithm, choice.env_id, executor)
     from populax.backends.compiled import make_compiled_backend
 
-    return make_compiled_backend(config, algorithm, choice.env_id, executor)
+    # The driver keeps only what failure handling restores (kept_before_chunk): the chunk may consume its input.
+    return make_compiled_backend(config, algorithm, choice.env_id, executor, donate=True)
 
 
 def prepare(config: TrainConfig) -> RunSetup:
@@ -104,13 +105,23 @@ def prepare(config: TrainConfig) -> RunSetup:
                           f"allowed: independent (got {config.strategy})")
     if algorithm.coupled:
         check_shared_hparams(hparams, config.algo, resolve_options(algorithm.options, config.algo_options, config.algo))
-    # Before anything is allocated: N members' replay buffers must fit (shapes only, nothing is built);
-    # under Ray each worker holds its own block.
-    shards = config.workers if config.executor == "ray" else executor_shards(config.executor, config.pop)
-    check_population_fits(backend.init_population, member_keys(config.seed, config.pop), hparams, shards=shards)
+    # Before anything is allocated: N members' replay buffers must fit (shapes only, nothing is built).
+    # Under Ray each worker holds its own block (the driver none); the blocks share one memory only on a
+    # local CPU instance (this host's RAM): on a cluster's nodes or one GPU per worker, one block counts.
+    ray = config.executor == "ray"
+    shards = config.workers if ray else executor_shards(config.executor, config.pop)
+    check_population_fits(backend.init_population, member_keys(config.seed, config.pop), hparams, shards=shards,
+                          donated=in_place(config), separate_memories=ray and bool(config.ray_address or config.worker_gpus))
     if run_dir.exists() and not config.force:
         raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
     return RunSetup(config, algorithm, backend, specs, hparams, dims, ready, run_dir)
+
+
+def in_place(config: TrainConfig) -> bool:
+    """Whether a chunk updates the population's state in place (donated): not when a Python loop runs the
+    members one by one (``sequential``: the stacked input lives on). A Ray worker's block is updated in place
+    (the worker keeps ``kept_before_chunk`` of it, as the driver does)."""
+    return config.executor != "sequential"
 
 
 def create_run_dir(setup: RunSetup) -> None:

@@ -21,9 +21,9 @@ from populax.backends.compiled.offpolicy import MemberProgram, episode_returns
 from populax.backends.compiled.program import build_program
 from populax.coupled import mean_policy_summary
 from populax.envs.jax_envs import JaxEnv, describe_action, make_jax_env
-from populax.population import init_members
+from populax.population import donated, init_members, quiet_donation
 from populax.run.config import TrainConfig
-from populax.runtime.member import Member, without_shared
+from populax.runtime.member import Member, MemberEdits, apply_edits, finite_population, without_shared
 
 EVAL_KEY = 3
 """fold_in constant of the evaluation keys (1: hparams, 2: init, 4: strategy)."""
@@ -40,7 +40,10 @@ class CompiledBackend:
 
     kind = "compiled"
 
-    def __init__(self, config: TrainConfig, algorithm: Algorithm, env: JaxEnv, executor: Callable):
+    def __init__(self, config: TrainConfig, algorithm: Algorithm, env: JaxEnv, executor: Callable,
+                 donate: bool = False):
+        """``donate``: ``advance`` updates the population in place (its input's buffers are donated and
+        deleted); the caller keeps what it needs from before the chunk itself (the driver does)."""
         self.config, self.env = config, env
         self.schedule, self.program = build_program(algorithm, config, env)
         self.executor = executor
@@ -49,12 +52,19 @@ class CompiledBackend:
         self._evaluate = executor(self.program.evaluate)
         self._init_agents = init_members(self.program.init_agent)
         if algorithm.coupled:  # the chunk couples the members: one jitted program, vmaps inside
-            self._train_chunk = jax.jit(self.program.train_chunk)
+            self._train_chunk = jax.jit(self.program.train_chunk, donate_argnums=donated(donate))
             self._init = jax.jit(self.program.init_population)
         else:
-            self._train_chunk = executor(self.program.train_chunk)
+            self._train_chunk = executor(self.program.train_chunk, donate=donate)
             self._init = init_members(self.program.init)
         self.last_metrics: dict[str, Any] = {}
+        self.place = (0, config.pop)
+        """(first member, run's population): the members this backend runs within the run (see ``run_block``)."""
+
+    def run_block(self, first_member: int, run_pop: int) -> None:
+        """Run members ``first_member``.. of a run of ``run_pop`` (a Ray worker's block): their evaluations
+        draw the run's keys for those members, as the whole run on one machine would."""
+        self.place = (first_member, run_pop)
 
     # -- what the driver calls -------------------------------------------------------------
 
@@ -72,23 +82,24 @@ class CompiledBackend:
     def advance(self, population: Member, chunk: int,
                 should_stop: Callable[[], bool] | None = None) -> tuple[Member, dict[str, Any]]:
         """One compiled chunk: ``chunk_steps`` env steps and their updates for every member (one XLA call:
-        a stop request is honoured after it)."""
-        population, metrics = self._train_chunk(population)
+        a stop request is honoured after it); ``metrics["finite"]``: each member's state is free of NaN/Inf."""
+        with quiet_donation():
+            population, metrics = self._train_chunk(population)
         self.last_metrics = metrics
-        return population, metrics
+        return population, {**metrics, "finite": finite_population(population)}
 
     def evaluate(self, population: Member, chunk: int) -> np.ndarray:
         """Mean return of ``eval_episodes`` fresh episodes per member (keys from the seed and chunk)."""
-        return self.evaluate_with_keys(population, eval_keys(self.config.seed, chunk, self.config.pop))
-
-    def evaluate_with_keys(self, population: Member, keys: jax.Array) -> np.ndarray:
-        """Mean evaluation return per member, member i's episodes drawn from ``keys[i]`` (a Ray block's share)."""
+        first, run_pop = self.place
+        keys = eval_keys(self.config.seed, chunk, run_pop)[first:first + self.config.pop]
         return np.asarray(self._evaluate(without_shared(population), keys))
 
-    def members_changed(self, population: Member, mask: np.ndarray, events: list[dict] = ()) -> None:
-        """Nothing to do: the next chunk reads the edited members directly."""
+    def apply_edits(self, population: Member, previous: Member, edits: MemberEdits, rows: Member | None = None) -> Member:
+        """A strategy's edits, on the members the driver holds (the next chunk reads them directly); ``rows``:
+        copy sources from elsewhere (``runtime.member.apply_edits``)."""
+        return apply_edits(population, previous, edits, self.init_agents, rows)
 
-    def gather(self, population: Member) -> Member:
+    def gather(self, population: Member, experience: bool = True) -> Member:
         """The driver holds the members whole."""
         return population
 
@@ -123,11 +134,13 @@ class CompiledBackend:
         return lambda obs: np.asarray(policy(member.agent, np.asarray(obs, np.float32)))
 
 
-def make_compiled_backend(config: TrainConfig, algorithm: Algorithm, env_id: str, executor: Callable) -> CompiledBackend:
-    """The compiled backend of a gymnax or brax:NAME environment id (ConfigError on an unusable combination)."""
+def make_compiled_backend(config: TrainConfig, algorithm: Algorithm, env_id: str, executor: Callable,
+                          donate: bool = False) -> CompiledBackend:
+    """The compiled backend of a gymnax or brax:NAME environment id (ConfigError on an unusable combination);
+    ``donate``: see :class:`CompiledBackend`."""
     env = make_jax_env(env_id, config.max_episode_steps)
     check_action_space(algorithm, env.action, config.env, describe_action(env.action))
-    return CompiledBackend(config, algorithm, env, executor)
+    return CompiledBackend(config, algorithm, env, executor, donate)
 
 
 __all__ = ["CompiledBackend", "MemberProgram", "eval_keys", "make_compiled_backend"]
