@@ -17,6 +17,8 @@ import jax
 import yaml
 
 from populax.agents import Algorithm, get_algorithm
+from populax.agents.options import resolve_options
+from populax.coupled.hparams import check_shared_hparams
 from populax.envs.host_envs import resolve_env
 from populax.envs.jax_envs import gymnax_ids
 from populax.errors import ConfigError
@@ -101,6 +103,8 @@ def prepare(config: TrainConfig) -> RunSetup:
     if algorithm.coupled and config.strategy != "independent":
         raise ConfigError(f"--strategy: {config.algo} couples its members itself (shared critic); "
                           f"allowed: independent (got {config.strategy})")
+    if algorithm.coupled:
+        check_shared_hparams(hparams, config.algo, resolve_options(algorithm.options, config.algo_options, config.algo))
     # Before anything is allocated: N members' replay buffers must fit (shapes only, nothing is built).
     # Under Ray each worker holds its own block (the driver none); the blocks share one memory only on a
     # local CPU instance (this host's RAM): on a cluster's nodes or one GPU per worker, one block counts.
