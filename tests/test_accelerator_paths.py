@@ -39,7 +39,7 @@ def test_memory_check_counts_buffers_per_device_on_accelerators():
     buffers = 4 * 50_000 * (3 + 1 + 1 + 3 + 1) * 4  # 4 members' (obs, act, rew, next_obs, term), once (donated)
     assert buffers <= needed_cpu < 1.1 * buffers
     copied = check_population_fits(init, keys, setup.hparams, platform="cpu", available=10**12, donated=False)
-    assert 2 * buffers <= copied < 2.2 * buffers  # not donated (sequential, Ray workers): input and output
+    assert 2 * buffers <= copied < 2.2 * buffers  # not donated (--executor sequential): input and output
     per_gpu = check_population_fits(init, keys, setup.hparams, platform="gpu", shards=2, available=needed_cpu // 2 + 1)
     assert per_gpu <= needed_cpu // 2 + 1
     with pytest.raises(ConfigError, match=r"^--buffer-size or --pop: .* one gpu device has .* split the members"):
