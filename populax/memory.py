@@ -9,8 +9,8 @@ in one line, naming the settings to change, when it cannot fit. A chunk
 updates the population in place (its input is donated), so the state counts
 once, plus the copy the driver keeps before each chunk to roll failed
 members back: everything but the buffers' transitions (``kept_bytes``).
-Where nothing is donated (``--executor sequential``; Ray workers, which keep
-their block's state before each chunk) the state counts twice.
+Where nothing is donated (``--executor sequential``: the stacked input
+lives on while the Python loop runs) the state counts twice.
 
 Where the memory is: an accelerator reports its own limit
 (``device.memory_stats()``); on the CPU the host's available memory counts,

@@ -142,8 +142,8 @@ def test_pbt_lineage_is_reproducible_and_bounded(tmp_path):
 
 
 def test_buffer_rewind_drops_the_last_transitions_and_keeps_the_rest():
-    """A failed member's buffer loses the chunk's transitions; older ones it did not overwrite move to the front."""
-
+    """A failed member's buffer (capacity 8) loses the chunk's transitions; older ones it did not overwrite
+    move to the front."""
     def after(values, position, size):
         data = Transition(*(jnp.asarray(values, jnp.float32) for _ in range(5)))
         return ReplayBuffer(data=data, position=jnp.int32(position), size=jnp.int32(size))
