@@ -43,6 +43,11 @@ class DQNHParams:
         "max_b Q(s, b) - Q(s, a), widening the gap between actions; 0 = plain Double DQN.",
         valid=(0, 1), search=(0.0, 0.99),
     )
+    tau: Array = hparam(
+        1.0, "Share of the online network blended into the target at each target update (every target_period "
+        "updates): 1 = a hard copy (Mnih et al.); e.g. 0.005 with target_period 1 = Polyak averaging.",
+        valid=(0, 1), search=(0.001, 1.0), log=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,14 @@ class DQNConfig:
     """Feature extractor: mlp, nature_cnn (84x84 Atari) or minatar_cnn (10x10 MinAtar)."""
     dueling: bool = False
     """Split the head into state value and mean-centred advantages."""
+    layer_norm: bool = False
+    """LayerNorm before each hidden layer's ReLU (as in PQN, Gallici et al. 2024)."""
     max_grad_norm: float = 10.0
     """Global gradient-norm clip of each update."""
     anneal_steps: int = 0
     """If > 0, the learning rate decays linearly to 0 over this many gradient updates."""
+    advantage_learning: bool = True
+    """Compute advantage learning's action gap (False when advantage_alpha is 0 all run: one target pass fewer)."""
     steps_per_update: float = 4.0
     """Env steps per gradient update (from the loop's schedule); turns the update count into env steps for epsilon."""
 
@@ -85,12 +94,14 @@ class QNetwork(nn.Module):
     num_actions: int
     torso: str
     dueling: bool
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, obs):
         x = conv_features(obs, self.torso)  # inputs are always (batch, *obs_shape)
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
+            x = nn.Dense(width)(x)
+            x = nn.relu(nn.LayerNorm()(x) if self.layer_norm else x)
         if not self.dueling:
             return nn.Dense(self.num_actions)(x)
         value = nn.Dense(1)(x)
@@ -122,7 +133,7 @@ def make_dqn(config: DQNConfig) -> Agent:
         raise ValueError("DQN needs a discrete action space")
     if config.torso not in TORSOS:
         raise ValueError(f"unknown torso {config.torso!r}")
-    net = QNetwork(config.hidden, config.action.size, config.torso, config.dueling)
+    net = QNetwork(config.hidden, config.action.size, config.torso, config.dueling, config.layer_norm)
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.scale_by_adam())
     obs0 = jnp.zeros((1, *config.obs_shape))
 
@@ -155,7 +166,9 @@ def make_dqn(config: DQNConfig) -> Agent:
         target = double_q_target(batch.reward, batch.terminated, next_q_online, next_q_target, hp.gamma)
         # 1b. Advantage learning: lower the target of non-greedy actions by alpha x their gap, so
         # the greedy action stays ahead by more than the regression noise once values saturate.
-        target = jax.lax.stop_gradient(target - hp.advantage_alpha * action_gap(net.apply(state.target, batch.obs), batch.action))
+        if config.advantage_learning:
+            target = target - hp.advantage_alpha * action_gap(net.apply(state.target, batch.obs), batch.action)
+        target = jax.lax.stop_gradient(target)
         # 2. Huber regression of Q(s, a) onto it.
         (loss, q_mean), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, target)
         lr = hp.lr
@@ -163,9 +176,11 @@ def make_dqn(config: DQNConfig) -> Agent:
             lr = lr * jnp.maximum(1.0 - state.updates / config.anneal_steps, 0.0)
         params, opt = adam_step(state.params, grads, state.opt, lr, optimizer)
         updates = state.updates + 1
-        # 3. Hard target copy every target_period updates (traced, so a select).
-        copy = updates % jnp.maximum(jnp.round(hp.target_period), 1).astype(jnp.int32) == 0
-        target_params = jax.tree.map(lambda t, p: jnp.where(copy, p, t), state.target, params)
+        # 3. Every target_period updates the target moves a share tau towards the online net
+        # (tau 1: a hard copy; traced, so a select).
+        due = updates % jnp.maximum(jnp.round(hp.target_period), 1).astype(jnp.int32) == 0
+        share = jnp.where(due, hp.tau, 0.0)
+        target_params = jax.tree.map(lambda t, p: jnp.where(share >= 1.0, p, t + share * (p - t)), state.target, params)
         state = DQNState(params=params, target=target_params, opt=opt, updates=updates)
         return state, {"q_loss": loss, "q_mean": q_mean, "epsilon": epsilon(hp, updates * config.steps_per_update)}
 
