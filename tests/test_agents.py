@@ -72,6 +72,10 @@ def test_double_q_target_uses_online_argmax_and_target_value():
     target = jnp.array([[7.0, 4.0, 9.0], [2.0, 8.0, 6.0]])  # its own argmax would be 2 and 1
     y = double_q_target(jnp.array([1.0, 0.5]), jnp.array([0.0, 1.0]), online, target, 0.5)
     np.testing.assert_allclose(y, [1.0 + 0.5 * 4.0, 0.5])
+    # Clipped: min(target 4, online 5) at a* = 1 for the first sample.
+    online = jnp.array([[1.0, 3.0, 2.0]])
+    y = double_q_target(jnp.array([1.0]), jnp.array([0.0]), online, target[:1], 0.5, clipped=True)
+    np.testing.assert_allclose(y, [1.0 + 0.5 * 3.0])
 
 
 def test_epsilon_schedule_is_linear_then_flat():

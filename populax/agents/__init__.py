@@ -79,7 +79,8 @@ def default_torso(obs_shape: tuple[int, ...]) -> str:
 def _make_dqn(spec: AgentSpec) -> Agent:
     options: DQNOptions = spec.options
     torso = default_torso(spec.obs_shape) if options.torso == "auto" else options.torso
-    return make_dqn(DQNConfig(spec.obs_shape, spec.action, spec.hidden, torso=torso, dueling=options.dueling, layer_norm=options.layer_norm,
+    return make_dqn(DQNConfig(spec.obs_shape, spec.action, spec.hidden, torso=torso, dueling=options.dueling,
+                              layer_norm=options.layer_norm, clipped_double_q=options.clipped_double_q,
                               max_grad_norm=options.max_grad_norm, steps_per_update=spec.steps_per_update,
                               anneal_steps=spec.total_updates if options.anneal_lr else 0,
                               advantage_learning="advantage_alpha" not in spec.zero_hparams))

@@ -66,6 +66,8 @@ class DQNConfig:
     """Split the head into state value and mean-centred advantages."""
     layer_norm: bool = False
     """LayerNorm before each hidden layer's ReLU (as in PQN, Gallici et al. 2024)."""
+    clipped_double_q: bool = False
+    """Bootstrap from min(Q_target, Q_online) at the online argmax: a pessimistic target against overestimation."""
     max_grad_norm: float = 10.0
     """Global gradient-norm clip of each update."""
     anneal_steps: int = 0
@@ -109,10 +111,14 @@ class QNetwork(nn.Module):
         return value + advantage - jnp.mean(advantage, axis=-1, keepdims=True)
 
 
-def double_q_target(reward: Array, terminated: Array, next_q_online: Array, next_q_target: Array, gamma: Array) -> Array:
-    """y = r + gamma * (1 - terminated) * Q_target(s', argmax_a Q_online(s', a))."""
+def double_q_target(reward: Array, terminated: Array, next_q_online: Array, next_q_target: Array, gamma: Array,
+                    clipped: bool = False) -> Array:
+    """y = r + gamma * (1 - terminated) * Q_target(s', a*), a* = argmax_a Q_online(s', a); ``clipped``: the
+    smaller of Q_target(s', a*) and Q_online(s', a*) (clipped double Q, Fujimoto et al. 2018)."""
     best = jnp.argmax(next_q_online, axis=-1)
     next_value = jnp.take_along_axis(next_q_target, best[..., None], axis=-1)[..., 0]
+    if clipped:
+        next_value = jnp.minimum(next_value, jnp.max(next_q_online, axis=-1))
     return reward + gamma * (1.0 - terminated) * next_value
 
 
@@ -163,7 +169,8 @@ def make_dqn(config: DQNConfig) -> Agent:
         # 1. Double-DQN target: the online net picks a', the target net values it.
         next_q_online = net.apply(state.params, batch.next_obs)
         next_q_target = net.apply(state.target, batch.next_obs)
-        target = double_q_target(batch.reward, batch.terminated, next_q_online, next_q_target, hp.gamma)
+        target = double_q_target(batch.reward, batch.terminated, next_q_online, next_q_target, hp.gamma,
+                                 config.clipped_double_q)
         # 1b. Advantage learning: lower the target of non-greedy actions by alpha x their gap, so
         # the greedy action stays ahead by more than the regression noise once values saturate.
         if config.advantage_learning:
