@@ -5,9 +5,12 @@ on the device for the whole run: N members' replay buffers are most of it
 (TD3 on HalfCheetah shapes, 1M transitions: ~150 MB per member; N = 256 of
 them do not fit on one GPU). ``check_population_fits`` measures the state's
 size from shapes alone (``jax.eval_shape``: nothing is allocated) and refuses
-in one line, naming the settings to change, when it cannot fit beside the
-copy a chunk writes (no donation: the driver keeps the state before each
-chunk to roll failed members back).
+in one line, naming the settings to change, when it cannot fit. A chunk
+updates the population in place (its input is donated), so the state counts
+once, plus the copy the driver keeps before each chunk to roll failed
+members back: everything but the buffers' transitions (``kept_bytes``).
+Where nothing is donated (``--executor sequential``; Ray workers, which keep
+their block's state before each chunk) the state counts twice.
 
 Where the memory is: an accelerator reports its own limit
 (``device.memory_stats()``); on the CPU the host's available memory counts,
@@ -30,8 +33,6 @@ from populax.errors import ConfigError
 
 MEMORY_LIMIT_ENV = "POPULAX_DEVICE_MEMORY"
 """Environment variable: the device memory populax may use, e.g. 512M or 40G (overrides what the device reports)."""
-COPIES_PER_CHUNK = 2
-"""Population states alive during a chunk: the one the driver keeps and the one the chunk writes."""
 UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -109,28 +110,67 @@ def format_bytes(size: float) -> str:
     return f"{size:.1f} TiB"
 
 
+def transitions_bytes(shapes: Any) -> int:
+    """Bytes of the replay buffers' transitions (frames, for frame storage) in a population (0 without buffers)."""
+    from populax.buffers import buffer_without_transitions
+
+    experience = getattr(shapes, "experience", None)
+    return 0 if experience is None else tree_bytes(experience) - tree_bytes(buffer_without_transitions(experience))
+
+
+def kept_bytes(shapes: Any) -> int:
+    """Bytes of the copy the driver keeps before each chunk: the state less the buffers' transitions
+    (``runtime.member.kept_before_chunk``)."""
+    return tree_bytes(shapes) - transitions_bytes(shapes)
+
+
+def program_bytes(compiled: Any, arguments: Any, shards: int = 1) -> int:
+    """Bytes one device holds while ``compiled`` runs (XLA's memory analysis): its arguments, the
+    outputs that do not reuse a donated argument's memory, and its temporaries."""
+    resident = tree_bytes(arguments) // max(1, shards)
+    analysis = compiled.memory_analysis()
+    if analysis is None:  # no analysis: assume nothing is reused and no temporaries
+        return 2 * resident
+    fresh = max(0, int(analysis.output_size_in_bytes) - int(analysis.alias_size_in_bytes))
+    return resident + fresh + int(analysis.temp_size_in_bytes)
+
+
+def program_budget_bytes(arguments: Any, shards: int = 1) -> int | None:
+    """Bytes one device has for a program whose ``arguments`` are already on it: ``POPULAX_DEVICE_MEMORY``
+    as it is (a budget for everything), else what the device has free plus what the arguments hold."""
+    if os.environ.get(MEMORY_LIMIT_ENV):
+        return parse_bytes(os.environ[MEMORY_LIMIT_ENV])
+    free = device_memory_bytes()
+    return None if free is None else free + tree_bytes(arguments) // max(1, shards)
+
+
 def check_population_fits(init: Callable[..., Any], keys: jax.Array, hparams: Any, *, shards: int = 1,
                           platform: str | None = None, available: int | None = None,
-                          settings: str = "--buffer-size or --pop") -> int:
+                          settings: str = "--buffer-size or --pop", donated: bool = True) -> int:
     """Refuse (ConfigError, one line) a population whose state cannot fit; return the bytes it needs per memory.
 
     ``init(keys, hparams)`` is the backend's population init; only its shapes
     are traced. ``shards``: devices the members are split over (each has its
     own memory on an accelerator). ``available`` defaults to
-    ``device_memory_bytes()``; unknown memory is not checked.
+    ``device_memory_bytes()``; unknown memory is not checked. ``donated``:
+    the chunk updates the state in place (the state once, plus the kept copy);
+    otherwise the state counts twice (the input and the output of a chunk).
     """
     platform = platform or jax.default_backend()
     shapes = jax.eval_shape(init, keys, hparams)
     pop = int(keys.shape[0])
     member = tree_bytes(shapes) / pop
+    kept = (kept_bytes(shapes) if donated else tree_bytes(shapes)) / pop
     members = members_per_memory(pop, shards, platform)
-    needed = int(COPIES_PER_CHUNK * member * members)
+    needed = int((member + kept) * members)
     available = device_memory_bytes() if available is None else available
     if available is not None and needed > available:
         where = "the host" if platform == "cpu" else f"one {platform} device"
+        copy = (f"plus {format_bytes(kept)} each kept before a chunk" if donated
+                else "twice: before and after a chunk")
         raise ConfigError(
             f"{settings}: the population's state needs {format_bytes(needed)} ({members} members x "
-            f"{format_bytes(member)}, twice: before and after a chunk) but {where} has {format_bytes(available)} free; "
+            f"{format_bytes(member)}, {copy}) but {where} has {format_bytes(available)} free; "
             f"lower {settings}" + ("" if platform == "cpu" else ", or split the members over more devices")
         )
     return needed

@@ -17,12 +17,17 @@ stacked population (every leaf has a leading axis of size N), like
   over all local devices when they divide evenly, then one vmap or a compiled
   loop per device (see ``auto_plan``).
 
-Usage: ``population_fn = make_executor("vmap", pop)(member_fn)``.
+Usage: ``population_fn = make_executor("vmap", pop)(member_fn)``;
+``make_executor(...)(member_fn, donate=True)`` donates the first argument's
+buffers to the program (it updates them in place; the caller must not use
+that argument afterwards).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import jax
@@ -58,14 +63,33 @@ def copy_members(stacked: Any, sources: jax.Array) -> Any:
     return jax.tree.map(lambda x: x[sources], stacked)
 
 
-def vmap_executor(fn: Callable[..., Any]) -> Callable[..., Any]:
+def donated(donate: bool) -> tuple[int, ...]:
+    """``donate_argnums`` of an executor's program: the first argument (the population) or nothing."""
+    return (0,) if donate else ()
+
+
+@contextmanager
+def quiet_donation() -> Iterator[None]:
+    """Silence JAX's "Some donated buffers were not usable" for the calls inside.
+
+    A donated buffer XLA cannot reuse (no output of its shape and type, or a
+    platform that does not alias it) is simply freed later: nothing a user
+    can act on, and it would be printed at every compilation.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+        yield
+
+
+def vmap_executor(fn: Callable[..., Any], donate: bool = False) -> Callable[..., Any]:
     """All members in one compiled vmap."""
-    return jax.jit(jax.vmap(fn))
+    return jax.jit(jax.vmap(fn), donate_argnums=donated(donate))
 
 
-def sequential_executor(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A Python loop over one jitted single-member function."""
-    single = jax.jit(fn)
+def sequential_executor(fn: Callable[..., Any], donate: bool = False) -> Callable[..., Any]:
+    """A Python loop over one jitted single-member function (``donate``: each member's slice is donated;
+    the stacked input itself is only dropped by the caller)."""
+    single = jax.jit(fn, donate_argnums=donated(donate))
 
     def run(*stacked):
         n = pop_size(stacked)
@@ -98,13 +122,14 @@ def map_members(fn: Callable[..., Any], chunk: int, pop: int) -> Callable[..., A
 def chunked_executor(chunk: int) -> Executor:
     """vmap over ``chunk`` members at a time, the chunks in a compiled ``lax.map`` (see ``map_members``)."""
 
-    def executor(fn: Callable[..., Any]) -> Callable[..., Any]:
-        return jax.jit(lambda *stacked: map_members(fn, chunk, pop_size(stacked))(*stacked))
+    def executor(fn: Callable[..., Any], donate: bool = False) -> Callable[..., Any]:
+        return jax.jit(lambda *stacked: map_members(fn, chunk, pop_size(stacked))(*stacked),
+                       donate_argnums=donated(donate))
 
     return executor
 
 
-def shard_members(mapped: Callable[..., Any]) -> Callable[..., Any]:
+def shard_members(mapped: Callable[..., Any], donate: bool = False) -> Callable[..., Any]:
     """Split the member axis over all local devices; ``mapped`` runs each device's share.
 
     ``mapped`` is a function over a stacked population (e.g. ``jax.vmap(fn)``).
@@ -113,16 +138,17 @@ def shard_members(mapped: Callable[..., Any]) -> Callable[..., Any]:
     """
     mesh = Mesh(np.asarray(jax.devices()), ("pop",))
     spec = PartitionSpec("pop")
-    return jax.jit(jax.shard_map(mapped, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False))
+    return jax.jit(jax.shard_map(mapped, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False),
+                   donate_argnums=donated(donate))
 
 
-def sharded_executor(fn: Callable[..., Any]) -> Callable[..., Any]:
+def sharded_executor(fn: Callable[..., Any], donate: bool = False) -> Callable[..., Any]:
     """Split the member axis over all local devices; vmap within each device.
 
     The population size must be a multiple of the device count (the caller
     checks, so that the error names the setting).
     """
-    return shard_members(jax.vmap(fn))
+    return shard_members(jax.vmap(fn), donate)
 
 
 def init_members(init: Callable[..., Any]) -> Callable[..., Any]:
@@ -208,32 +234,32 @@ def auto_plan(pop: int, stacked: Any, platform: str | None = None, devices: int 
     return shards, auto_chunk(per_device, stacked, platform)
 
 
-def compile_members(fn: Callable[..., Any], chunk: int, pop: int, shards: int) -> Callable[..., Any]:
+def compile_members(fn: Callable[..., Any], chunk: int, pop: int, shards: int,
+                    donate: bool = False) -> Callable[..., Any]:
     """The jitted program of ``pop`` members over ``shards`` devices, ``chunk`` members vmapped at a time."""
     mapped = map_members(fn, chunk, pop // shards)
-    return shard_members(mapped) if shards > 1 else jax.jit(mapped)
+    return shard_members(mapped, donate) if shards > 1 else jax.jit(mapped, donate_argnums=donated(donate))
 
 
 def fit_chunk(fn: Callable[..., Any], stacked: tuple, pop: int, shards: int, chunk: int,
-              available: int | None) -> tuple[int, Callable[..., Any]]:
-    """Halve ``chunk`` until the compiled program's working memory fits in ``available`` bytes of one device.
+              available: int | None, donate: bool = False) -> tuple[int, Callable[..., Any]]:
+    """Halve ``chunk`` until the compiled program fits in ``available`` bytes of one device.
 
     An accelerator runs the whole population as one vmap, and a vmap holds
     every member's activations at once; where those do not fit beside the
     population's state, members go through in chunks (``lax.map`` over vmaps
-    of ``chunk``). XLA's own memory analysis of the compiled program decides.
-    Returns the chunk and its jitted program, which finds the compilation made
-    here in its cache (no second compile).
+    of ``chunk``). XLA's own memory analysis of the compiled program decides
+    (``program_bytes``): the arguments once, the outputs that do not reuse a
+    donated argument's memory, and the temporaries. Returns the chunk and its
+    jitted program, which finds the compilation made here in its cache (no
+    second compile).
     """
-    from populax.memory import COPIES_PER_CHUNK, tree_bytes
+    from populax.memory import program_bytes
 
-    state = COPIES_PER_CHUNK * tree_bytes(stacked) // shards
     while True:
-        program = compile_members(fn, chunk, pop, shards)
-        compiled = program.lower(*stacked).compile()
-        analysis = compiled.memory_analysis()
-        temp = getattr(analysis, "temp_size_in_bytes", 0) if analysis is not None else 0
-        if available is None or chunk == 1 or state + temp <= available:
+        program = compile_members(fn, chunk, pop, shards, donate)
+        needed = program_bytes(program.lower(*stacked).compile(), stacked, shards)
+        if available is None or chunk == 1 or needed <= available:
             return chunk, program
         chunk = (chunk + 1) // 2
 
@@ -242,11 +268,12 @@ def auto_executor(pop: int, platform: str | None = None, available: int | None =
     """Pick devices, then vmap or a compiled loop, from the first call's arguments (see ``auto_plan``).
 
     On an accelerator (``platform`` other than cpu, default: JAX's backend) the
-    vmap is chunked where its working memory would not fit (``fit_chunk``;
-    ``available``: bytes of one device, default ``memory.device_memory_bytes()``).
+    vmap is chunked where its memory would not fit (``fit_chunk``;
+    ``available``: bytes one device has for the program, its arguments
+    included; default ``memory.program_budget_bytes``).
     """
 
-    def executor(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def executor(fn: Callable[..., Any], donate: bool = False) -> Callable[..., Any]:
         chosen: dict[str, Callable[..., Any]] = {}
 
         def pick(stacked: tuple) -> Callable[..., Any]:
@@ -254,12 +281,12 @@ def auto_executor(pop: int, platform: str | None = None, available: int | None =
                 where = platform or jax.default_backend()
                 shards, chunk = auto_plan(pop, stacked, where)
                 if where == "cpu":
-                    chosen["fn"] = compile_members(fn, chunk, pop, shards)
+                    chosen["fn"] = compile_members(fn, chunk, pop, shards, donate)
                 else:
-                    from populax.memory import device_memory_bytes
+                    from populax.memory import program_budget_bytes
 
-                    limit = device_memory_bytes() if available is None else available
-                    chunk, chosen["fn"] = fit_chunk(fn, stacked, pop, shards, chunk, limit)
+                    limit = program_budget_bytes(stacked, shards) if available is None else available
+                    chunk, chosen["fn"] = fit_chunk(fn, stacked, pop, shards, chunk, limit, donate)
                 chosen["chunk"] = chunk
             return chosen["fn"]
 

@@ -1,5 +1,6 @@
 """What populax does on an accelerator, exercised with the CPU backend: the memory check and auto's chunking."""
 
+import dataclasses
 import os
 import subprocess
 
@@ -35,8 +36,10 @@ def test_memory_check_counts_buffers_per_device_on_accelerators():
     setup = prepare(config)
     keys, init = member_keys(0, 4), setup.backend.init_population
     needed_cpu = check_population_fits(init, keys, setup.hparams, platform="cpu", available=10**12)
-    buffers = 2 * 4 * 50_000 * (3 + 1 + 1 + 3 + 1) * 4  # two copies of 4 members' (obs, act, rew, next_obs, term)
+    buffers = 4 * 50_000 * (3 + 1 + 1 + 3 + 1) * 4  # 4 members' (obs, act, rew, next_obs, term), once (donated)
     assert buffers <= needed_cpu < 1.1 * buffers
+    copied = check_population_fits(init, keys, setup.hparams, platform="cpu", available=10**12, donated=False)
+    assert 2 * buffers <= copied < 2.2 * buffers  # not donated (sequential, Ray workers): input and output
     per_gpu = check_population_fits(init, keys, setup.hparams, platform="gpu", shards=2, available=needed_cpu // 2 + 1)
     assert per_gpu <= needed_cpu // 2 + 1
     with pytest.raises(ConfigError, match=r"^--buffer-size or --pop: .* one gpu device has .* split the members"):
@@ -61,8 +64,43 @@ def test_auto_on_an_accelerator_is_one_vmap_and_chunks_where_memory_requires():
     x = jax.random.normal(jax.random.key(1), (pop, 2048, 256))
     roomy = auto_executor(pop, platform="gpu", available=None)(member_fn)
     assert roomy.plan(w, x) == per_device
-    state = 2 * (w.nbytes + x.nbytes) // jax.local_device_count()
+    state = (w.nbytes + x.nbytes) // jax.local_device_count()  # the arguments, once
     tight = auto_executor(pop, platform="gpu", available=state + 2048 * 256 * 4 * 3)(member_fn)
     assert 1 <= tight.plan(w, x) < per_device
     for got, ref in zip(tight(w, x), vmap_executor(member_fn)(w, x)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5)
+
+
+def leaves(tree):
+    return jax.tree.leaves(tree)
+
+
+def test_a_chunk_updates_the_population_in_place(tmp_path):
+    """The compiled chunk donates its input (deleted after it ran), the driver's kept copy survives, no
+    donation warning reaches the user; the host learner's insert donates the replay buffers."""
+    import warnings
+
+    from populax.runtime import init_population
+    from populax.runtime.member import kept_before_chunk
+
+    config = TrainConfig(pop=2, total_steps=200, eval_every=100, learning_starts=50, batch_size=16, hidden=(8,),
+                         eval_episodes=1, out=str(tmp_path / "run"), progress=False, tensorboard=False)
+    setup = prepare(config)
+    population = init_population(setup)
+    kept = kept_before_chunk(population)
+    assert kept.experience.data is None and kept.experience.size.shape == (2,)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        after, _ = setup.backend.advance(population, 0)
+    assert all(leaf.is_deleted() for leaf in leaves(population))
+    assert not any(leaf.is_deleted() for leaf in leaves(kept) + leaves(after))
+    assert not [w for w in caught if "donat" in str(w.message)]
+    assert np.asarray(after.experience.size).tolist() == [100, 100]
+
+    host = prepare(dataclasses.replace(config, env="gymnasium:Pendulum-v1", out=str(tmp_path / "host")))
+    members = host.backend.init_population(member_keys(0, 2), host.hparams)
+    rows = jax.tree.map(lambda x: x[:, :6] + 1, members.experience.data)
+    inserted = host.backend.functions.insert(members, rows, members.obs_stats)
+    assert all(leaf.is_deleted() for leaf in leaves(members.experience))
+    assert np.asarray(inserted.experience.size).tolist() == [6, 6] and np.asarray(inserted.env_steps).tolist() == [6, 6]
+    assert float(inserted.experience.data.reward[1, 5]) == 1.0

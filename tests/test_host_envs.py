@@ -198,7 +198,7 @@ def test_pong_dqn_run_directory(tmp_path):
 
 def test_atari_frames_flow_through_collector_buffer_and_evaluation():
     """The host path with real ALE frames and a discrete action space, using a minimal
-    linear-Q agent (no DQN on this branch): uint8 frames in the buffer, one action per env."""
+    linear-Q agent: uint8 frames in the buffer, one action per env."""
     from populax.agents.base import Agent
     from populax.backends.host.collector import evaluate
     from populax.backends.host.member import HostPlan, make_functions
@@ -225,9 +225,9 @@ def test_atari_frames_flow_through_collector_buffer_and_evaluation():
     block = collector.collect_block()
     collector.close()
     population = functions.insert(population, block.rows, block.stats)
-    data = population.experience.data
-    assert data.obs.dtype == np.uint8 and data.obs.shape == (2, 80, 84, 84, 4)
-    assert data.action.shape == (2, 80) and int(data.action.max()) < 6
+    data = population.experience  # frame storage: 84x84 uint8 frames, one ring per env (tests/test_frame_buffer.py)
+    assert data.frames.dtype == np.uint8 and data.frames.shape[:2] == (2, 2) and data.frames.shape[3:] == (84, 84)
+    assert data.action.shape == (2, 2, 40) and int(data.action.max()) < 6
     assert np.asarray(block.truncated).sum() == 2 * 2  # every env hit the 30-step limit once in 40 iterations
     assert np.asarray(data.terminated).sum() == 0
     returns = evaluate(spec, functions, population, episodes=1, seed=0)

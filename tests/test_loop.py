@@ -2,8 +2,10 @@
 
 import jax
 import numpy as np
+import pytest
 
 from populax.envs import make_jax_env
+from populax.errors import ConfigError
 from populax.run.config import TrainConfig
 from populax.runtime import init_population, prepare
 
@@ -35,6 +37,21 @@ def test_cartpole_fall_is_terminal():
             terminated = float(result.terminated)
             break
     assert terminated == 1.0 and t < 100
+
+
+def test_max_episode_steps_cuts_gymnax_episodes_as_truncation():
+    """--max-episode-steps applies to gymnax envs too: Pendulum (own limit 200) truncated after 5 steps, twice."""
+    env = make_jax_env("Pendulum-v1", max_episode_steps=5)
+    assert env.max_episode_steps == 5
+    obs, state = env.reset(jax.random.key(0))
+    step, ends = jax.jit(env.step), []
+    for t in range(10):
+        result = step(jax.random.key(t), state, np.zeros(1, np.float32))
+        state = result.state
+        ends.append((float(result.terminated), float(result.truncated)))
+    assert ends == [(0.0, 0.0)] * 4 + [(0.0, 1.0)] + [(0.0, 0.0)] * 4 + [(0.0, 1.0)]
+    with pytest.raises(ConfigError, match="^--max-episode-steps must be >= 0"):
+        make_jax_env("CartPole-v1", max_episode_steps=-1)
 
 
 def test_evaluation_is_deterministic_given_key():

@@ -61,10 +61,11 @@ def poison(member: int, at_chunk: int):
 
 
 def record_populations(store: dict):
-    """A ``before_chunk`` hook keeping each chunk's incoming members (the strategy's output of the chunk before)."""
+    """A ``before_chunk`` hook keeping a copy of each chunk's incoming members (the strategy's output of the
+    chunk before; a copy, since the chunk updates the members it is given in place)."""
 
     def hook(population, chunk):
-        store[chunk] = population
+        store[chunk] = jax.tree.map(jnp.copy, population)
         return population
 
     return hook

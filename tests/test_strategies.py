@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import populax
+from populax.agents.base import Transition
 from populax.agents.td3 import TD3HParams
+from populax.buffers import ReplayBuffer, buffer_rewind
 from populax.errors import ConfigError
 from populax.hparams import Distribution, resolve_specs
 from populax.population import select_member
@@ -138,6 +140,47 @@ def test_pbt_lineage_is_reproducible_and_bounded(tmp_path):
     assert (result.run_dir / "report" / "lineage.png").stat().st_size > 1000
 
 
+def test_buffer_rewind_drops_the_last_transitions_and_keeps_the_rest():
+    """A failed member's buffer loses the chunk's transitions; older ones it did not overwrite move to the front."""
+    capacity = 8
+
+    def after(values, position, size):
+        data = Transition(*(jnp.asarray(values, jnp.float32) for _ in range(5)))
+        return ReplayBuffer(data=data, position=jnp.int32(position), size=jnp.int32(size))
+
+    def rewound(buffer, position, size, written):
+        out = buffer_rewind(buffer, jnp.int32(position), jnp.int32(size), jnp.int32(written))
+        valid = np.asarray(out.data.reward)[: int(out.size)]
+        return valid.tolist(), int(out.position), int(out.size)
+
+    # 3 old transitions (1, 2, 3), then 2 written by the failed chunk (-1): nothing wrapped
+    assert rewound(after([1, 2, 3, -1, -1, 0, 0, 0], 5, 5), 3, 3, 2) == ([1, 2, 3], 3, 3)
+    # full ring, position 6 before the chunk; its 4 transitions overwrote slots 6, 7, 0, 1 (oldest first: 2..5 stay)
+    assert rewound(after([-1, -1, 2, 3, 4, 5, -1, -1], 2, 8), 6, 8, 4) == ([2, 3, 4, 5], 4, 4)
+    # the chunk wrote the whole ring (or more): nothing old is left
+    assert rewound(after([-1] * 8, 3, 8), 3, 8, 9) == ([], 0, 0)
+
+
+def test_exploit_with_copy_buffer_writes_only_the_copied_rows_in_place():
+    """--pbt-copy-buffer: member 1 takes member 2's replay buffer, the others keep theirs; the buffers are
+    written in place (the population's old buffers are donated)."""
+    from populax.runtime.member import Member, exploit
+
+    pop, capacity = 4, 5
+    rows = jnp.arange(pop * capacity, dtype=jnp.float32).reshape(pop, capacity)
+    buffer = ReplayBuffer(data=Transition(*(rows + i for i in range(5))), position=jnp.arange(pop, dtype=jnp.int32),
+                          size=jnp.full((pop,), capacity, jnp.int32))
+    population = Member(agent={"w": jnp.arange(pop, dtype=jnp.float32)}, hparams=jnp.zeros(pop), obs_stats=None,
+                        experience=buffer, env=None, env_steps=jnp.zeros(pop, jnp.int32),
+                        learn_from=jnp.zeros(pop, jnp.int32), key=jax.random.split(jax.random.key(0), pop))
+    expected = np.asarray(rows)[[0, 2, 2, 3]]
+    copied = exploit(population, jnp.array([0, 2, 2, 3]), None, copy_experience=True)
+    assert buffer.data.reward.is_deleted()
+    np.testing.assert_array_equal(np.asarray(copied.experience.data.reward), expected + 2)
+    assert np.asarray(copied.experience.position).tolist() == [0, 2, 2, 3]
+    assert np.asarray(copied.agent["w"]).tolist() == [0, 2, 2, 3]
+
+
 def poison(member: int, at_chunk: int):
     """A ``before_chunk`` hook writing NaN into every leaf of ``member``'s agent before chunk ``at_chunk``."""
 
@@ -170,6 +213,12 @@ def test_nan_member_is_detected_and_handled(tmp_path, strategy, on_failure, kind
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(agent))
     if kind == "replace_failed":
         assert events[0]["source"] != 2
+    # The failed member's buffer lost the failing chunk's 500 transitions (it updated them in place); a frozen
+    # one loses every chunk's. What it holds is finite (no transition acted by NaN parameters).
+    sizes = np.asarray(result.population.experience.size).tolist()
+    assert sizes == [1_500, 1_500, 500 if kind == "freeze" else 1_000, 1_500]
+    kept = jax.tree.map(lambda x: np.asarray(x[2, : sizes[2]]), result.population.experience.data)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(kept))
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert summary["lineage_events"] == {kind: 1}
 

@@ -175,9 +175,13 @@ class TorchPopulation:
             self.models = [model(case.state, case.hparams, m) for m in members]
         self.batches = [{name: t.to(self.device) for name, t in model.prepare(case.batch, m).items()} for m in members]
         self.noise_shape = model.noise_shape(self.batches[0])
-        self.generator = torch.Generator().manual_seed(int(jax.random.randint(case.keys[0], (), 0, 2**31 - 1)))
-        # ``noise``: fixed draws per step, leading population axis (to reproduce JAX's numbers in tests)
-        self.noise = noise
+        # Drawn where the update runs (a host draw would add a copy to the device to every timed update).
+        self.generator = torch.Generator(device=self.device).manual_seed(
+            int(jax.random.randint(case.keys[0], (), 0, 2**31 - 1)))
+        # ``noise``: fixed draws per step, leading population axis (to reproduce JAX's numbers in tests),
+        # placed on the device once
+        self.noise = None if noise is None else [
+            torch.from_numpy(np.array(draw, dtype=np.float32)).to(self.device) for draw in noise]
         self.vectorized = vectorized
         self.compile_s = 0.0  # eager: nothing to compile
 
@@ -191,9 +195,9 @@ class TorchPopulation:
         if self.noise_shape is None:
             return None
         if self.noise is None:
-            return self.torch.randn(self.noise_shape, generator=self.generator).to(self.device)
+            return self.torch.randn(self.noise_shape, generator=self.generator, device=self.device)
         draw = self.noise[step % len(self.noise)]
-        return self.torch.from_numpy(np.array(draw if self.vectorized else draw[member], dtype=np.float32)).to(self.device)
+        return draw if self.vectorized else draw[member]
 
     def run(self, calls: int) -> list[float]:
         """Time ``calls`` population updates."""

@@ -65,7 +65,8 @@ def gymnax_ids() -> list[str]:
 def make_jax_env(env_id: str, max_episode_steps: int = 0) -> JaxEnv:
     """Build the adapter for gymnax id or brax:NAME ``env_id`` (ConfigError if unknown).
 
-    ``max_episode_steps`` cuts brax episodes (0: brax's own 1000); gymnax ids keep their own limit."""
+    ``max_episode_steps`` cuts episodes (truncation) after that many steps (0: the environment's own
+    limit, brax's 1000)."""
     if is_brax_id(env_id):
         return make_brax_env(env_id, max_episode_steps)
     gymnax = _import_gymnax()
@@ -73,7 +74,11 @@ def make_jax_env(env_id: str, max_episode_steps: int = 0) -> JaxEnv:
         raise ConfigError(
             f"--env: unknown environment {env_id!r}; run `populax envs` for the list"
         )
+    if max_episode_steps < 0:
+        raise ConfigError(f"--max-episode-steps must be >= 0 (0: the environment's own limit; got {max_episode_steps})")
     env, params = gymnax.make(env_id)
+    if max_episode_steps:  # gymnax truncates at state.time >= params.max_steps_in_episode
+        params = params.replace(max_steps_in_episode=max_episode_steps)
     space = env.action_space(params)
     obs_shape = tuple(int(d) for d in env.observation_space(params).shape)
     if hasattr(space, "n"):

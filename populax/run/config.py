@@ -92,7 +92,8 @@ class TrainConfig:
     terminal_on_life_loss: bool = False
     """Atari: a lost life ends the training episode (no bootstrap) while the game goes on; evaluation plays whole games."""
     max_episode_steps: int = 0
-    """Host and brax envs: time limit per episode (0: the environment's own; brax's is 1000)."""
+    """Time limit per episode, every kind of env (0: the environment's own; brax's is 1000); an episode cut
+    by it is truncated (bootstrapped), not terminated."""
     hp: dict[str, Any] = field(default_factory=dict)
     """Per-member hyperparameters: NAME -> number, N numbers, uniform:/loguniform:/choice:."""
     algo_options: dict[str, Any] = field(default_factory=dict)

@@ -2,7 +2,8 @@
 
 One chunk, read top to bottom::
 
-    population, metrics = backend.advance(population, chunk)   # compiled chunk, or host blocks
+    previous            = what failure handling restores (a copy; no buffers' transitions)
+    population, metrics = backend.advance(population, chunk)   # compiled chunk, or host blocks; in place
     returns             = backend.evaluate(population, chunk)  # fresh episodes per member
     metrics["finite"]   = every agent leaf finite, per member
     log (metrics.jsonl, TensorBoard), progress
@@ -40,7 +41,7 @@ from populax.run.compile_clock import CompileClock
 from populax.run.config import TrainConfig
 from populax.run.logging import RunLogger
 from populax.run.report import write_report
-from populax.runtime.member import Member, finite_population, member_steps
+from populax.runtime.member import Member, finite_population, kept_before_chunk, member_steps
 from populax.runtime.setup import RunSetup, create_run_dir, init_population, prepare
 from populax.strategies import make_strategy
 from populax.strategies.plots import write_lineage_plot
@@ -103,7 +104,8 @@ def run(
     backends after the current block, inside the chunk); a stopped run
     returns with ``interrupted=True``. ``before_chunk(population, chunk)``
     may edit the members at the start of each chunk, as a fault inside the
-    chunk would (fault injection in tests).
+    chunk would (fault injection in tests); it must not keep them (the chunk
+    updates them in place: keep a copy).
     """
     config, backend = setup.config, setup.backend
     progress = Progress(setup)
@@ -140,7 +142,9 @@ def run(
 
             for chunk in range(first_chunk, setup.num_chunks):
                 chunk_start = time.perf_counter()
-                previous = population
+                # What failure handling restores (not the buffers' transitions): the chunk updates the
+                # population in place (donated), so its input is gone once it has run.
+                previous = kept_before_chunk(population)
                 if before_chunk is not None:  # as if inside the chunk: `previous` keeps the unedited members
                     population = before_chunk(population, chunk)
                 if progress.first_chunk_s is None:

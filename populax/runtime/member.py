@@ -34,6 +34,7 @@ declared by each algorithm (``Algorithm.policy_fields``), never guessed.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
@@ -42,6 +43,7 @@ import numpy as np
 from flax import struct
 
 from populax.agents.base import all_finite
+from populax.buffers import buffer_rewind_to, buffer_size, buffer_without_transitions
 from populax.population import copy_members
 
 
@@ -114,21 +116,78 @@ def exploit(population: Member, sources: jax.Array, policy_fields: tuple[str, ..
         agent=copy_agent(population.agent, sources, policy_fields),
         hparams=copy_members(population.hparams, sources),
         obs_stats=copy_members(population.obs_stats, sources),
-        experience=copy_members(population.experience, sources) if copy_experience else population.experience,
+        experience=copy_rows_in_place(population.experience, sources) if copy_experience else population.experience,
     )
 
 
-def rollback_data(population: Member, previous: Member, failed: np.ndarray) -> Member:
-    """Failed members get back their experience and environments from before the chunk.
+def copy_rows_in_place(stacked: Any, sources: jax.Array) -> Any:
+    """``copy_members`` for the replay buffers: only the copied rows are written, in the donated
+    buffers (a gather of every row would hold a second copy of all N buffers for a moment)."""
+    sources = np.asarray(sources)
+    changed = np.flatnonzero(sources != np.arange(sources.size))
+    if stacked is None or changed.size == 0:
+        return stacked
+    return _set_rows_from(stacked, jnp.asarray(changed), jnp.asarray(sources[changed]))
+
+
+@partial(jax.jit, donate_argnums=0)
+def _set_rows_from(stacked: Any, rows: jax.Array, sources: jax.Array) -> Any:
+    return jax.tree.map(lambda x: x.at[rows].set(x[sources]), stacked)
+
+
+def kept_before_chunk(population: Member) -> Member:
+    """A copy of what failure handling restores, taken before a chunk that updates the population in place.
+
+    Everything but the replay buffers' transitions: agents, hyperparameters,
+    statistics, env states, counters, keys, the shared state, and each
+    buffer's write position and size (enough to drop a failed chunk's
+    transitions again, ``buffer_rewind_to``). The transitions are most of a
+    member's memory: keeping them too would hold every buffer twice.
+    """
+    experience = population.experience
+    small = population.replace(experience=None if experience is None else buffer_without_transitions(experience))
+    return jax.tree.map(jnp.copy, small)
+
+
+def drop_chunk_transitions(population: Member, kept: Member, members: np.ndarray, refill: int) -> Member:
+    """Members ``members`` (a mask) lose the transitions of the last chunk from their buffers.
+
+    What they held before it and the chunk did not overwrite stays
+    (``buffer_rewind_to``); where that is fewer than ``refill`` transitions
+    (max(batch size, learning_starts)), the member learns again only once its
+    buffer has refilled, as after a resume without buffers.
+    """
+    index = np.flatnonzero(members)
+    if population.experience is None or index.size == 0:
+        return population
+    rows = jnp.asarray(index)
+    written = (population.env_steps - kept.env_steps)[rows]
+    experience = _rewind_rows(population.experience, rows, jax.tree.map(lambda x: x[rows], kept.experience), written)
+    refilled = population.env_steps[rows] + refill - jax.vmap(buffer_size)(experience)[rows]
+    learn_from = population.learn_from.at[rows].max(refilled.astype(population.learn_from.dtype))
+    return population.replace(experience=experience, learn_from=learn_from)
+
+
+@partial(jax.jit, donate_argnums=0)
+def _rewind_rows(experience: Any, rows: jax.Array, kept: Any, written: jax.Array) -> Any:
+    rewound = jax.vmap(buffer_rewind_to)(jax.tree.map(lambda x: x[rows], experience), kept, written)
+    return jax.tree.map(lambda x, new: x.at[rows].set(new), experience, rewound)
+
+
+def rollback_data(population: Member, kept: Member, failed: np.ndarray, refill: int) -> Member:
+    """Failed members get back their environments from before the chunk and lose the chunk's transitions.
 
     Once a member's parameters are NaN its actions are NaN: the transitions
     and environment states of the failing chunk are poisoned too, and a fresh
-    or copied agent that learned from them would fail again.
+    or copied agent that learned from them would fail again. ``kept`` is
+    :func:`kept_before_chunk` of the population before the chunk; the buffers
+    themselves were updated in place, so the chunk's transitions are dropped
+    (:func:`drop_chunk_transitions`) rather than the old buffer restored.
     """
-    restored = where_members(failed, (previous.experience, previous.env), (population.experience, population.env))
+    env = where_members(failed, kept.env, population.env)
     # A coupled algorithm's shared state (critic, distribution) goes back too if the failure reached it.
-    shared = population.shared if bool(all_finite(population.shared)) else previous.shared
-    return population.replace(experience=restored[0], env=restored[1], shared=shared)
+    shared = population.shared if bool(all_finite(population.shared)) else kept.shared
+    return drop_chunk_transitions(population.replace(env=env, shared=shared), kept, failed, refill)
 
 
 def reinitialise(population: Member, fresh_agents: Any, members: np.ndarray) -> Member:
@@ -142,10 +201,21 @@ def reinitialise(population: Member, fresh_agents: Any, members: np.ndarray) -> 
     return population.replace(agent=agent)
 
 
-def freeze(population: Member, previous: Member, frozen: np.ndarray) -> Member:
-    """Frozen members are put back to their state before the chunk (their last finite one); steps still count."""
-    kept = where_members(frozen, without_shared(previous), without_shared(population))
-    return kept.replace(env_steps=population.env_steps, shared=population.shared)
+def freeze(population: Member, kept: Member, frozen: np.ndarray, refill: int,
+           rewind: np.ndarray | None = None) -> Member:
+    """Frozen members are put back to their state before the chunk (their last finite one); steps still count.
+
+    ``kept``: :func:`kept_before_chunk` of the population before the chunk.
+    Their buffers lose the chunk's transitions (``rewind``: the members whose
+    buffers still hold them, default all frozen ones; a member rolled back
+    by :func:`rollback_data` this chunk has lost them already).
+    """
+    def small(members: Member) -> Member:
+        return without_shared(members).replace(experience=None)
+
+    back = where_members(frozen, small(kept), small(population))
+    back = back.replace(env_steps=population.env_steps, shared=population.shared, experience=population.experience)
+    return drop_chunk_transitions(back, kept, frozen if rewind is None else rewind, refill)
 
 
 @jax.jit

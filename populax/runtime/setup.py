@@ -83,7 +83,8 @@ def make_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None
         return make_host_backend(config, algorithm, choice.env_id, executor)
     from populax.backends.compiled import make_compiled_backend
 
-    return make_compiled_backend(config, algorithm, choice.env_id, executor)
+    # The driver keeps only what failure handling restores (kept_before_chunk): the chunk may consume its input.
+    return make_compiled_backend(config, algorithm, choice.env_id, executor, donate=True)
 
 
 def prepare(config: TrainConfig) -> RunSetup:
@@ -103,10 +104,17 @@ def prepare(config: TrainConfig) -> RunSetup:
     # Before anything is allocated: N members' replay buffers must fit (shapes only, nothing is built);
     # under Ray each worker holds its own block.
     shards = config.workers if config.executor == "ray" else executor_shards(config.executor, config.pop)
-    check_population_fits(backend.init_population, member_keys(config.seed, config.pop), hparams, shards=shards)
+    check_population_fits(backend.init_population, member_keys(config.seed, config.pop), hparams, shards=shards,
+                          donated=in_place(config))
     if run_dir.exists() and not config.force:
         raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
     return RunSetup(config, algorithm, backend, specs, hparams, dims, ready, run_dir)
+
+
+def in_place(config: TrainConfig) -> bool:
+    """Whether a chunk updates the population's state in place (donated): not when a Python loop runs the
+    members one by one (``sequential``: the stacked input lives on), nor in a Ray worker (keeps its block)."""
+    return config.executor not in ("sequential", "ray")
 
 
 def create_run_dir(setup: RunSetup) -> None:

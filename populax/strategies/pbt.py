@@ -95,7 +95,6 @@ def resample_all(dims: list[Dim], count: int, key: jax.Array) -> np.ndarray:
     return np.stack(columns, axis=1) if columns else np.zeros((count, 0))
 
 
-@functools.partial(jax.jit, static_argnames=("policy_fields", "copy_experience"))
 def exploit(population: Any, sources: jax.Array, policy_fields: tuple[str, ...] | None = None,
             copy_experience: bool = False) -> Any:
     """Member i becomes a copy of member ``sources[i]`` (identity where ``sources[i] == i``).
@@ -105,9 +104,18 @@ def exploit(population: Any, sources: jax.Array, policy_fields: tuple[str, ...] 
     declares as its policy, plus hyperparameters (explore then edits them) and
     observation statistics, and with ``copy_experience`` the replay buffer.
     Env states, counters and keys are never copied, so a copy does not replay
-    its source's exploration. One compiled gather per (fields, copy_experience).
+    its source's exploration. One compiled gather per policy fields; the
+    buffers stay outside it (``layout.copy_rows_in_place`` writes only the
+    copied rows, in place, and needs the sources as numbers, not traced).
     """
-    return layout.exploit(population, sources, policy_fields, copy_experience)
+    experience = population.experience
+    copied = _exploit_without_buffers(population.replace(experience=None), sources, policy_fields)
+    return copied.replace(experience=layout.copy_rows_in_place(experience, sources) if copy_experience else experience)
+
+
+@functools.partial(jax.jit, static_argnames=("policy_fields",))
+def _exploit_without_buffers(population: Any, sources: jax.Array, policy_fields: tuple[str, ...] | None) -> Any:
+    return layout.exploit(population, sources, policy_fields, False)
 
 
 def sources_vector(pop: int, replaced: np.ndarray, sources: np.ndarray) -> jax.Array:

@@ -5,8 +5,8 @@ returns the (possibly edited) population, the returns to report and the
 lineage events of this chunk. Per chunk, top to bottom::
 
     failed   = members whose parameters (the driver's `finite` flag), losses
-               or evaluation return are NaN/Inf; their experience and envs
-               are rolled back to before the chunk
+               or evaluation return are NaN/Inf; their envs are rolled back
+               to before the chunk and their buffers lose the chunk's transitions
     record each healthy member's evaluation in its fitness window
     independent: failed members are re-initialised or frozen; done
     pbt / pb2:   if a round is due (every ready_interval env steps) or a member
@@ -134,6 +134,8 @@ class PopulationStrategy:
         self.pb2_y: list[float] = []
         self.rounds = 0
         self.events: list[dict] = []
+        self.refill = max(config.batch_size, config.learning_starts)
+        """Transitions a rolled-back member's buffer must hold before it learns again."""
 
     # -- serialisation (for checkpoints) ------------------------------------------------
 
@@ -166,7 +168,7 @@ class PopulationStrategy:
         frozen = np.asarray(self.frozen, bool)
         failed = detect_failures(metrics, returns) & ~frozen
         if failed.any():
-            population = layout.rollback_data(population, previous, failed)
+            population = layout.rollback_data(population, previous, failed, self.refill)
         for i in np.flatnonzero(~failed & ~frozen):
             self.history[i].append(float(returns[i]))
             if self.baseline[i] is None:
@@ -201,7 +203,7 @@ class PopulationStrategy:
             events.append(self._event(self.config.on_failure, env_step, i, None, hp, hp, returns[i], None))
         frozen = np.asarray(self.frozen, bool)
         if frozen.any():
-            population = layout.freeze(population, previous, frozen)
+            population = layout.freeze(population, previous, frozen, self.refill, rewind=frozen & ~failed)
             for i in np.flatnonzero(frozen):  # report the last finite evaluation of a frozen member
                 returns[i] = self.history[i][-1] if self.history[i] else math.nan
         return population, returns, events

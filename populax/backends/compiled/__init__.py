@@ -21,7 +21,7 @@ from populax.backends.compiled.offpolicy import MemberProgram, episode_returns
 from populax.backends.compiled.program import build_program
 from populax.coupled import mean_policy_summary
 from populax.envs.jax_envs import JaxEnv, describe_action, make_jax_env
-from populax.population import init_members
+from populax.population import donated, init_members, quiet_donation
 from populax.run.config import TrainConfig
 from populax.runtime.member import Member, without_shared
 
@@ -40,7 +40,10 @@ class CompiledBackend:
 
     kind = "compiled"
 
-    def __init__(self, config: TrainConfig, algorithm: Algorithm, env: JaxEnv, executor: Callable):
+    def __init__(self, config: TrainConfig, algorithm: Algorithm, env: JaxEnv, executor: Callable,
+                 donate: bool = False):
+        """``donate``: ``advance`` updates the population in place (its input's buffers are donated and
+        deleted); the caller keeps what it needs from before the chunk itself (the driver does)."""
         self.config, self.env = config, env
         self.schedule, self.program = build_program(algorithm, config, env)
         self.executor = executor
@@ -49,10 +52,10 @@ class CompiledBackend:
         self._evaluate = executor(self.program.evaluate)
         self._init_agents = init_members(self.program.init_agent)
         if algorithm.coupled:  # the chunk couples the members: one jitted program, vmaps inside
-            self._train_chunk = jax.jit(self.program.train_chunk)
+            self._train_chunk = jax.jit(self.program.train_chunk, donate_argnums=donated(donate))
             self._init = jax.jit(self.program.init_population)
         else:
-            self._train_chunk = executor(self.program.train_chunk)
+            self._train_chunk = executor(self.program.train_chunk, donate=donate)
             self._init = init_members(self.program.init)
         self.last_metrics: dict[str, Any] = {}
 
@@ -73,7 +76,8 @@ class CompiledBackend:
                 should_stop: Callable[[], bool] | None = None) -> tuple[Member, dict[str, Any]]:
         """One compiled chunk: ``chunk_steps`` env steps and their updates for every member (one XLA call:
         a stop request is honoured after it)."""
-        population, metrics = self._train_chunk(population)
+        with quiet_donation():
+            population, metrics = self._train_chunk(population)
         self.last_metrics = metrics
         return population, metrics
 
@@ -123,11 +127,13 @@ class CompiledBackend:
         return lambda obs: np.asarray(policy(member.agent, np.asarray(obs, np.float32)))
 
 
-def make_compiled_backend(config: TrainConfig, algorithm: Algorithm, env_id: str, executor: Callable) -> CompiledBackend:
-    """The compiled backend of a gymnax or brax:NAME environment id (ConfigError on an unusable combination)."""
+def make_compiled_backend(config: TrainConfig, algorithm: Algorithm, env_id: str, executor: Callable,
+                          donate: bool = False) -> CompiledBackend:
+    """The compiled backend of a gymnax or brax:NAME environment id (ConfigError on an unusable combination);
+    ``donate``: see :class:`CompiledBackend`."""
     env = make_jax_env(env_id, config.max_episode_steps)
     check_action_space(algorithm, env.action, config.env, describe_action(env.action))
-    return CompiledBackend(config, algorithm, env, executor)
+    return CompiledBackend(config, algorithm, env, executor, donate)
 
 
 __all__ = ["CompiledBackend", "MemberProgram", "eval_keys", "make_compiled_backend"]

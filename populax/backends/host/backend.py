@@ -84,7 +84,8 @@ class Learner:
             owed = self.plan.owed_updates(before, member_steps(population), learn_from)
             while owed > 0:
                 count = min(self.plan.update_chunk, owed)
-                population, metrics = self.functions.learn(population, jnp.full((self.pop,), count, jnp.int32))
+                learned, metrics = self.functions.learn(population, jnp.full((self.pop,), count, jnp.int32))
+                population = learned.replace(experience=population.experience)  # read only: not returned
                 self.metrics.append(metrics)
                 owed -= count
         jax.block_until_ready(population.agent)

@@ -87,10 +87,6 @@ def make_coupled_host(config: TrainConfig, algorithm: Algorithm, options: Any, s
                   policy=lambda state, obs: nets.actor.apply(state.actor, obs), update=None)
     base = make_functions(actor, spec, plan, executor, obs_norm=False)
 
-    @jax.jit
-    def insert(population: Member, rows: Any, stats: Any) -> Member:
-        return base.insert(without_shared(population), rows, stats).replace(shared=population.shared)
-
     if cemrl:
         steps = make_cemrl_steps(config, nets, options, plan.chunk_steps)
 
@@ -109,7 +105,7 @@ def make_coupled_host(config: TrainConfig, algorithm: Algorithm, options: Any, s
 
         hooks = CoupledHooks(begin=jax.jit(steps.begin), finish=finish, overlap=False,
                              mean_actor=jax.jit(steps.mean_actor))
-        return base._replace(init=init, insert=insert, learn=learn), hooks
+        return base._replace(init=init, learn=learn), hooks
 
     steps = make_dvd_steps(config, nets, options)
 
@@ -125,7 +121,8 @@ def make_coupled_host(config: TrainConfig, algorithm: Algorithm, options: Any, s
             return skip_or(index < count[0], steps.learn, population)
 
         population, metrics = jax.lax.scan(one, population, jnp.arange(plan.update_chunk))
-        return population, jax.tree.map(lambda m: jnp.nanmean(m, axis=0), metrics)
+        # The buffers are only read: not returned (a returned buffer is a copy).
+        return population.replace(experience=None), jax.tree.map(lambda m: jnp.nanmean(m, axis=0), metrics)
 
     finish_jit = jax.jit(steps.finish)
 
@@ -133,7 +130,7 @@ def make_coupled_host(config: TrainConfig, algorithm: Algorithm, options: Any, s
         return finish_jit(population, jnp.asarray(train_returns, jnp.float32))
 
     hooks = CoupledHooks(begin=None, finish=finish, overlap=config.overlap)
-    return base._replace(init=init, insert=insert, learn=learn), hooks
+    return base._replace(init=init, learn=learn), hooks
 
 
 def coupled_plan_config(config: TrainConfig, name: str, options: Any, spec: HostEnvSpec) -> TrainConfig:

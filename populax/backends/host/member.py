@@ -18,11 +18,11 @@ import jax.numpy as jnp
 
 from populax.agents.ppo import Rollout, bootstrap_truncated, learn_rollout
 from populax.backends.compiled.offpolicy import example_transition, random_actions, update_phase
-from populax.buffers import buffer_add, buffer_init, buffer_sample
+from populax.buffers import buffer_add, buffer_sample, replay_init
 from populax.envs.host_envs import HostEnvSpec
 from populax.errors import ConfigError
 from populax.obs_norm import normalize, stats_init, stats_update
-from populax.population import init_members
+from populax.population import init_members, quiet_donation
 from populax.run.config import TrainConfig
 from populax.runtime.member import Member
 
@@ -117,9 +117,11 @@ class HostFunctions(NamedTuple):
     act: Callable
     """(agent, stats, hparams, obs[N,E,...], keys, warming[N]) -> (actions, extras, stats, keys)."""
     insert: Callable
-    """Off-policy: (Member, Transition[N, B*E, ...], stats) -> Member."""
+    """Off-policy: (Member, Transition[N, B*E, ...], stats) -> Member; the buffers are updated in place
+    (the input member's buffers are donated: use the returned member)."""
     learn: Callable
-    """Off-policy: (Member, count[N]) -> (Member, metrics)."""
+    """Off-policy: (Member, count[N]) -> (Member without its buffers (None), metrics): the buffers are only
+    read, and returning them would copy every one (put them back with ``replace``)."""
     learn_rollout: Callable
     """On-policy: (Member, rows, truncated, last_obs) -> (Member, metrics)."""
     policy: Callable
@@ -143,8 +145,9 @@ def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Call
 
     def init(key, hparams):
         agent_key, key = jax.random.split(key)
-        buffer = None if plan.on_policy else buffer_init(example_transition(spec.obs_shape, spec.obs_dtype, spec.action),
-                                                         plan.buffer_size)
+        # Atari's uint8 stacks get frame storage (buffers.FrameBuffer: each frame once, ~8x smaller).
+        buffer = None if plan.on_policy else replay_init(example_transition(spec.obs_shape, spec.obs_dtype, spec.action),
+                                                         plan.buffer_size, e)
         return Member(agent=agent.init(agent_key, hparams), hparams=hparams, obs_stats=stats_init(spec.obs_shape),
                       experience=buffer, env=None, env_steps=jnp.zeros((), jnp.int32),
                       learn_from=jnp.asarray(plan.learning_starts, jnp.int32), key=key)
@@ -162,9 +165,13 @@ def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Call
         action = jnp.where(warming, random_actions(random_key, spec.action, obs.shape[0]), learned)
         return action, {}, stats, key
 
-    def insert(member, batch, stats):
-        return member.replace(experience=buffer_add(member.experience, batch), obs_stats=stats,
-                              env_steps=member.env_steps + batch.reward.shape[0])
+    add_rows = executor(buffer_add, donate=True)
+
+    def insert(population, rows, stats):
+        with quiet_donation():
+            experience = add_rows(population.experience, rows)
+        return population.replace(experience=experience, obs_stats=stats,
+                                  env_steps=population.env_steps + rows.reward.shape[1])
 
     def learn(member, count):
         def one_update(carry, index):
@@ -181,7 +188,7 @@ def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Call
             return (state, key), metrics
 
         (state, key), metrics = jax.lax.scan(one_update, (member.agent, member.key), jnp.arange(plan.update_chunk))
-        return member.replace(agent=state, key=key), jax.tree.map(jnp.nanmean, metrics)
+        return member.replace(agent=state, key=key, experience=None), jax.tree.map(jnp.nanmean, metrics)
 
     def learn_from_rollout(member, rows, truncated, last_obs):
         """PPO on one block: rows [T*E, ...] in iteration-major order become a [T, E] rollout.
@@ -212,7 +219,7 @@ def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Call
         return agent.policy(agent_state, prepare_obs(stats, obs))
 
     return HostFunctions(
-        init=init_members(init), init_agents=init_members(agent.init), act=executor(act), insert=executor(insert),
+        init=init_members(init), init_agents=init_members(agent.init), act=executor(act), insert=insert,
         learn=executor(learn), learn_rollout=executor(learn_from_rollout), policy=executor(policy),
         member_policy=jax.jit(policy),
     )
