@@ -1,7 +1,8 @@
 """DQN (Mnih et al. 2015) with Double-DQN targets for one member.
 
-Online and target Q-networks (hard copy every ``target_period`` updates),
-optional dueling head, Huber loss, epsilon-greedy exploration whose linear
+Online and target Q-networks (every ``target_period`` updates the target moves
+a share ``tau`` towards the online net: 1 = a hard copy), optional dueling
+head, LayerNorm and clipped double-Q target, advantage learning, Huber loss, epsilon-greedy exploration whose linear
 schedule (start, end, decay steps) is traced per member. The torso is an MLP
 for vector observations or a CNN for images: the Nature DQN one (84x84 Atari
 frames) or a small one for MinAtar's 10x10 frames.
@@ -46,7 +47,7 @@ class DQNHParams:
     tau: Array = hparam(
         1.0, "Share of the online network blended into the target at each target update (every target_period "
         "updates): 1 = a hard copy (Mnih et al.); e.g. 0.005 with target_period 1 = Polyak averaging.",
-        valid=(0, 1), search=(0.001, 1.0), log=True,
+        valid=(1e-6, 1), search=(0.001, 1.0), log=True,
     )
 
 
