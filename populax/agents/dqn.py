@@ -2,8 +2,9 @@
 
 Online and target Q-networks (every ``target_period`` updates the target moves
 a share ``tau`` towards the online net: 1 = a hard copy), optional dueling
-head, LayerNorm and clipped double-Q target, advantage learning, Huber loss, epsilon-greedy exploration whose linear
-schedule (start, end, decay steps) is traced per member. The torso is an MLP
+head, LayerNorm and clipped double-Q target, advantage learning, Huber loss,
+epsilon-greedy exploration whose linear schedule (start, end, decay steps) is
+traced per member. The torso is an MLP
 for vector observations or a CNN for images: the Nature DQN one (84x84 Atari
 frames) or a small one for MinAtar's 10x10 frames.
 """
