@@ -60,18 +60,19 @@ def run_cell(pop: int, executor: str, args: argparse.Namespace, root: Path) -> d
 
 
 def ray_traffic(path: Path) -> dict:
-    """Per chunk and per exploit: bytes and milliseconds, from ray.jsonl."""
+    """Per chunk and per copy between blocks: bytes and milliseconds, from ray.jsonl."""
     records = [json.loads(line) for line in path.read_text().splitlines()]
     chunks = [r for r in records if r["event"] == "chunk"][1:]  # the first holds compilation; ms: the whole call
-    pushes = [r for r in records if r["event"] == "member_push"]
-    applied = [r for r in records if r["event"] == "edits_applied"]  # the first round also compiles the edit
+    copies = [r for r in records if r["event"] == "member_copy"]
+    rounds = [r for r in records if r["event"] == "chunk" and r["edited"]]  # the first round also compiles the edit
     gathers = [r for r in records if r["event"] == "gather"]
     mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
     return {
         "chunk_bytes": mean([r["bytes"] for r in chunks]), "chunk_ms": mean([r["ms"] for r in chunks]),
-        "exploit_bytes_per_member": mean([r["bytes"] for r in pushes]),
-        "cross_block_copies": sum(1 for r in pushes if r["cross_block"]), "copies": len(pushes),
-        "edit_rounds_ms": [r["ms"] for r in applied], "edit_rounds_members": [r["members"] for r in applied],
+        "chunk_member_state_bytes": [r["member_state_bytes"] for r in chunks],
+        "copy_bytes_per_member": mean([r["bytes"] / len(r["sources"]) for r in copies]),
+        "cross_block_sources": sum(len(r["sources"]) for r in copies),
+        "edit_rounds_ms": [r["edit_ms"] for r in rounds], "edit_rounds_members": [r["edited"] for r in rounds],
         "checkpoint_gather_bytes": mean([r["bytes"] for r in gathers]), "checkpoint_gather_ms": mean([r["ms"] for r in gathers]),
     }
 

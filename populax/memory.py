@@ -9,8 +9,8 @@ in one line, naming the settings to change, when it cannot fit. A chunk
 updates the population in place (its input is donated), so the state counts
 once, plus the copy the driver keeps before each chunk to roll failed
 members back: everything but the buffers' transitions (``kept_bytes``).
-Where nothing is donated (``--executor sequential``; Ray workers, which keep
-their block's state before each chunk) the state counts twice.
+Where nothing is donated (``--executor sequential``: the stacked input
+lives on while the Python loop runs) the state counts twice.
 
 Where the memory is: an accelerator reports its own limit
 (``device.memory_stats()``); on the CPU the host's available memory counts,
@@ -146,12 +146,14 @@ def program_budget_bytes(arguments: Any, shards: int = 1) -> int | None:
 
 def check_population_fits(init: Callable[..., Any], keys: jax.Array, hparams: Any, *, shards: int = 1,
                           platform: str | None = None, available: int | None = None,
-                          settings: str = "--buffer-size or --pop", donated: bool = True) -> int:
+                          settings: str = "--buffer-size or --pop", donated: bool = True,
+                          separate_memories: bool = False) -> int:
     """Refuse (ConfigError, one line) a population whose state cannot fit; return the bytes it needs per memory.
 
     ``init(keys, hparams)`` is the backend's population init; only its shapes
     are traced. ``shards``: devices the members are split over (each has its
-    own memory on an accelerator). ``available`` defaults to
+    own memory on an accelerator; with ``separate_memories`` each has its own
+    memory on any platform: Ray workers on a cluster's nodes). ``available`` defaults to
     ``device_memory_bytes()``; unknown memory is not checked. ``donated``:
     the chunk updates the state in place (the state once, plus the kept copy);
     otherwise the state counts twice (the input and the output of a chunk).
@@ -161,7 +163,7 @@ def check_population_fits(init: Callable[..., Any], keys: jax.Array, hparams: An
     pop = int(keys.shape[0])
     member = tree_bytes(shapes) / pop
     kept = (kept_bytes(shapes) if donated else tree_bytes(shapes)) / pop
-    members = members_per_memory(pop, shards, platform)
+    members = math.ceil(pop / max(1, shards)) if separate_memories else members_per_memory(pop, shards, platform)
     needed = int((member + kept) * members)
     available = device_memory_bytes() if available is None else available
     if available is not None and needed > available:

@@ -119,7 +119,7 @@ def test_dvd_population_is_more_diverse_than_an_ensemble_at_the_same_step(tmp_pa
 def test_twenty_short_dvd_runs_never_produce_nan_even_from_identical_actors(tmp_path):
     """One compiled program, 20 seeds (10 with every actor a copy of member 0), lambda 0.5 from the start."""
     config = small_config(tmp_path, "dvd-td3", "nan", pop=5, total_steps=200, eval_every=100, hidden=(8, 8),
-                          batch_size=16, learning_starts=20, algo_options={"lambda-mode": "fixed"})
+                          batch_size=20, learning_starts=20, algo_options={"lambda-mode": "fixed"})
     setup = prepare(config)
     train_chunk = setup.backend._train_chunk
     for seed in range(20):
@@ -156,11 +156,20 @@ def test_bandit_rewards_the_arm_in_use_when_the_best_return_improves():
 # ------------------------------------------------------------------------------------------------ both
 
 
-@pytest.mark.parametrize("algo", ["cemrl", "dvd-td3"])
-def test_kill_and_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, algo):
+PER_MEMBER = {"critics": "per-member"}
+
+
+@pytest.mark.parametrize("algo, options", [("cemrl", {}), ("dvd-td3", {}), ("dvd-td3", PER_MEMBER)],
+                         ids=["cemrl", "dvd-td3", "dvd-td3-per-member-critics"])
+def test_kill_and_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, algo, options):
     """Checkpoint after every chunk; drop the last two (as if killed after chunk 0); resume; compare."""
-    config = small_config(tmp_path, algo, "full", checkpoint_every=200, keep_checkpoints=5)
-    full = run(prepare(config))
+    # Per-member critics honour per-member critic settings: member 0's critic (lr 0) never moves.
+    hp = {"lr-critic": "0,1e-3,1e-3,1e-3"} if options else {}
+    config = small_config(tmp_path, algo, "full", checkpoint_every=200, keep_checkpoints=5, algo_options=options,
+                          hp=hp)
+    setup = prepare(config)
+    initial = init_population(setup).agent
+    full = run(setup)
     killed = tmp_path / "killed"
     shutil.copytree(full.run_dir, killed)
     for path in list_checkpoints(killed)[1:]:
@@ -171,6 +180,12 @@ def test_kill_and_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, 
     assert (killed / "metrics.jsonl").read_text() .count("\n") == (full.run_dir / "metrics.jsonl").read_text().count("\n")
     returns, _ = evaluate_saved_member(killed, member=1, episodes=1)  # `populax eval` of one saved actor
     assert returns.shape == (1,) and np.isfinite(returns).all()
+    if options:  # each member's critic is its own, checkpointed with it; no shared one
+        critics = full.population.agent.critic
+        assert full.population.shared.critic is None and int(critics.updates[0]) == int(critics.updates[1]) > 0
+        member = lambda tree, i: jax.tree.map(lambda x: x[i], tree)  # noqa: E731
+        assert leaves_equal(member(critics.critic, 0), member(initial.critic.critic, 0))
+        assert not leaves_equal(member(critics.critic, 1), member(initial.critic.critic, 1))
     if algo == "dvd-td3":  # the bandit's choice is logged every evaluation
         logged = records(killed)
         assert {"dvd_lambda", "bandit_arm", "bandit_mean_0", "bandit_mean_1", "dvd_logdet",
@@ -183,22 +198,49 @@ def test_kill_and_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, 
         assert "mean_policy_return" in json.loads((killed / "summary.json").read_text())
 
 
-@pytest.mark.parametrize("algo", ["cemrl", "dvd-td3"])
-def test_a_nan_member_is_reinitialised_and_the_run_completes(tmp_path, algo):
-    def poison(population, chunk):
-        if chunk != 1:
-            return population
-        actor = jax.tree.map(lambda x: x.at[1].set(jnp.nan), population.agent.actor)
-        return population.replace(agent=population.agent.replace(actor=actor))
+def nan_at(tree, member=None):
+    """``tree`` with every float leaf NaN (only member ``member``'s slice when given)."""
+    def poison(x):
+        return x.at[member].set(jnp.nan) if member is not None else jnp.full_like(x, jnp.nan)
+    return jax.tree.map(lambda x: poison(x) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
-    config = small_config(tmp_path, algo, "nan")
-    result = run(prepare(config), before_chunk=poison)
+
+def poison_cem_mean_and_critic(population):
+    """The CEM mean and the shared critic: what every later generation of CEM-RL is drawn from and trained by."""
+    shared = population.shared
+    critic = shared.critic.replace(critic=nan_at(shared.critic.critic))
+    return population.replace(shared=shared.replace(cem=shared.cem.replace(mean=nan_at(shared.cem.mean)),
+                                                    critic=critic))
+
+
+def poison_actor_1(population):
+    return population.replace(agent=population.agent.replace(actor=nan_at(population.agent.actor, 1)))
+
+
+def poison_critic_1(population):
+    critic = population.agent.critic
+    return population.replace(agent=population.agent.replace(critic=critic.replace(critic=nan_at(critic.critic, 1))))
+
+
+@pytest.mark.parametrize("algo, options, poison, expected", [
+    ("cemrl", {}, poison_cem_mean_and_critic, [("reinit", m) for m in range(4)]),
+    ("dvd-td3", {}, poison_actor_1, [("reinit", 1)]),
+    pytest.param("dvd-td3", PER_MEMBER, poison_critic_1, [("reinit", 1)], marks=pytest.mark.slow),  # suite time
+], ids=["cemrl-mean-and-critic", "dvd-td3-actor", "dvd-td3-own-critic"])
+def test_a_nan_inside_a_chunk_is_rolled_back_or_reinitialised_and_the_run_completes(tmp_path, algo, options, poison,
+                                                                                  expected):
+    """Poisoned at the start of chunk 1 (as a fault inside it would): the run ends finite. A non-finite shared
+    state (CEM-RL) fails every member and goes back to before the chunk; DvD's NaN actor, or its own NaN
+    critic, fails only that member, which is re-initialised."""
+    config = small_config(tmp_path, algo, "nan", algo_options=options)
+    result = run(prepare(config), before_chunk=lambda population, chunk: poison(population) if chunk == 1 else population)
     assert finite_tree(result.population.agent) and finite_tree(result.population.shared)
     assert np.isfinite(result.returns).all()
-    events = [json.loads(line) for line in (result.run_dir / "lineage.jsonl").read_text().splitlines()] \
-        if (result.run_dir / "lineage.jsonl").exists() else []
-    if algo == "dvd-td3":  # DvD's actor persists, so the NaN one is found and re-initialised
-        assert [(e["event"], e["member"]) for e in events] == [("reinit", 1)]
+    events = [json.loads(line) for line in (result.run_dir / "lineage.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["member"]) for e in events] == expected
+    if algo == "cemrl":  # generation 1's tell was undone with the shared state; the others happened
+        assert int(result.population.shared.cem.generation) == 2
+        assert np.isfinite(result.summary["mean_policy_return"])
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -211,9 +253,17 @@ def test_cemrl_bad_settings_name_the_setting(tmp_path, overrides, message):
         prepare(small_config(tmp_path, "cemrl", "bad", **overrides))
 
 
-def test_dvd_bad_lambda_mode_names_the_setting(tmp_path):
-    with pytest.raises(ConfigError, match="--algo-opt.lambda-mode"):
-        prepare(small_config(tmp_path, "dvd-td3", "bad", algo_options={"lambda-mode": "often"}))
+@pytest.mark.parametrize("algo, overrides, message", [
+    ("dvd-td3", dict(algo_options={"lambda-mode": "often"}), "--algo-opt.lambda-mode: got 'often'; allowed: bandit"),
+    ("dvd-td3", dict(algo_options={"critics": "each"}), "--algo-opt.critics: got 'each'; allowed: shared, per-member"),
+    ("dvd-td3", dict(algo_options={"embedding-states": 40}), r"--algo-opt.embedding-states must be in \[1, --batch-size = 32\]"),
+    ("dvd-td3", dict(hp={"lr-critic": "uniform:1e-4,1e-3"}), "--hp.lr-critic: give one value .* --algo-opt.critics per-member"),
+    ("dvd-td3", dict(hp={"delay": "1,2,2,2"}, algo_options=PER_MEMBER), "--hp.delay: give one value"),
+    ("cemrl", dict(hp={"gamma": "0.9,0.99,0.99,0.99"}), "--hp.gamma: give one value .* cemrl's one critic"),
+])
+def test_coupled_bad_settings_name_the_setting(tmp_path, algo, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        prepare(small_config(tmp_path, algo, "bad", **overrides))
     assert not (tmp_path / "bad").exists()
 
 
@@ -224,11 +274,12 @@ def test_init_population_puts_the_shared_state_outside_the_member_axis(tmp_path)
     assert jax.tree.leaves(population.agent.actor)[0].shape[0] == 4
 
 
-@pytest.mark.parametrize("algo", ["cemrl", "dvd-td3"])
-def test_a_short_run_on_gymnasium_pendulum_completes(tmp_path, algo):
+@pytest.mark.parametrize("algo, options", [("cemrl", {}), ("dvd-td3", {}), ("dvd-td3", PER_MEMBER)],
+                         ids=["cemrl", "dvd-td3", "dvd-td3-per-member-critics"])
+def test_a_short_run_on_gymnasium_pendulum_completes(tmp_path, algo, options):
     """The host backend: the same population steps around the Gymnasium collector."""
     setup = prepare(small_config(tmp_path, algo, "host", env="gymnasium:Pendulum-v1", pop=2, total_steps=400,
-                                 learning_starts=100))
+                                 learning_starts=100, algo_options=options))
     assert setup.backend.kind == "host"
     result = run(setup)
     summary = json.loads((result.run_dir / "summary.json").read_text())
@@ -240,6 +291,8 @@ def test_a_short_run_on_gymnasium_pendulum_completes(tmp_path, algo):
         assert int(result.population.shared.cem.generation) == 2
     else:
         assert np.isfinite(logged[-1]["dvd_logdet"]) and logged[-1]["dvd_lambda"] in (0.0, 0.5)
+    if options:  # two critics, each trained
+        assert result.population.shared.critic is None and result.population.agent.critic.updates.tolist() == [300, 300]
 
 
 # ------------------------------------------------------------------------------------------------ recipes

@@ -249,3 +249,23 @@ def test_the_nature_buffer_is_counted_at_its_real_size(tmp_path, monkeypatch, ca
     error = lines[-1]
     assert code != 0 and error.startswith("populax: error: --buffer-size or --pop") and "Traceback" not in lines
     assert "--buffer-size or --pop" in error and "4 members x 6.8 GiB" in error and not (tmp_path / "four").exists()
+
+
+def test_pbt_copy_buffer_copies_the_buffer_in_a_run(tmp_path):
+    """--pbt-copy-buffer through the strategy runner (exploit with copy_experience failed under jit before):
+    after the one exploit at step 200, the copy's first 200 transitions are its source's."""
+    import json
+
+    import populax
+
+    config = populax.TrainConfig(env="Pendulum-v1", algo="td3", pop=2, total_steps=400, eval_every=200,
+                                 eval_episodes=1, hidden=(8,), batch_size=16, learning_starts=100, seed=1,
+                                 strategy="pbt", ready_interval=200, pbt_copy_buffer=True, out=str(tmp_path / "run"),
+                                 progress=False, tensorboard=False)
+    result = populax.train(config)
+    events = [json.loads(line) for line in (result.run_dir / "lineage.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["exploit"]
+    obs = np.asarray(result.population.experience.data.obs)
+    assert obs.shape[1] == 400
+    np.testing.assert_array_equal(obs[0, :200], obs[1, :200])
+    assert not np.array_equal(obs[0, 200:], obs[1, 200:])

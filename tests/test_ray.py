@@ -19,17 +19,51 @@ import jax
 import numpy as np
 import pytest
 from cli_process import cli, wait_for
+from test_runtime import poison  # the one-process twin of PoisoningWorker: a before_chunk hook
 
+from populax.cli import parse_train_args
 from populax.hparams import member_hparams
+from populax.memory import tree_bytes
 from populax.run.checkpoint import restore
 from populax.run.resume import load_setup
-from populax.runtime import init_population
+from populax.runtime import init_population, prepare, run
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--env", "Pendulum-v1", "--algo", "td3", "--hidden", "32,32", "--batch-size", "64", "--learning-starts", "100",
          "--eval-episodes", "2", "--no-recipe", "--no-progress", "--no-tensorboard"]
 PBT = [*SMALL, "--pop", "8", "--total-steps", "800", "--eval-every", "200", "--strategy", "pbt",
-       "--hp.lr-actor", "loguniform:1e-4,1e-2", "--checkpoint-every", "200", "--keep-checkpoints", "10", "--seed", "0"]
+       "--hp.lr-actor", "loguniform:1e-4,1e-2", "--checkpoint-every", "200", "--keep-checkpoints", "10", "--seed", "0",
+       "--pbt-copy-buffer", "true"]
+POISONING_TRAIN = """
+import sys
+import jax
+import jax.numpy as jnp
+from populax import cli
+from populax.backends import cluster
+from populax.backends.cluster.worker import BlockWorker
+
+
+class PoisoningWorker(BlockWorker):
+    def advance(self, chunk):
+        if chunk == CHUNK and MEMBER in self.members:
+            local = MEMBER - int(self.members[0])
+            nan = lambda x: x.at[local].set(jnp.nan) if jnp.issubdtype(x.dtype, jnp.floating) else x
+            self.block = self.block.replace(agent=jax.tree.map(nan, self.block.agent))
+        return super().advance(chunk)
+
+
+MEMBER, CHUNK = int(sys.argv[1]), int(sys.argv[2])
+cluster.BlockWorker = PoisoningWorker  # a class of __main__: Ray ships it to the workers by value
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+def poisoning_train(tmp_path: Path, member: int, at_chunk: int, *args: str) -> str:
+    """Shell words of ``populax train ARGS`` whose Ray worker writes NaN into ``member``'s agent before chunk
+    ``at_chunk`` (fault injection on the worker, as ``poison`` does on the driver of a one-process run)."""
+    script = tmp_path / "poisoning_train.py"
+    script.write_text(POISONING_TRAIN)
+    return shlex.join([sys.executable, str(script), str(member), str(at_chunk), "train", *args])
 
 
 def loopback_error() -> str | None:
@@ -97,22 +131,25 @@ def kill_driver_after_checkpoint(argv: list[str], checkpoint: Path) -> None:
 
 
 def test_ray_pbt_two_workers_equals_one_process(tmp_path):
-    """Pop 8 on 2 workers (blocks 0-3, 4-7), PBT, its driver killed (-9, with its local Ray) after the first
-    checkpoint and the run resumed: cross-worker copies hold their sources' weights, the summary is complete, and
-    every final return equals an uninterrupted one-process run of the same blocks (chunked:4 = two vmaps of 4)."""
+    """Pop 8 on 2 workers (blocks 0-3, 4-7), PBT with --pbt-copy-buffer, member 6 poisoned (NaN) in chunk 0 on its
+    worker, the driver killed (-9, with its local Ray) after the first checkpoint and the run resumed:
+    cross-worker copies hold their sources' weights, the failed member was rolled back and replaced, every final
+    return equals an uninterrupted one-process run of the same blocks (chunked:4 = two vmaps of 4) poisoned the
+    same way, and member states crossed the network only for copies between blocks (bytes = the copied
+    members' states) and checkpoints."""
     out, reference = tmp_path / "ray", tmp_path / "local"
-    train = in_loopback("exec " + populax("train", *PBT, "--executor", "ray", "--workers", "2", "--out", str(out)))
+    train = in_loopback("exec " + poisoning_train(tmp_path, 6, 0, *PBT, "--executor", "ray", "--workers", "2",
+                                                  "--out", str(out)))
     kill_driver_after_checkpoint(train, out / "checkpoints" / "chunk_000000")
     run_loopback(populax("resume", str(out), "--no-progress"))
-    subprocess.run(cli("train", *PBT, "--executor", "chunked:4", "--out", str(reference)), check=True,
-                   capture_output=True, env=ray_env())
+    run(prepare(parse_train_args([*PBT, "--executor", "chunked:4", "--out", str(reference)])),
+        before_chunk=poison(member=6, at_chunk=0))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["executor"] == "ray" and summary["ray"]["workers"] == 2
     assert summary["ray"]["blocks"] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert all(m["final_return"] is not None for m in summary["members"]) and len(summary["members"]) == 8
     assert summary["env_steps_per_member"] == 800 and summary["lineage_events"]["exploit"] >= 2
-    traffic = summary["ray"]["traffic"]
-    assert traffic["chunk"]["count"] >= 4 and traffic["chunk"]["bytes"] > 0 and traffic["member_push"]["count"] >= 2
+    assert summary["lineage_events"]["replace_failed"] == 1
     # The same seed and block layout in one process: the same numbers (bitwise on this machine; the tolerance
     # leaves room for another machine's rounding).
     expected = json.loads((reference / "summary.json").read_text())
@@ -120,12 +157,33 @@ def test_ray_pbt_two_workers_equals_one_process(tmp_path):
                                [m["final_return"] for m in expected["members"]], rtol=1e-5)
     assert records(out / "lineage.jsonl") == records(reference / "lineage.jsonl")
     # Cross-worker copies, checked on what the workers held: the checkpoint right after the round is gathered from them.
-    exploits = [e for e in records(out / "lineage.jsonl") if e["event"] == "exploit"]
+    exploits = [e for e in records(out / "lineage.jsonl") if e["source"] is not None]  # exploit, replace_failed
     cross = [e for e in exploits if (e["member"] < 4) != (e["source"] < 4)]
     assert cross, exploits
     assert summary["ray"]["cross_block_copies"] == len(cross)
     setup = load_setup(out)
     template = jax.eval_shape(lambda: init_population(setup))
+    # Traffic: per chunk only step counts, hyperparameters, metrics and returns come back (no member state); a
+    # chunk's member_state_bytes are its copies between blocks, each source's agent, observation statistics and
+    # buffer once per target worker.
+    per_member = tree_bytes((template.agent, template.obs_stats, template.experience)) // 8
+    crossing = {}  # chunk -> {(source, target worker)}
+    for e in records(out / "lineage.jsonl"):
+        if e["source"] is not None and (e["member"] < 4) != (e["source"] < 4):
+            crossing.setdefault(e["env_step"] // 200 - 1, set()).add((e["source"], e["member"] // 4))
+    copied, seen = 0, set()
+    for record in records(out / "ray.jsonl"):  # the killed session's records, then the resumed one's
+        if record["event"] == "member_copy":
+            assert record["bytes"] == len(record["sources"]) * per_member, (record, per_member)
+            copied += record["bytes"]
+        elif record["event"] == "chunk":
+            assert record["member_state_bytes"] == copied == per_member * len(crossing.get(record["chunk"], ())), record
+            assert record["bytes"] < 1024 * 8, record  # a few numbers per member
+            seen.add(record["chunk"])
+            copied = 0
+    assert seen == {0, 1, 2, 3} and any(c not in crossing for c in seen)
+    gathers = [r for r in records(out / "ray.jsonl") if r["event"] == "gather"]
+    assert gathers and all(g["member_state_bytes"] == tree_bytes(template) for g in gathers)  # whole members
     for event in exploits:
         chunk = event["env_step"] // 200 - 1
         population = restore(out / "checkpoints" / f"chunk_{chunk:06d}", template).population
@@ -134,13 +192,37 @@ def test_ray_pbt_two_workers_equals_one_process(tmp_path):
         assert member_hparams(population.hparams, event["member"]) == event["new_hparams"]
 
 
+def test_ray_runs_gymnasium_blocks_on_the_host_backend(tmp_path):
+    """Gymnasium Pendulum-v1 under --executor ray: each worker runs the host backend on its block (its own envs,
+    the run's env seeds and collector keys for its members); a short PBT run completes and its exploits copy
+    members across workers, worker to worker, with their sources' weights."""
+    out = tmp_path / "run"
+    args = [*SMALL, "--env", "gymnasium:Pendulum-v1", "--pop", "4", "--total-steps", "800", "--eval-every", "200",
+            "--strategy", "pbt", "--pbt-bottom", "0.5", "--pbt-top", "0.5", "--hp.lr-actor", "loguniform:1e-4,1e-2",
+            "--overlap", "false", "--checkpoint-every", "400", "--seed", "0", "--executor", "ray", "--workers", "2",
+            "--out", str(out)]
+    run_loopback(populax("train", *args))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backend"] == "host" and summary["env_steps_per_member"] == 800
+    assert all(m["final_return"] is not None for m in summary["members"])
+    exploits = [e for e in records(out / "lineage.jsonl") if e["event"] == "exploit"]
+    assert summary["ray"]["cross_block_copies"] >= 1 and {e["env_step"] for e in exploits} == {400}
+    assert any(r["event"] == "member_copy" for r in records(out / "ray.jsonl"))
+    setup = load_setup(out)
+    population = restore(out / "checkpoints" / "chunk_000001", jax.eval_shape(lambda: init_population(setup))).population
+    for event in exploits:
+        for got, source in zip(agent_leaves(population, event["member"]), agent_leaves(population, event["source"])):
+            np.testing.assert_array_equal(got, source)
+
+
 def test_killed_worker_restarts_and_reloads_its_block(tmp_path):
     """kill -9 of one worker mid-run: Ray restarts it, its block reloads from the last checkpoint, the run completes;
-    ray.jsonl logs the restart and lineage.jsonl one block_reload per member of that block."""
+    ray.jsonl logs the restart and lineage.jsonl one block_reload per member of that block. Member 0, poisoned
+    (NaN) in chunk 0, is re-initialised on its own worker (data rolled back there) and learns on."""
     out = tmp_path / "run"
     args = [*SMALL, "--pop", "4", "--total-steps", "4000", "--eval-every", "400", "--checkpoint-every", "400",
             "--executor", "ray", "--workers", "2", "--out", str(out)]
-    process = subprocess.Popen(in_loopback("exec " + populax("train", *args)), env=ray_env(),
+    process = subprocess.Popen(in_loopback("exec " + poisoning_train(tmp_path, 0, 0, *args)), env=ray_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: (out / "checkpoints" / "chunk_000001").is_dir(), process)
@@ -154,11 +236,13 @@ def test_killed_worker_restarts_and_reloads_its_block(tmp_path):
     restarts = [r for r in records(out / "ray.jsonl") if r["event"] == "worker_restart"]
     assert len(restarts) == 1 and restarts[0]["old_pid"] == victim and restarts[0]["new_pid"] != victim
     assert restarts[0]["worker"] == 1 and restarts[0]["reloaded_from"].startswith("chunk_")
+    assert [(e["event"], e["member"], e["env_step"]) for e in records(out / "lineage.jsonl")
+            if e["event"] == "reinit"] == [("reinit", 0, 400)]
     reloads = [e for e in records(out / "lineage.jsonl") if e["event"] == "block_reload"]
     assert sorted(e["member"] for e in reloads) == [2, 3]
     assert all(e["restored_env_step"] >= 800 for e in reloads)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["ray"]["restarts"] == 1 and summary["lineage_events"]["block_reload"] == 2
+    assert summary["ray"]["restarts"] == 1 and summary["lineage_events"] == {"block_reload": 2, "reinit": 1}
     assert all(m["final_return"] is not None for m in summary["members"])
     # the reloaded members lost at most the steps since the checkpoint; the others ran the whole run
     assert summary["env_steps_per_member"] == 4000

@@ -8,7 +8,6 @@ from populax.runtime import prepare
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"env": "HalfCheetah-v5"}, "--executor ray: runs compiled (gymnax, brax:) environments only so far"),
     ({"workers": 9}, "--workers 9: more workers than members (--pop 8)"),
     ({"workers": 0}, "--workers must be >= 1"),
     ({"worker_cpus": 0.0}, "--worker-cpus must be > 0"),
@@ -27,3 +26,13 @@ def test_ray_backend_splits_members_into_contiguous_blocks():
 
     assert [b.tolist() for b in block_members(8, 2)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert [b.tolist() for b in block_members(7, 3)] == [[0, 1, 2], [3, 4], [5, 6]]
+
+
+def test_memory_check_counts_one_block_per_node_on_a_cluster(tmp_path, monkeypatch):
+    """A local Ray instance's blocks share this host's memory: the whole population counts; on a cluster
+    (``--ray-address``) each worker's node holds one block, and the driver none: one block counts."""
+    monkeypatch.setenv("POPULAX_DEVICE_MEMORY", "20M")  # 4 members need ~30 MiB (twice their state), a block ~15
+    settings = dict(executor="ray", pop=4, workers=2, buffer_size=100_000)
+    with pytest.raises(ConfigError, match="4 members"):
+        prepare(TrainConfig(out=str(tmp_path / "local"), **settings))
+    prepare(TrainConfig(out=str(tmp_path / "cluster"), ray_address="127.0.0.1:6390", **settings))

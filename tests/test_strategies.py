@@ -100,7 +100,8 @@ def test_exploit_copies_whole_member_and_explores_within_bounds(tmp_path):
     # chunk 0 of 2 at step 500 = ready_interval: a round is due. Member 1 is the worst, 2 the best.
     returns = np.array([-500.0, -900.0, -100.0, -300.0])
     before = population
-    after, _, events = strategy.update(population, before, returns, metrics, chunk=0)
+    edits, _, events = strategy.update(population, returns, metrics, chunk=0)
+    after = setup.backend.apply_edits(population, before, edits)
     assert [(e["member"], e["source"], e["event"]) for e in events] == [(1, 2, "exploit")]
     assert leaves_equal(select_member(after.agent, 1), select_member(before.agent, 2))
     assert leaves_equal(select_member(after.agent, 0), select_member(before.agent, 0))
@@ -141,9 +142,8 @@ def test_pbt_lineage_is_reproducible_and_bounded(tmp_path):
 
 
 def test_buffer_rewind_drops_the_last_transitions_and_keeps_the_rest():
-    """A failed member's buffer loses the chunk's transitions; older ones it did not overwrite move to the front."""
-    capacity = 8
-
+    """A failed member's buffer (capacity 8) loses the chunk's transitions; older ones it did not overwrite
+    move to the front."""
     def after(values, position, size):
         data = Transition(*(jnp.asarray(values, jnp.float32) for _ in range(5)))
         return ReplayBuffer(data=data, position=jnp.int32(position), size=jnp.int32(size))

@@ -93,6 +93,14 @@ class DvDOptions:
     """States of the shared batch the members' actions (embeddings) are taken on."""
     jitter: float = 1e-4
     """Added to the kernel's diagonal: keeps log det finite for identical actors."""
+    critics: str = "shared"
+    """shared (one twin critic for the population, trained on the shared replay) or per-member (each member
+    its own twin critic, trained on its own batches of the shared replay, with its own hyperparameters)."""
+
+    @property
+    def per_member_critics(self) -> bool:
+        """Whether every member trains its own critic (``critics: per-member``)."""
+        return self.critics == "per-member"
 
 
 _TRUE = ("1", "true", "yes", "on")

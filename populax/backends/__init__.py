@@ -8,14 +8,17 @@ behind this small interface:
 ``chunk_steps``, ``num_chunks``     env steps per member per chunk (one evaluation
                                     period), and chunks in the run
 ``init_population(keys, hparams)``  every member's initial :class:`Member`
-``init_agents(keys, hparams)``      fresh agent states for some members (re-init)
 ``start(population, extra)``        open envs / threads (``extra``: a checkpoint's)
-``advance(population, chunk, stop)`` -> (population, per-member train metrics); may end
-                                    early when ``stop()`` (host: after a block)
+``advance(population, chunk, stop)`` -> (population, per-member train metrics, with
+                                    ``finite``: the member's state has no NaN/Inf); may
+                                    end early when ``stop()`` (host: after a block)
 ``evaluate(population, chunk)``     -> per-member mean return of fresh episodes
-``members_changed(population, m, e)`` a strategy edited members ``m`` with lineage events
-                                    ``e`` (host: re-publish; Ray: push to the blocks)
-``gather(population)``              the complete members (Ray: fetch what workers hold)
+``apply_edits(population, prev, e)`` -> population after a strategy's ``MemberEdits``, applied
+                                    where the members live (``runtime.member.apply_edits``;
+                                    host: then re-publish; Ray: on each worker, copies
+                                    between blocks worker to worker)
+``gather(population, experience)``  the complete members, replay buffers only with
+                                    ``experience`` (Ray: fetched from the workers)
 ``take_events()``                   lineage events of the backend itself since the last
                                     call (Ray: a worker restarted, its block reloaded)
 ``extra_state()``                   what a checkpoint holds beyond the members
@@ -30,8 +33,9 @@ behind this small interface:
   with one batched acting call per step, a learner inserts blocks and runs
   compiled update chunks.
 * ``ray`` (``backends/cluster``): ``--executor ray``; Ray actors each hold a
-  block of members and run the compiled backend's chunk on it; only agent
-  states and metrics come back per chunk (buffers and env states stay).
+  block of members and run the compiled backend's chunk on it; per chunk only
+  step counts, hyperparameters, metrics and returns come back; member states
+  move only for copies between blocks, checkpoints and the final result.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from populax.runtime.member import Member
+from populax.runtime.member import Member, MemberEdits
 
 
 class Backend(Protocol):
@@ -53,8 +57,6 @@ class Backend(Protocol):
 
     def init_population(self, keys: Any, hparams: Any) -> Member: ...
 
-    def init_agents(self, keys: Any, hparams: Any) -> Any: ...
-
     def start(self, population: Member, extra: Any = None) -> None: ...
 
     def advance(self, population: Member, chunk: int,
@@ -62,9 +64,9 @@ class Backend(Protocol):
 
     def evaluate(self, population: Member, chunk: int) -> np.ndarray: ...
 
-    def members_changed(self, population: Member, mask: np.ndarray, events: list[dict] = ()) -> None: ...
+    def apply_edits(self, population: Member, previous: Member, edits: MemberEdits) -> Member: ...
 
-    def gather(self, population: Member) -> Member: ...
+    def gather(self, population: Member, experience: bool = True) -> Member: ...
 
     def take_events(self) -> list[dict]: ...
 

@@ -4,16 +4,41 @@ DvD-TD3 uses TD3's (``populax.agents.td3.TD3HParams``). CEM-RL's differ in
 defaults (the reference code's: learning rates 1e-3, policy delay 1) and have
 no exploration noise: its members act with their sampled actors as they are.
 The shared critic reads its settings (critic learning rate, gamma, tau,
-target noise, delay) from member 0; per member are the actor learning rate
-and tau of its actor's target.
+target noise, delay) from member 0, so per-member values of the critic-only
+ones are refused (``check_shared_hparams``); per member are the actor learning
+rate, the tau of its actor's target (and DvD's exploration noise). DvD-TD3
+with per-member critics honours every critic setting per member except the
+delay (the actors take their joint step together).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 from flax import struct
 
 from populax.agents.base import Array
-from populax.hparams import hparam
+from populax.errors import ConfigError
+from populax.hparams import cli_name, hparam
+
+SHARED_CRITIC_SETTINGS = ("lr_critic", "gamma", "target_noise", "noise_clip", "delay")
+"""Hyperparameters only member 0's value of is used with one shared critic (tau is per member too: actor targets)."""
+
+
+def check_shared_hparams(hparams: Any, algo: str, options: Any) -> None:
+    """Refuse per-member values of a setting the population reads from member 0 alone (ConfigError naming it)."""
+    own = getattr(options, "per_member_critics", False)
+    for name in ("delay",) if own else SHARED_CRITIC_SETTINGS:
+        values = np.asarray(getattr(hparams, name))
+        if not np.any(values != values[0]):
+            continue
+        if name == "delay":
+            why = "the actors step together, every `delay` critic steps"
+        else:
+            why = f"{algo}'s one critic reads member 0's" + (" (or set --algo-opt.critics per-member)"
+                                                            if algo == "dvd-td3" else "")
+        raise ConfigError(f"--hp.{cli_name(name)}: give one value for the whole population; {why}")
 
 
 @struct.dataclass

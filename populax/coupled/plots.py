@@ -42,6 +42,13 @@ def plot_cem(records: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("CEM-RL: the distribution's mean vs its best sample, per generation")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
+    save(fig, path)
+
+
+def save(fig: Any, path: Path) -> None:
+    """Write ``fig`` to ``path`` and free it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -71,9 +78,7 @@ def plot_dvd(records: list[dict[str, Any]], path: Path) -> None:
     bottom.grid(alpha=0.3)
     bottom.legend(loc="best", fontsize=8)
     fig.suptitle("DvD-TD3: population diversity and the diversity weight")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def write_coupled_plots(records: list[dict[str, Any]], out: Path) -> None:

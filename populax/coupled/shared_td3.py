@@ -4,6 +4,10 @@ The critic is trained on batches drawn from the union of the members'
 replay buffers (the *shared replay*); its TD target uses the target actor of
 the member each batch belongs to, masked out when that actor is not finite,
 so one diverged member never poisons the critic the others learn from.
+DvD-TD3 can instead give every member its own twin critic
+(``--algo-opt.critics per-member``): it then lives in the member's
+``ActorState.critic``, so a diverged critic fails (and re-initialises) only
+its own member.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class ActorState:
     actor_opt: optax.OptState
     updates: jax.Array
     """Actor gradient steps taken in this slot."""
+    critic: Any = None
+    """This member's own twin critic (``CriticState``; DvD-TD3 with per-member critics), else None."""
 
 
 @struct.dataclass
@@ -60,10 +66,13 @@ def make_nets(obs_dim: int, action_size: int, hidden: tuple[int, ...]) -> Nets:
                 jnp.zeros((1, obs_dim)), jnp.zeros((1, action_size)))
 
 
-def init_actor(nets: Nets, key: jax.Array) -> ActorState:
-    """A fresh actor, its target and a fresh Adam state."""
-    actor = nets.actor.init(key, nets.obs0)
-    return actor_state(actor, jnp.zeros((), jnp.int32))
+def init_actor(nets: Nets, key: jax.Array, own_critic: bool = False) -> ActorState:
+    """A fresh actor, its target and a fresh Adam state; with ``own_critic`` also a fresh twin critic."""
+    if not own_critic:
+        return actor_state(nets.actor.init(key, nets.obs0), jnp.zeros((), jnp.int32))
+    actor_key, critic_key = jax.random.split(key)
+    state = actor_state(nets.actor.init(actor_key, nets.obs0), jnp.zeros((), jnp.int32))
+    return state.replace(critic=init_critic(nets, critic_key))
 
 
 def actor_state(actor: dict, updates: jax.Array) -> ActorState:
@@ -100,6 +109,11 @@ def finite_rows(transition: Transition) -> Transition:
 def first_member(stacked: Any) -> Any:
     """Member 0's slice (the shared critic reads its settings from member 0's hyperparameters)."""
     return jax.tree.map(lambda x: x[0], stacked)
+
+
+def stack_one(tree: Any) -> Any:
+    """``tree`` with a leading axis of one (a single batch or target actor, as ``critic_step`` takes K of them)."""
+    return jax.tree.map(lambda x: x[None], tree)
 
 
 def critic_step(nets: Nets, state: CriticState, batches: Transition, target_actors: dict, key: jax.Array,
@@ -142,8 +156,8 @@ def actors_step(actors: ActorState, grads: dict, lr: jax.Array, tau: jax.Array) 
 
     def one(state: ActorState, grad: dict, lr: jax.Array, tau: jax.Array) -> ActorState:
         actor, opt = adam_step(state.actor, grad, state.actor_opt, lr, OPTIMIZER)
-        return ActorState(actor=actor, actor_target=polyak(state.actor_target, actor, tau), actor_opt=opt,
-                          updates=state.updates + 1)
+        return state.replace(actor=actor, actor_target=polyak(state.actor_target, actor, tau), actor_opt=opt,
+                             updates=state.updates + 1)
 
     return jax.vmap(one)(actors, grads, lr, tau)
 

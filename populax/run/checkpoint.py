@@ -218,6 +218,9 @@ def restore(path: Path, template: Any) -> Checkpoint:
     )
     if "shared" not in saved and hasattr(host_template, "shared"):  # written before coupled algorithms existed
         saved["shared"] = serialization.to_state_dict(host_template.shared)
+    agent = saved.get("agent")
+    if isinstance(agent, dict) and "critic" not in agent and getattr(host_template.agent, "critic", 0) is None:
+        agent["critic"] = None  # a coupled actor written before DvD's per-member critics (none then)
     if saved.get("experience") is None and getattr(host_template, "experience", None) is not None:
         saved["experience"] = serialization.to_state_dict(host_template.experience)
     try:

@@ -3,12 +3,13 @@
 One chunk, read top to bottom::
 
     previous            = what failure handling restores (a copy; no buffers' transitions)
-    population, metrics = backend.advance(population, chunk)   # compiled chunk, or host blocks; in place
+    population, metrics = backend.advance(population, chunk)   # compiled chunk, host blocks, Ray blocks;
+                                                               # in place; metrics["finite"] per member
     returns             = backend.evaluate(population, chunk)  # fresh episodes per member
-    metrics["finite"]   = every agent leaf finite, per member
     log (metrics.jsonl, TensorBoard), progress
-    population, events  = strategy.update(...)                 # failures, PBT/PB2 rounds
-    backend.members_changed(population, edited members, events)
+    edits, events       = strategy.update(...)                 # failures, PBT/PB2 rounds: decided on
+                                                               # returns and hyperparameters
+    population          = backend.apply_edits(population, previous, edits)  # where the members live
     checkpoint(backend.gather(population) + backend.extra_state() + strategy state), when due
 
 The driver knows nothing of the backend beyond that interface
@@ -41,7 +42,7 @@ from populax.run.compile_clock import CompileClock
 from populax.run.config import TrainConfig
 from populax.run.logging import RunLogger
 from populax.run.report import write_report
-from populax.runtime.member import Member, finite_population, kept_before_chunk, member_steps
+from populax.runtime.member import Member, kept_before_chunk, member_steps
 from populax.runtime.setup import RunSetup, create_run_dir, init_population, prepare
 from populax.strategies import make_strategy
 from populax.strategies.plots import write_lineage_plot
@@ -52,7 +53,8 @@ class TrainResult:
     """What :func:`train` returns."""
 
     population: Member
-    """Final stacked state of every member (parameters, buffers, hyperparameters...)."""
+    """Final stacked state of every member (parameters, buffers, hyperparameters...); under ``--executor ray``
+    with ``--no-save-buffer`` without the replay buffers (they stay on the workers)."""
     returns: np.ndarray
     """Final evaluation return per member."""
     run_dir: Path
@@ -153,7 +155,6 @@ def run(
                     progress.compile_s, progress.first_step_s = clock.compile_s, clock.first_step_s or 0.0
                 else:
                     population, metrics = backend.advance(population, chunk, should_stop)
-                strategy.record(backend.take_events())  # e.g. a Ray worker restarted and its block reloaded
                 if member_steps(population) < (chunk + 1) * setup.chunk_steps:
                     # A backend that stopped inside the chunk (host: after a block): checkpoint where it stands.
                     progress.env_steps = member_steps(population)
@@ -162,16 +163,16 @@ def run(
                     interrupted = True
                     break
                 returns = backend.evaluate(population, chunk)
-                metrics = {**metrics, "finite": finite_population(population)}
+                strategy.record(backend.take_events())  # e.g. a Ray worker restarted and its block reloaded
                 if progress.first_chunk_s is None:
                     progress.first_chunk_s = time.perf_counter() - chunk_start
                 progress.env_steps = member_steps(population)
                 progress.best_return = float(np.nanmax(returns)) if np.isfinite(returns).any() else -math.inf
                 log_chunk(logger, population, metrics, returns, progress.env_steps, time.perf_counter() - begin)
                 # After logging, so each record pairs a return with the hyperparameters that produced it.
-                population, returns, events = strategy.update(population, previous, returns, metrics, chunk)
-                if events:
-                    backend.members_changed(population, edited_members(events, config.pop), events)
+                edits, returns, events = strategy.update(population, returns, metrics, chunk)
+                population = backend.apply_edits(population, previous, edits)
+                strategy.record(backend.take_events())  # what happened while the edits were applied
                 interrupted = stop.requested and chunk < setup.num_chunks - 1
                 if chunk == setup.num_chunks - 1 or stop.requested or policy.due(chunk):
                     save_run_checkpoint(setup, population, chunk, progress, returns, strategy,
@@ -181,7 +182,8 @@ def run(
                     on_chunk(progress)
                 if interrupted:
                     break
-        population = backend.gather(population)
+        # Ray: the members from the workers (the last checkpoint's gather); buffers only with --save-buffer.
+        population = backend.gather(population, experience=config.save_buffer)
     finally:
         backend.stop()
         logger.close()
@@ -195,13 +197,6 @@ def run(
         write_lineage_plot(setup.run_dir)
     write_report(setup.run_dir)
     return TrainResult(population=population, returns=returns, run_dir=setup.run_dir, summary=summary)
-
-
-def edited_members(events: list[dict], pop: int) -> np.ndarray:
-    """Mask of the members a strategy's events changed."""
-    mask = np.zeros(pop, bool)
-    mask[[event["member"] for event in events]] = True
-    return mask
 
 
 def save_run_checkpoint(setup: RunSetup, population: Member, chunk: int, progress: Progress, returns: np.ndarray,
@@ -222,7 +217,8 @@ def save_run_checkpoint(setup: RunSetup, population: Member, chunk: int, progres
         "config_hash": config_hash(setup.run_dir),
     }
     config = setup.config
-    return save_checkpoint(setup.run_dir, setup.backend.gather(population), chunk=chunk, manifest=manifest, strategy=strategy.state_dict(),
+    population = setup.backend.gather(population, experience=config.save_buffer)
+    return save_checkpoint(setup.run_dir, population, chunk=chunk, manifest=manifest, strategy=strategy.state_dict(),
                            save_buffer=config.save_buffer, keep=config.keep_checkpoints,
                            extra=setup.backend.extra_state())
 

@@ -34,6 +34,7 @@ declared by each algorithm (``Algorithm.policy_fields``), never guessed.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Any
 
@@ -216,6 +217,137 @@ def freeze(population: Member, kept: Member, frozen: np.ndarray, refill: int,
     back = where_members(frozen, small(kept), small(population))
     back = back.replace(env_steps=population.env_steps, shared=population.shared, experience=population.experience)
     return drop_chunk_transitions(back, kept, frozen if rewind is None else rewind, refill)
+
+
+@struct.dataclass
+class MemberEdits:
+    """What a strategy decided for the members' states after one chunk, in member indices.
+
+    The strategy decides on returns and hyperparameters (which the driver
+    holds); the states it edits live wherever the backend keeps them: the
+    driver's population (compiled, host) or a Ray worker's block, each
+    applying :func:`apply_edits` to its own members. Applied in this order:
+    rollback, re-initialisation, copies, hyperparameters, freeze.
+    """
+
+    hparams: Any
+    """Every member's hyperparameters after the edits (copied from sources, explored)."""
+    rollback: np.ndarray
+    """bool [N]: members that failed in the chunk; their experience and envs go back to before it."""
+    reinit: np.ndarray
+    """int [R]: members whose agents are re-initialised (fresh networks and optimizer states)."""
+    reinit_keys: Any
+    """[R] keys of the fresh agents, or None when R = 0."""
+    targets: np.ndarray
+    """int [C]: members that take a copy of another member's state (PBT exploit)."""
+    sources: np.ndarray
+    """int [C]: the member each target copies."""
+    whole: np.ndarray
+    """bool [C]: the copy takes the whole agent (a failed target), not only ``policy_fields``."""
+    frozen: np.ndarray
+    """bool [N]: members put back to their state before the chunk (independent, --on-failure freeze)."""
+    policy_fields: tuple[str, ...] | None = struct.field(pytree_node=False, default=None)
+    """Agent fields a policy-only copy takes (None: every copy takes the whole agent)."""
+    copy_experience: bool = struct.field(pytree_node=False, default=False)
+    """Copies take their source's replay buffer too (``--pbt-copy-buffer``)."""
+    refill: int = struct.field(pytree_node=False, default=0)
+    """Transitions a rolled-back member's buffer must hold before it learns again (max(batch, learning_starts))."""
+
+    @property
+    def copy_fields(self) -> tuple[str, ...] | None:
+        """Agent fields the copies need from their sources: all (None) when any copy takes the whole agent."""
+        return None if bool(np.any(self.whole)) else self.policy_fields
+
+    def edited(self) -> np.ndarray:
+        """bool [N]: members whose state or hyperparameters the edits change."""
+        mask = np.asarray(self.rollback, bool) | np.asarray(self.frozen, bool)
+        mask[np.asarray(self.reinit, int)] = True
+        mask[np.asarray(self.targets, int)] = True
+        return mask
+
+
+def no_edits(hparams: Any, pop: int, policy_fields: tuple[str, ...] | None = None,
+             copy_experience: bool = False, refill: int = 0) -> MemberEdits:
+    """Edits that change nothing: every member keeps its state and ``hparams``."""
+    none = np.zeros(0, np.int64)
+    return MemberEdits(hparams=hparams, rollback=np.zeros(pop, bool), reinit=none, reinit_keys=None, targets=none,
+                       sources=none, whole=np.zeros(0, bool), frozen=np.zeros(pop, bool),
+                       policy_fields=policy_fields, copy_experience=copy_experience, refill=refill)
+
+
+def take_rows(stacked: Any, index: Any) -> Any:
+    """Members ``index`` of a stacked pytree."""
+    return jax.tree.map(lambda x: x[index], stacked)
+
+
+def set_rows(stacked: Any, index: Any, rows: Any) -> Any:
+    """``stacked`` with members ``index`` replaced by ``rows`` (stacked over ``index``)."""
+    return jax.tree.map(lambda all_, new: all_.at[index].set(new), stacked, rows)
+
+
+def agent_part(agent: Any, fields: tuple[str, ...] | None) -> Any:
+    """The agent state with only ``fields`` (the others None), or whole when ``fields`` is None."""
+    if fields is None:
+        return agent
+    return agent.replace(**{f.name: None for f in dataclasses.fields(agent) if f.name not in fields})
+
+
+def copy_sources(population: Member, index: Any, fields: tuple[str, ...] | None, experience: bool) -> Member:
+    """What a copy takes from members ``index``: agent (or its ``fields``), observation statistics,
+    and with ``experience`` the replay buffer; nothing else (a Member whose other fields are None)."""
+    return Member(agent=agent_part(take_rows(population.agent, index), fields),
+                  hparams=None, obs_stats=take_rows(population.obs_stats, index),
+                  experience=take_rows(population.experience, index) if experience else None,
+                  env=None, env_steps=None, learn_from=None, key=None)
+
+
+def copy_rows(population: Member, edits: MemberEdits, rows: Member) -> Member:
+    """Targets take their sources' ``rows`` (from :func:`copy_sources`, stacked over the copies): the whole
+    agent or its policy fields, observation statistics, and the buffer with ``copy_experience``."""
+    targets, whole = jnp.asarray(edits.targets), np.asarray(edits.whole, bool)
+    agent = population.agent
+    if whole.any():
+        agent = set_rows(agent, targets[whole], take_rows(rows.agent, np.flatnonzero(whole)))
+    if (~whole).any():
+        part = np.flatnonzero(~whole)
+        agent = agent.replace(**{name: set_rows(getattr(agent, name), targets[~whole],
+                                                take_rows(getattr(rows.agent, name), part))
+                                 for name in edits.policy_fields})
+    experience = population.experience
+    if edits.copy_experience and experience is not None:  # only the copied rows, in the donated buffers
+        experience = _set_rows_in_place(experience, targets, rows.experience)
+    return population.replace(agent=agent, obs_stats=set_rows(population.obs_stats, targets, rows.obs_stats),
+                              experience=experience)
+
+
+@partial(jax.jit, donate_argnums=0)
+def _set_rows_in_place(stacked: Any, index: jax.Array, rows: Any) -> Any:
+    return set_rows(stacked, index, rows)
+
+
+def apply_edits(population: Member, kept: Member, edits: MemberEdits, init_agents: Any,
+                rows: Member | None = None) -> Member:
+    """The members after a strategy's ``edits`` (see :class:`MemberEdits`), written once for every backend.
+
+    ``kept``: :func:`kept_before_chunk` of the members before the chunk (rollback, freeze);
+    ``init_agents(keys, hparams)``: fresh agent states (re-initialisation); ``rows``: the copies' source
+    states when they live elsewhere (a Ray block copying from another block), else taken from ``population``.
+    """
+    failed = np.asarray(edits.rollback, bool)
+    if failed.any():
+        population = rollback_data(population, kept, failed, edits.refill)
+    if np.size(edits.reinit):
+        fresh = init_agents(edits.reinit_keys, take_rows(edits.hparams, jnp.asarray(edits.reinit)))
+        population = reinitialise(population, fresh, np.asarray(edits.reinit))
+    if np.size(edits.targets):
+        if rows is None:
+            rows = copy_sources(population, jnp.asarray(edits.sources), edits.copy_fields, edits.copy_experience)
+        population = copy_rows(population, edits, rows)
+    population = population.replace(hparams=edits.hparams)
+    frozen = np.asarray(edits.frozen, bool)
+    if frozen.any():  # a member rolled back this chunk has lost the chunk's transitions already
+        population = freeze(population, kept, frozen, edits.refill, rewind=frozen & ~failed)
+    return population
 
 
 @jax.jit

@@ -17,6 +17,8 @@ import jax
 import yaml
 
 from populax.agents import Algorithm, get_algorithm
+from populax.agents.options import resolve_options
+from populax.coupled.hparams import check_shared_hparams
 from populax.envs.host_envs import resolve_env
 from populax.envs.jax_envs import gymnax_ids
 from populax.errors import ConfigError
@@ -101,11 +103,15 @@ def prepare(config: TrainConfig) -> RunSetup:
     if algorithm.coupled and config.strategy != "independent":
         raise ConfigError(f"--strategy: {config.algo} couples its members itself (shared critic); "
                           f"allowed: independent (got {config.strategy})")
-    # Before anything is allocated: N members' replay buffers must fit (shapes only, nothing is built);
-    # under Ray each worker holds its own block.
-    shards = config.workers if config.executor == "ray" else executor_shards(config.executor, config.pop)
+    if algorithm.coupled:
+        check_shared_hparams(hparams, config.algo, resolve_options(algorithm.options, config.algo_options, config.algo))
+    # Before anything is allocated: N members' replay buffers must fit (shapes only, nothing is built).
+    # Under Ray each worker holds its own block (the driver none); the blocks share one memory only on a
+    # local CPU instance (this host's RAM): on a cluster's nodes or one GPU per worker, one block counts.
+    ray = config.executor == "ray"
+    shards = config.workers if ray else executor_shards(config.executor, config.pop)
     check_population_fits(backend.init_population, member_keys(config.seed, config.pop), hparams, shards=shards,
-                          donated=in_place(config))
+                          donated=in_place(config), separate_memories=ray and bool(config.ray_address or config.worker_gpus))
     if run_dir.exists() and not config.force:
         raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
     return RunSetup(config, algorithm, backend, specs, hparams, dims, ready, run_dir)
@@ -113,8 +119,9 @@ def prepare(config: TrainConfig) -> RunSetup:
 
 def in_place(config: TrainConfig) -> bool:
     """Whether a chunk updates the population's state in place (donated): not when a Python loop runs the
-    members one by one (``sequential``: the stacked input lives on), nor in a Ray worker (keeps its block)."""
-    return config.executor not in ("sequential", "ray")
+    members one by one (``sequential``: the stacked input lives on). A Ray worker's block is updated in place
+    (the worker keeps ``kept_before_chunk`` of it, as the driver does)."""
+    return config.executor != "sequential"
 
 
 def create_run_dir(setup: RunSetup) -> None:

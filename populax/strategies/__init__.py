@@ -25,8 +25,8 @@ from populax.strategies.runner import (
 def make_strategy(setup: Any, run_dir: Path | None = None) -> PopulationStrategy:
     """The strategy of a validated ``RunSetup`` (``populax.runtime.setup``); its lineage goes to ``run_dir``.
 
-    Re-initialisation draws fresh agent states from the backend's ``init_agents``
-    (only the agents of the failed members: no buffers or envs are allocated).
+    The strategy decides; the backend applies its edits where the members live
+    (re-initialisation: the backend's ``init_agents``, only the failed members' agents).
     """
     return PopulationStrategy(
         config=setup.config,
@@ -34,7 +34,6 @@ def make_strategy(setup: Any, run_dir: Path | None = None) -> PopulationStrategy
         ready_interval=setup.ready_interval,
         num_chunks=setup.num_chunks,
         total_steps=setup.num_chunks * setup.chunk_steps,
-        init_agents=setup.backend.init_agents,
         hparams=setup.hparams,
         run_dir=run_dir,
         policy_fields=setup.algorithm.policy_fields,

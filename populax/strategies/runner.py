@@ -1,8 +1,10 @@
 """The host side of a population strategy, called once per chunk after evaluation.
 
-``PopulationStrategy.update(population, previous, returns, metrics, chunk)``
-returns the (possibly edited) population, the returns to report and the
-lineage events of this chunk. Per chunk, top to bottom::
+``PopulationStrategy.update(population, returns, metrics, chunk)`` returns
+the edits to make to the members' states (``runtime.member.MemberEdits``,
+applied by the backend where the states live), the returns to report and the
+lineage events of this chunk. It reads only what the driver holds of the
+members (hyperparameters, step counts). Per chunk, top to bottom::
 
     failed   = members whose parameters (the driver's `finite` flag), losses
                or evaluation return are NaN/Inf; their envs are rolled back
@@ -15,8 +17,8 @@ lineage events of this chunk. Per chunk, top to bottom::
     every event -> lineage.jsonl
 
 Members are edited only through the declared layout of ``populax.runtime.member``
-(exploit, rollback, re-initialise, freeze), so the same code serves off-policy
-and on-policy members on every backend.
+(``apply_edits``: rollback, re-initialise, copy, freeze), so the same code serves
+off-policy and on-policy members on every backend, Ray blocks included.
 
 Every random draw comes from ``fold_in(fold_in(key(seed), 4), chunk)``, so the
 same seed gives the same lineage. All bookkeeping (fitness windows, schedules,
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ import numpy as np
 
 from populax.errors import ConfigError
 from populax.hparams import cli_name, member_hparams
+from populax.population import copy_members
 from populax.runtime import member as layout
 from populax.strategies import independent, pb2, pbt
 from populax.strategies.space import Dim, from_unit, get_values, set_values, to_unit
@@ -104,21 +106,17 @@ class PopulationStrategy:
         ready_interval: int,
         num_chunks: int,
         total_steps: int,
-        init_agents: Callable[[jax.Array, Any], Any],
         hparams: Any,
         run_dir: Path | None,
         policy_fields: tuple[str, ...] | None = None,
     ):
-        """``init_agents(keys, hparams)`` returns fresh agent states stacked over the given members
-        (for re-initialisation); ``policy_fields`` are the agent fields ``--pbt-copy policy`` copies
-        (None: the whole agent)."""
+        """``policy_fields`` are the agent fields ``--pbt-copy policy`` copies (None: the whole agent)."""
         self.config = config
         self.policy_fields = policy_fields
         self.dims = dims
         self.ready_interval = ready_interval
         self.num_chunks = num_chunks
         self.total_steps = total_steps
-        self.init_agents = init_agents
         self.path = None if run_dir is None else Path(run_dir) / "lineage.jsonl"
         pop = config.pop
         self.history: list[list[float]] = [[] for _ in range(pop)]
@@ -160,15 +158,19 @@ class PopulationStrategy:
     # -- the per-chunk hook ---------------------------------------------------------------
 
     def update(
-        self, population: Any, previous: Any, returns: np.ndarray, metrics: dict[str, Any], chunk: int
-    ) -> tuple[Any, np.ndarray, list[dict]]:
-        """Apply the strategy after ``chunk``'s evaluation; see the module docstring."""
+        self, population: Any, returns: np.ndarray, metrics: dict[str, Any], chunk: int
+    ) -> tuple[layout.MemberEdits, np.ndarray, list[dict]]:
+        """Decide after ``chunk``'s evaluation (see the module docstring): the edits to the members' states
+        (applied by the backend where they live), the returns to report and the lineage events.
+
+        Reads only what the driver holds of the members: their hyperparameters and step counts.
+        """
         returns = np.array(returns, np.float64, copy=True)
         env_step = int(np.max(np.asarray(population.env_steps)))
         frozen = np.asarray(self.frozen, bool)
         failed = detect_failures(metrics, returns) & ~frozen
-        if failed.any():
-            population = layout.rollback_data(population, previous, failed, self.refill)
+        edits = layout.no_edits(population.hparams, self.config.pop, self.policy_fields,
+                                self.config.pbt_copy_buffer, self.refill).replace(rollback=failed)
         for i in np.flatnonzero(~failed & ~frozen):
             self.history[i].append(float(returns[i]))
             if self.baseline[i] is None:
@@ -176,43 +178,39 @@ class PopulationStrategy:
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.config.seed), STRATEGY_KEY), chunk)
         select_key, explore_key, reinit_key = jax.random.split(key, 3)
         if self.config.strategy == "independent":
-            population, returns, events = self._independent(population, previous, returns, failed, env_step, reinit_key)
+            edits, returns, events = self._independent(edits, returns, failed, env_step, reinit_key)
         else:
             ready = pbt.is_ready(env_step, self.ready_interval) and chunk < self.num_chunks - 1
             events = []
             if ready or failed.any():
-                population, events = self._exploit_explore(
-                    population, returns, failed, ready, env_step, select_key, explore_key
-                )
+                edits, events = self._exploit_explore(edits, returns, failed, ready, env_step, select_key, explore_key)
         self._write(events)
-        return population, returns, events
+        return edits, returns, events
 
-    def _independent(self, population, previous, returns, failed, env_step, key):
+    def _independent(self, edits, returns, failed, env_step, key):
         events = []
         members = np.flatnonzero(failed)
         if members.size and self.config.on_failure == "reinit":
-            keys = jax.random.split(key, self.config.pop)[members]
-            hparams = jax.tree.map(lambda x: x[members], population.hparams)
-            population = layout.reinitialise(population, self.init_agents(keys, hparams), members)
+            edits = edits.replace(reinit=members, reinit_keys=jax.random.split(key, self.config.pop)[members])
             for i in members:
                 self.history[i] = []
         for i in members:
             if self.config.on_failure == "freeze":
                 self.frozen[i] = True
-            hp = member_hparams(population.hparams, int(i))
+            hp = member_hparams(edits.hparams, int(i))
             events.append(self._event(self.config.on_failure, env_step, i, None, hp, hp, returns[i], None))
         frozen = np.asarray(self.frozen, bool)
         if frozen.any():
-            population = layout.freeze(population, previous, frozen, self.refill, rewind=frozen & ~failed)
+            edits = edits.replace(frozen=frozen)
             for i in np.flatnonzero(frozen):  # report the last finite evaluation of a frozen member
                 returns[i] = self.history[i][-1] if self.history[i] else math.nan
-        return population, returns, events
+        return edits, returns, events
 
-    def _exploit_explore(self, population, returns, failed, ready, env_step, select_key, explore_key):
+    def _exploit_explore(self, edits, returns, failed, ready, env_step, select_key, explore_key):
         pop = self.config.pop
         fitness = np.asarray([pbt.window_mean(h, self.config.fitness_window) for h in self.history])
         fitness[failed] = -math.inf
-        values = get_values(population.hparams, self.dims)
+        values = get_values(edits.hparams, self.dims)
         if ready:
             self.rounds += 1
             if self.config.strategy == "pb2":
@@ -222,31 +220,25 @@ class PopulationStrategy:
             fitness, n_bottom, pbt.fraction_count(self.config.pbt_top, pop), select_key
         )
         if replaced.size == 0:
-            return population, []
-        old_hp = [member_hparams(population.hparams, int(i)) for i in replaced]
+            return edits, []
+        old_hp = [member_hparams(edits.hparams, int(i)) for i in replaced]
         # A failed member takes its source's whole agent even under --pbt-copy policy: its own
         # critics are NaN too, and would poison the copied actor at the next update.
-        broken = failed[replaced]
-        if broken.any():
-            population = pbt.exploit(population, pbt.sources_vector(pop, replaced[broken], sources[broken]), None,
-                                     self.config.pbt_copy_buffer)
-        if (~broken).any():
-            fields = self.policy_fields if self.config.pbt_copy == "policy" else None
-            population = pbt.exploit(population, pbt.sources_vector(pop, replaced[~broken], sources[~broken]), fields,
-                                     self.config.pbt_copy_buffer)
+        whole = failed[replaced] | (self.config.pbt_copy != "policy" or self.policy_fields is None)
+        hparams = copy_members(edits.hparams, pbt.sources_vector(pop, replaced, sources))
         if self.dims:
-            new_values = self._explore(values[sources], explore_key)
-            population = population.replace(hparams=set_values(population.hparams, self.dims, replaced, new_values))
+            hparams = set_values(hparams, self.dims, replaced, self._explore(values[sources], explore_key))
+        edits = edits.replace(hparams=hparams, targets=replaced, sources=sources, whole=whole)
         events = []
         for i, src, old in zip(replaced, sources, old_hp):
             i, src = int(i), int(src)
-            new = member_hparams(population.hparams, i)
+            new = member_hparams(hparams, i)
             kind = "replace_failed" if failed[i] else "exploit"
             events.append(self._event(kind, env_step, i, src, old, new, fitness[i], fitness[src]))
             self.history[i] = []
             self.baseline[i] = float(fitness[src])
             self.schedules[i] = [*self.schedules[src], {"env_step": env_step, "hparams": new}]
-        return population, events
+        return edits, events
 
     def _explore(self, values: np.ndarray, key: jax.Array) -> np.ndarray:
         """New hyperparameters for copies whose sources had ``values``."""

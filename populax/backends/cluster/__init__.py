@@ -9,17 +9,25 @@ progress and checkpoints, and sees this backend through the same interface as
 the others (``populax.backends``). What crosses the network:
 
 =========================  =========================================================
-per chunk                  each member's light fields back to the driver (agent
-                           state, hyperparameters, observation stats, counters,
-                           keys) and its metrics; replay buffers and env states
-                           stay on the workers
-per exploit / re-init      the edited members' light fields to their worker; with
-                           ``--pbt-copy-buffer`` the source's buffer from its worker
-per checkpoint             every block whole, to the driver (which writes it)
+per chunk                  to the driver: each member's step count,
+                           hyperparameters, train metrics, ``finite`` flag and
+                           evaluation return (a few hundred bytes per member); no
+                           member state (agents, buffers, env states stay)
+per strategy round         the strategy decides on the driver (returns,
+                           hyperparameters); each worker applies the edits to its
+                           own block (``runtime.member.apply_edits``: rollback and
+                           re-initialisation from its own copy from before the
+                           chunk); only a copy whose source is in another block
+                           moves a member state, once per (source, target block),
+                           worker to worker through Ray's object store (the driver
+                           routes the reference)
+per checkpoint             every block whole, to the driver (which writes it);
+                           replay buffers only with ``--save-buffer``
 =========================  =========================================================
 
-Every transfer is counted in ``RUN/ray.jsonl`` (bytes, milliseconds) and
-summed in summary.json. A worker process that dies is restarted by Ray
+Every transfer is counted in ``RUN/ray.jsonl`` (bytes, milliseconds; one
+``chunk`` record per chunk with its ``member_state_bytes``) and summed in
+summary.json. A worker process that dies is restarted by Ray
 (``max_restarts``); its block reloads from the run's last checkpoint (or its
 initial state before the first one) and the chunk is run again on it; the
 restart goes to ray.jsonl and one ``block_reload`` event per member to
@@ -36,26 +44,28 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from populax.agents import Algorithm
-from populax.backends.cluster.worker import BlockWorker, from_wire, light, take_rows, to_wire, wire_bytes
-from populax.backends.compiled import eval_keys, make_compiled_backend
+from populax.backends.cluster.worker import BlockWorker, concat_members, driver_view, from_wire, to_wire, wire_bytes
+from populax.backends.compiled import make_compiled_backend
 from populax.envs.host_envs import EnvChoice
 from populax.errors import ConfigError
 from populax.hparams import member_hparams
 from populax.population import vmap_executor
 from populax.run.config import TrainConfig, config_to_dict
-from populax.runtime.member import Member, member_steps
+from populax.runtime.member import Member, MemberEdits, member_steps, take_rows
 from populax.strategies.plots import read_jsonl
 
 MAX_RESTARTS = 3
 """Times Ray restarts one worker before the run gives up."""
 RESTART_WAIT_S = 300.0
 """Longest wait for a restarted worker to answer."""
-FAILURE_KINDS = ("replace_failed", "reinit")
-"""Lineage events of members that failed in the chunk: their buffers and envs roll back on the worker."""
+
+
+def block_extra(extra: Any, members: np.ndarray) -> Any:
+    """A block's rows of a checkpoint's extra state (host: collector keys, one row per member), or None."""
+    return None if extra is None else {name: np.asarray(value)[members] for name, value in extra.items()}
 
 
 def block_members(pop: int, workers: int) -> list[np.ndarray]:
@@ -68,9 +78,6 @@ def check_ray_config(config: TrainConfig, algorithm: Algorithm, choice: EnvChoic
     if algorithm.coupled:
         raise ConfigError(f"--executor ray: {config.algo} couples its members (state shared by all of them), "
                           "which blocks on separate workers cannot share; use another executor")
-    if choice.kind == "gymnasium":
-        raise ConfigError(f"--executor ray: runs compiled (gymnax, brax:) environments only so far; {config.env!r} "
-                          "is a host environment (use --executor auto)")
     if config.workers > config.pop:
         raise ConfigError(f"--workers {config.workers}: more workers than members (--pop {config.pop})")
     if config.strategy == "independent" and config.on_failure == "freeze":
@@ -79,11 +86,6 @@ def check_ray_config(config: TrainConfig, algorithm: Algorithm, choice: EnvChoic
         import ray  # noqa: F401
     except ImportError:
         raise ConfigError("--executor ray: Ray is not installed; pip install 'populax[ray]'") from None
-
-
-def concat_members(parts: list[Any]) -> Any:
-    """Stack blocks (pytrees with a leading member axis) back into one population."""
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
 
 
 class Traffic:
@@ -103,26 +105,27 @@ class Traffic:
                 file.write(json.dumps(record) + "\n")
 
     def totals(self) -> dict[str, dict[str, float]]:
-        """Count, bytes and seconds by kind over the whole run (every session of it, redone work included)."""
+        """Count, bytes, member-state bytes and seconds by kind over the whole run (every session of it, redone
+        work included)."""
         totals: dict[str, dict[str, float]] = {}
         for record in read_jsonl(self.path):
             if "bytes" in record:
-                total = totals.setdefault(record["event"], {"count": 0, "bytes": 0, "seconds": 0.0})
+                total = totals.setdefault(record["event"], {"count": 0, "bytes": 0, "member_state_bytes": 0,
+                                                            "seconds": 0.0})
                 total["count"] += 1
                 total["bytes"] += record["bytes"]
+                total["member_state_bytes"] += record.get("member_state_bytes", 0)
                 total["seconds"] += record["ms"] / 1000
         return totals
 
 
 class RayBackend:
-    """Blocks of members on Ray actors, each running the compiled backend (see the module docstring)."""
+    """Blocks of members on Ray actors, each running the compiled or host backend (see the module docstring)."""
 
-    kind = "compiled"
-
-    def __init__(self, config: TrainConfig, algorithm: Algorithm, env_id: str, run_dir: Path | None):
-        self.config = config
-        # On the driver only for what needs no training: shapes, fresh agents (re-init), `populax eval`.
-        self.local = make_compiled_backend(config, algorithm, env_id, vmap_executor)
+    def __init__(self, config: TrainConfig, local: Any, run_dir: Path | None):
+        """``local``: the backend of the whole run on the driver, used only for what needs no training
+        (shapes, ``populax eval``, ``--video``); the workers build their own for their blocks."""
+        self.config, self.local, self.kind = config, local, local.kind
         self.chunk_steps, self.num_chunks = self.local.chunk_steps, self.local.num_chunks
         self.blocks = block_members(config.pop, config.workers)
         self.block_of = np.concatenate([np.full(len(b), i) for i, b in enumerate(self.blocks)])
@@ -134,6 +137,14 @@ class RayBackend:
         self.template: Any = None
         self.initial: tuple[Any, Any] | None = None
         self.population: Member | None = None
+        """The driver's members (step counts, hyperparameters) before the current chunk."""
+        self.chunk = -1
+        self.results: dict[str, float] = {"bytes": 0, "advance_ms": 0.0}
+        """What the current chunk brought back to the driver (advance and evaluation)."""
+        self.version = 0
+        """Counts changes of the blocks (chunks, edits, reloads): a gather is reused while it stays the same."""
+        self.gathered: tuple[int, bool, Member] | None = None
+        self.extra: Any = None
 
     # -- Ray: connect, start the workers, survive their deaths ----------------------------
 
@@ -225,13 +236,15 @@ class RayBackend:
             if not checkpoint.manifest.get("buffer_saved", True) and rows.experience is not None:
                 rows = refill_point(self.config, rows)
             source, restored_step, hparams = checkpoint.path.name, checkpoint.manifest["env_step"], rows.hparams
-            ray.get(self.workers[block].load_block.remote(to_wire(rows)))
+            extra = block_extra(checkpoint.extra, members)
+            ray.get(self.workers[block].load_block.remote(to_wire(rows), extra))
         else:  # before the first checkpoint: the block's initial state
             keys, initial_hparams = self.initial
             hparams = take_rows(initial_hparams, members)
             ray.get(self.workers[block].init_block.remote(to_wire(keys[members]), to_wire(hparams)))
             source, restored_step = "init", 0
         self._write_pids()
+        self.version += 1
         self.traffic.note({"event": "worker_restart", "worker": block, "error": type(error).__name__,
                            "old_pid": old_pid, "new_pid": self.pids[block], "reloaded_from": source,
                            "restored_env_step": restored_step, "members": [int(m) for m in members],
@@ -249,7 +262,7 @@ class RayBackend:
     # -- what the driver calls -------------------------------------------------------------
 
     def init_population(self, keys: jax.Array, hparams: Any) -> Member:
-        """Each worker initialises its own block; the driver gets the light fields.
+        """Each worker initialises its own block; the driver gets step counts and hyperparameters.
 
         Under ``jax.eval_shape`` (a checkpoint's template) this is the local,
         abstract initialisation: no worker is involved.
@@ -260,11 +273,7 @@ class RayBackend:
         self.initial = (keys, hparams)
         self._start_workers()
         parts = self._call_all("init_block", [(to_wire(keys[m]), to_wire(take_rows(hparams, m))) for m in self.blocks])
-        return concat_members([from_wire(part) for part in parts])
-
-    def init_agents(self, keys: jax.Array, hparams: Any) -> Any:
-        """Fresh agent states (re-initialisation), made on the driver and pushed by ``members_changed``."""
-        return self.local.init_agents(keys, hparams)
+        return driver_view(*concat_members([from_wire(part) for part in parts]))
 
     def start(self, population: Member, extra: Any = None) -> None:
         """Start the workers; a resumed run's whole members (from its checkpoint) go to their blocks."""
@@ -275,85 +284,130 @@ class RayBackend:
             self.template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), population)
             begin = time.perf_counter()
             rows = [to_wire(take_rows(population, members)) for members in self.blocks]
-            ray.get([worker.load_block.remote(part) for worker, part in zip(self.workers, rows)])
-            self.traffic.log("load_blocks", sum(map(wire_bytes, rows)), time.perf_counter() - begin)
+            ray.get([worker.load_block.remote(part, block_extra(extra, members))
+                     for worker, part, members in zip(self.workers, rows, self.blocks)])
+            self.traffic.log("load_blocks", sum(map(wire_bytes, rows)), time.perf_counter() - begin,
+                             member_state_bytes=sum(map(wire_bytes, rows)))
+            self.version += 1
         self._write_pids()
 
     def advance(self, population: Member, chunk: int, should_stop: Any = None) -> tuple[Member, dict[str, Any]]:
-        """One compiled chunk on every block at once; the light fields and metrics come back."""
-        self.population = population
+        """One compiled chunk on every block at once; step counts, hyperparameters and metrics come back."""
+        self.population, self.chunk, self.version = population, chunk, self.version + 1
         begin = time.perf_counter()
-        parts = self._call_all("advance", [()] * len(self.workers))
-        seconds = time.perf_counter() - begin
-        self.traffic.log("chunk", sum(wire_bytes(p) for p in parts), seconds, chunk=chunk)
-        population = concat_members([from_wire(block) for block, _ in parts])
-        metrics = {name: np.concatenate([np.asarray(m[name]) for _, m in parts]) for name in parts[0][1]}
-        return population, metrics
+        parts = self._call_all("advance", [(chunk,)] * len(self.workers))
+        self.results = {"bytes": sum(map(wire_bytes, parts)), "advance_ms": 1000 * (time.perf_counter() - begin)}
+        env_steps, hparams, metrics = concat_members([from_wire(part) for part in parts])
+        return driver_view(env_steps, hparams), {name: np.asarray(value) for name, value in metrics.items()}
 
     def evaluate(self, population: Member, chunk: int) -> np.ndarray:
         """Each block evaluates its members with their share of the run's evaluation keys."""
-        keys = eval_keys(self.config.seed, chunk, self.config.pop)
-        parts = self._call_all("evaluate", [(to_wire(keys[members]),) for members in self.blocks])
-        return np.concatenate([np.asarray(p) for p in parts])
+        parts = self._call_all("evaluate", [(chunk,)] * len(self.workers))
+        returns = np.concatenate([np.asarray(p) for p in parts])
+        self.results["bytes"] += returns.nbytes
+        return returns
 
-    def members_changed(self, population: Member, mask: np.ndarray, events: list[dict] = ()) -> None:
-        """Push edited members' light fields to their blocks; failed ones roll their buffers and envs back;
-        with ``--pbt-copy-buffer`` a source's buffer is fetched from its worker first."""
-        source_of = {e["member"]: e["source"] for e in events}
-        failed = {e["member"] for e in events if e["event"] in FAILURE_KINDS}
-        buffers = self._source_buffers(source_of) if self.config.pbt_copy_buffer else {}
-        calls, begin = [], time.perf_counter()  # (block, edit arguments)
-        for block, members in enumerate(self.blocks):
-            edited = [int(m) for m in members if mask[m]]
-            if not edited:
-                continue
-            local = [int(np.flatnonzero(members == m)[0]) for m in edited]
-            rows = to_wire(take_rows(light(population), np.asarray(edited)))
-            copied = None
-            if buffers and all(m in buffers for m in edited):
-                copied = to_wire(concat_members([from_wire(buffers[m]) for m in edited]))
-            rollback = [i for i, m in zip(local, edited) if m in failed]
-            calls.append((block, (local, rows, rollback, copied)))
-            per_member = wire_bytes(rows) // len(edited)
-            for m in edited:
-                source = source_of.get(m)
-                self.traffic.log("member_push", per_member + (wire_bytes(buffers[m]) if m in buffers else 0), 0.0,
-                                 member=m, source=source, worker=block,
-                                 cross_block=source is not None and int(self.block_of[source]) != block)
-        self._call_all("edit", [a for _, a in calls], [b for b, _ in calls], retry=False)
-        self.traffic.note({"event": "edits_applied", "members": int(mask.sum()),
-                           "ms": round(1000 * (time.perf_counter() - begin), 3)})
+    def apply_edits(self, population: Member, previous: Member, edits: MemberEdits) -> Member:
+        """Each worker applies the strategy's edits to its own block (``BlockWorker.edit``).
 
-    def _source_buffers(self, source_of: dict[int, int | None]) -> dict[int, Any]:
-        """Each copying member's source replay buffer, fetched from the source's worker."""
-        wanted = [(m, s) for m, s in source_of.items() if s is not None]
-        blocks = [int(self.block_of[s]) for _, s in wanted]
-        local = [int(np.flatnonzero(self.blocks[b] == s)[0]) for b, (_, s) in zip(blocks, wanted)]
-        rows = self._call_all("rows", [([i], "experience") for i in local], blocks)
-        return {m: row for (m, _), row in zip(wanted, rows)}
+        A copy whose source lives in another block takes the source's state
+        straight from that worker: the driver asks the source worker to
+        ``export`` the rows (once per source and target block) and hands the
+        object reference to the target worker, which Ray resolves from the
+        object store; the rows never pass through the driver. One ``chunk``
+        record per chunk goes to ray.jsonl with the bytes of member state
+        moved (0 without copies between blocks), one ``member_copy`` record
+        per export.
+        """
+        population = population.replace(hparams=edits.hparams)
+        begin, edited = time.perf_counter(), edits.edited()
+        pushed, exports, sizes = 0, [], []
+        if edited.any():
+            calls = []  # (target block, edit arguments); every export is submitted before any edit
+            for block, members in enumerate(self.blocks):
+                if edited[members].any():
+                    arguments, block_exports = self._block_edit(edits, block)
+                    calls.append((block, arguments))
+                    exports += block_exports
+                    pushed += wire_bytes(arguments[0])
+            received = self._call_all("edit", [a for _, a in calls], [b for b, _ in calls], retry=False)
+            sizes = [n for got in received if got is not None for n in got]
+            for (source_block, target_block, sources), nbytes in zip(exports, sizes):
+                self.traffic.log("member_copy", nbytes, 0.0, chunk=self.chunk, sources=sources,
+                                 from_worker=source_block, to_worker=target_block, member_state_bytes=nbytes)
+            self.version += 1
+        copied = sum(sizes)
+        self.traffic.log("chunk", self.results["bytes"] + pushed, self.results["advance_ms"] / 1000, chunk=self.chunk,
+                         member_state_bytes=copied, edited=int(edited.sum()),
+                         edit_ms=round(1000 * (time.perf_counter() - begin), 3))
+        return population
 
-    def gather(self, population: Member) -> Member:
-        """Whole members from every block (checkpoints, the run's result); counted as ``gather`` traffic."""
+    def _block_edit(self, edits: MemberEdits, block: int) -> tuple[tuple, list[tuple[int, int, list[int]]]]:
+        """Worker ``block``'s share of ``edits`` (local indices) and the exports its copies need.
+
+        Returns the ``edit`` call's arguments (edits, local sources, each copy's
+        row among local then imported sources, the export references) and
+        (source block, target block, global source members) per export.
+        """
+        members = self.blocks[block]
+        first = int(members[0])  # blocks are contiguous
+        mine = np.isin(edits.targets, members)
+        targets, sources = np.asarray(edits.targets)[mine], np.asarray(edits.sources)[mine]
+        reinit = np.isin(edits.reinit, members)
+        local = edits.replace(
+            hparams=take_rows(edits.hparams, members), rollback=edits.rollback[members],
+            reinit=np.asarray(edits.reinit)[reinit] - first,
+            reinit_keys=None if not reinit.any() else edits.reinit_keys[np.flatnonzero(reinit)],
+            targets=targets - first, sources=sources - first, whole=np.asarray(edits.whole)[mine],
+            frozen=edits.frozen[members],
+        )
+        order = [int(s) for s in dict.fromkeys(sources.tolist()) if self.block_of[s] == block]
+        refs, exports = [], []
+        for source_block in sorted({int(self.block_of[s]) for s in sources} - {block}):
+            wanted = [int(s) for s in dict.fromkeys(sources.tolist()) if self.block_of[s] == source_block]
+            start = int(self.blocks[source_block][0])
+            refs.append(self.workers[source_block].export.remote([s - start for s in wanted], local.copy_fields,
+                                                                 local.copy_experience))
+            exports.append((source_block, block, wanted))
+            order += wanted
+        index = [order.index(int(s)) for s in sources]
+        return (to_wire(local), [s - first for s in order if self.block_of[s] == block], index, *refs), exports
+
+    def gather(self, population: Member, experience: bool = True) -> Member:
+        """Whole members from every block (checkpoints, the run's result), replay buffers only with
+        ``experience``; fetched once per state of the blocks (the last checkpoint's gather serves the result)."""
         if population.env is not None:
             return population
+        cached = self.gathered
+        if cached is not None and cached[0] == self.version and (cached[1] or not experience):
+            return cached[2]
         begin = time.perf_counter()
-        parts = self._call_all("gather", [()] * len(self.workers))
-        self.traffic.log("gather", sum(map(wire_bytes, parts)), time.perf_counter() - begin)
-        return concat_members([from_wire(part) for part in parts])
+        parts = self._call_all("gather", [(experience,)] * len(self.workers))
+        nbytes = sum(wire_bytes(block) for block, _ in parts)
+        self.traffic.log("gather", nbytes, time.perf_counter() - begin, chunk=self.chunk, experience=experience,
+                         member_state_bytes=nbytes)
+        gathered = concat_members([from_wire(block) for block, _ in parts])
+        extras = [extra for _, extra in parts]
+        self.extra = None if extras[0] is None else concat_members(extras)
+        self.gathered = (self.version, experience, gathered)
+        return gathered
 
     def take_events(self) -> list[dict]:
         """Lineage events since the last call: one ``block_reload`` per member of a restarted worker."""
         events, self.events = self.events, []
         return events
 
-    def extra_state(self) -> None:
-        """The members hold everything."""
-        return None
+    def extra_state(self) -> Any:
+        """The blocks' extra state of the last ``gather`` (host: every member's collector keys; compiled: None)."""
+        return self.extra
 
     def stop(self) -> None:
-        """End the workers; a Ray instance this run started is shut down, a cluster's is left running."""
+        """End the workers (host blocks close their envs first); a Ray instance this run started is shut down,
+        a cluster's is left running."""
         import ray
 
+        if self.workers:
+            ray.wait([worker.stop.remote() for worker in self.workers], num_returns=len(self.workers), timeout=30)
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
         self.workers = []
@@ -376,18 +430,22 @@ class RayBackend:
 
     def member_returns(self, member: Member, member_index: int, chunk: int, episodes: int,
                        seed: int | None = None) -> np.ndarray:
-        """As the compiled backend (on the driver)."""
+        """As the run's backend on one machine (on the driver)."""
         return self.local.member_returns(member, member_index, chunk, episodes, seed)
 
     def member_actor(self, member: Member) -> Any:
-        """As the compiled backend (on the driver)."""
+        """As the run's backend on one machine (on the driver)."""
         return self.local.member_actor(member)
 
 
 def make_ray_backend(config: TrainConfig, algorithm: Algorithm, choice: EnvChoice, run_dir: Path | None) -> RayBackend:
     """The Ray backend of a validated configuration (ConfigError for what it does not run)."""
     check_ray_config(config, algorithm, choice)
-    return RayBackend(config, algorithm, choice.env_id, run_dir)
+    if choice.kind == "gymnasium":
+        from populax.backends.host import make_host_backend
+
+        return RayBackend(config, make_host_backend(config, algorithm, choice.env_id, vmap_executor), run_dir)
+    return RayBackend(config, make_compiled_backend(config, algorithm, choice.env_id, vmap_executor), run_dir)
 
 
 __all__ = ["RayBackend", "block_members", "make_ray_backend"]

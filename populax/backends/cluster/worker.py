@@ -1,11 +1,14 @@
-"""One Ray worker: a block of members and the compiled backend's chunk program over it.
+"""One Ray worker: a block of members and its backend (compiled, or host for Gymnasium/ALE) over it.
 
 The worker is a plain class; ``populax.backends.cluster`` wraps it with
 ``ray.remote``. It holds its block whole (agents, replay buffers, env states,
-keys) between calls and answers with what the driver needs: the *light*
-fields of its members (agent, hyperparameters, observation statistics,
-counters, keys) after a chunk, evaluation returns, or the whole block for a
-checkpoint. Arrays travel as numpy; typed PRNG keys as :class:`WireKey`.
+keys, and ``kept_before_chunk`` of it: the chunk updates the block in place) between calls and answers with
+what the driver needs: step counts, hyperparameters and metrics after a
+chunk, evaluation returns; member states leave it only as copy sources for
+other blocks (``export``, straight to the other worker) and for checkpoints
+(``gather``). The strategy's edits are applied here, with the same function
+as on one machine (``runtime.member.apply_edits``). Arrays travel as numpy;
+typed PRNG keys as :class:`WireKey`.
 """
 
 from __future__ import annotations
@@ -19,10 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from populax.runtime.member import Member
-
-HEAVY_FIELDS = ("experience", "env")
-"""What stays on the worker between chunks: replay buffers and env states (the bulk of a member)."""
+from populax.runtime.member import Member, MemberEdits, copy_sources, kept_before_chunk, take_rows
 
 
 @dataclass
@@ -58,39 +58,32 @@ def wire_bytes(tree: Any) -> int:
     return int(sum((x.data if isinstance(x, WireKey) else np.asarray(x)).nbytes for x in leaves))
 
 
-def light(population: Member) -> Member:
-    """The members without their replay buffers and env states (what the driver holds)."""
-    return population.replace(**dict.fromkeys(HEAVY_FIELDS))
+def driver_view(env_steps: Any, hparams: Any) -> Member:
+    """What the driver holds of Ray members: step counts and hyperparameters (the states stay on the workers)."""
+    return Member(agent=None, hparams=hparams, obs_stats=None, experience=None, env=None, env_steps=env_steps,
+                  learn_from=None, key=None)
 
 
-def set_rows(stacked: Any, index: np.ndarray, rows: Any) -> Any:
-    """``stacked`` with members ``index`` replaced by ``rows`` (stacked over ``index``)."""
-    return jax.tree.map(lambda all_, new: all_.at[index].set(new), stacked, rows)
-
-
-def take_rows(stacked: Any, index: np.ndarray) -> Any:
-    """Members ``index`` of a stacked pytree."""
-    return jax.tree.map(lambda x: x[index], stacked)
+def concat_members(parts: list[Any]) -> Any:
+    """Stack blocks (pytrees with a leading member axis) back into one population."""
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
 
 
 class BlockWorker:
     """A block of members (global indices ``members``) trained with the compiled backend of ``config``."""
 
     def __init__(self, config: dict, members: list[int]):
-        """``config``: the run's settings (``config_to_dict``); the block runs with executor ``auto``."""
+        """``config``: the run's settings (``config_to_dict``); the block runs on the backend its environment
+        picks (compiled or host) with executor ``auto``, as members ``members`` of the whole run."""
         from populax.agents import get_algorithm
-        from populax.backends.compiled import make_compiled_backend
-        from populax.envs.host_envs import resolve_env
-        from populax.envs.jax_envs import gymnax_ids
-        from populax.population import make_executor
         from populax.run.config import build_config
+        from populax.runtime.setup import make_backend
 
         run_config = build_config([config])
         self.members = np.asarray(members)
         block_config = dataclasses.replace(run_config, pop=len(members), executor="auto")
-        env_id = resolve_env(run_config.env, gymnax_ids()).env_id
-        self.backend = make_compiled_backend(block_config, get_algorithm(run_config.algo), env_id,
-                                             make_executor("auto", len(members)))
+        self.backend = make_backend(block_config, get_algorithm(run_config.algo))
+        self.backend.run_block(int(members[0]), run_config.pop)
         self.block: Member | None = None
         self.previous: Member | None = None
 
@@ -98,52 +91,63 @@ class BlockWorker:
         """This worker's process id (fault tests kill it)."""
         return os.getpid()
 
-    def init_block(self, keys: Any, hparams: Any) -> Member:
-        """Initialise the block's members from their keys and hyperparameters; return their light fields."""
-        self.block = self.backend.init_population(from_wire(keys), from_wire(hparams))
-        self.previous = self.block
-        return to_wire(light(self.block))
+    def init_block(self, keys: Any, hparams: Any) -> tuple[Any, Any]:
+        """Initialise the block's members from their keys and hyperparameters; return their step counts
+        and hyperparameters."""
+        self._take(self.backend.init_population(from_wire(keys), from_wire(hparams)))
+        return to_wire((self.block.env_steps, self.block.hparams))
 
-    def load_block(self, block: Any) -> None:
-        """Take whole members (a checkpoint's rows) as the block."""
-        self.block = from_wire(block)
-        self.previous = self.block
+    def load_block(self, block: Any, extra: Any = None) -> None:
+        """Take whole members (a checkpoint's rows) as the block; ``extra``: the backend's part of the
+        checkpoint for them (host: collector keys)."""
+        self._take(from_wire(block), extra)
 
-    def advance(self) -> tuple[Member, dict]:
-        """One compiled chunk of the block; the light fields and the chunk's metrics."""
-        self.previous = self.block  # a failed member's buffers and envs roll back to these
-        self.block, metrics = self.backend.advance(self.block, 0)
-        return to_wire(light(self.block)), to_wire(metrics)
+    def _take(self, block: Member, extra: Any = None) -> None:
+        self.backend.stop()  # a host block's envs are opened again for the new members
+        self.block, self.previous = block, kept_before_chunk(block)
+        self.backend.start(block, extra)
 
-    def evaluate(self, keys: Any) -> np.ndarray:
-        """Evaluation returns of the block; member i's episodes from ``keys[i]``."""
-        return self.backend.evaluate_with_keys(self.block, from_wire(keys))
+    def advance(self, chunk: int) -> tuple[Any, Any, dict]:
+        """Chunk ``chunk`` of the block; its step counts, hyperparameters and the chunk's metrics
+        (``finite`` among them): no member state leaves the worker."""
+        # What failure handling restores, as the driver of one machine keeps it (the chunk updates the block in place).
+        self.previous = kept_before_chunk(self.block)
+        self.block, metrics = self.backend.advance(self.block, chunk)
+        return to_wire((self.block.env_steps, self.block.hparams, metrics))
 
-    def rows(self, index: list[int], field: str) -> Any:
-        """Field ``field`` of the block's members ``index`` (local), e.g. a copy source's replay buffer."""
-        return to_wire(take_rows(getattr(self.block, field), np.asarray(index)))
+    def evaluate(self, chunk: int) -> np.ndarray:
+        """Evaluation returns of the block after ``chunk`` (the run's keys or env seeds for these members)."""
+        return np.asarray(self.backend.evaluate(self.block, chunk))
 
-    def edit(self, index: list[int], light_rows: Member, rollback: list[int], experience: Any = None) -> None:
-        """Apply the driver's edits to local members ``index``.
+    def export(self, index: list[int], fields: tuple[str, ...] | None, experience: bool) -> Member:
+        """What copies in other blocks take from local members ``index`` (``runtime.member.copy_sources``)."""
+        return to_wire(copy_sources(self.block, np.asarray(index), fields, experience))
 
-        ``light_rows``: their new light fields (exploit, explore, re-init);
-        ``rollback``: members whose buffers and envs go back to before the chunk
-        (they failed in it); ``experience``: copied replay buffers for ``index``
-        (``--pbt-copy-buffer``), or None.
+    def edit(self, edits: MemberEdits, local_sources: list[int], index: list[int], *imported: Member) -> list[int]:
+        """Apply a strategy's ``edits`` (local member indices) to the block with ``runtime.member.apply_edits``.
+
+        Rollback and freeze use the worker's own copy of the block from before
+        the chunk (``kept_before_chunk``). A copy's source is row ``index[c]`` of: this
+        block's members ``local_sources``, then the ``imported`` rows (other
+        workers' ``export``, resolved by Ray from the object store). Returns
+        the bytes of each imported part (what crossed between workers).
         """
-        index = np.asarray(index)
-        block = self.block
-        if rollback:
-            back = np.asarray(rollback)
-            block = block.replace(**{name: set_rows(getattr(block, name), back, take_rows(getattr(self.previous, name), back))
-                                     for name in HEAVY_FIELDS})
-        rows = from_wire(light_rows)
-        block = block.replace(**{name: set_rows(getattr(block, name), index, getattr(rows, name))
-                                 for name in ("agent", "hparams", "obs_stats")})
-        if experience is not None:
-            block = block.replace(experience=set_rows(block.experience, index, from_wire(experience)))
-        self.block = block
+        edits = from_wire(edits)
+        rows = None
+        if np.size(edits.targets):
+            parts = [copy_sources(self.block, np.asarray(local_sources, int), edits.copy_fields,
+                                  edits.copy_experience), *map(from_wire, imported)]
+            rows = take_rows(concat_members(parts), np.asarray(index, int))
+        self.block = self.backend.apply_edits(self.block, self.previous, edits, rows)
+        return [wire_bytes(part) for part in imported]
 
-    def gather(self) -> Member:
-        """The whole block (for a checkpoint or the run's result)."""
-        return to_wire(self.block)
+    def gather(self, experience: bool) -> tuple[Member, Any]:
+        """The whole block (a checkpoint, the run's result), the replay buffers only with ``experience``,
+        and the backend's extra state (host: collector keys; compiled: None)."""
+        block = self.block if experience else self.block.replace(experience=None)
+        extra = self.backend.extra_state()
+        return to_wire(block), None if extra is None else {k: np.asarray(v) for k, v in extra.items()}
+
+    def stop(self) -> None:
+        """Close the block's environments (host) before the worker ends."""
+        self.backend.stop()

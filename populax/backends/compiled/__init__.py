@@ -23,7 +23,7 @@ from populax.coupled import mean_policy_summary
 from populax.envs.jax_envs import JaxEnv, describe_action, make_jax_env
 from populax.population import donated, init_members, quiet_donation
 from populax.run.config import TrainConfig
-from populax.runtime.member import Member, without_shared
+from populax.runtime.member import Member, MemberEdits, apply_edits, finite_population, without_shared
 
 EVAL_KEY = 3
 """fold_in constant of the evaluation keys (1: hparams, 2: init, 4: strategy)."""
@@ -58,6 +58,13 @@ class CompiledBackend:
             self._train_chunk = executor(self.program.train_chunk, donate=donate)
             self._init = init_members(self.program.init)
         self.last_metrics: dict[str, Any] = {}
+        self.place = (0, config.pop)
+        """(first member, run's population): the members this backend runs within the run (see ``run_block``)."""
+
+    def run_block(self, first_member: int, run_pop: int) -> None:
+        """Run members ``first_member``.. of a run of ``run_pop`` (a Ray worker's block): their evaluations
+        draw the run's keys for those members, as the whole run on one machine would."""
+        self.place = (first_member, run_pop)
 
     # -- what the driver calls -------------------------------------------------------------
 
@@ -75,24 +82,24 @@ class CompiledBackend:
     def advance(self, population: Member, chunk: int,
                 should_stop: Callable[[], bool] | None = None) -> tuple[Member, dict[str, Any]]:
         """One compiled chunk: ``chunk_steps`` env steps and their updates for every member (one XLA call:
-        a stop request is honoured after it)."""
+        a stop request is honoured after it); ``metrics["finite"]``: each member's state is free of NaN/Inf."""
         with quiet_donation():
             population, metrics = self._train_chunk(population)
         self.last_metrics = metrics
-        return population, metrics
+        return population, {**metrics, "finite": finite_population(population)}
 
     def evaluate(self, population: Member, chunk: int) -> np.ndarray:
         """Mean return of ``eval_episodes`` fresh episodes per member (keys from the seed and chunk)."""
-        return self.evaluate_with_keys(population, eval_keys(self.config.seed, chunk, self.config.pop))
-
-    def evaluate_with_keys(self, population: Member, keys: jax.Array) -> np.ndarray:
-        """Mean evaluation return per member, member i's episodes drawn from ``keys[i]`` (a Ray block's share)."""
+        first, run_pop = self.place
+        keys = eval_keys(self.config.seed, chunk, run_pop)[first:first + self.config.pop]
         return np.asarray(self._evaluate(without_shared(population), keys))
 
-    def members_changed(self, population: Member, mask: np.ndarray, events: list[dict] = ()) -> None:
-        """Nothing to do: the next chunk reads the edited members directly."""
+    def apply_edits(self, population: Member, previous: Member, edits: MemberEdits, rows: Member | None = None) -> Member:
+        """A strategy's edits, on the members the driver holds (the next chunk reads them directly); ``rows``:
+        copy sources from elsewhere (``runtime.member.apply_edits``)."""
+        return apply_edits(population, previous, edits, self.init_agents, rows)
 
-    def gather(self, population: Member) -> Member:
+    def gather(self, population: Member, experience: bool = True) -> Member:
         """The driver holds the members whole."""
         return population
 

@@ -32,6 +32,9 @@ DvD-TD3, one chunk = ``eval_every`` env steps, like TD3::
             critic step on one shared-replay batch per member (TD target: that member's target actor)
             every `delay` steps: the actors' joint step on  sum_i -Q(s, pi_i(s)) - lambda * log det K
     diversity (log det K, mean pairwise action distance) on a batch of states; bandit update -> next lambda
+
+With ``--algo-opt.critics per-member`` each member's batch trains its own
+critic (``ActorState.critic``, its own hyperparameters) and Q_i is its own.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ from populax.coupled.shared_td3 import (
     q_values,
     skip_or,
     soft_update_critic,
+    stack_one,
     union_sample,
 )
 from populax.envs.jax_envs import JaxEnv
@@ -113,13 +117,15 @@ def per_member(metrics: dict[str, jax.Array], pop: int) -> dict[str, jax.Array]:
             for name, value in metrics.items()}
 
 
-def member_init(nets: Nets, env: JaxEnv, buffer_size: int, envs: int, learning_starts: int):
-    """``(key, hparams) -> Member``: a fresh actor, an empty buffer shard, reset envs."""
+def member_init(nets: Nets, env: JaxEnv, buffer_size: int, envs: int, learning_starts: int,
+                own_critic: bool = False):
+    """``(key, hparams) -> Member``: a fresh actor (and critic, with ``own_critic``), an empty buffer shard,
+    reset envs."""
 
     def init(key: jax.Array, hparams: Any) -> Member:
         actor_key, env_key, key = jax.random.split(key, 3)
         buffer = buffer_init(example_transition(env.obs_shape, jnp.float32, env.action), buffer_size)
-        return new_member(init_actor(nets, actor_key), hparams, buffer, reset_envs(env, env_key, envs),
+        return new_member(init_actor(nets, actor_key, own_critic), hparams, buffer, reset_envs(env, env_key, envs),
                           learning_starts, key)
 
     return init
@@ -138,6 +144,22 @@ def noisy_act(nets: Nets):
         return jnp.clip(action + hparams.sigma * jax.random.normal(key, action.shape), -1.0, 1.0)
 
     return act
+
+
+def actor_functions(config: TrainConfig, env: JaxEnv, nets: Nets, own_critic: bool):
+    """(policy, evaluate, init_agent) of a coupled program's members: the deterministic actor, its mean
+    evaluation return, and a fresh member state (re-initialising a failed one)."""
+
+    def policy(state: ActorState, obs: jax.Array) -> jax.Array:
+        return nets.actor.apply(state.actor, obs)
+
+    def evaluate(member: Member, key: jax.Array) -> jax.Array:
+        return evaluate_policy(policy, member.agent, env, config.eval_episodes, key, config.eval_max_steps)
+
+    def init_agent(key: jax.Array, hparams: Any) -> ActorState:
+        return init_actor(nets, key, own_critic)
+
+    return policy, evaluate, init_agent
 
 
 def check_pop(config: TrainConfig) -> None:
@@ -208,9 +230,9 @@ def make_cemrl_steps(config: TrainConfig, nets: Nets, options: CEMRLOptions, gen
             critic, grads = carry
             batch_key, target_key = jax.random.split(jax.random.fold_in(key, index))
             batch = union_sample(population.experience, batch_key, config.batch_size)
-            target_actor = jax.tree.map(lambda x: x[index % n_grad][None], grads.actor_target)
-            critic, critic_loss, q_mean = critic_step(nets, critic, jax.tree.map(lambda x: x[None], batch),
-                                                      target_actor, target_key, hp0)
+            target_actor = jax.tree.map(lambda x: x[index % n_grad], grads.actor_target)
+            critic, critic_loss, q_mean = critic_step(nets, critic, stack_one(batch), stack_one(target_actor),
+                                                      target_key, hp0)
 
             def actor_steps(args):
                 critic, grads = args
@@ -260,9 +282,7 @@ def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions,
     steps = make_cemrl_steps(config, nets, options, schedule.chunk_steps)
     init_member = member_init(nets, env, min(config.buffer_size, config.total_steps), envs, config.learning_starts)
     env_iteration = make_env_iteration(deterministic_act(nets), env, schedule, store=finite_rows)
-
-    def policy(state: ActorState, obs: jax.Array) -> jax.Array:
-        return nets.actor.apply(state.actor, obs)
+    policy, evaluate, init_agent = actor_functions(config, env, nets, own_critic=False)
 
     def init_population(keys: jax.Array, hparams: Any) -> Member:
         members = init_members(init_member)(keys, hparams)
@@ -291,12 +311,6 @@ def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions,
         metrics.update(told, train_return=fitness, mean_policy_return=jnp.full((config.pop,), mean_return))
         return population.replace(shared=population.shared.replace(key=key)), metrics
 
-    def evaluate(member: Member, key: jax.Array) -> jax.Array:
-        return evaluate_policy(policy, member.agent, env, config.eval_episodes, key, config.eval_max_steps)
-
-    def init_agent(key: jax.Array, hparams: Any) -> ActorState:
-        return init_actor(nets, key)
-
     return schedule, PopulationProgram(init_population, init_agent, train_chunk, evaluate, policy)
 
 
@@ -307,7 +321,8 @@ def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions,
 class DvDShared:
     """DvD-TD3's population-level state."""
 
-    critic: CriticState
+    critic: CriticState | None
+    """The shared twin critic (None with per-member critics: they live in the members' ``ActorState``)."""
     bandit: dvd.Bandit
     lam: jax.Array
     """The diversity weight of the coming chunk."""
@@ -315,6 +330,12 @@ class DvDShared:
 
 
 LAMBDA_MODES = ("bandit", "schedule", "fixed")
+CRITIC_MODES = ("shared", "per-member")
+
+
+def own_critics(options: Any) -> bool:
+    """Whether every member trains its own critic (DvD-TD3's ``--algo-opt.critics per-member``)."""
+    return isinstance(options, DvDOptions) and options.per_member_critics
 
 
 def parse_arms(text: str) -> tuple[float, ...]:
@@ -328,15 +349,18 @@ def parse_arms(text: str) -> tuple[float, ...]:
     return arms
 
 
-def check_dvd_options(options: DvDOptions) -> tuple[float, ...]:
+def check_dvd_options(options: DvDOptions, batch_size: int) -> tuple[float, ...]:
     """Validate DvD's options; return the bandit's arms."""
     if options.lambda_mode not in LAMBDA_MODES:
         raise ConfigError(f"--algo-opt.lambda-mode: got {options.lambda_mode!r}; allowed: {', '.join(LAMBDA_MODES)}")
+    if options.critics not in CRITIC_MODES:
+        raise ConfigError(f"--algo-opt.critics: got {options.critics!r}; allowed: {', '.join(CRITIC_MODES)}")
     for name in ("bandwidth", "jitter"):
         if not getattr(options, name) > 0:
             raise ConfigError(f"--algo-opt.{name} must be > 0 (got {getattr(options, name)})")
-    if options.embedding_states < 1:
-        raise ConfigError(f"--algo-opt.embedding-states must be >= 1 (got {options.embedding_states})")
+    if not 1 <= options.embedding_states <= batch_size:  # the joint loss embeds the first states of a batch
+        raise ConfigError(f"--algo-opt.embedding-states must be in [1, --batch-size = {batch_size}] "
+                          f"(got {options.embedding_states})")
     if options.lambda_fixed < 0 or options.lambda_warmup < 0:
         raise ConfigError("--algo-opt.lambda-fixed and --algo-opt.lambda-warmup must be >= 0")
     return parse_arms(options.lambda_arms)
@@ -346,9 +370,10 @@ class DvDSteps(NamedTuple):
     """DvD-TD3's population-level steps, shared by both backends (the acting in between is theirs)."""
 
     init_shared: Any
-    """``(keys [P]) -> DvDShared``: a fresh critic, the bandit's priors, lambda 0."""
+    """``(keys [P]) -> DvDShared``: a fresh shared critic (if shared), the bandit's priors, lambda 0."""
     learn: Any
-    """``population -> (population, metrics)``: one critic step and (every `delay`) the actors' joint step."""
+    """``population -> (population, metrics)``: one critic step (the shared critic, or each member's own) and
+    (every `delay`) the actors' joint step."""
     finish: Any
     """``(population, train returns [P]) -> (population, metrics)``: diversity, bandit, next lambda."""
 
@@ -356,9 +381,10 @@ class DvDSteps(NamedTuple):
 def make_dvd_steps(config: TrainConfig, nets: Nets, options: DvDOptions) -> DvDSteps:
     """DvD-TD3's update and end-of-chunk steps (see the module docstring)."""
     check_pop(config)
-    arms = jnp.asarray(check_dvd_options(options), jnp.float32)
+    arms = jnp.asarray(check_dvd_options(options, config.batch_size), jnp.float32)
     pop = config.pop
     warmup = max(options.lambda_warmup, config.learning_starts)
+    own = own_critics(options)
 
     def embeddings(actors: dict, states: jax.Array) -> jax.Array:
         return jax.vmap(lambda actor: nets.actor.apply(actor, states))(actors)
@@ -375,7 +401,28 @@ def make_dvd_steps(config: TrainConfig, nets: Nets, options: DvDOptions) -> DvDS
     def init_shared(keys: jax.Array) -> DvDShared:
         critic_key, key = jax.random.split(jax.random.fold_in(keys[0], SHARED_KEY))
         bandit = dvd.bandit_init(len(arms))
-        return DvDShared(init_critic(nets, critic_key), bandit, next_lambda(bandit, jnp.int32(0)), key)
+        critic = None if own else init_critic(nets, critic_key)
+        return DvDShared(critic, bandit, next_lambda(bandit, jnp.int32(0)), key)
+
+    def critics_step(critic: CriticState | None, agent: ActorState, batches: Any, key: jax.Array, hp: Any):
+        """The shared critic's step on every member's batch, or each member's critic on its own batch.
+        Returns (shared critic, agent, critic steps taken, per-member loss, per-member mean Q)."""
+        if not own:
+            critic, loss, q_mean = critic_step(nets, critic, batches, agent.actor_target, key, first_member(hp))
+            return critic, agent, critic.updates, jnp.full((pop,), loss), jnp.full((pop,), q_mean)
+
+        def one(critic, batch, target_actor, key, hp):
+            return critic_step(nets, critic, stack_one(batch), stack_one(target_actor), key, hp)
+
+        critics, loss, q_mean = jax.vmap(one)(agent.critic, batches, agent.actor_target, jax.random.split(key, pop), hp)
+        # Members step in lockstep; a re-initialised member's counter restarts, the others' do not.
+        return critic, agent.replace(critic=critics), jnp.max(critics.updates), loss, q_mean
+
+    def soft_update(critic: CriticState | None, agent: ActorState, hp: Any):
+        """The critic targets' Polyak updates (each member's own tau with per-member critics)."""
+        if not own:
+            return soft_update_critic(critic, first_member(hp).tau), agent
+        return critic, agent.replace(critic=jax.vmap(soft_update_critic)(agent.critic, hp.tau))
 
     def learn(population: Member) -> tuple[Member, dict[str, jax.Array]]:
         shared: DvDShared = population.shared
@@ -386,29 +433,28 @@ def make_dvd_steps(config: TrainConfig, nets: Nets, options: DvDOptions) -> DvDS
         hp0 = first_member(hp)
 
         def update(carry):
-            critic, agent = carry
-            critic, critic_loss, q_mean = critic_step(nets, critic, batches, agent.actor_target, critic_key, hp0)
+            critic, agent, critic_steps, critic_loss, q_mean = critics_step(*carry, batches, critic_key, hp)
 
             def joint_step(args):
                 critic, agent = args
+                critic_params = agent.critic.critic if own else critic.critic
 
                 def joint_loss(actors):
-                    q = jax.vmap(lambda actor, batch: jnp.mean(q_values(nets, critic.critic, actor, batch.obs)))(
-                        actors, batches)
+                    q = jax.vmap(lambda actor, params, batch: jnp.mean(q_values(nets, params, actor, batch.obs)),
+                                 in_axes=(0, 0 if own else None, 0))(actors, critic_params, batches)
                     log_det = dvd.diversity(embeddings(actors, batches.obs[0, :options.embedding_states]),
                                             options.bandwidth, options.jitter)
                     return jnp.sum(-q) - shared.lam * log_det, (-q, log_det)
 
                 (_, (losses, log_det)), grads = jax.value_and_grad(joint_loss, has_aux=True)(agent.actor)
-                agent = actors_step(agent, grads, hp.lr_actor, hp.tau)
-                return (soft_update_critic(critic, hp0.tau), agent), (losses, log_det)
+                return soft_update(critic, actors_step(agent, grads, hp.lr_actor, hp.tau), hp), (losses, log_det)
 
-            is_policy_step = critic.updates % jnp.maximum(jnp.round(hp0.delay), 1).astype(jnp.int32) == 0
+            is_policy_step = critic_steps % jnp.maximum(jnp.round(hp0.delay), 1).astype(jnp.int32) == 0
             (critic, agent), (actor_loss, log_det) = jax.lax.cond(
                 is_policy_step, joint_step, lambda args: (args, (jnp.full((pop,), jnp.nan), jnp.float32(jnp.nan))),
                 (critic, agent))
-            metrics = {"critic_loss": jnp.full((pop,), critic_loss), "q_mean": jnp.full((pop,), q_mean),
-                       "actor_loss": actor_loss, "dvd_train_logdet": jnp.full((pop,), log_det)}
+            metrics = {"critic_loss": critic_loss, "q_mean": q_mean, "actor_loss": actor_loss,
+                       "dvd_train_logdet": jnp.full((pop,), log_det)}
             return (critic, agent), metrics
 
         started = population.env_steps[0] > population.learn_from[0]
@@ -442,12 +488,11 @@ def make_dvd_program(config: TrainConfig, env: JaxEnv, options: DvDOptions, nets
                              batch_size=config.batch_size, buffer_size=min(config.buffer_size, config.total_steps),
                              eval_episodes=config.eval_episodes, eval_max_steps=config.eval_max_steps)
     steps = make_dvd_steps(config, nets, options)
-    init_member = member_init(nets, env, schedule.buffer_size, config.envs_per_member, config.learning_starts)
+    own = own_critics(options)
+    init_member = member_init(nets, env, schedule.buffer_size, config.envs_per_member, config.learning_starts, own)
     env_iteration = jax.vmap(lambda member: make_env_iteration(noisy_act(nets), env, schedule, store=finite_rows)(
         member, None)[0])
-
-    def policy(state: ActorState, obs: jax.Array) -> jax.Array:
-        return nets.actor.apply(state.actor, obs)
+    policy, evaluate, init_agent = actor_functions(config, env, nets, own)
 
     def init_population(keys: jax.Array, hparams: Any) -> Member:
         return init_members(init_member)(keys, hparams).replace(shared=steps.init_shared(keys))
@@ -463,12 +508,6 @@ def make_dvd_program(config: TrainConfig, env: JaxEnv, options: DvDOptions, nets
         train_returns = jnp.nanmean(population.env.last_episode_return, axis=1)
         population, chunk_metrics = steps.finish(population, train_returns)
         return population, {**per_member(metrics, config.pop), **chunk_metrics, "train_return": train_returns}
-
-    def evaluate(member: Member, key: jax.Array) -> jax.Array:
-        return evaluate_policy(policy, member.agent, env, config.eval_episodes, key, config.eval_max_steps)
-
-    def init_agent(key: jax.Array, hparams: Any) -> ActorState:
-        return init_actor(nets, key)
 
     return schedule, PopulationProgram(init_population, init_agent, train_chunk, evaluate, policy)
 

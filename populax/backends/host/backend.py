@@ -59,7 +59,7 @@ from populax.envs.jax_envs import describe_action
 from populax.errors import ConfigError
 from populax.hparams import zero_hparams
 from populax.run.config import TrainConfig
-from populax.runtime.member import Member, member_steps, where_members
+from populax.runtime.member import Member, MemberEdits, apply_edits, finite_population, member_steps, where_members
 
 
 class Learner:
@@ -140,6 +140,14 @@ class HostBackend:
         self.functions = make_functions(algorithm.make(agent_spec), spec, self.plan, executor, config.obs_norm)
         self._reset_session()
 
+    place = (0, None)
+    """(first member, run's population or None: this one): the members this backend runs within the run."""
+
+    def run_block(self, first_member: int, run_pop: int) -> None:
+        """Run members ``first_member``.. of a run of ``run_pop`` (a Ray worker's block): env resets,
+        collector keys and evaluation seeds are the run's for those members."""
+        self.place = (first_member, run_pop)
+
     def _reset_session(self) -> None:
         """Per-run state: a backend (its compiled functions) may serve several runs one after another."""
         self.collector: Collector | None = None
@@ -181,8 +189,9 @@ class HostBackend:
         self._reset_session()
         config = self.config
         steps = member_steps(population)
-        seed = config.seed if steps == 0 else resume_reset_seed(config.seed, steps)
-        self.keys = collector_keys(config.seed, config.pop) if extra is None else \
+        first, run_pop = self.place
+        seed = (config.seed if steps == 0 else resume_reset_seed(config.seed, steps)) + first * self.plan.envs_per_member
+        self.keys = collector_keys(config.seed, run_pop or config.pop)[first:first + config.pop] if extra is None else \
             jax.random.wrap_key_data(jnp.asarray(extra["collector_keys"]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Gymnasium/MuJoCo deprecation chatter at env creation
@@ -247,7 +256,7 @@ class HostBackend:
             self.steady_steps += member_steps(population) - steps
             self.steady_busy_s += self.learner.busy_s - busy
         self.chunks_advanced += 1
-        return population, metrics
+        return population, {**metrics, "finite": finite_population(population)}
 
     def _finish_coupled(self, population: Member, chunk: int, metrics: dict[str, Any]) -> tuple[Member, dict]:
         """The coupled method's end of chunk (DvD: diversity and bandit; CEM-RL: tell, mean actor's return)."""
@@ -269,12 +278,21 @@ class HostBackend:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             returns = evaluate(self.spec, self.functions, population, self.config.eval_episodes,
-                               seed=eval_seed(self.config.seed, chunk), max_steps=eval_step_cap(self.config))
+                               seed=eval_seed(self.config.seed, chunk) + self.place[0] * self.config.eval_episodes,
+                               max_steps=eval_step_cap(self.config))
         self.eval_s += time.perf_counter() - start
         return returns
 
-    def members_changed(self, population: Member, mask: np.ndarray, events: list[dict] = ()) -> None:
-        """The collector acts with the edited members' parameters and statistics from its next block on."""
+    def apply_edits(self, population: Member, previous: Member, edits: MemberEdits, rows: Member | None = None) -> Member:
+        """A strategy's edits, on the learner's members (``rows``: copy sources from elsewhere); the collector
+        acts with the edited members' parameters and statistics from its next block on."""
+        population = apply_edits(population, previous, edits, self.init_agents, rows)
+        mask = edits.edited()
+        if mask.any():
+            self._publish_edits(population, mask)
+        return population
+
+    def _publish_edits(self, population: Member, mask: np.ndarray) -> None:
         if self.edit is not None:
             mask = mask | self.edit[1]
         self.edit = (self.collector.replace_members(population, mask), mask)
@@ -290,7 +308,7 @@ class HostBackend:
             return block
         return block._replace(stats=where_members(mask, population.obs_stats, block.stats))
 
-    def gather(self, population: Member) -> Member:
+    def gather(self, population: Member, experience: bool = True) -> Member:
         """The driver holds the members whole."""
         return population
 

@@ -35,6 +35,7 @@ from populax.backends.compiled.coupled import (
     make_cemrl_steps,
     make_dvd_steps,
     noisy_act,
+    own_critics,
 )
 from populax.backends.host.collector import member_returns
 from populax.backends.host.member import HostFunctions, HostPlan, make_functions
@@ -82,7 +83,8 @@ def make_coupled_host(config: TrainConfig, algorithm: Algorithm, options: Any, s
         raise ConfigError(f"--obs-norm: {name} does not normalise observations; leave it off")
     nets = algorithm.make(AgentSpec(spec.obs_shape, spec.action, tuple(config.hidden), options))
     cemrl = name == "cemrl"
-    actor = Agent(init=lambda key, hparams: init_actor(nets, key),
+    own_critic = own_critics(options)
+    actor = Agent(init=lambda key, hparams: init_actor(nets, key, own_critic),
                   act=deterministic_act(nets) if cemrl else noisy_act(nets),
                   policy=lambda state, obs: nets.actor.apply(state.actor, obs), update=None)
     base = make_functions(actor, spec, plan, executor, obs_norm=False)
