@@ -182,6 +182,16 @@ def resolve_specs(
     return specs
 
 
+def zero_hparams(hparams_type: type, user: dict[str, Any], pop: int) -> frozenset[str]:
+    """Names of the hyperparameters fixed at 0 for every member of the run (a constant 0 spec).
+
+    A strategy explores only non-constant specs and resume keeps the config, so
+    such a value stays 0: an agent may leave out the computation it scales.
+    """
+    specs = resolve_specs(hparams_type, user, pop)
+    return frozenset(name for name, spec in specs.items() if spec.kind == "const" and spec.values == (0.0,))
+
+
 def sample_population(
     hparams_type: type, specs: dict[str, Distribution], key: jax.Array, pop: int
 ) -> Any:

@@ -1,5 +1,6 @@
 """SAC, DQN and PPO math on tiny hand-made data: a silent error in a target fails here."""
 
+import dataclasses
 import math
 
 import jax
@@ -71,6 +72,10 @@ def test_double_q_target_uses_online_argmax_and_target_value():
     target = jnp.array([[7.0, 4.0, 9.0], [2.0, 8.0, 6.0]])  # its own argmax would be 2 and 1
     y = double_q_target(jnp.array([1.0, 0.5]), jnp.array([0.0, 1.0]), online, target, 0.5)
     np.testing.assert_allclose(y, [1.0 + 0.5 * 4.0, 0.5])
+    # Clipped: min(target 4, online 5) at a* = 1 for the first sample.
+    online = jnp.array([[1.0, 3.0, 2.0]])
+    y = double_q_target(jnp.array([1.0]), jnp.array([0.0]), online, target[:1], 0.5, clipped=True)
+    np.testing.assert_allclose(y, [1.0 + 0.5 * 3.0])
 
 
 def test_epsilon_schedule_is_linear_then_flat():
@@ -104,6 +109,62 @@ def test_dqn_hard_target_copy_every_period_and_huber_loss():
     err = np.abs(np.asarray(q)[[0, 1], [0, 1]] - np.asarray(y))
     huber = np.where(err <= 1, 0.5 * err**2, err - 0.5)
     np.testing.assert_allclose(metrics["q_loss"], huber.mean(), rtol=1e-5)
+
+
+def _dqn_batch():
+    obs = jnp.array([[0.1, 0.2, 0.3], [0.3, -0.2, 0.1]])
+    return Transition(obs, jnp.array([0, 1], jnp.int32), jnp.array([1.0, 3.0]), obs[::-1], jnp.array([0.0, 1.0]))
+
+
+def test_dqn_alpha_zero_skips_the_target_pass_with_identical_results():
+    """Issue 15: advantage_alpha fixed at 0 for the run (``zero_hparams``) leaves out the target net's pass
+    over s; with alpha 0 the update is bit-for-bit the one that computes it, with alpha > 0 it differs."""
+    config = DQNConfig(obs_shape=(3,), action=ActionSpec(True, 2), hidden=(8,))
+    full, lean = make_dqn(config), make_dqn(dataclasses.replace(config, advantage_learning=False))
+    hp = DQNHParams(lr=0.01, target_period=1.0)
+    state = full.init(jax.random.key(0), hp)
+    batch = _dqn_batch()
+    for step in range(3):
+        key = jax.random.key(step)
+        state_full, metrics_full = jax.jit(full.update)(state, batch, key, hp)
+        state_lean, metrics_lean = jax.jit(lean.update)(state, batch, key, hp)
+        for a, b in zip(jax.tree.leaves((state_full, metrics_full)), jax.tree.leaves((state_lean, metrics_lean)),
+                        strict=True):
+            np.testing.assert_array_equal(a, b)
+        state = state_full
+
+    def dots(agent):
+        jaxpr = jax.make_jaxpr(agent.update)(state, batch, jax.random.key(0), hp)
+        return str(jaxpr).count("dot_general")
+
+    assert dots(lean) == dots(full) - 2  # one forward pass of the 2-layer net fewer
+    moved, _ = full.update(state, batch, jax.random.key(0), hp.replace(advantage_alpha=0.5))
+    assert not np.array_equal(jax.tree.leaves(moved.params)[0], jax.tree.leaves(state_full.params)[0])
+
+
+def test_zero_hparams_are_the_constant_zero_specs():
+    from populax.hparams import zero_hparams
+
+    assert "advantage_alpha" in zero_hparams(DQNHParams, {}, 4)
+    assert "advantage_alpha" in zero_hparams(DQNHParams, {"advantage-alpha": 0}, 4)
+    for spec in (0.9, "uniform:0,0.9", "0,0,0,0.5"):
+        assert "advantage_alpha" not in zero_hparams(DQNHParams, {"advantage-alpha": spec}, 4)
+
+
+def test_dqn_soft_target_moves_tau_of_the_way_every_period():
+    """tau < 1: every target_period updates target <- target + tau (online - target) (Polyak at period 1)."""
+    agent = make_dqn(DQNConfig(obs_shape=(3,), action=ActionSpec(True, 2), hidden=(8,)))
+    hp = DQNHParams(target_period=2.0, lr=0.01, tau=0.25)
+    state = agent.init(jax.random.key(0), hp)
+    batch, update = _dqn_batch(), jax.jit(agent.update)
+    one, _ = update(state, batch, jax.random.key(1), hp)
+    for a, b in zip(jax.tree.leaves(one.target), jax.tree.leaves(state.target), strict=True):
+        np.testing.assert_array_equal(a, b)  # not due yet
+    two, _ = update(one, batch, jax.random.key(2), hp)
+    for new, old, online in zip(jax.tree.leaves(two.target), jax.tree.leaves(one.target),
+                                jax.tree.leaves(two.params), strict=True):
+        np.testing.assert_allclose(new, old + 0.25 * (online - old), rtol=1e-6, atol=1e-7)
+    assert not np.allclose(jax.tree.leaves(two.target)[0], jax.tree.leaves(two.params)[0])
 
 
 @pytest.mark.parametrize("shape, torso", [((4,), "mlp"), ((10, 10, 4), "minatar_cnn"), ((84, 84, 4), "nature_cnn")])

@@ -28,6 +28,9 @@ class AgentSpec(NamedTuple):
     """Env steps per gradient update in the off-policy loop (DQN's epsilon clock)."""
     total_updates: int = 0
     """Gradient steps of the whole run (learning-rate annealing)."""
+    zero_hparams: frozenset[str] = frozenset()
+    """Traced hyperparameters that are 0 for every member all run (``hparams.zero_hparams``): the agent
+    may leave out what they scale (DQN skips advantage learning's target pass at alpha 0)."""
 
 
 class Algorithm(NamedTuple):
@@ -77,8 +80,10 @@ def _make_dqn(spec: AgentSpec) -> Agent:
     options: DQNOptions = spec.options
     torso = default_torso(spec.obs_shape) if options.torso == "auto" else options.torso
     return make_dqn(DQNConfig(spec.obs_shape, spec.action, spec.hidden, torso=torso, dueling=options.dueling,
+                              layer_norm=options.layer_norm, clipped_double_q=options.clipped_double_q,
                               max_grad_norm=options.max_grad_norm, steps_per_update=spec.steps_per_update,
-                              anneal_steps=spec.total_updates if options.anneal_lr else 0))
+                              anneal_steps=spec.total_updates if options.anneal_lr else 0,
+                              advantage_learning="advantage_alpha" not in spec.zero_hparams))
 
 
 def _make_ppo(spec: AgentSpec):

@@ -1,8 +1,10 @@
 """DQN (Mnih et al. 2015) with Double-DQN targets for one member.
 
-Online and target Q-networks (hard copy every ``target_period`` updates),
-optional dueling head, Huber loss, epsilon-greedy exploration whose linear
-schedule (start, end, decay steps) is traced per member. The torso is an MLP
+Online and target Q-networks (every ``target_period`` updates the target moves
+a share ``tau`` towards the online net: 1 = a hard copy), optional dueling
+head, LayerNorm and clipped double-Q target, advantage learning, Huber loss,
+epsilon-greedy exploration whose linear schedule (start, end, decay steps) is
+traced per member. The torso is an MLP
 for vector observations or a CNN for images: the Nature DQN one (84x84 Atari
 frames) or a small one for MinAtar's 10x10 frames.
 """
@@ -43,6 +45,11 @@ class DQNHParams:
         "max_b Q(s, b) - Q(s, a), widening the gap between actions; 0 = plain Double DQN.",
         valid=(0, 1), search=(0.0, 0.99),
     )
+    tau: Array = hparam(
+        1.0, "Share of the online network blended into the target at each target update (every target_period "
+        "updates): 1 = a hard copy (Mnih et al.); e.g. 0.005 with target_period 1 = Polyak averaging.",
+        valid=(1e-6, 1), search=(0.001, 1.0), log=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -59,10 +66,16 @@ class DQNConfig:
     """Feature extractor: mlp, nature_cnn (84x84 Atari) or minatar_cnn (10x10 MinAtar)."""
     dueling: bool = False
     """Split the head into state value and mean-centred advantages."""
+    layer_norm: bool = False
+    """LayerNorm before each hidden layer's ReLU (as in PQN, Gallici et al. 2024)."""
+    clipped_double_q: bool = False
+    """Bootstrap from min(Q_target, Q_online) at the online argmax: a pessimistic target against overestimation."""
     max_grad_norm: float = 10.0
     """Global gradient-norm clip of each update."""
     anneal_steps: int = 0
     """If > 0, the learning rate decays linearly to 0 over this many gradient updates."""
+    advantage_learning: bool = True
+    """Compute advantage learning's action gap (False when advantage_alpha is 0 all run: one target pass fewer)."""
     steps_per_update: float = 4.0
     """Env steps per gradient update (from the loop's schedule); turns the update count into env steps for epsilon."""
 
@@ -85,12 +98,14 @@ class QNetwork(nn.Module):
     num_actions: int
     torso: str
     dueling: bool
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, obs):
         x = conv_features(obs, self.torso)  # inputs are always (batch, *obs_shape)
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
+            x = nn.Dense(width)(x)
+            x = nn.relu(nn.LayerNorm()(x) if self.layer_norm else x)
         if not self.dueling:
             return nn.Dense(self.num_actions)(x)
         value = nn.Dense(1)(x)
@@ -98,10 +113,14 @@ class QNetwork(nn.Module):
         return value + advantage - jnp.mean(advantage, axis=-1, keepdims=True)
 
 
-def double_q_target(reward: Array, terminated: Array, next_q_online: Array, next_q_target: Array, gamma: Array) -> Array:
-    """y = r + gamma * (1 - terminated) * Q_target(s', argmax_a Q_online(s', a))."""
+def double_q_target(reward: Array, terminated: Array, next_q_online: Array, next_q_target: Array, gamma: Array,
+                    clipped: bool = False) -> Array:
+    """y = r + gamma * (1 - terminated) * Q_target(s', a*), a* = argmax_a Q_online(s', a); ``clipped``: the
+    smaller of Q_target(s', a*) and Q_online(s', a*) (clipped double Q, Fujimoto et al. 2018)."""
     best = jnp.argmax(next_q_online, axis=-1)
     next_value = jnp.take_along_axis(next_q_target, best[..., None], axis=-1)[..., 0]
+    if clipped:
+        next_value = jnp.minimum(next_value, jnp.max(next_q_online, axis=-1))
     return reward + gamma * (1.0 - terminated) * next_value
 
 
@@ -122,7 +141,7 @@ def make_dqn(config: DQNConfig) -> Agent:
         raise ValueError("DQN needs a discrete action space")
     if config.torso not in TORSOS:
         raise ValueError(f"unknown torso {config.torso!r}")
-    net = QNetwork(config.hidden, config.action.size, config.torso, config.dueling)
+    net = QNetwork(config.hidden, config.action.size, config.torso, config.dueling, config.layer_norm)
     optimizer = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.scale_by_adam())
     obs0 = jnp.zeros((1, *config.obs_shape))
 
@@ -152,10 +171,13 @@ def make_dqn(config: DQNConfig) -> Agent:
         # 1. Double-DQN target: the online net picks a', the target net values it.
         next_q_online = net.apply(state.params, batch.next_obs)
         next_q_target = net.apply(state.target, batch.next_obs)
-        target = double_q_target(batch.reward, batch.terminated, next_q_online, next_q_target, hp.gamma)
+        target = double_q_target(batch.reward, batch.terminated, next_q_online, next_q_target, hp.gamma,
+                                 config.clipped_double_q)
         # 1b. Advantage learning: lower the target of non-greedy actions by alpha x their gap, so
         # the greedy action stays ahead by more than the regression noise once values saturate.
-        target = jax.lax.stop_gradient(target - hp.advantage_alpha * action_gap(net.apply(state.target, batch.obs), batch.action))
+        if config.advantage_learning:
+            target = target - hp.advantage_alpha * action_gap(net.apply(state.target, batch.obs), batch.action)
+        target = jax.lax.stop_gradient(target)
         # 2. Huber regression of Q(s, a) onto it.
         (loss, q_mean), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, target)
         lr = hp.lr
@@ -163,9 +185,11 @@ def make_dqn(config: DQNConfig) -> Agent:
             lr = lr * jnp.maximum(1.0 - state.updates / config.anneal_steps, 0.0)
         params, opt = adam_step(state.params, grads, state.opt, lr, optimizer)
         updates = state.updates + 1
-        # 3. Hard target copy every target_period updates (traced, so a select).
-        copy = updates % jnp.maximum(jnp.round(hp.target_period), 1).astype(jnp.int32) == 0
-        target_params = jax.tree.map(lambda t, p: jnp.where(copy, p, t), state.target, params)
+        # 3. Every target_period updates the target moves a share tau towards the online net
+        # (tau 1: a hard copy; traced, so a select).
+        due = updates % jnp.maximum(jnp.round(hp.target_period), 1).astype(jnp.int32) == 0
+        share = jnp.where(due, hp.tau, 0.0)
+        target_params = jax.tree.map(lambda t, p: jnp.where(share >= 1.0, p, t + share * (p - t)), state.target, params)
         state = DQNState(params=params, target=target_params, opt=opt, updates=updates)
         return state, {"q_loss": loss, "q_mean": q_mean, "epsilon": epsilon(hp, updates * config.steps_per_update)}
 

@@ -32,6 +32,12 @@ class DQNOptions:
     """Feature extractor: auto (mlp for vectors, minatar_cnn for 10x10 frames, nature_cnn otherwise), mlp, nature_cnn, minatar_cnn."""
     dueling: bool = False
     """Dueling head: state value plus mean-centred advantages."""
+    layer_norm: bool = False
+    """LayerNorm before each hidden layer's ReLU (as in PQN, Gallici et al. 2024): keeps the features' scale
+    fixed as the Q-values grow."""
+    clipped_double_q: bool = False
+    """Bootstrap from the smaller of the target and online nets' values of the online net's greedy next action
+    (clipped double Q, Fujimoto et al. 2018): damps the overestimation that makes Q overshoot its ceiling."""
     max_grad_norm: float = 10.0
     """Global gradient-norm clip of each update."""
     anneal_lr: bool = False

@@ -10,6 +10,7 @@ from populax.agents.options import resolve_options
 from populax.backends.compiled.offpolicy import MemberProgram, make_offpolicy_program, make_schedule
 from populax.backends.compiled.onpolicy import make_onpolicy_program, make_onpolicy_schedule
 from populax.envs.jax_envs import JaxEnv
+from populax.hparams import zero_hparams
 from populax.run.config import TrainConfig
 
 
@@ -46,5 +47,6 @@ def build_program(algorithm: Algorithm, config: TrainConfig, env: JaxEnv) -> tup
     steps_per_update = schedule.steps_per_phase / schedule.updates_per_phase
     total_steps = math.ceil(config.total_steps / schedule.chunk_steps) * schedule.chunk_steps
     spec = AgentSpec(env.obs_shape, env.action, hidden, options, steps_per_update=steps_per_update,
-                     total_updates=max(1, round((total_steps - config.learning_starts) / steps_per_update)))
+                     total_updates=max(1, round((total_steps - config.learning_starts) / steps_per_update)),
+                     zero_hparams=zero_hparams(algorithm.hparams, config.hp, config.pop))
     return schedule, make_offpolicy_program(algorithm.make(spec), env, schedule)

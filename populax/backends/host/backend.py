@@ -57,6 +57,7 @@ from populax.coupled import mean_policy_summary
 from populax.envs.host_envs import VECTOR_MODES, HostEnvSpec, make_host_spec
 from populax.envs.jax_envs import describe_action
 from populax.errors import ConfigError
+from populax.hparams import zero_hparams
 from populax.run.config import TrainConfig
 from populax.runtime.member import Member, MemberEdits, apply_edits, finite_population, member_steps, where_members
 
@@ -134,7 +135,8 @@ class HostBackend:
             steps_per_update = plan.phase_steps / plan.updates_per_phase
             agent_spec = AgentSpec(spec.obs_shape, spec.action, tuple(config.hidden), options,
                                    steps_per_update=steps_per_update,
-                                   total_updates=max(1, plan.owed_updates(0, total_steps, config.learning_starts)))
+                                   total_updates=max(1, plan.owed_updates(0, total_steps, config.learning_starts)),
+                                   zero_hparams=zero_hparams(algorithm.hparams, config.hp, config.pop))
         self.functions = make_functions(algorithm.make(agent_spec), spec, self.plan, executor, config.obs_norm)
         self._reset_session()
 
