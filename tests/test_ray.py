@@ -86,9 +86,12 @@ def ray_env() -> dict[str, str]:
             "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
 
 
-def in_loopback(script: str) -> list[str]:
-    """argv running shell ``script`` in a new network namespace holding only ``lo``."""
-    return ["unshare", "-n", "sh", "-c", f"ip link set lo up; {script}"]
+def in_loopback(script: str, own_pids: bool = False) -> list[str]:
+    """argv running shell ``script`` in a new network namespace holding only ``lo``; with ``own_pids`` also in
+    its own pid namespace, so ``ray stop`` there sees (and stops) only this script's Ray processes, not another
+    Ray on the machine, and every process left ends with the script."""
+    pids = ["-p", "-f", "--mount-proc"] if own_pids else []
+    return ["unshare", "-n", *pids, "sh", "-c", f"ip link set lo up; {script}"]
 
 
 def populax(*args: str) -> str:
@@ -96,8 +99,9 @@ def populax(*args: str) -> str:
     return shlex.join(cli(*args))
 
 
-def run_loopback(script: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(in_loopback(script), capture_output=True, text=True, env=ray_env(), timeout=timeout)
+def run_loopback(script: str, timeout: float = 600, own_pids: bool = False) -> subprocess.CompletedProcess:
+    result = subprocess.run(in_loopback(script, own_pids), capture_output=True, text=True, env=ray_env(),
+                            timeout=timeout)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
@@ -256,6 +260,6 @@ def test_ray_address_joins_a_cluster_started_with_ray_start(tmp_path):
             "--disable-usage-stats >/dev/null")
     train = populax("train", *SMALL, "--pop", "4", "--total-steps", "400", "--eval-every", "200", "--executor", "ray",
                     "--workers", "2", "--ray-address", "127.0.0.1:6390", "--out", str(out))
-    run_loopback(f"{head} && {train}; status=$?; {ray} stop --force >/dev/null 2>&1; exit $status")
+    run_loopback(f"{head} && {train}; status=$?; {ray} stop --force >/dev/null 2>&1; exit $status", own_pids=True)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ray"]["address"] == "127.0.0.1:6390" and summary["env_steps_per_member"] == 400
