@@ -3,6 +3,7 @@
 import io
 import math
 import re
+import time
 from types import SimpleNamespace
 
 from rich.console import Console
@@ -16,11 +17,13 @@ def state(steps=420_000, total=1_000_000, best=-1234.5):
                            first_chunk_s=7.0)
 
 
-def rates():
-    """8 members; first chunk (20k steps each) ended at 10 s, the latest (420k) at 100 s: 35,556 env steps/s."""
-    clock = RateClock(pop=8, now=0.0)
-    clock.observe(20_000, now=10.0)
-    clock.observe(420_000, now=100.0)
+def rates(start=0.0, observe_last=True):
+    """8 members; first chunk (20k steps each) ended at start + 10 s, the latest (420k) at start + 100 s:
+    35,556 env steps/s."""
+    clock = RateClock(pop=8, now=start)
+    clock.observe(20_000, now=start + 10.0)
+    if observe_last:
+        clock.observe(420_000, now=start + 100.0)
     return clock
 
 
@@ -47,7 +50,9 @@ def test_live_display_rendered_on_an_80_column_console():
     out = io.StringIO()
     console = Console(file=out, width=80, force_terminal=True, color_system=None)
     with ProgressDisplay(pop=8, total_steps=1_000_000, console=console) as display:
-        display.rates = rates()
+        # update() notes the 420k steps at the real clock's now: anchor the first chunk 100 s before it, so the
+        # rate does not depend on how long the machine has been up (perf_counter counts from boot).
+        display.rates = rates(start=time.perf_counter() - 100.0, observe_last=False)
         display.update(state())
     frames = [line for line in ANSI.sub("\n", out.getvalue()).split("\n") if line.strip()]
     last = frames[-1]
