@@ -164,7 +164,8 @@ def test_buffer_rewind_drops_the_last_transitions_and_keeps_the_rest():
 def test_exploit_with_copy_buffer_writes_only_the_copied_rows_in_place():
     """--pbt-copy-buffer: member 1 takes member 2's replay buffer, the others keep theirs; the buffers are
     written in place (the population's old buffers are donated)."""
-    from populax.runtime.member import Member, exploit
+    from populax.runtime.member import Member
+    from populax.strategies.pbt import exploit
 
     pop, capacity = 4, 5
     rows = jnp.arange(pop * capacity, dtype=jnp.float32).reshape(pop, capacity)

@@ -45,7 +45,6 @@ from flax import struct
 
 from populax.agents.base import all_finite
 from populax.buffers import buffer_rewind_to, buffer_size, buffer_without_transitions
-from populax.population import copy_members
 
 
 @struct.dataclass
@@ -99,41 +98,6 @@ def where_members(mask: np.ndarray, new: Any, old: Any) -> Any:
         return jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
 
     return jax.tree.map(pick, new, old)
-
-
-def copy_agent(agent: Any, sources: jax.Array, fields: tuple[str, ...] | None) -> Any:
-    """The agent states with member i taken from ``sources[i]``: all fields, or only ``fields``."""
-    if fields is None:
-        return copy_members(agent, sources)
-    return agent.replace(**{name: copy_members(getattr(agent, name), sources) for name in fields})
-
-
-def exploit(population: Member, sources: jax.Array, policy_fields: tuple[str, ...] | None,
-            copy_experience: bool = False) -> Member:
-    """PBT's exploit: member i takes member ``sources[i]``'s agent (or its policy fields),
-    hyperparameters and observation statistics, and with ``copy_experience`` its replay
-    buffer. Env states, counters and keys stay the member's own."""
-    return population.replace(
-        agent=copy_agent(population.agent, sources, policy_fields),
-        hparams=copy_members(population.hparams, sources),
-        obs_stats=copy_members(population.obs_stats, sources),
-        experience=copy_rows_in_place(population.experience, sources) if copy_experience else population.experience,
-    )
-
-
-def copy_rows_in_place(stacked: Any, sources: jax.Array) -> Any:
-    """``copy_members`` for the replay buffers: only the copied rows are written, in the donated
-    buffers (a gather of every row would hold a second copy of all N buffers for a moment)."""
-    sources = np.asarray(sources)
-    changed = np.flatnonzero(sources != np.arange(sources.size))
-    if stacked is None or changed.size == 0:
-        return stacked
-    return _set_rows_from(stacked, jnp.asarray(changed), jnp.asarray(sources[changed]))
-
-
-@partial(jax.jit, donate_argnums=0)
-def _set_rows_from(stacked: Any, rows: jax.Array, sources: jax.Array) -> Any:
-    return jax.tree.map(lambda x: x.at[rows].set(x[sources]), stacked)
 
 
 def kept_before_chunk(population: Member) -> Member:

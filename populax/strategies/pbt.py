@@ -16,7 +16,6 @@ always resample, replace the bottom 40%) is ``pbt_copy=policy``,
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -24,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from populax.population import copy_members
 from populax.runtime import member as layout
 from populax.strategies.space import Dim, legalize, resample
 
@@ -101,21 +101,19 @@ def exploit(population: Any, sources: jax.Array, policy_fields: tuple[str, ...] 
 
     Copies the whole agent state (``policy_fields`` None: actor, critics,
     targets, optimizer states, counters) or only the fields the algorithm
-    declares as its policy, plus hyperparameters (explore then edits them) and
-    observation statistics, and with ``copy_experience`` the replay buffer.
-    Env states, counters and keys are never copied, so a copy does not replay
-    its source's exploration. One compiled gather per policy fields; the
-    buffers stay outside it (``layout.copy_rows_in_place`` writes only the
-    copied rows, in place, and needs the sources as numbers, not traced).
+    declares as its policy, plus hyperparameters and observation statistics,
+    and with ``copy_experience`` the replay buffer (only the copied rows, in
+    place). Env states, counters and keys are never copied, so a copy does not
+    replay its source's exploration. The same copy the runtime applies to a
+    strategy's edits (``layout.copy_sources`` + ``layout.copy_rows``).
     """
-    experience = population.experience
-    copied = _exploit_without_buffers(population.replace(experience=None), sources, policy_fields)
-    return copied.replace(experience=layout.copy_rows_in_place(experience, sources) if copy_experience else experience)
-
-
-@functools.partial(jax.jit, static_argnames=("policy_fields",))
-def _exploit_without_buffers(population: Any, sources: jax.Array, policy_fields: tuple[str, ...] | None) -> Any:
-    return layout.exploit(population, sources, policy_fields, False)
+    sources = np.asarray(sources)
+    targets = np.flatnonzero(sources != np.arange(sources.size))
+    edits = layout.no_edits(population.hparams, sources.size, policy_fields, copy_experience).replace(
+        targets=targets, sources=sources[targets], whole=np.full(targets.size, policy_fields is None))
+    rows = layout.copy_sources(population, jnp.asarray(edits.sources), policy_fields, copy_experience)
+    copied = layout.copy_rows(population, edits, rows)
+    return copied.replace(hparams=copy_members(population.hparams, jnp.asarray(sources)))
 
 
 def sources_vector(pop: int, replaced: np.ndarray, sources: np.ndarray) -> jax.Array:
