@@ -6,9 +6,16 @@ executor like every other per-member state. Two kinds: :class:`ReplayBuffer`
 stores whole transitions; :class:`FrameBuffer` (host envs with uint8 image
 stacks, i.e. Atari) stores each frame once and rebuilds the stacks when it
 samples. ``buffer_add`` and ``buffer_sample`` take either.
+
+N-step returns are made when sampling, not when storing (``n_step_fold``):
+a drawn transition is extended with its env's following rows, so the stored
+layout, checkpoints and resume do not depend on ``n``, and a PBT member can
+change ``gamma`` without stale discounted sums in its buffer.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -56,12 +63,64 @@ def buffer_add(buffer: ReplayBuffer | FrameBuffer, batch: Transition) -> ReplayB
     )
 
 
-def buffer_sample(buffer: ReplayBuffer | FrameBuffer, key: jax.Array, batch_size: int) -> Transition:
-    """Draw ``batch_size`` transitions uniformly (with replacement) from the valid part."""
+def buffer_sample(buffer: ReplayBuffer | FrameBuffer, key: jax.Array, batch_size: int, n_step: int = 1,
+                  gamma: jax.Array | float = 1.0, envs: int = 1) -> Transition:
+    """Draw ``batch_size`` transitions uniformly (with replacement) from the valid part.
+
+    ``n_step`` > 1: each one becomes an n-step transition with discount
+    ``gamma`` (``n_step_fold``); ``envs`` is the number of rows each add wrote
+    (one per env: row t*E + e is env e at step t), so an env's next row is
+    ``envs`` further on.
+    """
     if isinstance(buffer, FrameBuffer):
-        return frame_buffer_sample(buffer, key, batch_size)
+        return frame_buffer_sample(buffer, key, batch_size, n_step, gamma)
     indices = jax.random.randint(key, (batch_size,), 0, jnp.maximum(buffer.size, 1))
-    return jax.tree.map(lambda store: store[indices], buffer.data)
+    take = lambda rows: jax.tree.map(lambda store: store[rows], buffer.data)  # noqa: E731
+    capacity = jax.tree.leaves(buffer.data)[0].shape[0]
+    following = ring_successors(take, indices, buffer.position, buffer.size, capacity, envs)
+    return n_step_fold(take(indices), following, n_step, gamma)
+
+
+def ring_successors(take: Callable[[jax.Array], Transition], indices: jax.Array, position: jax.Array,
+                    size: jax.Array, capacity: int, envs: int) -> Callable[[int], tuple[Transition, jax.Array]]:
+    """``k -> (rows k adds after indices, whether they are stored yet)`` for a ring written ``envs`` rows per add
+    (``position`` and ``size`` may be per index, as when drawing from a union of buffers)."""
+    age_order = (indices - (position - size)) % capacity  # 0 = the oldest stored row
+
+    def successor(k: int) -> tuple[Transition, jax.Array]:
+        return take((indices + k * envs) % capacity), age_order + k * envs < size
+
+    return successor
+
+
+def n_step_fold(first: Transition, successor: Callable[[int], tuple[Transition, jax.Array]], n_step: int,
+                gamma: jax.Array | float) -> Transition:
+    """One-step transitions ``first`` extended to n-step ones with their env's next rows (``successor(k)``).
+
+    reward = r_t + gamma r_{t+1} + ... + gamma^(k-1) r_{t+k-1}, next_obs =
+    s_{t+k}, terminated = that of step t+k-1, horizon = k, with k = n_step
+    unless the episode ended before (terminated, or truncated: the next row's
+    observation is not this one's next observation, it is a reset) or the next
+    row is not stored yet. The targets then bootstrap with gamma^k
+    (``agents.base.bootstrap_discount``). Like Rainbow's, the sum is over
+    the stored actions (no off-policy correction): ``n_step`` 3-5 is usual.
+    """
+    folded = first._replace(horizon=jnp.ones_like(first.reward))
+    going = first.terminated == 0
+    for k in range(1, n_step):
+        row, stored = successor(k)
+        same_episode = jnp.all((row.obs == folded.next_obs).reshape(row.obs.shape[0], -1), axis=1)
+        going = going & stored & same_episode
+        rows_going = going.reshape((-1,) + (1,) * (row.next_obs.ndim - 1))
+        folded = Transition(
+            obs=folded.obs, action=folded.action,
+            reward=folded.reward + jnp.where(going, gamma ** k * row.reward, 0.0),
+            next_obs=jnp.where(rows_going, row.next_obs, folded.next_obs),
+            terminated=jnp.where(going, row.terminated, folded.terminated),
+            horizon=folded.horizon + going,
+        )
+        going = going & (row.terminated == 0)
+    return folded if n_step > 1 else first
 
 
 def buffer_rewind(buffer: ReplayBuffer, position: jax.Array, size: jax.Array, written: jax.Array) -> ReplayBuffer:
@@ -263,13 +322,20 @@ def frame_buffer_take(buffer: FrameBuffer, env: jax.Array, index: jax.Array) -> 
     )
 
 
-def frame_buffer_sample(buffer: FrameBuffer, key: jax.Array, batch_size: int) -> Transition:
-    """Draw ``batch_size`` complete transitions uniformly (with replacement) over all envs' rings."""
+def frame_buffer_sample(buffer: FrameBuffer, key: jax.Array, batch_size: int, n_step: int = 1,
+                        gamma: jax.Array | float = 1.0) -> Transition:
+    """Draw ``batch_size`` complete transitions uniformly (with replacement) over all envs' rings (``n_step``:
+    as ``buffer_sample``; an env's next transition is the next index of its ring)."""
     sizes = buffer.count - buffer.oldest
     ends = jnp.cumsum(sizes)
     draw = jax.random.randint(key, (batch_size,), 0, jnp.maximum(ends[-1], 1))
     env = jnp.minimum(jnp.searchsorted(ends, draw, side="right"), sizes.shape[0] - 1)
-    return frame_buffer_take(buffer, env, buffer.oldest[env] + draw - (ends[env] - sizes[env]))
+    index = buffer.oldest[env] + draw - (ends[env] - sizes[env])
+
+    def successor(k: int) -> tuple[Transition, jax.Array]:
+        return frame_buffer_take(buffer, env, index + k), index + k < buffer.count[env]
+
+    return n_step_fold(frame_buffer_take(buffer, env, index), successor, n_step, gamma)
 
 
 def frame_buffer_rewind(buffer: FrameBuffer, kept: FrameBuffer) -> FrameBuffer:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from populax.agents import ALGORITHMS, AgentSpec, default_torso
-from populax.agents.base import ActionSpec, Transition
+from populax.agents.base import ActionSpec, Transition, bootstrap_discount
 from populax.agents.dqn import DQNConfig, DQNHParams, double_q_target, epsilon, make_dqn
 from populax.agents.nets import TwinCritic
 from populax.agents.options import DQNOptions, PPOOptions, resolve_options
@@ -22,9 +22,10 @@ from populax.errors import ConfigError
 def test_soft_target_by_hand():
     """y = scale r + gamma (1 - done) (min Q' - alpha log pi): gamma once, no bootstrap at terminals."""
     y = soft_target(
-        reward=jnp.array([1.0, 1.0]), terminated=jnp.array([0.0, 1.0]),
+        reward=jnp.array([1.0, 1.0]),
+        discount=bootstrap_discount(Transition(None, None, None, None, jnp.array([0.0, 1.0])), 0.9),
         next_q1=jnp.array([10.0, 10.0]), next_q2=jnp.array([8.0, 8.0]),
-        next_log_prob=jnp.array([-2.0, -2.0]), alpha=0.5, gamma=0.9, reward_scale=2.0,
+        next_log_prob=jnp.array([-2.0, -2.0]), alpha=0.5, reward_scale=2.0,
     )
     # min(10, 8) - 0.5 * (-2) = 9 ; 2 * 1 + 0.9 * 9 = 10.1 ; terminal: 2 * 1 = 2
     np.testing.assert_allclose(y, [10.1, 2.0], rtol=1e-6)
@@ -70,11 +71,11 @@ def test_sac_update_regresses_onto_soft_target_and_tunes_alpha():
 def test_double_q_target_uses_online_argmax_and_target_value():
     online = jnp.array([[1.0, 5.0, 2.0], [3.0, 0.0, 1.0]])  # picks action 1, then action 0
     target = jnp.array([[7.0, 4.0, 9.0], [2.0, 8.0, 6.0]])  # its own argmax would be 2 and 1
-    y = double_q_target(jnp.array([1.0, 0.5]), jnp.array([0.0, 1.0]), online, target, 0.5)
+    y = double_q_target(jnp.array([1.0, 0.5]), jnp.array([0.5, 0.0]), online, target)  # gamma 0.5, then terminal
     np.testing.assert_allclose(y, [1.0 + 0.5 * 4.0, 0.5])
     # Clipped: min(target 4, online 5) at a* = 1 for the first sample.
     online = jnp.array([[1.0, 3.0, 2.0]])
-    y = double_q_target(jnp.array([1.0]), jnp.array([0.0]), online, target[:1], 0.5, clipped=True)
+    y = double_q_target(jnp.array([1.0]), jnp.array([0.5]), online, target[:1], clipped=True)
     np.testing.assert_allclose(y, [1.0 + 0.5 * 3.0])
 
 
@@ -105,7 +106,7 @@ def test_dqn_hard_target_copy_every_period_and_huber_loss():
     net = QNetwork((8,), 2, "mlp", False)
     q = net.apply(previous.params, obs)
     nq_online, nq_target = net.apply(previous.params, obs), net.apply(previous.target, obs)
-    y = double_q_target(batch.reward, batch.terminated, nq_online, nq_target, 0.99)
+    y = double_q_target(batch.reward, bootstrap_discount(batch, 0.99), nq_online, nq_target)
     err = np.abs(np.asarray(q)[[0, 1], [0, 1]] - np.asarray(y))
     huber = np.where(err <= 1, 0.5 * err**2, err - 0.5)
     np.testing.assert_allclose(metrics["q_loss"], huber.mean(), rtol=1e-5)

@@ -165,8 +165,10 @@ def test_kill_and_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, 
     """Checkpoint after every chunk; drop the last two (as if killed after chunk 0); resume; compare."""
     # Per-member critics honour per-member critic settings: member 0's critic (lr 0) never moves.
     hp = {"lr-critic": "0,1e-3,1e-3,1e-3"} if options else {}
+    # 3-step returns for CEM-RL and per-member critics (both backends' union sampler), one-step for shared DvD.
+    n_step = 1 if algo == "dvd-td3" and not options else 3
     config = small_config(tmp_path, algo, "full", checkpoint_every=200, keep_checkpoints=5, algo_options=options,
-                          hp=hp)
+                          hp=hp, n_step=n_step)
     setup = prepare(config)
     initial = init_population(setup).agent
     full = run(setup)
@@ -279,7 +281,7 @@ def test_init_population_puts_the_shared_state_outside_the_member_axis(tmp_path)
 def test_a_short_run_on_gymnasium_pendulum_completes(tmp_path, algo, options):
     """The host backend: the same population steps around the Gymnasium collector."""
     setup = prepare(small_config(tmp_path, algo, "host", env="gymnasium:Pendulum-v1", pop=2, total_steps=400,
-                                 learning_starts=100, algo_options=options))
+                                 learning_starts=100, algo_options=options, n_step=3))
     assert setup.backend.kind == "host"
     result = run(setup)
     summary = json.loads((result.run_dir / "summary.json").read_text())

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from populax.agents.base import Agent, Transition
+from populax.agents.base import STORED_FIELDS, Agent, Transition
 from populax.backends.compiled.offpolicy import example_transition
 from populax.backends.host.collector import Collector, collector_keys
 from populax.backends.host.member import HostPlan, make_functions
@@ -54,7 +54,7 @@ def assert_rebuilt_equals_recorded(buffer: FrameBuffer, recorded: list[list[Tran
         indices, rebuilt = complete_transitions(buffer, env)
         assert int(np.asarray(buffer.count)[env]) == len(rows)
         for position, index in enumerate(indices):
-            for name in Transition._fields:
+            for name in STORED_FIELDS:
                 np.testing.assert_array_equal(np.asarray(getattr(rebuilt, name)[position]), getattr(rows[index], name),
                                               err_msg=f"env {env}, transition {index}, {name}")
 
@@ -92,7 +92,7 @@ def blocks_of(recorded: list[list[Transition]], block: int):
     steps = len(recorded[0])
     for start in range(0, steps, block):
         rows = [recorded[env][t] for t in range(start, min(start + block, steps)) for env in range(len(recorded))]
-        yield Transition(*(jnp.asarray(np.stack(field)) for field in zip(*rows)))
+        yield Transition(*(jnp.asarray(np.stack([getattr(row, name) for row in rows])) for name in STORED_FIELDS))
 
 
 @pytest.mark.parametrize("padding", ["repeat", "zeros"])
@@ -140,7 +140,7 @@ def test_real_breakout_rows_through_the_collector_rebuild_bitwise(tmp_path):
             rows = jax.tree.map(np.asarray, block.rows)
             for m in range(2):
                 for row in range(rows.reward.shape[1]):
-                    recorded[m][row % 2].append(Transition(*(getattr(rows, name)[m, row] for name in Transition._fields)))
+                    recorded[m][row % 2].append(Transition(*(getattr(rows, name)[m, row] for name in STORED_FIELDS)))
             truncated += int(np.asarray(block.truncated).sum())
             terminals += int(rows.terminated.sum())
     finally:

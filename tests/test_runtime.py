@@ -33,9 +33,11 @@ CELLS = [
 
 
 def matrix_config(tmp_path, algo, env, hp_name, **overrides):
-    """Three evaluation periods of ~200 env steps per member; a PBT round after the second."""
+    """Three evaluation periods of ~200 env steps per member; a PBT round after the second; off-policy
+    algorithms learn from 3-step returns (n-step runs every cell; one-step runs in most other tests)."""
     settings = dict(
         env=env, algo=algo, pop=4, total_steps=600, eval_every=200, eval_episodes=1, hidden=(16, 16),
+        n_step=1 if algo == "ppo" else 3,
         batch_size=32, learning_starts=100, seed=1, strategy="pbt", hp={hp_name: "loguniform:1e-4,3e-3"},
         algo_options={"rollout-len": 50} if algo == "ppo" else {}, out=str(tmp_path / "pbt"),
         progress=False, tensorboard=False,

@@ -45,6 +45,20 @@ class Transition(NamedTuple):
 
     Time-limit truncation is *not* terminal: the target bootstraps from
     ``next_obs`` (the real final observation, not the reset one)."""
+    horizon: Array | None = None
+    """Env steps from ``obs`` to ``next_obs``: k of an n-step transition (``buffers.buffer_sample`` with
+    ``n_step`` > 1, whose ``reward`` is then the discounted sum of the k rewards); None = 1. Never stored."""
+
+
+STORED_FIELDS: tuple[str, ...] = ("obs", "action", "reward", "next_obs", "terminated")
+"""The fields of a Transition that replay buffers store (``horizon`` is made when sampling)."""
+
+
+def bootstrap_discount(batch: Transition, gamma: Array) -> Array:
+    """gamma^k x (1 - terminated): the weight of ``next_obs``'s value in a TD target (k = ``batch.horizon``, 1
+    for one-step transitions). Every off-policy target is ``reward + bootstrap_discount(batch, gamma) x V(next_obs)``."""
+    discount = gamma if batch.horizon is None else gamma ** batch.horizon
+    return discount * (1.0 - batch.terminated)
 
 
 class Agent(NamedTuple):

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from populax.agents.base import ActionSpec, Agent, Array, Key, Transition, adam_step
+from populax.agents.base import ActionSpec, Agent, Array, Key, Transition, adam_step, bootstrap_discount
 from populax.agents.nets import TORSOS, conv_features
 from populax.hparams import hparam
 
@@ -113,15 +113,16 @@ class QNetwork(nn.Module):
         return value + advantage - jnp.mean(advantage, axis=-1, keepdims=True)
 
 
-def double_q_target(reward: Array, terminated: Array, next_q_online: Array, next_q_target: Array, gamma: Array,
+def double_q_target(reward: Array, discount: Array, next_q_online: Array, next_q_target: Array,
                     clipped: bool = False) -> Array:
-    """y = r + gamma * (1 - terminated) * Q_target(s', a*), a* = argmax_a Q_online(s', a); ``clipped``: the
-    smaller of Q_target(s', a*) and Q_online(s', a*) (clipped double Q, Fujimoto et al. 2018)."""
+    """y = r + discount * Q_target(s', a*), a* = argmax_a Q_online(s', a), discount = gamma^k (1 - terminated)
+    (``bootstrap_discount``); ``clipped``: the smaller of Q_target(s', a*) and Q_online(s', a*) (clipped
+    double Q, Fujimoto et al. 2018)."""
     best = jnp.argmax(next_q_online, axis=-1)
     next_value = jnp.take_along_axis(next_q_target, best[..., None], axis=-1)[..., 0]
     if clipped:
         next_value = jnp.minimum(next_value, jnp.max(next_q_online, axis=-1))
-    return reward + gamma * (1.0 - terminated) * next_value
+    return reward + discount * next_value
 
 
 def action_gap(q: Array, action: Array) -> Array:
@@ -171,7 +172,7 @@ def make_dqn(config: DQNConfig) -> Agent:
         # 1. Double-DQN target: the online net picks a', the target net values it.
         next_q_online = net.apply(state.params, batch.next_obs)
         next_q_target = net.apply(state.target, batch.next_obs)
-        target = double_q_target(batch.reward, batch.terminated, next_q_online, next_q_target, hp.gamma,
+        target = double_q_target(batch.reward, bootstrap_discount(batch, hp.gamma), next_q_online, next_q_target,
                                  config.clipped_double_q)
         # 1b. Advantage learning: lower the target of non-greedy actions by alpha x their gap, so
         # the greedy action stays ahead by more than the regression noise once values saturate.

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from populax.agents.base import ActionSpec, Agent, Array, Key, Transition, adam_step, polyak
+from populax.agents.base import ActionSpec, Agent, Array, Key, Transition, adam_step, bootstrap_discount, polyak
 from populax.agents.nets import MLP, TwinCritic
 from populax.hparams import hparam
 
@@ -97,11 +97,12 @@ def squashed_sample(mean: Array, log_std: Array, key: Key) -> tuple[Array, Array
     return jnp.tanh(u), jnp.sum(gaussian - correction, axis=-1)
 
 
-def soft_target(reward: Array, terminated: Array, next_q1: Array, next_q2: Array, next_log_prob: Array,
-                alpha: Array, gamma: Array, reward_scale: Array) -> Array:
-    """y = scale * r + gamma * (1 - terminated) * (min(Q1', Q2') - alpha * log pi(a'|s'))."""
+def soft_target(reward: Array, discount: Array, next_q1: Array, next_q2: Array, next_log_prob: Array,
+                alpha: Array, reward_scale: Array) -> Array:
+    """y = scale * r + discount * (min(Q1', Q2') - alpha * log pi(a'|s')), discount = gamma^k (1 - terminated)
+    (``bootstrap_discount``)."""
     soft_value = jnp.minimum(next_q1, next_q2) - alpha * next_log_prob
-    return reward_scale * reward + gamma * (1.0 - terminated) * soft_value
+    return reward_scale * reward + discount * soft_value
 
 
 OPTIMIZER = optax.scale_by_adam()
@@ -161,7 +162,8 @@ def make_sac(config: SACConfig) -> Agent:
         next_action, next_log_prob = squashed_sample(*actor_net.apply(state.actor, batch.next_obs), next_key)
         next_q1, next_q2 = critic_net.apply(state.critic_target, batch.next_obs, next_action)
         target = jax.lax.stop_gradient(
-            soft_target(batch.reward, batch.terminated, next_q1, next_q2, next_log_prob, alpha, hp.gamma, hp.reward_scale)
+            soft_target(batch.reward, bootstrap_discount(batch, hp.gamma), next_q1, next_q2, next_log_prob, alpha,
+                        hp.reward_scale)
         )
         (c_loss, q_mean), grads = jax.value_and_grad(critic_loss, has_aux=True)(state.critic, batch, target)
         critic, critic_opt = adam_step(state.critic, grads, state.critic_opt, hp.lr_critic, OPTIMIZER)

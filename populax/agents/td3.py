@@ -22,6 +22,7 @@ from populax.agents.base import (
     Key,
     Transition,
     adam_step,
+    bootstrap_discount,
     polyak,
 )
 from populax.agents.nets import DeterministicActor, TwinCritic
@@ -103,7 +104,7 @@ def make_td3(config: TD3Config) -> Agent:
         return jnp.clip(action + noise, -1.0, 1.0)
 
     def critic_target_values(state: TD3State, batch: Transition, key: Key, hp: TD3HParams) -> Array:
-        """r + gamma * (1 - terminated) * min_i Q_i'(s', pi'(s') + clipped noise)."""
+        """r + gamma^k (1 - terminated) * min_i Q_i'(s', pi'(s') + clipped noise) (k = 1 unless n-step)."""
         next_action = actor_net.apply(state.actor_target, batch.next_obs)
         noise = jnp.clip(
             hp.target_noise * jax.random.normal(key, next_action.shape),
@@ -112,7 +113,7 @@ def make_td3(config: TD3Config) -> Agent:
         )
         next_action = jnp.clip(next_action + noise, -1.0, 1.0)
         q1, q2 = critic_net.apply(state.critic_target, batch.next_obs, next_action)
-        return batch.reward + hp.gamma * (1.0 - batch.terminated) * jnp.minimum(q1, q2)
+        return batch.reward + bootstrap_discount(batch, hp.gamma) * jnp.minimum(q1, q2)
 
     def critic_loss(critic: dict, batch: Transition, target: Array):
         q1, q2 = critic_net.apply(critic, batch.obs, batch.action)

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from populax.agents.base import Transition, adam_step, all_finite, polyak
+from populax.agents.base import Transition, adam_step, all_finite, bootstrap_discount, polyak
 from populax.agents.nets import DeterministicActor, TwinCritic
-from populax.buffers import ReplayBuffer
+from populax.buffers import ReplayBuffer, n_step_fold, ring_successors
 
 OPTIMIZER = optax.scale_by_adam()
 
@@ -87,13 +87,18 @@ def init_critic(nets: Nets, key: jax.Array) -> CriticState:
                        updates=jnp.zeros((), jnp.int32))
 
 
-def union_sample(experience: ReplayBuffer, key: jax.Array, batch_size: int) -> Transition:
-    """``batch_size`` transitions uniformly from the union of the members' (equally filled) buffers."""
+def union_sample(experience: ReplayBuffer, key: jax.Array, batch_size: int, n_step: int = 1,
+                 gamma: jax.Array | float = 1.0, envs: int = 1) -> Transition:
+    """``batch_size`` transitions uniformly from the union of the members' (equally filled) buffers
+    (``n_step`` > 1: n-step transitions, as ``buffers.buffer_sample``)."""
     member_key, index_key = jax.random.split(key)
     pop = experience.size.shape[0]
     members = jax.random.randint(member_key, (batch_size,), 0, pop)
     index = jax.random.randint(index_key, (batch_size,), 0, jnp.maximum(experience.size[members], 1))
-    return jax.tree.map(lambda store: store[members, index], experience.data)
+    take = lambda rows: jax.tree.map(lambda store: store[members, rows], experience.data)  # noqa: E731
+    capacity = jax.tree.leaves(experience.data)[0].shape[1]
+    following = ring_successors(take, index, experience.position[members], experience.size[members], capacity, envs)
+    return n_step_fold(take(index), following, n_step, gamma)
 
 
 def finite_rows(transition: Transition) -> Transition:
@@ -102,7 +107,7 @@ def finite_rows(transition: Transition) -> Transition:
     def row_ok(x):
         return jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
 
-    ok = jnp.all(jnp.stack([row_ok(x) for x in transition]), axis=0)
+    ok = jnp.all(jnp.stack([row_ok(x) for x in jax.tree.leaves(transition)]), axis=0)
     return jax.tree.map(lambda x: jnp.where(ok.reshape((-1,) + (1,) * (x.ndim - 1)), x, 0).astype(x.dtype), transition)
 
 
@@ -127,7 +132,7 @@ def critic_step(nets: Nets, state: CriticState, batches: Transition, target_acto
         noise = jnp.clip(hp.target_noise * jax.random.normal(k, next_action.shape), -hp.noise_clip, hp.noise_clip)
         next_action = jnp.clip(next_action + noise, -1.0, 1.0)
         q1, q2 = nets.critic.apply(state.critic_target, batch.next_obs, next_action)
-        return batch.reward + hp.gamma * (1.0 - batch.terminated) * jnp.minimum(q1, q2)
+        return batch.reward + bootstrap_discount(batch, hp.gamma) * jnp.minimum(q1, q2)
 
     count = batches.reward.shape[0]
     target = jax.vmap(targets)(target_actors, batches, jax.random.split(key, count))

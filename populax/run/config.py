@@ -55,6 +55,10 @@ class TrainConfig:
     """Env steps per member of uniform random actions before learning starts."""
     updates_per_step: float = 1.0
     """Gradient updates per env step (update-to-data ratio), e.g. 0.25 = every 4 steps."""
+    n_step: int = 1
+    """Off-policy: env steps per TD target (n-step returns, as in Rainbow): r_t + ... + gamma^(k-1) r_(t+k-1) +
+    gamma^k Q(s_(t+k)), k = n unless the episode ends first; 1 = one-step TD. Made when sampling, so
+    checkpoints and resume do not depend on it. PPO uses GAE instead (--hp.gae-lambda)."""
     strategy: str = "independent"
     """Population strategy: independent (seeds/sweeps), pbt (Jaderberg et al. 2017) or pb2 (GP-bandit explore)."""
     ready_interval: int = 0
@@ -224,6 +228,11 @@ def check_ranges(config: TrainConfig) -> None:
         raise ConfigError(f"--workers must be >= 1 (got {config.workers})")
     if config.worker_cpus <= 0 or config.worker_gpus < 0:
         raise ConfigError(f"--worker-cpus must be > 0 and --worker-gpus >= 0 (got {config.worker_cpus}, {config.worker_gpus})")
+    if config.n_step < 1:
+        raise ConfigError(f"--n-step must be >= 1 (1: one-step TD targets; got {config.n_step})")
+    if config.n_step > 1 and config.algo == "ppo":
+        raise ConfigError(f"--n-step applies to the off-policy algorithms (td3, sac, dqn, cemrl, dvd-td3); ppo's "
+                          f"returns are GAE (--hp.gae-lambda): allowed 1 (got {config.n_step})")
     if not config.updates_per_step > 0:
         raise ConfigError(f"--updates-per-step must be > 0 (got {config.updates_per_step})")
 

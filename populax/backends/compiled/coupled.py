@@ -229,7 +229,8 @@ def make_cemrl_steps(config: TrainConfig, nets: Nets, options: CEMRLOptions, gen
         def step(carry, index):
             critic, grads = carry
             batch_key, target_key = jax.random.split(jax.random.fold_in(key, index))
-            batch = union_sample(population.experience, batch_key, config.batch_size)
+            batch = union_sample(population.experience, batch_key, config.batch_size, config.n_step, hp0.gamma,
+                                 config.envs_per_member)
             target_actor = jax.tree.map(lambda x: x[index % n_grad], grads.actor_target)
             critic, critic_loss, q_mean = critic_step(nets, critic, stack_one(batch), stack_one(target_actor),
                                                       target_key, hp0)
@@ -427,10 +428,11 @@ def make_dvd_steps(config: TrainConfig, nets: Nets, options: DvDOptions) -> DvDS
     def learn(population: Member) -> tuple[Member, dict[str, jax.Array]]:
         shared: DvDShared = population.shared
         key, batch_key, critic_key = jax.random.split(shared.key, 3)
-        batches = jax.vmap(union_sample, in_axes=(None, 0, None))(
-            population.experience, jax.random.split(batch_key, pop), config.batch_size)
         hp = population.hparams
         hp0 = first_member(hp)
+        batches = jax.vmap(union_sample, in_axes=(None, 0, None, None, None, None))(
+            population.experience, jax.random.split(batch_key, pop), config.batch_size, config.n_step, hp0.gamma,
+            config.envs_per_member)
 
         def update(carry):
             critic, agent, critic_steps, critic_loss, q_mean = critics_step(*carry, batches, critic_key, hp)

@@ -51,6 +51,8 @@ class Schedule(NamedTuple):
     eval_episodes: int
     eval_max_steps: int = 0
     """Most steps per evaluation episode (0: the environment's own limit)."""
+    n_step: int = 1
+    """Env steps per TD target (n-step returns, made when sampling: ``buffers.n_step_fold``)."""
 
     @property
     def steps_per_phase(self) -> int:
@@ -101,6 +103,7 @@ def make_schedule(
     buffer_size: int,
     eval_episodes: int,
     eval_max_steps: int = 0,
+    n_step: int = 1,
 ) -> Schedule:
     """Turn an update-to-data ratio and an eval period into whole scan lengths (see ``update_phase``)."""
     iterations, updates = update_phase(envs_per_member, updates_per_step)
@@ -117,6 +120,7 @@ def make_schedule(
         buffer_size=buffer_size,
         eval_episodes=eval_episodes,
         eval_max_steps=eval_max_steps,
+        n_step=n_step,
     )
 
 
@@ -260,7 +264,8 @@ def make_offpolicy_program(agent: Agent, env: JaxEnv, schedule: Schedule) -> Mem
 
     def learn(member: Member, _) -> tuple[Member, dict[str, jax.Array]]:
         key, sample_key, update_key = jax.random.split(member.key, 3)
-        batch = buffer_sample(member.experience, sample_key, schedule.batch_size)
+        batch = buffer_sample(member.experience, sample_key, schedule.batch_size, schedule.n_step,
+                              member.hparams.gamma, num_envs)
 
         def do_update(state):
             return agent.update(state, batch, update_key, member.hparams)

@@ -43,6 +43,7 @@ def build_program(algorithm: Algorithm, config: TrainConfig, env: JaxEnv) -> tup
         buffer_size=min(config.buffer_size, config.total_steps),
         eval_episodes=config.eval_episodes,
         eval_max_steps=config.eval_max_steps,
+        n_step=config.n_step,
     )
     steps_per_update = schedule.steps_per_phase / schedule.updates_per_phase
     total_steps = math.ceil(config.total_steps / schedule.chunk_steps) * schedule.chunk_steps

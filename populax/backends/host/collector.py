@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from populax.agents.base import Transition
+from populax.agents.base import STORED_FIELDS, Transition
 from populax.backends.host.member import HostFunctions, HostPlan, RolloutRows
 from populax.envs.host_envs import (
     HostEnvSpec,
@@ -185,7 +185,7 @@ class Collector:
         if self.plan.on_policy:
             data = RolloutRows(*(per_member(k) for k in RolloutRows._fields))
         else:
-            data = Transition(*(per_member(k) for k in ("obs", "action", "reward", "next_obs", "terminated")))
+            data = Transition(*(per_member(k) for k in STORED_FIELDS))
         last_obs = self.obs.reshape(n, e, *self.spec.obs_shape)
         return Block(data, per_member("truncated"), last_obs, self.stats, finished, acted_lag, self.keys, generation)
 

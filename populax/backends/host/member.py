@@ -45,6 +45,8 @@ class HostPlan(NamedTuple):
     batch_size: int
     buffer_size: int
     on_policy: bool
+    n_step: int = 1
+    """Off-policy: env steps per TD target (n-step returns, made when sampling)."""
 
     @property
     def block_steps(self) -> int:
@@ -104,6 +106,7 @@ def make_plan(config: TrainConfig, on_policy: bool, rollout_len: int = 0) -> Hos
         batch_size=config.batch_size,
         buffer_size=max(block_steps, min(config.buffer_size, total_steps)),
         on_policy=on_policy,
+        n_step=config.n_step,
     )
 
 
@@ -177,7 +180,8 @@ def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Call
         def one_update(carry, index):
             state, key = carry
             key, sample_key, update_key = jax.random.split(key, 3)
-            batch = buffer_sample(member.experience, sample_key, plan.batch_size)
+            batch = buffer_sample(member.experience, sample_key, plan.batch_size, plan.n_step, member.hparams.gamma,
+                                  plan.envs_per_member)
             batch = batch._replace(obs=prepare_obs(member.obs_stats, batch.obs),
                                    next_obs=prepare_obs(member.obs_stats, batch.next_obs))
 
