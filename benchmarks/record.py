@@ -160,6 +160,8 @@ def main() -> None:
             if case not in CASES:
                 raise SystemExit(f"--cases: unknown case {case!r}; known: {', '.join(CASES)}")
             entry = run_case(case, [int(s) for s in args.seeds.split(",")], args.budget)
+            # Re-read the store: another record.py may have added rows meanwhile (runs in parallel are fine).
+            entries = json.loads(STORE.read_text()) if STORE.exists() else []
             entries = [e for e in entries if (e["case"], e["budget"]) != (case, args.budget)] + [entry]
             STORE.parent.mkdir(parents=True, exist_ok=True)
             STORE.write_text(json.dumps(entries, indent=1))
