@@ -92,6 +92,27 @@ def test_truncated_newest_checkpoint_is_reported_and_the_previous_one_used(tmp_p
     assert_same_run(out, reference)  # the last chunk was trained again, identically
 
 
+def test_a_checkpoint_from_before_a_hyperparameter_existed_resumes_with_its_default(tmp_path, reference):
+    """A build that adds a traced hyperparameter (DQN's tau did) still resumes older runs: the missing one takes
+    the run's value (here TD3's tau, not set: its default), and the resumed run equals the uninterrupted one."""
+    import hashlib
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    previous, newest = list_checkpoints(out)[-2:]
+    shutil.rmtree(newest)
+    payload = serialization.msgpack_restore((previous / STATE_FILE).read_bytes())
+    del payload["population"]["hparams"]["tau"]
+    data = serialization.msgpack_serialize(payload)
+    (previous / STATE_FILE).write_bytes(data)
+    manifest = json.loads((previous / "manifest.json").read_text())
+    manifest.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (previous / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["resume", str(out), "--no-progress"]) == 0
+    assert_same_run(out, reference)
+
+
 def test_sigint_leaves_a_checkpoint_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     args = [a if a != "12000" else "100000" for a in ARGS]

@@ -198,12 +198,14 @@ def verify(path: Path) -> tuple[dict[str, Any], bytes]:
     return manifest, data
 
 
-def restore(path: Path, template: Any) -> Checkpoint:
+def restore(path: Path, template: Any, initial_hparams: Any = None) -> Checkpoint:
     """Read the checkpoint at ``path`` into the structure of ``template``.
 
     ``template`` is the population as ``init`` makes it (arrays or
     ``jax.ShapeDtypeStruct``s); its typed keys are rebuilt from key data, and a
     checkpoint saved without replay buffers gets the template's (empty) ones.
+    A hyperparameter the checkpoint lacks (written before it existed) takes
+    its value in ``initial_hparams``, the run's drawn hyperparameters.
     Raises ValueError when the payload is damaged or does not fit the template.
     """
     manifest, data = verify(path)
@@ -221,6 +223,12 @@ def restore(path: Path, template: Any) -> Checkpoint:
     agent = saved.get("agent")
     if isinstance(agent, dict) and "critic" not in agent and getattr(host_template.agent, "critic", 0) is None:
         agent["critic"] = None  # a coupled actor written before DvD's per-member critics (none then)
+    hparams = saved.get("hparams")
+    if isinstance(hparams, dict) and initial_hparams is not None:
+        # A traced hyperparameter added since this checkpoint was written (DQN's tau, advantage_alpha): new ones
+        # default to the old behaviour, so the run's initial value of it (its config's or the default) is right.
+        for name, value in serialization.to_state_dict(to_host(initial_hparams)).items():
+            hparams.setdefault(name, value)
     if saved.get("experience") is None and getattr(host_template, "experience", None) is not None:
         saved["experience"] = serialization.to_state_dict(host_template.experience)
     try:
@@ -240,15 +248,15 @@ def restore(path: Path, template: Any) -> Checkpoint:
                       extra=payload.get("extra"))
 
 
-def latest_checkpoint(run_dir: Path, template: Any, warn: Any = print) -> Checkpoint:
-    """The newest checkpoint that verifies; each damaged newer one is reported in one line via ``warn``.
+def latest_checkpoint(run_dir: Path, template: Any, warn: Any = print, initial_hparams: Any = None) -> Checkpoint:
+    """The newest checkpoint that verifies (``restore``); each damaged newer one is reported in one line via ``warn``.
 
     Raises ConfigError when the run has no usable checkpoint.
     """
     candidates = list_checkpoints(run_dir)
     for path in reversed(candidates):
         try:
-            return restore(path, template)
+            return restore(path, template, initial_hparams)
         except ValueError as problem:
             warn(f"populax: checkpoint {path.relative_to(run_dir)} is corrupt or partial: {problem}; using the previous one")
     if candidates:

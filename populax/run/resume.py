@@ -51,7 +51,7 @@ def load_setup(run_dir: str | Path) -> RunSetup:
 def load_checkpoint(setup: RunSetup, warn: Callable[[str], None] = _stderr) -> Checkpoint:
     """The newest good checkpoint of the run, checked against its configuration."""
     template = jax.eval_shape(lambda: init_population(setup))
-    checkpoint = latest_checkpoint(setup.run_dir, template, warn=warn)
+    checkpoint = latest_checkpoint(setup.run_dir, template, warn=warn, initial_hparams=setup.hparams)
     expected = config_hash(setup.run_dir)
     if checkpoint.manifest.get("config_hash") != expected:
         raise ConfigError(f"RUN: {setup.run_dir / 'config.yaml'} changed since {checkpoint.path.name} was written; "

@@ -231,7 +231,7 @@ class RayBackend:
         self.pids[block] = self._await_restart(block)
         members = self.blocks[block]
         if list_checkpoints(self.run_dir):
-            checkpoint = latest_checkpoint(self.run_dir, self.template)
+            checkpoint = latest_checkpoint(self.run_dir, self.template, initial_hparams=self.initial[1])
             rows = take_rows(checkpoint.population, members)
             if not checkpoint.manifest.get("buffer_saved", True) and rows.experience is not None:
                 rows = refill_point(self.config, rows)
