@@ -187,6 +187,7 @@ def test_pong_dqn_run_directory(tmp_path):
     code = main(["train", "--env", "ALE/Pong-v5", "--algo", "dqn", "--pop", "2", "--total-steps", "400",
                  "--eval-every", "400", "--learning-starts", "100", "--batch-size", "32", "--buffer-size", "400",
                  "--eval-episodes", "1", "--max-episode-steps", "200", "--updates-per-step", "0.25",
+                 "--n-step", "3",  # n-step folds over the frame-storage buffer's rebuilt stacks
                  "--out", str(out), "--no-progress"])
     assert code == 0
     for name in ("config.yaml", "metrics.jsonl", "summary.json"):
