@@ -6,7 +6,9 @@
 
 Each case runs ``populax.train`` with the tuned recipe of (algo, env) when
 there is one (else the settings listed in ``CASES``), population 4, seeds 0,
-1 and 2. Results accumulate in ``benchmarks/results/record.json`` (one entry
+1 and 2. The population-method demos (``configs/demo.yaml``, the PBT, CEM-RL
+and DvD recipes) run as shipped: their own population size and strategy.
+Results accumulate in ``benchmarks/results/record.json`` (one entry
 per case and budget, replaced when re-run) and the markdown table between the
 markers in ``docs/results.md`` is rewritten from all entries, next to the
 published reference numbers in ``REFERENCES`` (source cited per row). A row
@@ -23,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from populax.run.config import build_config
-from populax.run.recipes import recipe_layer
+from populax.run.config import TrainConfig, build_config, load_recipe
+from populax.run.recipes import RECIPE_DIR, recipe_layer
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "benchmarks" / "results" / "record.json"
@@ -51,6 +53,11 @@ CASES: dict[str, dict[str, Any]] = {
     "sac:HalfCheetah-v5": MUJOCO,
     "td3:Hopper-v5": MUJOCO,
     "sac:Hopper-v5": MUJOCO,
+    # The shipped population-method recipes, as a user runs them (`populax train --config NAME`).
+    "td3-lr-spread:Pendulum-v1": {"config": "demo"},
+    "td3-pbt:Pendulum-v1": {"config": "td3-pbt-Pendulum-v1"},
+    "cemrl:Pendulum-v1": {"config": "cemrl-Pendulum-v1"},
+    "dvd-td3:Pendulum-v1": {"config": "dvd-td3-Pendulum-v1"},
 }
 
 SB3 = "SB3 RL Zoo benchmark.md (DLR-RM/rl-baselines3-zoo), one run, deterministic evaluation"
@@ -75,15 +82,24 @@ REFERENCES: dict[str, list[tuple[str, float, str]]] = {
 
 
 def case_config(case: str, seed: int, budget: float, out: Path):
-    """The TrainConfig of one case and seed: recipe (or borrowed recipe) < case settings < pop 4, seed, budget."""
+    """The TrainConfig of one case and seed.
+
+    An (algo, env) case: recipe (or borrowed recipe) < case settings < pop 4,
+    seed, budget. A ``config`` case: that shipped config file as it is (its
+    own algorithm, population size and strategy) < seed, budget.
+    """
     algo, env = case.split(":")
     settings = dict(CASES[case])
-    recipe_env = settings.pop("recipe_of", env)
-    _, recipe = recipe_layer(algo, recipe_env)
-    layer = {**recipe, **settings, "algo": algo, "env": env}
+    if "config" in settings:
+        layer = load_recipe(RECIPE_DIR / f"{settings.pop('config')}.yaml")
+        pop = layer["pop"]
+    else:
+        recipe_env = settings.pop("recipe_of", env)
+        _, recipe = recipe_layer(algo, recipe_env)
+        layer, pop = {**recipe, **settings, "algo": algo, "env": env}, 4
     total = int(layer.get("total_steps", 20_000) * budget)
-    eval_every = min(int(layer.get("eval_every", 2_000)), total)
-    run = {"pop": 4, "seed": seed, "total_steps": total, "eval_every": eval_every, "out": str(out),
+    eval_every = min(int(layer.get("eval_every", TrainConfig().eval_every)), total)
+    run = {"pop": pop, "seed": seed, "total_steps": total, "eval_every": eval_every, "out": str(out),
            "progress": False, "tensorboard": False}
     return build_config([layer, run])
 
@@ -98,8 +114,9 @@ def run_case(case: str, seeds: list[int], budget: float) -> dict[str, Any]:
             config = case_config(case, seed, budget, Path(tmp) / "run")
             start = time.perf_counter()
             result = populax.train(config)
-            runs.append({"seed": seed, "returns": [float(r) for r in result.returns],
+            runs.append({"seed": seed, "pop": config.pop, "returns": [float(r) for r in result.returns],
                          "env_steps": int(result.summary["env_steps_per_member"]),
+                         "mean_policy_return": result.summary.get("mean_policy_return"),  # CEM-RL's mean actor
                          "wall_s": time.perf_counter() - start})
         print(f"{case} seed {seed}: {runs[-1]['returns']}", flush=True)
     return {"case": case, "budget": budget, "runs": runs, "date": time.strftime("%Y-%m-%d")}
@@ -107,23 +124,25 @@ def run_case(case: str, seeds: list[int], budget: float) -> dict[str, Any]:
 
 def table(entries: list[dict[str, Any]]) -> str:
     """The markdown table of every stored entry, with its references."""
-    lines = ["| algo | env | budget (env steps / member) | seeds | final return, mean +- std (all members) | "
-             "per-seed medians | wall / seed (s) | reference (source) | vs reference |",
-             "| --- | --- | ---: | ---: | ---: | --- | ---: | --- | --- |"]
+    lines = ["| algo | env | pop | budget (env steps / member) | seeds | final return, mean +- std (all members) | "
+             "per-seed medians | per-seed best | wall / seed (s) | reference (source) | vs reference |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- | --- | ---: | --- | --- |"]
     for entry in sorted(entries, key=lambda e: (e["case"].split(":")[1], e["case"])):
         algo, env = entry["case"].split(":")
         returns = [r for run in entry["runs"] for r in run["returns"]]
         mean = statistics.fmean(returns)
         std = statistics.pstdev(returns)
         medians = ", ".join(f"{statistics.median(run['returns']):.1f}" for run in entry["runs"])
+        bests = ", ".join(f"{max(run['returns']):.1f}" for run in entry["runs"])
         wall = statistics.fmean(run["wall_s"] for run in entry["runs"])
         refs = REFERENCES.get(entry["case"], [])
         ref_text = "; ".join(f"{value:g} ({what}; {source})" for what, value, source in refs) or "none collected"
         verdict = ("below" if mean < refs[0][1] - max(0.05 * abs(refs[0][1]), 1.0) else "at or above") if refs else "-"
         if refs and verdict == "below" and entry["runs"][0]["env_steps"] < 0.9 * reference_steps(refs[0][0]):
             verdict += " (smaller budget)"
-        lines.append(f"| {algo} | {env} | {entry['runs'][0]['env_steps']:,} | {len(entry['runs'])} | "
-                     f"{mean:.1f} +- {std:.1f} | {medians} | {wall:.0f} | {ref_text} | {verdict} |")
+        pop = entry["runs"][0].get("pop", len(entry["runs"][0]["returns"]))
+        lines.append(f"| {algo} | {env} | {pop} | {entry['runs'][0]['env_steps']:,} | {len(entry['runs'])} | "
+                     f"{mean:.1f} +- {std:.1f} | {medians} | {bests} | {wall:.0f} | {ref_text} | {verdict} |")
     return "\n".join(lines)
 
 
