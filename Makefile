@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/populax train --config configs/demo.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -x --durations=15
+	$(BIN)/python -m pytest -q -x --durations=15 -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check populax tests benchmarks

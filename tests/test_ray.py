@@ -77,6 +77,7 @@ def loopback_error() -> str | None:
 
 REASON = loopback_error()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"Ray tests run in a loopback-only namespace: {REASON}")
+# `make test` runs the suite with pytest-xdist --dist loadfile: one worker runs this file's tests one at a time.
 
 
 def ray_env() -> dict[str, str]:
@@ -253,13 +254,18 @@ def test_killed_worker_restarts_and_reloads_its_block(tmp_path):
 
 
 def test_ray_address_joins_a_cluster_started_with_ray_start(tmp_path):
-    """`ray start --head` on loopback, then `populax train --ray-address` joins it; the shell stops the cluster."""
-    out = tmp_path / "run"
+    """`ray start --head` on loopback, then `populax train --ray-address` joins it; a run without --ray-address
+    beside that cluster starts its own instance (Ray would otherwise join the cluster it finds on the machine and
+    refuse the run's num_cpus); the shell stops the cluster."""
+    out, private = tmp_path / "run", tmp_path / "private"
     ray = Path(sys.executable).parent / "ray"
     head = (f"{ray} start --head --port=6390 --node-ip-address=127.0.0.1 --num-cpus=2 --include-dashboard=false "
             "--disable-usage-stats >/dev/null")
-    train = populax("train", *SMALL, "--pop", "4", "--total-steps", "400", "--eval-every", "200", "--executor", "ray",
-                    "--workers", "2", "--ray-address", "127.0.0.1:6390", "--out", str(out))
-    run_loopback(f"{head} && {train}; status=$?; {ray} stop --force >/dev/null 2>&1; exit $status", own_pids=True)
+    train = [*SMALL, "--pop", "4", "--total-steps", "400", "--eval-every", "200", "--executor", "ray", "--workers", "2"]
+    joined = populax("train", *train, "--ray-address", "127.0.0.1:6390", "--out", str(out))
+    own = populax("train", *train, "--out", str(private))
+    run_loopback(f"{head} && {joined} && {own}; status=$?; {ray} stop --force >/dev/null 2>&1; exit $status",
+                 own_pids=True)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ray"]["address"] == "127.0.0.1:6390" and summary["env_steps_per_member"] == 400
+    assert json.loads((private / "summary.json").read_text())["ray"]["address"] == "local (loopback)"

@@ -160,8 +160,11 @@ class RayBackend:
             # Ray starts workers at nice 15 (for its own daemons' sake); here the workers *are* the training,
             # and on a shared machine nice 15 starves them (measured: minutes per chunk beside other jobs).
             os.environ.setdefault("RAY_worker_niceness", "0")
-            ray.init(num_cpus=max(1, math.ceil(config.workers * config.worker_cpus)), include_dashboard=False,
-                     _node_ip_address="127.0.0.1", logging_level="warning", log_to_driver=False)
+            # address="local": always a new instance; without it ray.init joins a cluster that `ray start` left
+            # on this machine (found in /tmp/ray), where num_cpus is refused.
+            ray.init(address="local", num_cpus=max(1, math.ceil(config.workers * config.worker_cpus)),
+                     include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning",
+                     log_to_driver=False)
 
     def _start_workers(self) -> None:
         if self.workers:
