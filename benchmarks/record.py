@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from populax.run.config import TrainConfig, build_config, load_recipe
-from populax.run.recipes import RECIPE_DIR, recipe_layer
+from populax.run.recipes import recipe_layer, resolve_config_path
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "benchmarks" / "results" / "record.json"
@@ -91,7 +91,7 @@ def case_config(case: str, seed: int, budget: float, out: Path):
     algo, env = case.split(":")
     settings = dict(CASES[case])
     if "config" in settings:
-        layer = load_recipe(RECIPE_DIR / f"{settings.pop('config')}.yaml")
+        layer = load_recipe(resolve_config_path(settings.pop("config")))
         pop = layer["pop"]
     else:
         recipe_env = settings.pop("recipe_of", env)
@@ -114,7 +114,7 @@ def run_case(case: str, seeds: list[int], budget: float) -> dict[str, Any]:
             config = case_config(case, seed, budget, Path(tmp) / "run")
             start = time.perf_counter()
             result = populax.train(config)
-            runs.append({"seed": seed, "pop": config.pop, "returns": [float(r) for r in result.returns],
+            runs.append({"seed": seed, "returns": [float(r) for r in result.returns],
                          "env_steps": int(result.summary["env_steps_per_member"]),
                          "mean_policy_return": result.summary.get("mean_policy_return"),  # CEM-RL's mean actor
                          "wall_s": time.perf_counter() - start})
@@ -140,8 +140,7 @@ def table(entries: list[dict[str, Any]]) -> str:
         verdict = ("below" if mean < refs[0][1] - max(0.05 * abs(refs[0][1]), 1.0) else "at or above") if refs else "-"
         if refs and verdict == "below" and entry["runs"][0]["env_steps"] < 0.9 * reference_steps(refs[0][0]):
             verdict += " (smaller budget)"
-        pop = entry["runs"][0].get("pop", len(entry["runs"][0]["returns"]))
-        lines.append(f"| {algo} | {env} | {pop} | {entry['runs'][0]['env_steps']:,} | {len(entry['runs'])} | "
+        lines.append(f"| {algo} | {env} | {len(entry['runs'][0]['returns'])} | {entry['runs'][0]['env_steps']:,} | {len(entry['runs'])} | "
                      f"{mean:.1f} +- {std:.1f} | {medians} | {bests} | {wall:.0f} | {ref_text} | {verdict} |")
     return "\n".join(lines)
 

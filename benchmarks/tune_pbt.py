@@ -70,7 +70,9 @@ def run_tune(args: argparse.Namespace) -> dict:
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
 
-    ray.init(num_cpus=args.cpus, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning")
+    # address="local": a new instance even when `ray start` left a cluster on the machine (see RayBackend._connect)
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+             logging_level="warning")
     scheduler = PopulationBasedTraining(
         time_attr="env_step", perturbation_interval=args.ready, quantile_fraction=0.25, resample_probability=0.25,
         hyperparam_mutations={"lr_actor": tune.loguniform(*PRIOR)}, synch=True)
