@@ -15,4 +15,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVE
     brax==0.14.2 mujoco-mjx==3.17.0 mujoco==4.0.0 mujoco-core==4.0.0 mujoco-studio==4.0.0 glfw==2.11.0 \
     PyOpenGL==3.1.10 websockets==17.4 Flask==3.1.3 flask-cors==6.0.5 itsdangerous==2.2.0 blinker==1.9.0 \
     jaxopt==0.8.5 ml_collections==1.1.0 trimesh==5.2.0
+# Only if the GPU image's own flax/optax are older than pyproject's ranges does gpu_study.sh install these.
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d "$DIR/fallback" flax==0.12.12 optax==0.2.8
 du -sh "$DIR"

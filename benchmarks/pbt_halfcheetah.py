@@ -23,7 +23,7 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
+from learning_curves import plot
 
 from populax.run.config import build_config, load_recipe
 from populax.run.recipes import resolve_config_path
@@ -45,36 +45,6 @@ def run_one(strategy: str, args: argparse.Namespace) -> tuple[Path, float]:
     return out, time.perf_counter() - start
 
 
-def population_curves(run_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(env steps, median return, best return) per evaluation."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = sorted({r["env_step"] for r in records if "member" in r})
-    by_step = [[r["return"] for r in records if r.get("env_step") == s and "member" in r] for s in steps]
-    return np.asarray(steps), np.asarray([np.nanmedian(v) for v in by_step]), np.asarray([np.nanmax(v) for v in by_step])
-
-
-def plot(runs: dict[str, Path], path: Path) -> None:
-    """Median (solid) and best (dashed) return over env steps per member, one colour per strategy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    # Distinct dash styles: an unreplaced best member trains identically in both runs, so the lines can coincide.
-    for (strategy, run_dir), color, dashes in zip(runs.items(), ("tab:blue", "tab:orange"), ("--", ":")):
-        steps, median, best = population_curves(run_dir)
-        ax.plot(steps, median, color=color, label=f"{strategy}: median")
-        ax.plot(steps, best, color=color, linestyle=dashes, linewidth=2, label=f"{strategy}: best")
-    ax.set_xlabel("env steps per member")
-    ax.set_ylabel("evaluation return")
-    ax.set_title("TD3 on HalfCheetah-v5: PBT (the paper's variant) vs independent")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def main() -> None:
     """Run both strategies, draw the curves, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -91,7 +61,7 @@ def main() -> None:
     runs, walls = {}, {}
     for strategy in ("pbt", "independent"):
         runs[strategy], walls[strategy] = run_one(strategy, args)
-    plot(runs, args.out / "pbt_vs_independent.png")
+    plot(runs, args.out / "pbt_vs_independent.png", "TD3 on HalfCheetah-v5: PBT (the paper's variant) vs independent")
     shutil.copy(runs["pbt"] / "report" / "lineage.png", args.out / "lineage.png")
     print("| strategy | final median | final best | exploits | wall time |")
     print("| --- | ---: | ---: | ---: | ---: |")

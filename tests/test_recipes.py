@@ -57,7 +57,8 @@ def test_recipe_names_its_own_algorithm_and_environment():
         if "env" not in settings:  # a family recipe: ALGO-atari.yaml serves every ALE/* id
             assert path.stem == f"{settings['algo']}-atari", path
             continue
-        names = {f"{settings['algo']}-{settings['env']}", f"{settings['algo']}-{settings.get('strategy')}-{settings['env']}"}
+        env = settings["env"].replace("/", "_").replace(":", "_")  # brax:halfcheetah -> brax_halfcheetah
+        names = {f"{settings['algo']}-{env}", f"{settings['algo']}-{settings.get('strategy')}-{env}"}
         assert path.stem in names, path
 
 
