@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Issue 24's study on one GPU, in one command of at most ~9.5 minutes (the limits below add up to 560 s) (every stage has its own time limit):
+# Issue 24's study on one GPU, in one command of at most ~9.5 minutes (every stage has its own time limit; they add up to 550 s):
 #   gpu-tests            tests/test_gpu.py (pytest -m gpu): donation on the device, fit_chunk on the real memory
 #                        analysis, chunking a population bigger than one vmap, auto with one device, brax on CUDA;
 #   learn-pbt            configs/td3-pbt-brax_halfcheetah.yaml as a user runs it (`populax train --config ...`):
 #                        32 TD3 members, the paper's PBT, 1M env steps per member on brax halfcheetah; then its
 #                        curves (median, best), lineage plot, wall time and s per member per 1M env steps
 #                        (benchmarks/learning_curves.py);
-#   update-step-td3      the paper's Figure 2: TD3 (256,256) batch 256 update step per member vs N (1, 8, 64,
-#                        256) for every implementation (torch on CUDA included), with the dense float32 GEMM
+#   update-step-td3[-256]  the paper's Figure 2: TD3 (256,256) batch 256 update step per member vs N (1, 8, 64;
+#                        then 256) for every implementation (torch on CUDA included), with the dense float32 GEMM
 #                        peak at default (TF32) and highest precision;
 #   throughput-halfcheetah  end-to-end TD3 training throughput on brax halfcheetah at pop 1, 64, 256 (env steps/s
 #                        summed over members, compile excluded; benchmarks/throughput.py);
@@ -35,8 +35,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 # jax-parallel's worker processes each start a JAX runtime on the same GPU: none may take 75% of it up front.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
-# brax imports MuJoCo, whose renderer is never used here.
-export MUJOCO_GL=${MUJOCO_GL:-egl}
+# brax imports MuJoCo, whose renderer is never used here: with MUJOCO_GL=egl and no libEGL (a bare CUDA image),
+# importing mujoco fails (seen on the GPU machine); disable skips its GL imports.
+export MUJOCO_GL=${MUJOCO_GL:-disable}
 
 if ! "$PYTHON" -c "import gymnax, brax, tensorboardX" >/dev/null 2>&1; then
     if [ -d "$WHEELS" ]; then
@@ -86,21 +87,27 @@ cat "$OUTDIR/machine.txt"
 
 # The sizes: the issue's, or toy ones (QUICK=1: the same commands and code paths, numbers that mean nothing).
 LEARN=(-m populax.cli train --config configs/td3-pbt-brax_halfcheetah.yaml --no-progress --force)
-BENCH=(-m populax.cli bench update-step --impl all --calls 20 --rounds 3 --matmul-size 8192 --pop 1,8,64,256)
+# Figure 2 in two commands: every implementation at N = 1, 8, 64; at N = 256 all but torch-sequential (a Python loop
+# of 256 torch updates, ~9 ms each on the GPU machine: 2.3 s a call) and jax-parallel (one process per member, N <= 8).
+BENCH=(-m populax.cli bench update-step --impl all --calls 10 --rounds 2 --matmul-size 8192 --pop 1,8,64)
+BENCH_LARGE=(-m populax.cli bench update-step --impl jax-sequential,jax-vmap,jax-sharded,torch-vectorized,auto
+             --calls 10 --rounds 2 --matmul-size 8192 --pop 256)
 THROUGHPUT=(benchmarks/throughput.py --algo td3 --hidden 256,256 --chunk-steps 1000 --rounds 2 --pops 1,64,256)
 if [ "$QUICK" = 1 ]; then
     LEARN+=(--pop 2 --envs-per-member 8 --total-steps 256 --eval-every 128 --ready-interval 128 --learning-starts 64
             --batch-size 16 --hidden 16,16 --eval-episodes 1 --eval-max-steps 20 --buffer-size 512)
     BENCH=(-m populax.cli bench update-step --impl all --calls 2 --rounds 1 --matmul-size 256 --hidden 8,8 --batch 4 --pop 2)
+    BENCH_LARGE=(-m populax.cli bench update-step --impl jax-vmap,auto --calls 2 --rounds 1 --matmul-size 256 --hidden 8,8
+                 --batch 4 --pop 3)
     THROUGHPUT=(benchmarks/throughput.py --algo td3 --hidden 8,8 --chunk-steps 10 --rounds 1 --pops 2)
 fi
 
 if wanted gpu-tests; then
-    stage gpu-tests 80 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider -rs tests/test_gpu.py
+    stage gpu-tests 50 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider -rs tests/test_gpu.py
 fi
 for strategy in pbt independent; do
     if wanted "learn-$strategy"; then
-        stage "learn-$strategy" 270 "$PYTHON" "${LEARN[@]}" --strategy "$strategy" --out "$OUTDIR/learn-$strategy"
+        stage "learn-$strategy" 240 "$PYTHON" "${LEARN[@]}" --strategy "$strategy" --out "$OUTDIR/learn-$strategy"
     fi
 done
 if wanted learn-pbt || wanted learn-independent; then
@@ -112,10 +119,11 @@ if wanted learn-pbt || wanted learn-independent; then
     [ -f "$OUTDIR/learn-pbt/report/lineage.png" ] && cp "$OUTDIR/learn-pbt/report/lineage.png" "$OUTDIR/lineage.png"
 fi
 if wanted update-step-td3; then
-    stage update-step-td3 90 "$PYTHON" "${BENCH[@]}" --algo td3 --out "$OUTDIR/update-step-td3.json"
+    stage update-step-td3 100 "$PYTHON" "${BENCH[@]}" --algo td3 --out "$OUTDIR/update-step-td3.json"
+    stage update-step-td3-256 50 "$PYTHON" "${BENCH_LARGE[@]}" --algo td3 --out "$OUTDIR/update-step-td3-256.json"
 fi
 if wanted throughput-halfcheetah; then
-    stage throughput-halfcheetah 120 "$PYTHON" "${THROUGHPUT[@]}" --env brax:halfcheetah --out "$OUTDIR/throughput-td3-halfcheetah.json"
+    stage throughput-halfcheetah 110 "$PYTHON" "${THROUGHPUT[@]}" --env brax:halfcheetah --out "$OUTDIR/throughput-td3-halfcheetah.json"
 fi
 # Checkpoints are large (the run's parameters) and not results: leave them out of what is carried back.
 rm -rf "$OUTDIR"/learn-*/checkpoints

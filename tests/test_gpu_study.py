@@ -17,7 +17,7 @@ def test_the_gpu_study_runs_end_to_end_in_toy_mode(tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = (out / "study.log").read_text()
-    for stage in ("gpu-tests", "learn-pbt", "learning-curves", "update-step-td3", "throughput-halfcheetah"):
+    for stage in ("gpu-tests", "learn-pbt", "learning-curves", "update-step-td3", "update-step-td3-256", "throughput-halfcheetah"):
         assert f"   {stage}: exit 0 " in log, log
     assert "skipped" in (out / "gpu-tests.log").read_text()  # no GPU here: the -m gpu tests skip with their reason
 

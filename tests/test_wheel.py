@@ -1,11 +1,16 @@
 """A regular (non-editable) install carries everything populax reads at run time: the tuned recipes."""
 
+import importlib.metadata
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import populax
+from populax.run.checkpoint import list_checkpoints, verify
+from populax.run.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,6 +35,7 @@ def test_wheel_install_finds_the_packaged_recipes(tmp_path):
                            capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
     (wheel,) = (tmp_path / "dist").glob("populax-*.whl")
+    assert wheel.name.startswith(f"populax-{populax.__version__}-")  # pyproject reads populax/_version.py
     site = tmp_path / "site"
     installed = subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], capture_output=True, text=True)
     assert installed.returncode == 0, installed.stderr
@@ -44,3 +50,22 @@ def test_wheel_install_finds_the_packaged_recipes(tmp_path):
     assert Path(found["path"]) == site / "populax" / "configs" / "sac-Pendulum-v1.yaml"
     assert found["settings"]["algo"] == "sac" and found["settings"]["env"] == "Pendulum-v1"
     assert Path(found["bare"]) == site / "populax" / "configs" / "td3-pbt-HalfCheetah-v5.yaml"
+
+
+def test_a_checkout_without_pip_metadata_trains_and_checkpoints(tmp_path, monkeypatch):
+    """Run from a source checkout on PYTHONPATH (as benchmarks/gpu_study.sh does on a GPU image), pip has no
+    metadata for populax: the checkpoint manifest records the version from populax/_version.py instead of
+    failing (importlib.metadata raised PackageNotFoundError at the first checkpoint; seen on the GPU machine)."""
+    real = importlib.metadata.distribution
+
+    def no_populax(name):
+        if name == "populax":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", no_populax)
+    config = TrainConfig(pop=2, total_steps=200, eval_every=100, learning_starts=50, batch_size=8, hidden=(8,),
+                         eval_episodes=1, out=str(tmp_path / "run"), progress=False, tensorboard=False)
+    populax.train(config)
+    manifest, _ = verify(list_checkpoints(tmp_path / "run")[-1])
+    assert manifest["populax_version"] == populax.__version__

@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from populax._version import __version__
 from populax.hparams import member_hparams
 from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
 from populax.run.compile_clock import CompileClock
@@ -213,7 +213,7 @@ def save_run_checkpoint(setup: RunSetup, population: Member, chunk: int, progres
         "compile_s": progress.compile_s,
         "first_step_s": progress.first_step_s,
         "returns": [float(r) for r in returns],
-        "populax_version": version("populax"),
+        "populax_version": __version__,
         "config_hash": config_hash(setup.run_dir),
     }
     config = setup.config
