@@ -36,9 +36,11 @@ def partial_summary(run_dir: Path) -> dict:
     last = max(r["env_step"] for r in records if "member" in r)
     final = [r for r in records if r.get("env_step") == last and "member" in r]
     returns = [r["return"] for r in final]
+    lineage = run_dir / "lineage.jsonl"
+    events = [json.loads(line) for line in lineage.read_text().splitlines()] if lineage.is_file() else []
     return {"pop": len(final), "env_steps_per_member": last, "median_return": float(np.nanmedian(returns)),
             "best_return": float(np.nanmax(returns)), "wall_time_s": max(r["wall_time_s"] for r in final),
-            "finished": False}
+            "lineage_events": {"exploit": sum(e.get("event") == "exploit" for e in events)}, "finished": False}
 
 
 def run_costs(run_dir: Path) -> dict:
@@ -77,8 +79,8 @@ def plot(runs: dict[str, Path], path: Path, title: str) -> None:
     # Distinct dash styles: an unreplaced best member trains identically in two runs, so the lines can coincide.
     for (label, run_dir), color, dashes in zip(runs.items(), colors, ("--", ":", "-.", "--")):
         steps, median, best = population_curves(run_dir)
-        ax.plot(steps, median, color=color, label=f"{label}: median")
-        ax.plot(steps, best, color=color, linestyle=dashes, linewidth=2, label=f"{label}: best")
+        ax.plot(steps, median, color=color, marker="o", markersize=3, label=f"{label}: median")
+        ax.plot(steps, best, color=color, linestyle=dashes, linewidth=2, marker="o", markersize=3, label=f"{label}: best")
     ax.set_xlabel("env steps per member")
     ax.set_ylabel("evaluation return")
     ax.set_title(title)

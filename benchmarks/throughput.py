@@ -70,7 +70,10 @@ def main() -> None:
     pops = [int(p) for p in args.pops.split(",")]
 
     load_start = os.getloadavg()[0]
-    programs = {pop: build(pop, args) for pop in pops}
+    programs = {}
+    for pop in pops:  # reported as each is built: a run cut by a time limit still says how far it got
+        programs[pop] = build(pop, args)
+        print(f"pop {pop}: built, compiled and ran its first chunk in {programs[pop][2]:.1f}s", flush=True)
     times: dict[int, list[float]] = {pop: [] for pop in pops}
     for _ in range(args.rounds):
         for pop in pops:

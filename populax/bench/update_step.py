@@ -17,6 +17,7 @@ import csv
 import json
 import os
 import platform
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,7 @@ def bench_point(algo: str, pop: int, steps: int, config: BenchConfig, log: Any) 
     impls, rows = {}, {}
     for name in config.impls:
         base = {"algo": algo, "impl": name, "pop": pop, "steps_at_once": steps, "member_update_flops": flops}
+        start = time.perf_counter()
         try:
             impl = make_impl(name, case, steps, config.torch_device)
         except Skipped as reason:
@@ -238,6 +240,9 @@ def bench_point(algo: str, pop: int, steps: int, config: BenchConfig, log: Any) 
             log(f"  {name:17s} skipped: {reason}")
             continue
         impl.run(config.warmup)
+        # As it happens, not only in the point's table: a point cut short by a time limit still says which
+        # implementation took the time (the first GPU run lost two points without a clue).
+        log(f"  {name:17s} built, compiled and warmed up in {time.perf_counter() - start:.1f}s")
         impls[name] = impl
         rows[name] = {**base, "compile_s": impl.compile_s}
     # The matmul peak takes its turn in every round too, so that each point's
