@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -x --durations=15 -n 2 --dist loadfile
 
 lint: $(STAMP)
-	$(BIN)/ruff check populax tests benchmarks
+	$(BIN)/ruff check populax tests benchmarks examples
 
 # The paper's Figure 2 on this machine (installs the optional torch extra).
 bench: $(STAMP)

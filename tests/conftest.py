@@ -3,7 +3,14 @@
 import atexit
 import os
 import shutil
+import sys
 import tempfile
+from pathlib import Path
+
+# examples/ holds environments the tests train too (tests/custom_envs.py imports them by module name, as a
+# user's own package would be imported).
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))
 
 # Several CPU devices let the sharded executor be tested on this machine; set
 # before jax is imported anywhere.

@@ -220,6 +220,21 @@ def test_ray_runs_gymnasium_blocks_on_the_host_backend(tmp_path):
             np.testing.assert_array_equal(got, source)
 
 
+def test_ray_workers_build_a_custom_environment_from_its_import_path(tmp_path):
+    """A user's gymnax-API environment (examples/custom_jax_env.py) under --executor ray: each worker imports it
+    by the run's py: path (PYTHONPATH reaches the workers) and trains its block inside the compiled chunk."""
+    out = tmp_path / "run"
+    examples = REPO / "examples"
+    args = ["--env", "py:custom_jax_env:Corridor", "--algo", "dqn", "--pop", "4", "--total-steps", "600",
+            "--eval-every", "300", "--hidden", "16,16", "--batch-size", "16", "--learning-starts", "100",
+            "--eval-episodes", "2", "--no-progress", "--no-tensorboard", "--executor", "ray", "--workers", "2",
+            "--out", str(out)]
+    run_loopback(f"PYTHONPATH={shlex.quote(str(examples))}:$PYTHONPATH {populax('train', *args)}")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backend"] == "compiled" and summary["env"] == "py:custom_jax_env:Corridor"
+    assert summary["env_steps_per_member"] == 600 and all(m["final_return"] is not None for m in summary["members"])
+
+
 def test_killed_worker_restarts_and_reloads_its_block(tmp_path):
     """kill -9 of one worker mid-run: Ray restarts it, its block reloads from the last checkpoint, the run completes;
     ray.jsonl logs the restart and lineage.jsonl one block_reload per member of that block. Member 0, poisoned

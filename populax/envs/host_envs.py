@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from populax.agents.base import ActionSpec
+from populax.envs.custom import is_custom, resolve_custom
 from populax.envs.jax_envs import is_brax_id
 from populax.errors import ConfigError
 
@@ -35,7 +36,7 @@ class EnvChoice(NamedTuple):
     """Where an ``--env`` value goes: the compiled (gymnax) or the host (Gymnasium) path."""
 
     kind: str
-    """"gymnax" or "gymnasium"."""
+    """"gymnax", "brax", "jax" (a user's JAX environment) or "gymnasium"."""
     env_id: str
     """The id without its ``gymnax:``/``gymnasium:`` prefix."""
 
@@ -76,7 +77,12 @@ def _register_ale(gym) -> bool:
 
 
 def resolve_env(env_id: str, gymnax_ids: list[str]) -> EnvChoice:
-    """Decide the path of ``env_id``: a prefix chooses; otherwise gymnax ids stay compiled."""
+    """Decide the path of ``env_id``: a prefix chooses; otherwise gymnax ids stay compiled.
+
+    A user's environment (``py:module:attribute``, or an ``object:`` of the Python API; ``populax.envs.custom``)
+    goes where its kind belongs: "jax" (gymnax API or brax Env, compiled) or "gymnasium" (host)."""
+    if is_custom(env_id):  # the id keeps its prefix: make_jax_env / make_host_spec resolve it again
+        return EnvChoice(resolve_custom(env_id)[0], env_id)
     if is_brax_id(env_id):  # brax tasks keep their prefix: it is part of the id
         return EnvChoice("brax", env_id)
     for kind in ("gymnax", "gymnasium"):
@@ -205,20 +211,22 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
     """
     gym = _gymnasium()
     _register_ale(gym)
-    if env_id not in gym.registry:
-        missing = EXTRAS["ale_py"][1] if env_id.startswith("ALE/") else None
+    if is_custom(env_id):
+        kind, factory = resolve_custom(env_id)
+        if kind != "gymnasium":
+            raise ConfigError(f"--env: {env_id} is a JAX environment; it trains on the compiled backend")
+        make, atari = custom_env_fn(factory, max_episode_steps=max_episode_steps, render_mode=render_mode), False
+    else:
+        registered = registered_id(gym, env_id)
+        entry = str(gym.registry[registered].entry_point)
+        if "mujoco_py" in entry:
+            raise ConfigError(f"--env: {env_id} needs the retired mujoco-py; use the v5 version of this task")
+        missing = _missing_extra(registered, entry)
         if missing:
-            raise ConfigError(f"--env: {env_id} needs ale-py, which is not installed; install {missing}")
-        raise ConfigError(f"--env: unknown environment {env_id!r}; run `populax envs` for the list")
-    entry = str(gym.registry[env_id].entry_point)
-    if "mujoco_py" in entry:
-        raise ConfigError(f"--env: {env_id} needs the retired mujoco-py; use the v5 version of this task")
-    missing = _missing_extra(env_id, entry)
-    if missing:
-        raise ConfigError(f"--env: {env_id} needs a package that is not installed; install {missing}")
-    atari = env_id.startswith("ALE/") or "ale_py" in entry
-    make = make_env_fn(env_id, atari=atari, terminal_on_life_loss=terminal_on_life_loss, max_episode_steps=max_episode_steps,
-                       render_mode=render_mode)
+            raise ConfigError(f"--env: {env_id} needs a package that is not installed; install {missing}")
+        atari = registered.startswith("ALE/") or "ale_py" in entry
+        make = make_env_fn(env_id, atari=atari, terminal_on_life_loss=terminal_on_life_loss,
+                           max_episode_steps=max_episode_steps, render_mode=render_mode)
     try:
         env = make()
     except (ImportError, gym.error.DependencyNotInstalled) as error:
@@ -229,7 +237,7 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
         env.close()
     spaces = gym.spaces
     if not isinstance(obs_space, spaces.Box):
-        raise ConfigError(f"--env: {env_id} has a {type(obs_space).__name__} observation space; populax needs a Box")
+        raise ConfigError(f"--env: {env_id} has a {type(obs_space).__name__} observation space; allowed: Box")
     if isinstance(act_space, spaces.Discrete):
         action, low, high = ActionSpec(discrete=True, size=int(act_space.n)), None, None
     elif isinstance(act_space, spaces.Box) and np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high)):
@@ -242,6 +250,40 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
         )
     dtype = np.uint8 if obs_space.dtype == np.uint8 else np.float32
     return HostEnvSpec(env_id, tuple(int(d) for d in obs_space.shape), dtype, action, low, high, make)
+
+
+def registered_id(gym: Any, env_id: str) -> str:
+    """The registry id of ``env_id``, importing the module of Gymnasium's ``module:Id`` form first (the module
+    registers the id; ``gym.make`` imports it again in every subprocess); one-line ConfigError when unknown."""
+    module, colon, registered = env_id.partition(":")
+    if colon:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ConfigError(f"--env: cannot import module {module!r} of {env_id!r} ({error})") from None
+    else:
+        registered = env_id
+    if registered not in gym.registry:
+        missing = EXTRAS["ale_py"][1] if registered.startswith("ALE/") else None
+        if missing:
+            raise ConfigError(f"--env: {env_id} needs ale-py, which is not installed; install {missing}")
+        where = f" (module {module!r} did not register it)" if colon else ""
+        raise ConfigError(f"--env: unknown environment {env_id!r}{where}; run `populax envs` for the list")
+    return registered
+
+
+def custom_env_fn(factory: Callable[..., Any], *, max_episode_steps: int | None,
+                  render_mode: str | None = None) -> Callable[[], Any]:
+    """A closure building one instance of a user's Gymnasium environment from its class or factory, with the
+    run's time limit (a truncation) when one is set."""
+
+    def make():
+        env = factory() if render_mode is None else factory(render_mode=render_mode)
+        if max_episode_steps is not None:
+            env = _gymnasium().wrappers.TimeLimit(env, max_episode_steps)
+        return env
+
+    return make
 
 
 def _worker_make(make: Callable[[], Any]) -> Any:

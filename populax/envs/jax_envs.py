@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from populax.agents.base import ActionSpec
+from populax.envs.custom import is_brax_env, is_custom, resolve_custom
 from populax.errors import ConfigError
 
 
@@ -63,10 +64,20 @@ def gymnax_ids() -> list[str]:
 
 
 def make_jax_env(env_id: str, max_episode_steps: int = 0) -> JaxEnv:
-    """Build the adapter for gymnax id or brax:NAME ``env_id`` (ConfigError if unknown).
+    """Build the adapter for gymnax id, brax:NAME or a user's JAX environment (``py:``/``object:``, see
+    ``populax.envs.custom``) ``env_id`` (ConfigError if unknown).
 
     ``max_episode_steps`` cuts episodes (truncation) after that many steps (0: the environment's own
     limit, brax's 1000)."""
+    if max_episode_steps < 0:  # before any (slow) build
+        raise ConfigError(f"--max-episode-steps must be >= 0 (0: the environment's own limit; got {max_episode_steps})")
+    if is_custom(env_id):
+        kind, env = resolve_custom(env_id)
+        if kind != "jax":
+            raise ConfigError(f"--env: {env_id} is a Gymnasium environment; it trains on the host backend")
+        if is_brax_env(env):
+            return brax_adapter(env, env_id, max_episode_steps)
+        return gymnax_adapter(env, env.default_params, env_id, max_episode_steps)
     if is_brax_id(env_id):
         return make_brax_env(env_id, max_episode_steps)
     gymnax = _import_gymnax()
@@ -74,12 +85,34 @@ def make_jax_env(env_id: str, max_episode_steps: int = 0) -> JaxEnv:
         raise ConfigError(
             f"--env: unknown environment {env_id!r}; run `populax envs` for the list"
         )
-    if max_episode_steps < 0:
-        raise ConfigError(f"--max-episode-steps must be >= 0 (0: the environment's own limit; got {max_episode_steps})")
     env, params = gymnax.make(env_id)
+    return gymnax_adapter(env, params, env_id, max_episode_steps)
+
+
+SPACES = ("Box", "Discrete")
+"""The gymnax space classes populax handles (observations: Box; actions: Discrete or a bounded Box)."""
+
+
+def check_spaces(env_id: str, observation: Any, action: Any) -> None:
+    """One-line ConfigError for spaces populax cannot train on (before anything is built or written)."""
+    if type(observation).__name__ != "Box":
+        raise ConfigError(f"--env: {env_id} has a {type(observation).__name__} observation space; allowed: Box")
+    if type(action).__name__ not in SPACES:
+        raise ConfigError(f"--env: {env_id} has a {type(action).__name__} action space; allowed: "
+                          f"{' or '.join(SPACES)}")
+    if type(action).__name__ == "Box" and not (np.all(np.isfinite(np.asarray(action.low)))
+                                               and np.all(np.isfinite(np.asarray(action.high)))):
+        raise ConfigError(f"--env: {env_id} has an unbounded Box action space; allowed: Discrete or a bounded Box")
+
+
+def gymnax_adapter(env: Any, params: Any, env_id: str, max_episode_steps: int = 0) -> JaxEnv:
+    """The adapter of an environment with gymnax's API (``env.reset(key, params)``, ``env.step(key, state, action,
+    params)`` returning ``obs, state, reward, terminated, truncated, info`` with ``info["final_observation"]``, as
+    gymnax's ``Environment`` base class does) with ``params`` bound."""
     if max_episode_steps:  # gymnax truncates at state.time >= params.max_steps_in_episode
         params = params.replace(max_steps_in_episode=max_episode_steps)
     space = env.action_space(params)
+    check_spaces(env_id, env.observation_space(params), space)
     obs_shape = tuple(int(d) for d in env.observation_space(params).shape)
     if hasattr(space, "n"):
         action = ActionSpec(discrete=True, size=int(space.n))
@@ -115,7 +148,7 @@ def make_jax_env(env_id: str, max_episode_steps: int = 0) -> JaxEnv:
         name=env_id,
         obs_shape=obs_shape,
         action=action,
-        max_episode_steps=int(params.max_steps_in_episode),
+        max_episode_steps=int(getattr(params, "max_steps_in_episode", 0)),
         reset=reset,
         step=step,
     )
@@ -178,9 +211,19 @@ def make_brax_env(env_id: str, max_episode_steps: int = 0) -> JaxEnv:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # brax warns that its own environments are in maintenance
         env = _import_brax().get_environment(name, backend="generalized")
+    return brax_adapter(env, env_id, max_episode_steps)
+
+
+def brax_adapter(env: Any, env_id: str, max_episode_steps: int = 0) -> JaxEnv:
+    """The adapter of a brax ``Env`` instance (brax's own tasks or a user's), episodes cut at ``max_episode_steps``
+    (0: brax's 1000). Actions in [-1, 1] are rescaled to the actuators' control range where the env has a
+    ``sys`` (brax's pipeline envs), else passed as they are (brax's own convention)."""
     limit = max_episode_steps or BRAX_EPISODE_STEPS
-    ctrl = np.asarray(env.sys.actuator.ctrl_range, np.float32)
-    low, high = jnp.asarray(ctrl[:, 0]), jnp.asarray(ctrl[:, 1])
+    if hasattr(env, "sys"):
+        ctrl = np.asarray(env.sys.actuator.ctrl_range, np.float32)
+        low, high = jnp.asarray(ctrl[:, 0]), jnp.asarray(ctrl[:, 1])
+    else:
+        low, high = -jnp.ones(int(env.action_size)), jnp.ones(int(env.action_size))
 
     def reset(key):
         inner = env.reset(key)

@@ -26,7 +26,7 @@ class TrainConfig:
     """Everything that defines a training run."""
 
     env: str = "Pendulum-v1"
-    """Environment id: gymnax or brax:NAME (compiled) or any Gymnasium/ALE id (host); prefix gymnax: or gymnasium: to choose; `populax envs` lists them."""
+    """Environment id: gymnax or brax:NAME (compiled) or any Gymnasium/ALE id (host); prefix gymnax: or gymnasium: to choose; `populax envs` lists them. Your own: py:package.module:attribute (a gymnax-API or brax env, a gymnasium.Env class, or a function building one), gymnasium:package.module:Id, or in the Python API the environment object itself."""
     algo: str = "td3"
     """Algorithm: td3, sac, dqn, ppo, and the coupled population methods cemrl (CEM-RL) and dvd-td3 (DvD-TD3)."""
     pop: int = 8

@@ -8,7 +8,9 @@ this point asks which.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -19,6 +21,7 @@ import yaml
 from populax.agents import Algorithm, get_algorithm
 from populax.agents.options import resolve_options
 from populax.coupled.hparams import check_shared_hparams
+from populax.envs.custom import OBJECT_PREFIX, env_setting
 from populax.envs.host_envs import resolve_env
 from populax.envs.jax_envs import gymnax_ids
 from populax.errors import ConfigError
@@ -74,6 +77,9 @@ def make_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None
     """The backend of ``config.env``: compiled for gymnax and brax:NAME ids, host for Gymnasium/ALE ids;
     ``--executor ray`` runs blocks of members on Ray workers (``populax.backends.cluster``)."""
     choice = resolve_env(config.env, gymnax_ids())
+    if config.executor == "ray" and config.env.startswith(OBJECT_PREFIX):
+        raise ConfigError("--executor ray: the environment is a Python object with no import path; Ray workers "
+                          "build it in their own processes: pass env='py:package.module:attribute'")
     if config.executor == "ray":
         from populax.backends.cluster import make_ray_backend
 
@@ -90,7 +96,11 @@ def make_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None
 
 
 def prepare(config: TrainConfig) -> RunSetup:
-    """Validate ``config`` and build the run's objects; raises ConfigError, writes nothing."""
+    """Validate ``config`` and build the run's objects; raises ConfigError, writes nothing.
+
+    ``config.env`` may be a user's environment object (the Python API): the run records its import path, or
+    names it for this process only (``populax.envs.custom.env_setting``)."""
+    config = with_env_setting(config)
     check_ranges(config)
     algorithm = get_algorithm(config.algo)
     run_dir = Path(config.out) if config.out else default_run_dir(config)
@@ -115,6 +125,15 @@ def prepare(config: TrainConfig) -> RunSetup:
     if run_dir.exists() and not config.force:
         raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
     return RunSetup(config, algorithm, backend, specs, hparams, dims, ready, run_dir)
+
+
+def with_env_setting(config: TrainConfig) -> TrainConfig:
+    """``config`` with an environment object replaced by the string setting a run records; the one-line note
+    for an object without an import path goes to stderr."""
+    setting, note = env_setting(config.env)
+    if note:
+        print(note, file=sys.stderr)
+    return config if setting is config.env else dataclasses.replace(config, env=setting)
 
 
 def in_place(config: TrainConfig) -> bool:

@@ -1,0 +1,40 @@
+"""The Python API: a config in code, a callback that watches the population after every chunk, the result.
+
+    python examples/python_api.py
+
+``populax.train(config, on_chunk=...)`` calls ``on_chunk(progress)`` after every chunk (one evaluation period):
+``progress.env_steps`` (per member so far), ``progress.total_steps``, ``progress.best_return``. The returned
+``TrainResult`` holds every member's final state (``population``), final returns, the run directory and the
+content of summary.json; the run directory has metrics.jsonl, TensorBoard files, checkpoints and a report.
+"""
+
+import argparse
+
+from populax import TrainConfig, train
+
+
+def main() -> None:
+    """Train 4 TD3 members on gymnax Pendulum-v1 with a learning-rate spread, printing progress as it goes."""
+    parser = argparse.ArgumentParser(description="populax's Python API with a progress callback")
+    parser.add_argument("--steps", type=int, default=10_000, help="env steps per member")
+    parser.add_argument("--out", default="runs/example-python-api")
+    args = parser.parse_args()
+
+    config = TrainConfig(env="Pendulum-v1", algo="td3", pop=4, total_steps=args.steps, eval_every=args.steps // 5,
+                         hidden=(64, 64), hp={"lr-actor": [3e-4, 1e-3, 3e-3, 1e-2]}, out=args.out, force=True,
+                         progress=False, tensorboard=False)
+    seen = []
+
+    def watch(progress) -> None:
+        seen.append(progress.env_steps)
+        print(f"{progress.env_steps:>7,} / {progress.total_steps:,} steps per member, best return so far "
+              f"{progress.best_return:8.1f}")
+
+    result = train(config, on_chunk=watch)
+    best = int(result.summary["best_member"])
+    print(f"{len(seen)} chunks; best member {best} (lr-actor {config.hp['lr-actor'][best]:g}) returned "
+          f"{result.returns[best]:.1f}; run directory {result.run_dir}")
+
+
+if __name__ == "__main__":
+    main()

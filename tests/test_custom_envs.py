@@ -1,0 +1,113 @@
+"""A user's own environment (populax.envs.custom): by import path, by Gymnasium's module:Id, or as an object.
+
+The environments are in tests/custom_envs.py; the CLI processes find it through PYTHONPATH, as a user's own
+package would be found.
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import custom_envs
+import numpy as np
+import pytest
+from cli_process import cli, wait_for
+
+from populax.run.checkpoint import list_checkpoints
+from populax.run.config import TrainConfig
+from populax.runtime import train
+
+TESTS = Path(__file__).resolve().parent
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), str(TESTS.parent / "examples"),
+                                                                    os.environ.get("PYTHONPATH")]))}
+# DQN on the corridor: 3 steps to the goal (optimal return 0.98); ignoring the goal scores about 0 on average.
+SMALL = dict(algo="dqn", pop=2, total_steps=3000, eval_every=1000, hidden=(32, 32), batch_size=32, learning_starts=200,
+             eval_episodes=10, progress=False, tensorboard=False)
+ARGS = ["--algo", "dqn", "--pop", "2", "--total-steps", "3000", "--eval-every", "500", "--hidden", "32,32",
+        "--batch-size", "32", "--learning-starts", "200", "--eval-episodes", "10", "--checkpoint-every", "500",
+        "--seed", "2", "--no-progress", "--no-tensorboard"]
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(cli(*args), env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def records(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without wall times."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "wall_time_s"} for line in lines]
+
+
+def test_a_gymnax_api_environment_object_trains_inside_the_compiled_chunk(tmp_path):
+    """The Python API takes the environment object; the run records the import path that leads back to it."""
+    result = train(TrainConfig(env=custom_envs.Corridor(), out=str(tmp_path / "run"), **SMALL))
+    assert result.summary["backend"] == "compiled" and result.summary["env"] == "py:custom_jax_env:Corridor"
+    assert max(result.returns) > 0.9  # reads the goal and walks to it (0.98); ignoring it scores ~0
+    assert "env: py:custom_jax_env:Corridor" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_an_object_without_an_import_path_trains_and_says_resume_needs_one(tmp_path, capsys):
+    class NotebookCorridor(custom_envs.Corridor):  # defined in a function: no import path reaches it
+        pass
+
+    result = train(TrainConfig(env=NotebookCorridor(), out=str(tmp_path / "run"), **{**SMALL, "total_steps": 1000}))
+    note = [line for line in capsys.readouterr().err.splitlines() if "no import path" in line]
+    assert len(note) == 1 and "populax resume" in note[0] and "py:module:attribute" in note[0]
+    assert result.summary["env"].startswith("object:NotebookCorridor")
+    resumed = run_cli("eval", str(tmp_path / "run"), "--member", "0", "--episodes", "1")
+    assert resumed.returncode == 2 and len(resumed.stderr.strip().splitlines()) == 1
+    assert "need an import path" in resumed.stderr and "Traceback" not in resumed.stderr
+
+
+@pytest.mark.parametrize("env", ["gymnasium:custom_envs:CorridorGym-v0", "py:custom_envs:make_gym_corridor",
+                                 "py:custom_envs:GymCorridor"])
+def test_a_gymnasium_environment_trains_on_the_host_backend(tmp_path, env):
+    """Gymnasium's module:Id form (the module registers the id), a factory and an Env class."""
+    result = run_cli("train", "--env", env, *ARGS, "--max-episode-steps", "20", "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["backend"] == "host" and summary["env"] == env
+    assert summary["best_return"] > 0.9
+
+
+@pytest.mark.parametrize("env, fragment", [
+    ("py:custom_envs:DictObservationCorridor", "has a Dict observation space; allowed: Box"),
+    ("py:custom_envs:TupleActionCorridor", "action space Tuple"),
+    ("py:no_such_module:Env", "cannot import module 'no_such_module'"),
+    ("py:custom_envs:NoSuchEnv", "has no attribute 'NoSuchEnv'"),
+    ("py:custom_envs:CorridorParams", "not an environment"),
+    ("gymnasium:custom_envs:NotRegistered-v0", "did not register it"),
+])
+def test_an_environment_populax_cannot_train_is_refused_in_one_line(tmp_path, env, fragment):
+    out = tmp_path / "run"
+    result = run_cli("train", "--env", env, "--out", str(out), timeout=300)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("populax: error: --env:") and fragment in lines[0], lines
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("env", ["py:custom_envs:Corridor", "gymnasium:custom_envs:CorridorGym-v0"])
+def test_kill_9_then_resume_of_a_custom_environment(tmp_path, env):
+    """The import path is all a resume needs. The compiled run resumes bitwise; the host run (Gymnasium envs are
+    rebuilt, not restored) reaches the end with every evaluation once, as host resumes do."""
+    host = env.startswith("gymnasium:")
+    args = ["--env", env, *ARGS, *(["--overlap", "false", "--max-episode-steps", "20"] if host else [])]
+    reference = tmp_path / "reference"
+    assert run_cli("train", *args, "--out", str(reference)).returncode == 0
+    out = tmp_path / "run"
+    process = subprocess.Popen(cli("train", *args, "--out", str(out)), env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    wait_for(lambda: list_checkpoints(out), process)
+    process.kill()
+    process.communicate()
+    assert not (out / "summary.json").exists(), "the run finished before the kill; make it longer"
+    resumed = run_cli("resume", str(out), "--no-progress")
+    assert resumed.returncode == 0, resumed.stderr
+    ours, theirs = records(out), records(reference)
+    assert [(r["env_step"], r.get("member")) for r in ours] == [(r["env_step"], r.get("member")) for r in theirs]
+    if not host:
+        assert ours == theirs
+        np.testing.assert_array_equal(json.loads((out / "summary.json").read_text())["best_return"],
+                                      json.loads((reference / "summary.json").read_text())["best_return"])
