@@ -1,8 +1,10 @@
 """populax: train populations of RL agents in about the time of one."""
 
 from populax._version import __version__
+from populax.agents import AgentSpec, Algorithm, register_algorithm
 from populax.errors import ConfigError
 from populax.run.config import TrainConfig
 from populax.runtime import TrainResult, train
 
-__all__ = ["ConfigError", "TrainConfig", "TrainResult", "__version__", "train"]
+__all__ = ["AgentSpec", "Algorithm", "ConfigError", "TrainConfig", "TrainResult", "__version__", "register_algorithm",
+           "train"]

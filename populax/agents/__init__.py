@@ -1,4 +1,13 @@
-"""Algorithms by name. Adding one is a new module plus one entry in ALGORITHMS."""
+"""Algorithms by name: populax's own (``ALGORITHMS``), the ones a user registers from their own code
+(``register_algorithm``), and ones named by import path (``--algo py:package.module:ALGORITHM``).
+
+An algorithm is an :class:`Algorithm`: a builder of one member's :class:`~populax.agents.base.Agent` (off-policy:
+``init``/``act``/``policy``/``update``) or on-policy agent (PPO's interface), the ``struct.dataclass`` of its traced
+per-member hyperparameters (fields made with :func:`populax.hparams.hparam`: default, doc, valid and search
+ranges), an optional frozen dataclass of static options (``--algo-opt.NAME``), and which state fields make its
+policy (``--pbt-copy policy``). The backends, executors, strategies, checkpoints and reports need nothing else.
+examples/custom_algorithm.py writes DDPG that way.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +23,7 @@ from populax.agents.sac import SACConfig, SACHParams, make_sac
 from populax.agents.td3 import TD3Config, TD3HParams, make_td3
 from populax.coupled.hparams import CEMRLHParams
 from populax.errors import ConfigError
+from populax.importpath import PY_PREFIX, load_import_path
 
 
 class AgentSpec(NamedTuple):
@@ -119,6 +129,10 @@ ALGORITHMS: dict[str, Algorithm] = {
 }
 
 
+BUILTIN = frozenset(ALGORITHMS)
+"""populax's own algorithm names (a user's registration never replaces one)."""
+
+
 def check_action_space(algorithm: Algorithm, action: ActionSpec, env_id: str, described: str) -> None:
     """ConfigError naming --env unless ``algorithm`` handles the environment's action space (``described``)."""
     if action.discrete and not algorithm.discrete or not action.discrete and not algorithm.continuous:
@@ -126,11 +140,55 @@ def check_action_space(algorithm: Algorithm, action: ActionSpec, env_id: str, de
         raise ConfigError(f"--env: {algorithm.name} needs a {needs} action space; {env_id} has {described}")
 
 
+def check_algorithm(algorithm: Any, where: str) -> Algorithm:
+    """``algorithm`` if it is a usable :class:`Algorithm` of one member; else a one-line ConfigError naming
+    ``where`` it came from and what is wrong."""
+    from populax.hparams import hparam_infos
+
+    if not isinstance(algorithm, Algorithm):
+        raise ConfigError(f"--algo: {where} is {type(algorithm).__name__}, not a populax.agents.Algorithm")
+    if not algorithm.name or any(c.isspace() for c in algorithm.name) or algorithm.name.startswith(PY_PREFIX):
+        raise ConfigError(f"--algo: {where}'s name {algorithm.name!r} must be a word (no spaces, no py: prefix)")
+    if not callable(algorithm.make) or not (algorithm.continuous or algorithm.discrete):
+        raise ConfigError(f"--algo: {where} needs a callable make(AgentSpec) and continuous or discrete actions")
+    try:
+        hparam_infos(algorithm.hparams)
+    except Exception as error:  # noqa: BLE001 - any malformed declaration is the user's to fix, in one line
+        raise ConfigError(f"--algo: {where}'s hparams must be a flax struct.dataclass whose fields are made with "
+                          f"populax.hparams.hparam ({type(error).__name__}: {error})") from None
+    if algorithm.coupled:
+        raise ConfigError(f"--algo: {where} is coupled; only populax's own population programs (cemrl, dvd-td3) "
+                          f"couple members, a registered algorithm is one member's")
+    return algorithm
+
+
+def register_algorithm(algorithm: Algorithm, replace: bool = False) -> Algorithm:
+    """Make ``algorithm`` trainable as ``--algo NAME`` (``TrainConfig(algo=NAME)``) in this process: under every
+    executor, strategy and backend its action spaces allow, with checkpoints, resume and reports.
+
+    A run records the name, so another process (``populax resume``, ``eval``, Ray workers) must register it too;
+    name it by import path instead (``algo="py:package.module:ALGORITHM"``) and every process finds it alone.
+    ``replace``: allow registering a name again (a notebook re-running its cell); populax's own names never.
+    """
+    check_algorithm(algorithm, f"register_algorithm({algorithm.name!r})" if isinstance(algorithm, Algorithm)
+                    else "register_algorithm's argument")
+    if algorithm.name in BUILTIN or (algorithm.name in ALGORITHMS and not replace):
+        raise ConfigError(f"--algo: {algorithm.name!r} is already registered"
+                          + ("" if algorithm.name in BUILTIN else "; pass replace=True to register it again"))
+    ALGORITHMS[algorithm.name] = algorithm
+    return algorithm
+
+
 def get_algorithm(name: str) -> Algorithm:
-    """The algorithm called ``name``, or a ConfigError listing the known ones."""
+    """The algorithm called ``name`` (populax's, a registered one, or ``py:package.module:ALGORITHM``), or a
+    ConfigError listing the known ones."""
+    if name.startswith(PY_PREFIX):
+        return check_algorithm(load_import_path(name[len(PY_PREFIX):], "--algo"), name)
     if name not in ALGORITHMS:
-        raise ConfigError(f"--algo: unknown algorithm {name!r}; allowed: {', '.join(ALGORITHMS)}")
+        raise ConfigError(f"--algo: unknown algorithm {name!r}; allowed: {', '.join(ALGORITHMS)}, a name given to "
+                          f"populax.register_algorithm in this process, or py:package.module:ALGORITHM")
     return ALGORITHMS[name]
 
 
-__all__ = ["ALGORITHMS", "ActionSpec", "Agent", "AgentSpec", "Algorithm", "Transition", "check_action_space", "get_algorithm"]
+__all__ = ["ALGORITHMS", "ActionSpec", "Agent", "AgentSpec", "Algorithm", "Transition", "check_action_space",
+           "check_algorithm", "get_algorithm", "register_algorithm"]

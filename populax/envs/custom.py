@@ -23,15 +23,13 @@ forms below, so a user's environment is resolved the same way everywhere:
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from functools import lru_cache
 from typing import Any
 
 from populax.errors import ConfigError
+from populax.importpath import PY_PREFIX, load_import_path
 
-PY_PREFIX = "py:"
-"""``--env py:package.module:attribute``: an import path to the user's environment."""
 OBJECT_PREFIX = "object:"
 """How a run names an environment object that has no import path (this process only)."""
 
@@ -42,22 +40,6 @@ _OBJECTS: dict[str, Any] = {}
 def is_custom(env: str) -> bool:
     """Whether ``env`` names a user's environment by import path or as an in-process object."""
     return env.startswith((PY_PREFIX, OBJECT_PREFIX))
-
-
-def load_import_path(path: str, setting: str = "--env") -> Any:
-    """The object at ``package.module:attribute`` (dots in the attribute walk into it); one-line ConfigError."""
-    module_name, colon, attribute = path.partition(":")
-    if not colon or not module_name or not attribute:
-        raise ConfigError(f"{setting}: {PY_PREFIX}{path!r} is not an import path; expected py:package.module:attribute")
-    try:
-        target = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigError(f"{setting}: cannot import module {module_name!r} ({error})") from None
-    for name in attribute.split("."):
-        if not hasattr(target, name):
-            raise ConfigError(f"{setting}: module {module_name!r} has no attribute {attribute!r}")
-        target = getattr(target, name)
-    return target
 
 
 def import_path_of(obj: Any) -> str | None:

@@ -70,7 +70,10 @@ class RunSetup(NamedTuple):
 def default_run_dir(config: TrainConfig) -> Path:
     """runs/ALGO-ENV-TIMESTAMP."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{config.algo}-{config.env.replace('/', '_').replace(':', '_')}-{stamp}"
+    def clean(text: str) -> str:
+        return text.replace("/", "_").replace(":", "_")
+
+    return Path("runs") / f"{clean(config.algo)}-{clean(config.env)}-{stamp}"
 
 
 def make_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None = None) -> Backend:

@@ -1,0 +1,83 @@
+"""A user's own algorithm (examples/custom_algorithm.py: DDPG, which populax does not ship): registered from the
+user's code or named by import path, it trains under populax's strategies, backends, checkpoints and reports."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from cli_process import cli
+from custom_algorithm import DDPG
+
+from populax import Algorithm, ConfigError, register_algorithm
+from populax.agents import get_algorithm
+from populax.run.checkpoint import restore
+from populax.run.resume import load_setup
+from populax.runtime import init_population
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "examples"), str(ROOT / "tests"),
+                                                                    os.environ.get("PYTHONPATH")]))}
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cli(*args), env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def test_the_example_trains_ddpg_with_pbt_on_both_kinds_of_environment_and_exploits_copy_their_source(tmp_path):
+    out = tmp_path / "example"
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "custom_algorithm.py"), "--steps", "2000",
+                             "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    register_algorithm(DDPG, replace=True)  # this process reads the runs back: it needs the name too
+    for env, backend in (("Pendulum-v1", "compiled"), ("gymnasium_Pendulum-v1", "host")):
+        run_dir = out / env
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["algo"] == "ddpg" and summary["backend"] == backend and summary["strategy"] == "pbt"
+        exploits = [json.loads(line) for line in (run_dir / "lineage.jsonl").read_text().splitlines()]
+        exploits = [e for e in exploits if e["event"] == "exploit"]
+        assert {e["env_step"] for e in exploits} == {1000} and len(exploits) == 2
+        # The checkpoint written right after that round (chunk 1 ends at step 1000): each copy equals its source.
+        setup = load_setup(run_dir)
+        population = restore(run_dir / "checkpoints" / "chunk_000001",
+                             jax.eval_shape(lambda setup=setup: init_population(setup))).population
+        for event in exploits:
+            for got, source in zip(jax.tree.leaves(population.agent), jax.tree.leaves(population.agent)):
+                np.testing.assert_array_equal(np.asarray(got[event["member"]]), np.asarray(source[event["source"]]))
+
+
+def test_ddpg_named_by_import_path_learns_pendulum_and_other_processes_find_it(tmp_path):
+    """`--algo py:custom_algorithm:DDPG`: the run records the path, so `populax eval` and `report` (new processes
+    that never registered anything) build the same algorithm."""
+    out = tmp_path / "run"
+    trained = run_cli("train", "--algo", "py:custom_algorithm:DDPG", "--env", "Pendulum-v1", "--pop", "4",
+                      "--total-steps", "10000", "--eval-every", "2500", "--hidden", "64,64", "--seed", "1",
+                      "--no-progress", "--no-tensorboard", "--out", str(out))
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["algo"] == "py:custom_algorithm:DDPG" and summary["best_return"] > -300  # random: about -1200
+    evaluated = run_cli("eval", str(out), "--member", str(summary["best_member"]), "--episodes", "2")
+    assert evaluated.returncode == 0 and "mean return" in evaluated.stdout + evaluated.stderr, evaluated.stderr
+    assert run_cli("report", str(out)).returncode == 0 and (out / "report" / "report.md").is_file()
+
+
+def test_registration_mistakes_are_one_line_errors(tmp_path):
+    with pytest.raises(ConfigError, match="'td3' is already registered$"):
+        register_algorithm(DDPG._replace(name="td3"))
+    with pytest.raises(ConfigError, match="only populax's own population programs"):
+        register_algorithm(DDPG._replace(name="coupled-ddpg", coupled=True))
+    with pytest.raises(ConfigError, match="must be a flax struct.dataclass"):
+        register_algorithm(Algorithm("broken", int, DDPG.make, continuous=True, discrete=False))
+    with pytest.raises(ConfigError, match="allowed: td3, sac, dqn, ppo, cemrl, dvd-td3"):
+        get_algorithm("no-such-algo")
+    out = tmp_path / "run"
+    for algo, fragment in (("py:custom_envs:Corridor", "is type, not a populax.agents.Algorithm"),
+                           ("py:custom_algorithm:NoSuch", "has no attribute 'NoSuch'")):
+        result = run_cli("train", "--algo", algo, "--out", str(out))
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
+        assert not out.exists()
