@@ -81,3 +81,12 @@ def test_registration_mistakes_are_one_line_errors(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
         assert not out.exists()
+
+
+def test_ray_refuses_an_algorithm_its_workers_cannot_find():
+    from populax.run.config import TrainConfig
+    from populax.runtime import prepare
+
+    register_algorithm(DDPG, replace=True)
+    with pytest.raises(ConfigError, match="^--executor ray: 'ddpg' was registered in this process only"):
+        prepare(TrainConfig(algo="ddpg", executor="ray", out="unused"))

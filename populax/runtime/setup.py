@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jax
 import yaml
 
-from populax.agents import Algorithm, get_algorithm
+from populax.agents import BUILTIN, Algorithm, get_algorithm
 from populax.agents.options import resolve_options
 from populax.coupled.hparams import check_shared_hparams
 from populax.envs.custom import OBJECT_PREFIX, env_setting
@@ -26,6 +26,7 @@ from populax.envs.host_envs import resolve_env
 from populax.envs.jax_envs import gymnax_ids
 from populax.errors import ConfigError
 from populax.hparams import Distribution, resolve_specs, sample_population, spec_to_text
+from populax.importpath import PY_PREFIX
 from populax.memory import check_population_fits, executor_shards
 from populax.population import make_executor
 from populax.run.config import TrainConfig, check_ranges, config_to_dict
@@ -80,6 +81,9 @@ def make_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None
     """The backend of ``config.env``: compiled for gymnax and brax:NAME ids, host for Gymnasium/ALE ids;
     ``--executor ray`` runs blocks of members on Ray workers (``populax.backends.cluster``)."""
     choice = resolve_env(config.env, gymnax_ids())
+    if config.executor == "ray" and config.algo not in BUILTIN and not config.algo.startswith(PY_PREFIX):
+        raise ConfigError(f"--executor ray: {config.algo!r} was registered in this process only; Ray workers build "
+                          f"the algorithm in their own processes: name it by import path (py:package.module:ALGORITHM)")
     if config.executor == "ray" and config.env.startswith(OBJECT_PREFIX):
         raise ConfigError("--executor ray: the environment is a Python object with no import path; Ray workers "
                           "build it in their own processes: pass env='py:package.module:attribute'")
