@@ -27,6 +27,11 @@ behind this small interface:
 ``member_actor(...)``               obs -> action of one member (``--video``)
 ==================================  ==================================================
 
+A backend that a Ray worker wraps around a block of members (``BlockBackend``: compiled and host) also has
+``run_block(first_member, run_pop)`` (the block's place in the run, for its keys) and ``init_agents(keys,
+hparams)`` (fresh agents only: a failed member's re-initialisation). ``tests/test_backends.py`` checks that every
+backend class has every method of its protocol, with the protocol's parameters.
+
 * ``compiled`` (``backends/compiled``): JAX environments; one jitted chunk per
   executor, acting, stepping, buffer and updates all inside it.
 * ``host`` (``backends/host``): Gymnasium/ALE; a collector steps all N x E envs
@@ -75,3 +80,16 @@ class Backend(Protocol):
     def stop(self) -> None: ...
 
     def summary(self) -> dict[str, Any]: ...
+
+    def member_returns(self, member: Member, member_index: int, chunk: int, episodes: int,
+                       seed: int | None = None) -> np.ndarray: ...
+
+    def member_actor(self, member: Member) -> Callable[[np.ndarray], np.ndarray]: ...
+
+
+class BlockBackend(Backend, Protocol):
+    """A backend that runs a block of a run's members on a Ray worker (``backends/cluster/worker.py``)."""
+
+    def run_block(self, first_member: int, run_pop: int) -> None: ...
+
+    def init_agents(self, keys: Any, hparams: Any) -> Any: ...
