@@ -89,16 +89,30 @@ def init_critic(nets: Nets, key: jax.Array) -> CriticState:
 
 def union_sample(experience: ReplayBuffer, key: jax.Array, batch_size: int, n_step: int = 1,
                  gamma: jax.Array | float = 1.0, envs: int = 1) -> Transition:
-    """``batch_size`` transitions uniformly from the union of the members' (equally filled) buffers
-    (``n_step`` > 1: n-step transitions, as ``buffers.buffer_sample``)."""
-    member_key, index_key = jax.random.split(key)
-    pop = experience.size.shape[0]
-    members = jax.random.randint(member_key, (batch_size,), 0, pop)
-    index = jax.random.randint(index_key, (batch_size,), 0, jnp.maximum(experience.size[members], 1))
+    """``batch_size`` transitions uniformly from the union of the members' valid rows
+    (``n_step`` > 1: n-step transitions, as ``buffers.buffer_sample``).
+
+    Each draw is one of the ``sum(size)`` valid rows, so a member contributes in proportion to what its
+    buffer holds: one whose rollback left it few or no rows (valid rows are ``[0, size)``, also after
+    ``buffer_rewind``) is not oversampled, and an empty one is never drawn.
+    """
+    members, index = union_rows(experience.size, key, batch_size)
     take = lambda rows: jax.tree.map(lambda store: store[members, rows], experience.data)  # noqa: E731
     capacity = jax.tree.leaves(experience.data)[0].shape[1]
     following = ring_successors(take, index, experience.position[members], experience.size[members], capacity, envs)
     return n_step_fold(take(index), following, n_step, gamma)
+
+
+def union_rows(sizes: jax.Array, key: jax.Array, count: int) -> tuple[jax.Array, jax.Array]:
+    """(member, row) of ``count`` draws, uniform over the union of the members' valid rows ``[0, sizes[m])``.
+
+    A draw is a position in the concatenation of the valid parts; the member is the part it falls in.
+    With every buffer empty every draw is (0, 0) (the caller does not learn then).
+    """
+    ends = jnp.cumsum(sizes)
+    flat = jax.random.randint(key, (count,), 0, jnp.maximum(ends[-1], 1))
+    members = jnp.minimum(jnp.searchsorted(ends, flat, side="right"), sizes.shape[0] - 1)
+    return members, flat - (ends[members] - sizes[members])
 
 
 def finite_rows(transition: Transition) -> Transition:
