@@ -135,21 +135,27 @@ def stack_one(tree: Any) -> Any:
     return jax.tree.map(lambda x: x[None], tree)
 
 
-def critic_step(nets: Nets, state: CriticState, batches: Transition, target_actors: dict, key: jax.Array,
-                hp: Any) -> tuple[CriticState, jax.Array, jax.Array]:
-    """One Adam step of the shared critic on K batches [K, B, ...], batch k's TD target from
-    ``target_actors`` k (stacked); a non-finite target actor's batch is left out.
-    Returns (state, loss, mean Q)."""
+def td_targets(nets: Nets, critic_target: dict, target_actors: dict, batches: Transition, key: jax.Array,
+               hp: Any) -> jax.Array:
+    """TD3's targets [K, B] of K batches [K, B, ...]: batch k's ``reward + gamma^horizon (1 - terminated)
+    min(Q1', Q2')(next_obs, a')``, a' from ``target_actors`` k with clipped target noise (``hp``: one member's)."""
 
     def targets(actor_params, batch, k):
         next_action = nets.actor.apply(actor_params, batch.next_obs)
         noise = jnp.clip(hp.target_noise * jax.random.normal(k, next_action.shape), -hp.noise_clip, hp.noise_clip)
         next_action = jnp.clip(next_action + noise, -1.0, 1.0)
-        q1, q2 = nets.critic.apply(state.critic_target, batch.next_obs, next_action)
+        q1, q2 = nets.critic.apply(critic_target, batch.next_obs, next_action)
         return batch.reward + bootstrap_discount(batch, hp.gamma) * jnp.minimum(q1, q2)
 
-    count = batches.reward.shape[0]
-    target = jax.vmap(targets)(target_actors, batches, jax.random.split(key, count))
+    return jax.vmap(targets)(target_actors, batches, jax.random.split(key, batches.reward.shape[0]))
+
+
+def critic_step(nets: Nets, state: CriticState, batches: Transition, target_actors: dict, key: jax.Array,
+                hp: Any) -> tuple[CriticState, jax.Array, jax.Array]:
+    """One Adam step of the shared critic on K batches [K, B, ...], batch k's TD target from
+    ``target_actors`` k (stacked); a non-finite target actor's batch is left out.
+    Returns (state, loss, mean Q)."""
+    target = td_targets(nets, state.critic_target, target_actors, batches, key, hp)
     usable = jax.vmap(all_finite)(target_actors) & jnp.all(jnp.isfinite(target), axis=1)
     target = jax.lax.stop_gradient(jnp.where(usable[:, None], target, 0.0))
     weights = usable / jnp.maximum(usable.sum(), 1)
