@@ -541,7 +541,7 @@ def test_bandit_follows_the_reference_feedback_window_and_uniform_start():
     returns[20] = returns[14:19].max()  # a tie with the comparison's best: feedback 1/2
     window, arms = 8, 2
     step = jax.jit(dvd.bandit_step, static_argnums=4)
-    bandit, used, choices = dvd.bandit_init(arms, window=window), [], []
+    bandit, used, choices = dvd.bandit_init(window=window), [], []
     for i, value in enumerate(returns):
         arm = int(bandit.arm)
         used.append(arm)
@@ -556,7 +556,7 @@ def test_bandit_follows_the_reference_feedback_window_and_uniform_start():
     # The first 5 choices: uniform draws (key i's), whatever the posteriors say.
     for i in range(5):
         assert choices[i] == int(jax.random.randint(jax.random.split(jax.random.key(i))[1], (), 0, arms))
-    warm = step(dvd.bandit_init(arms), jnp.float32(0.0), jnp.bool_(False), jax.random.key(0), arms)
+    warm = step(dvd.bandit_init(), jnp.float32(0.0), jnp.bool_(False), jax.random.key(0), arms)
     assert int(warm.arm) == -1 and int(warm.choices) == 0 and int(warm.seen) == 1
 
 
@@ -572,3 +572,30 @@ def test_dvd_bandit_keeps_choosing_both_arms_late_in_the_pendulum_recipe(tmp_pat
     result = run(prepare(config))
     arms = [int(r["bandit_arm"]) for r in records(result.run_dir)]  # the arm chosen at each chunk's end
     assert len(arms) == 10 and set(arms[5:]) == {0, 1}, arms
+
+
+def test_a_dvd_checkpoint_with_the_old_bandit_resumes_with_a_fresh_one(tmp_path):
+    """A DvD run checkpointed before issue 22 (bandit: alpha, beta, arm, best) resumes: its bandit starts afresh
+    (nothing seen, no arm), everything else as saved."""
+    import hashlib
+
+    from flax import serialization
+
+    from populax.run.checkpoint import STATE_FILE
+
+    result = run(prepare(small_config(tmp_path, "dvd-td3", "old", checkpoint_every=200, keep_checkpoints=5)))
+    first = list_checkpoints(result.run_dir)[0]
+    for path in list_checkpoints(result.run_dir)[1:]:
+        shutil.rmtree(path)
+    payload = serialization.msgpack_restore((first / STATE_FILE).read_bytes())
+    payload["population"]["shared"]["bandit"] = {"alpha": np.ones(2, np.float32), "beta": np.full(2, 3, np.float32),
+                                                 "arm": np.int32(1), "best": np.float32(-100)}
+    data = serialization.msgpack_serialize(payload)
+    (first / STATE_FILE).write_bytes(data)
+    manifest = json.loads((first / "manifest.json").read_text())
+    manifest.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (first / "manifest.json").write_text(json.dumps(manifest))
+    resumed = resume(result.run_dir)
+    bandit = resumed.population.shared.bandit
+    assert int(bandit.seen) == 2 and int(bandit.choices) == 2 and int(bandit.arm) in (0, 1)  # the 2 chunks after it
+    assert resumed.summary["env_steps_per_member"] == 600 and np.isfinite(resumed.returns).all()

@@ -98,10 +98,9 @@ class Bandit:
     """Arms chosen so far (the first ``lookback`` are drawn uniformly)."""
 
 
-def bandit_init(arms: int, window: int = 50, lookback: int = 5) -> Bandit:
-    """No feedback yet (uniform Beta(1, 1) posteriors over ``arms`` arms), no arm chosen; the reference's
-    window of 50 feedbacks and lookback of 5 iterations by default."""
-    del arms  # the posteriors count feedback per arm: nothing per arm to store
+def bandit_init(window: int = 50, lookback: int = 5) -> Bandit:
+    """No feedback yet (uniform Beta(1, 1) posteriors for every arm: they are counted from the feedback), no
+    arm chosen; the reference's window of 50 feedbacks and lookback of 5 iterations by default."""
     return Bandit(arm=jnp.int32(-1), returns=jnp.full((lookback + 1,), jnp.finfo(jnp.float32).min),
                   seen=jnp.int32(0), feedback=jnp.zeros((window,), jnp.float32),
                   feedback_arm=jnp.full((window,), -1, jnp.int32), choices=jnp.int32(0))

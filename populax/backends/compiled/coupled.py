@@ -418,7 +418,7 @@ def make_dvd_steps(config: TrainConfig, nets: Nets, options: DvDOptions) -> DvDS
 
     def init_shared(keys: jax.Array) -> DvDShared:
         critic_key, key = jax.random.split(jax.random.fold_in(keys[0], SHARED_KEY))
-        bandit = dvd.bandit_init(len(arms), options.bandit_window, options.bandit_lookback)
+        bandit = dvd.bandit_init(options.bandit_window, options.bandit_lookback)
         critic = None if own else init_critic(nets, critic_key)
         return DvDShared(critic, bandit, next_lambda(bandit, jnp.int32(0)), key)
 
