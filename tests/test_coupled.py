@@ -143,16 +143,6 @@ def test_kernel_log_det_and_its_gradient_are_finite_for_identical_members():
     assert float(dvd.diversity(spread, 1.0, 1e-4)) > float(dvd.diversity(same, 1.0, 1e-4))
 
 
-def test_bandit_rewards_the_arm_in_use_when_the_best_return_improves():
-    bandit = dvd.bandit_init(2).replace(arm=jnp.int32(1), best=jnp.float32(-100.0))
-    improved = dvd.bandit_step(bandit, jnp.float32(-50.0), jnp.bool_(True), jax.random.key(0))
-    assert improved.alpha.tolist() == [1.0, 2.0] and improved.beta.tolist() == [1.0, 1.0] and float(improved.best) == -50
-    worse = dvd.bandit_step(improved.replace(arm=jnp.int32(0)), jnp.float32(-60.0), jnp.bool_(True), jax.random.key(1))
-    assert worse.beta.tolist() == [2.0, 1.0] and float(worse.best) == -50
-    warm = dvd.bandit_step(dvd.bandit_init(2), jnp.float32(0.0), jnp.bool_(False), jax.random.key(2))
-    assert int(warm.arm) == -1 and warm.alpha.tolist() == [1.0, 1.0]
-
-
 # ------------------------------------------------------------------------------------------------ both
 
 
@@ -320,3 +310,292 @@ def test_the_papers_experiments_are_recipes_that_resolve(tmp_path, recipe, algo,
     assert setup.backend.kind == ("compiled" if "Pendulum" in recipe else "host")
     if recipe == "cemrl-Hopper-v5":  # a generation is one 1,000-step episode per actor
         assert setup.chunk_steps == 1000 and setup.config.pop == 10 and setup.config.batch_size == 100
+
+
+# ------------------------------------------------------------------------------------------------ issue 22
+
+
+class HostCEMRLRecorder:
+    """What a host CEM-RL run did, step by step: which actor acted (a fingerprint of its parameters), whether
+    the action was the actor's own (not a random one), the rows the envs returned, and what each generation's
+    end credited to which actor."""
+
+    def __init__(self, setup, monkeypatch):
+        from populax.backends.host.backend import Learner
+
+        backend = setup.backend
+        self.actors, self.greedy, self.blocks, self.credits = [], [], [], []
+        act, policy, finish = backend.functions.act, backend.functions.policy, backend.coupled.finish
+
+        def recording_act(agent_state, stats, hparams, obs, key, warming):
+            out = act(agent_state, stats, hparams, obs, key, warming)
+            self.actors.append(self.fingerprints(agent_state))
+            own = np.asarray(policy(agent_state, stats, obs))
+            self.greedy.append(np.isclose(np.asarray(out[0]), own, atol=1e-6).all(axis=(1, 2)))
+            return out
+
+        def recording_finish(population, fitness, train_returns):
+            self.credits.append((len(self.actors), self.fingerprints(population.agent), np.asarray(fitness)))
+            return finish(population, fitness, train_returns)
+
+        consume = Learner.consume
+
+        def recording_consume(learner, population, block):
+            self.blocks.append(jax.tree.map(np.asarray, (block.rows.obs, block.rows.next_obs, block.rows.reward,
+                                                         block.rows.terminated, block.truncated)))
+            return consume(learner, population, block)
+
+        backend.functions = backend.functions._replace(act=recording_act)
+        backend.coupled = backend.coupled._replace(finish=recording_finish)
+        monkeypatch.setattr(Learner, "consume", recording_consume)
+        self.envs = setup.config.envs_per_member
+
+    @staticmethod
+    def fingerprints(agent) -> list[bytes]:
+        leaves = [np.asarray(x).reshape(np.shape(x)[0], -1) for x in jax.tree.leaves(agent.actor)]
+        return [row.tobytes() for row in np.concatenate(leaves, axis=1)]
+
+    def steps(self):
+        """Per iteration [T, N, E]: obs, next_obs, reward, done (from the rows the envs returned)."""
+        def iteration_major(x):  # [N, B*E, ...] per block -> [T, N, E, ...]
+            n = x.shape[0]
+            return np.swapaxes(x.reshape(n, -1, self.envs, *x.shape[2:]), 0, 1)
+
+        obs, next_obs, reward, terminated, truncated = (np.concatenate([iteration_major(b[i]) for b in self.blocks])
+                                                        for i in range(5))
+        return obs, next_obs, reward, np.maximum(terminated, truncated) > 0
+
+    def episodes(self, member, env):
+        """(first, last iteration, return) of every episode of one env that ended: a new one begins after a
+        done, and wherever the next observation is not where the last step led (the env was reset)."""
+        obs, next_obs, reward, done = self.steps()
+        found, start = [], 0
+        for t in range(len(obs)):
+            if t > start and not np.array_equal(obs[t, member, env], next_obs[t - 1, member, env]):
+                start = t  # a reset cut the running episode
+            if done[t, member, env]:
+                found.append((start, t, float(reward[start:t + 1, member, env].sum())))
+                start = t + 1
+        return found
+
+
+def host_cemrl(tmp_path, monkeypatch, name, **overrides):
+    settings = dict(env="gymnasium:Pendulum-v1", pop=2, learning_starts=250, batch_size=32, updates_per_step=0.25)
+    settings.update(overrides)
+    setup = prepare(small_config(tmp_path, "cemrl", name, **settings))
+    recorder = HostCEMRLRecorder(setup, monkeypatch)
+    run(setup)
+    return recorder
+
+
+@pytest.mark.parametrize("envs, generation, total", [(3, 0, 1_200), (1, 250, 500)],
+                         ids=["E3-generation-of-one-episode", "generation-longer-than-an-episode"])
+def test_host_cemrl_credits_each_actor_only_episodes_it_acted_entirely(tmp_path, monkeypatch, envs, generation, total):
+    """Gymnasium Pendulum-v1 (200-step episodes), two generations: with E=3 (the collector's blocks used to
+    round a 600-step generation up to 624) and with 250-step generations (an episode would straddle two),
+    every fitness is, per env, the first episode finished in the generation, acted from its first step to its
+    last by the actor it is credited to."""
+    recorder = host_cemrl(tmp_path, monkeypatch, "credit", envs_per_member=envs, total_steps=total,
+                          algo_options={"generation-steps": generation})
+    assert len(recorder.credits) == 2
+    begin = 0
+    for end, actors, fitness in recorder.credits:
+        for member in range(2):
+            scored = []
+            for env in range(envs):
+                first = next(e for e in recorder.episodes(member, env) if begin <= e[1] < end)
+                acted = {recorder.actors[t][member] for t in range(first[0], first[1] + 1)}
+                assert acted == {actors[member]}, (begin, end, member, env, first)
+                scored.append(first[2])
+            assert fitness[member] == pytest.approx(np.mean(scored), rel=1e-5)
+        begin = end
+
+
+def sampled_actor_returns(setup, keys, agent, iterations):
+    """Per member: what its actor scores in a compiled generation, replayed by hand (the generation's reset
+    key from the member's key, ``iterations`` deterministic steps, each env's first episode, averaged)."""
+    from populax.backends.compiled.offpolicy import reset_envs
+
+    env, policy, envs = setup.backend.env, setup.backend.program.policy, setup.config.envs_per_member
+
+    def member(key, actor):
+        slots = reset_envs(env, jax.random.split(key)[0], envs)
+
+        def step(carry, step_key):
+            obs, state, total, first = carry
+            result = jax.vmap(env.step)(jax.random.split(step_key, envs), state, policy(actor, obs))
+            total = total + result.reward
+            ended = jnp.maximum(result.terminated, result.truncated) > 0
+            first = jnp.where(jnp.isnan(first) & ended, total, first)
+            return (result.obs, result.state, jnp.where(ended, 0.0, total), first), None
+
+        start = (slots.obs, slots.state, jnp.zeros(envs), jnp.full(envs, jnp.nan))
+        (_, _, total, first), _ = jax.lax.scan(step, start, jax.random.split(jax.random.key(0), iterations))
+        return jnp.mean(jnp.where(jnp.isnan(first), total, first))
+
+    return np.asarray(jax.vmap(member)(keys, agent))
+
+
+@pytest.mark.parametrize("backend", ["compiled", "host"])
+def test_cemrl_first_generation_fitness_comes_from_the_sampled_actors(tmp_path, monkeypatch, backend):
+    """Learning starts after the first generation, yet its actors act (deterministically, with their own
+    parameters) from the first step, and the CEM is told their returns, not those of random actions."""
+    if backend == "compiled":
+        setup = prepare(small_config(tmp_path, "cemrl", "first", envs_per_member=2, learning_starts=500))
+        population = init_population(setup)
+        keys = jnp.copy(jax.random.key_data(population.key))  # the chunk consumes (donates) its input
+        population, metrics = setup.backend.advance(population, 0)
+        expected = sampled_actor_returns(setup, jax.random.wrap_key_data(keys), population.agent, 200)
+        np.testing.assert_allclose(np.asarray(metrics["fitness"]), expected, rtol=1e-4)
+        return
+    recorder = host_cemrl(tmp_path, monkeypatch, "first", learning_starts=500, total_steps=200)
+    end, actors, fitness = recorder.credits[0]
+    assert all(greedy.all() for greedy in recorder.greedy[:end])  # every action the actor's own
+    for member in range(2):
+        first = recorder.episodes(member, 0)[0]
+        assert first[:2] == (0, 199) and {recorder.actors[t][member] for t in range(200)} == {actors[member]}
+        assert fitness[member] == pytest.approx(first[2], rel=1e-5)
+
+
+def test_dvd_per_member_critics_fold_each_members_batch_with_its_own_gamma(tmp_path):
+    """--n-step 3, gammas 0.5 and 0.9, per-member critics: each member's TD target is, by hand,
+    r_t + g r_{t+1} + g^2 r_{t+2} + g^3 min Q'(s_{t+3}, pi'(s_{t+3})) with its own g (target noise 0)."""
+    from populax.agents import AgentSpec, get_algorithm
+    from populax.agents.base import Transition
+    from populax.agents.options import resolve_options
+    from populax.backends.compiled.coupled import make_dvd_steps
+    from populax.buffers import buffer_add, buffer_init
+    from populax.coupled.shared_td3 import stack_one, td_targets
+    from populax.runtime.member import take_rows
+
+    config = small_config(tmp_path, "dvd-td3", "gammas", pop=2, n_step=3, algo_options=PER_MEMBER,
+                          hp={"gamma": "0.5,0.9", "target-noise": "0"})
+    setup = prepare(config)
+    algorithm = get_algorithm("dvd-td3")
+    options = resolve_options(algorithm.options, config.algo_options, "dvd-td3")
+    nets = algorithm.make(AgentSpec((3,), setup.backend.env.action, config.hidden, options))
+    steps = make_dvd_steps(config, nets, options)
+    agent = init_population(setup).agent
+    # Two members' shards of one 30-step episode each: observation (member, t, 0), reward 1 + t / 10.
+    buffers = []
+    for member in range(2):
+        t = np.arange(31, dtype=np.float32)
+        obs = np.stack([np.full(31, member), t, np.zeros(31)], axis=1).astype(np.float32)
+        rows = Transition(obs[:-1], np.zeros((30, 1), np.float32), 1 + t[:-1] / 10, obs[1:], np.zeros(30, np.float32))
+        buffers.append(buffer_add(buffer_init(jax.tree.map(lambda x: x[0], rows), 30), jax.tree.map(jnp.asarray, rows)))
+    experience = jax.tree.map(lambda *x: jnp.stack(x), *buffers)
+    batches = steps.sample_batches(experience, jax.random.key(1), setup.hparams)
+    for member, gamma in enumerate((0.5, 0.9)):
+        batch = take_rows(batches, member)
+        t = np.asarray(batch.obs[:, 1])
+        horizon = np.minimum(3, 30 - t)  # the fold stops at the newest stored row
+        by_hand = sum(np.where(j < horizon, gamma**j * (1 + (t + j) / 10), 0.0) for j in range(3))
+        target_actor, critic_target = take_rows(agent.actor_target, member), take_rows(agent.critic.critic_target, member)
+        next_obs = np.asarray(batch.next_obs)
+        q1, q2 = nets.critic.apply(critic_target, next_obs, nets.actor.apply(target_actor, next_obs))
+        expected = by_hand + gamma**horizon * np.minimum(np.asarray(q1), np.asarray(q2))
+        got = td_targets(nets, critic_target, stack_one(target_actor), stack_one(batch), jax.random.key(2),
+                         take_rows(setup.hparams, member))[0]
+        np.testing.assert_array_equal(np.asarray(batch.horizon), horizon)
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("env", ["Pendulum-v1", "gymnasium:Pendulum-v1"])
+def test_cemrl_runs_when_gradient_steps_are_not_a_multiple_of_pop(tmp_path, env):
+    """pop 4, 5-step generations, 0.3 updates per step: 6 gradient steps per generation (used to fail to
+    reshape into [-1, 4]); the one shared critic reports one loss, the same for every member."""
+    config = small_config(tmp_path, "cemrl", "steps", env=env, total_steps=25, learning_starts=5, batch_size=8,
+                          updates_per_step=0.3, algo_options={"generation-steps": 5})
+    result = run(prepare(config))
+    # Gradient phases begin generations 2-4 (once env steps exceed learning-starts).
+    assert result.summary["env_steps_per_member"] == 25 and int(result.population.shared.critic.updates) == 3 * 6
+    for step in (15, 20, 25):
+        losses = [(r["critic_loss"], r["q_mean"]) for m in range(4) for r in records(result.run_dir, m)
+                  if r["env_step"] == step]
+        assert len(losses) == 4 and len(set(losses)) == 1 and np.isfinite(losses[0]).all(), losses
+
+
+def test_union_sample_draws_members_in_proportion_to_their_valid_rows():
+    """Shards holding 0, 10 and 30 rows: no draw from the empty one, three times as many from the fuller one,
+    and every row drawn is one of its member's valid rows."""
+    from populax.agents.base import Transition
+    from populax.buffers import ReplayBuffer
+    from populax.coupled.shared_td3 import union_sample
+
+    sizes = jnp.array([0, 10, 30], jnp.int32)
+    rows = jnp.arange(3 * 40, dtype=jnp.float32).reshape(3, 40)  # value = member * 40 + row
+    data = Transition(rows[..., None], rows[..., None], rows, rows[..., None], jnp.zeros((3, 40)))
+    batch = union_sample(ReplayBuffer(data=data, position=sizes, size=sizes), jax.random.key(0), 4000)
+    member, row = np.divmod(np.asarray(batch.reward).astype(int), 40)
+    counts = np.bincount(member, minlength=3)
+    assert counts[0] == 0 and 2.6 < counts[2] / counts[1] < 3.4, counts
+    assert (row < np.asarray(sizes)[member]).all()
+
+
+def test_bandit_follows_the_reference_feedback_window_and_uniform_start():
+    """Against a plain re-derivation of the reference's rule: iteration i's feedback compares its mean return
+    with the best of iterations i-6 .. i-2, is 1 / 0 / 1/2 (above, below, tie) and exists from i = 7; only the
+    last `window` feedbacks count; the first 5 choices are uniform."""
+    rng = np.random.default_rng(0)
+    returns = rng.normal(size=40).round(1)
+    returns[20] = returns[14:19].max()  # a tie with the comparison's best: feedback 1/2
+    window, arms = 8, 2
+    step = jax.jit(dvd.bandit_step, static_argnums=4)
+    bandit, used, choices = dvd.bandit_init(window=window), [], []
+    for i, value in enumerate(returns):
+        arm = int(bandit.arm)
+        used.append(arm)
+        bandit = step(bandit, jnp.float32(value), jnp.bool_(True), jax.random.key(i), arms)
+        choices.append(int(bandit.arm))
+        scored = [(used[j], np.sign(returns[j] - returns[j - 6:j - 1].max()) / 2 + 0.5)
+                  for j in range(len(used)) if j >= 6 and used[j] >= 0]  # j: 0-based, the reference's i = j + 1
+        scored = scored[-window:]
+        alpha = [1 + sum(s for a, s in scored if a == k) for k in range(arms)]
+        beta = [1 + sum(1 - s for a, s in scored if a == k) for k in range(arms)]
+        np.testing.assert_allclose(dvd.posteriors(bandit, arms), (alpha, beta))
+    # The first 5 choices: uniform draws (key i's), whatever the posteriors say.
+    for i in range(5):
+        assert choices[i] == int(jax.random.randint(jax.random.split(jax.random.key(i))[1], (), 0, arms))
+    warm = step(dvd.bandit_init(), jnp.float32(0.0), jnp.bool_(False), jax.random.key(0), arms)
+    assert int(warm.arm) == -1 and int(warm.choices) == 0 and int(warm.seen) == 1
+
+
+def test_dvd_bandit_keeps_choosing_both_arms_late_in_the_pendulum_recipe(tmp_path):
+    """The DvD Pendulum recipe (seed 0; one evaluation episode, which does not touch training): both lambdas
+    are still chosen in the second half of the run, by Thompson sampling (the first 5 choices are uniform).
+    (Rewarded only for beating the best return ever seen, the old bandit chose lambda 0 from the third
+    round to the end of this run.)"""
+    from populax.cli import parse_train_args
+
+    config = parse_train_args(["--config", "configs/dvd-td3-Pendulum-v1.yaml", "--eval-episodes", "1",
+                               "--out", str(tmp_path / "dvd"), "--no-progress", "--no-tensorboard"])
+    result = run(prepare(config))
+    arms = [int(r["bandit_arm"]) for r in records(result.run_dir)]  # the arm chosen at each chunk's end
+    assert len(arms) == 10 and set(arms[5:]) == {0, 1}, arms
+
+
+def test_a_dvd_checkpoint_with_the_old_bandit_resumes_with_a_fresh_one(tmp_path):
+    """A DvD run checkpointed before issue 22 (bandit: alpha, beta, arm, best) resumes: its bandit starts afresh
+    (nothing seen, no arm), everything else as saved."""
+    import hashlib
+
+    from flax import serialization
+
+    from populax.run.checkpoint import STATE_FILE
+
+    result = run(prepare(small_config(tmp_path, "dvd-td3", "old", checkpoint_every=200, keep_checkpoints=5)))
+    first = list_checkpoints(result.run_dir)[0]
+    for path in list_checkpoints(result.run_dir)[1:]:
+        shutil.rmtree(path)
+    payload = serialization.msgpack_restore((first / STATE_FILE).read_bytes())
+    payload["population"]["shared"]["bandit"] = {"alpha": np.ones(2, np.float32), "beta": np.full(2, 3, np.float32),
+                                                 "arm": np.int32(1), "best": np.float32(-100)}
+    data = serialization.msgpack_serialize(payload)
+    (first / STATE_FILE).write_bytes(data)
+    manifest = json.loads((first / "manifest.json").read_text())
+    manifest.update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    (first / "manifest.json").write_text(json.dumps(manifest))
+    resumed = resume(result.run_dir)
+    bandit = resumed.population.shared.bandit
+    assert int(bandit.seen) == 2 and int(bandit.choices) == 2 and int(bandit.arm) in (0, 1)  # the 2 chunks after it
+    assert resumed.summary["env_steps_per_member"] == 600 and np.isfinite(resumed.returns).all()

@@ -58,6 +58,30 @@ sys.exit(cli.main(sys.argv[3:]))
 """
 
 
+SOURCE_DYING_CLI = """
+import json
+import os
+import sys
+from pathlib import Path
+from populax import cli
+from populax.backends import cluster
+from populax.backends.cluster.worker import BlockWorker
+
+
+class SourceDyingWorker(BlockWorker):
+    def export(self, index, fields, experience):
+        if ARMED.exists() and not DIED.exists():  # once: the restarted worker exports as usual
+            DIED.write_text(json.dumps([int(m) for m in self.members]))
+            os._exit(1)  # between its export (for another block's copy) and that block's edit
+        return super().export(index, fields, experience)
+
+
+ARMED, DIED = Path(sys.argv[1]), Path(sys.argv[2])
+cluster.BlockWorker = SourceDyingWorker  # a class of __main__: Ray ships it to the workers by value
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
 def poisoning_train(tmp_path: Path, member: int, at_chunk: int, *args: str) -> str:
     """Shell words of ``populax train ARGS`` whose Ray worker writes NaN into ``member``'s agent before chunk
     ``at_chunk`` (fault injection on the worker, as ``poison`` does on the driver of a one-process run)."""
@@ -169,9 +193,9 @@ def test_ray_pbt_two_workers_equals_one_process(tmp_path):
     setup = load_setup(out)
     template = jax.eval_shape(lambda: init_population(setup))
     # Traffic: per chunk only step counts, hyperparameters, metrics and returns come back (no member state); a
-    # chunk's member_state_bytes are its copies between blocks, each source's agent, observation statistics and
-    # buffer once per target worker.
-    per_member = tree_bytes((template.agent, template.obs_stats, template.experience)) // 8
+    # chunk's member_state_bytes are its copies between blocks, each source's agent, observation statistics,
+    # buffer and its learn_from once per target worker.
+    per_member = tree_bytes((template.agent, template.obs_stats, template.experience, template.learn_from)) // 8
     crossing = {}  # chunk -> {(source, target worker)}
     for e in records(out / "lineage.jsonl"):
         if e["source"] is not None and (e["member"] < 4) != (e["source"] < 4):
@@ -266,6 +290,38 @@ def test_killed_worker_restarts_and_reloads_its_block(tmp_path):
     assert all(m["final_return"] is not None for m in summary["members"])
     # the reloaded members lost at most the steps since the checkpoint; the others ran the whole run
     assert summary["env_steps_per_member"] == 4000
+
+
+def test_ray_gymnasium_run_resumes_and_a_source_worker_dying_after_the_resume_is_reloaded(tmp_path):
+    """Gymnasium Pendulum-v1 PBT under Ray (host blocks, whose members have no env field): the driver killed
+    (-9) after its first checkpoint, the run resumes and completes. After the resume, the worker exporting a
+    copy source for another block dies before that block's edit: it is restarted and its block reloaded from a
+    newest checkpoint (reloading needs the run's hyperparameters, which a resumed driver never
+    drew), and the failure is the source's: one restart, of that worker; the healthy target is not reloaded
+    and takes its copy from the reloaded source."""
+    out, armed, died = tmp_path / "run", tmp_path / "armed", tmp_path / "died"
+    args = [*SMALL, "--env", "gymnasium:Pendulum-v1", "--pop", "4", "--total-steps", "1000", "--eval-every", "200",
+            "--strategy", "pbt", "--pbt-bottom", "0.5", "--pbt-top", "0.5", "--ready-interval", "200",
+            "--hp.lr-actor", "loguniform:1e-4,1e-2", "--hidden", "16,16", "--overlap", "false",
+            "--checkpoint-every", "200", "--keep-checkpoints", "10", "--seed", "0", "--executor", "ray",
+            "--workers", "2", "--out", str(out)]
+    kill_driver_after_checkpoint(in_loopback("exec " + populax("train", *args)), out / "checkpoints" / "chunk_000000")
+    resumed_from = len(list((out / "checkpoints").glob("chunk_*")))
+    armed.touch()
+    script = tmp_path / "source_dying_cli.py"
+    script.write_text(SOURCE_DYING_CLI)
+    run_loopback(shlex.join([sys.executable, str(script), str(armed), str(died), "resume", str(out), "--no-progress"]))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backend"] == "host" and summary["env_steps_per_member"] == 1000
+    assert all(m["final_return"] is not None for m in summary["members"])
+    dead = json.loads(died.read_text())  # the source block's members
+    restarts = [r for r in records(out / "ray.jsonl") if r["event"] == "worker_restart"]
+    assert len(restarts) == 1 and restarts[0]["members"] == dead, restarts
+    assert restarts[0]["reloaded_from"].startswith("chunk_") and restarts[0]["old_pid"] != restarts[0]["new_pid"]
+    assert int(restarts[0]["reloaded_from"][len("chunk_"):]) >= resumed_from - 1
+    reloads = [e for e in records(out / "lineage.jsonl") if e["event"] == "block_reload"]
+    assert sorted(e["member"] for e in reloads) == dead
+    assert summary["lineage_events"]["block_reload"] == 2 and summary["ray"]["restarts"] == 1
 
 
 def test_ray_address_joins_a_cluster_started_with_ray_start(tmp_path):

@@ -182,6 +182,37 @@ def test_exploit_with_copy_buffer_writes_only_the_copied_rows_in_place():
     assert np.asarray(copied.agent["w"]).tolist() == [0, 2, 2, 3]
 
 
+def test_failed_target_that_takes_its_sources_buffer_learns_from_when_the_source_does():
+    """--pbt-copy-buffer: a failed member's rollback leaves it 2 of 5 rows, so its learn_from moves to a refill
+    point; replaced by a copy of member 2 with member 2's (full) buffer, it learns from when member 2 does,
+    not after refilling a buffer it no longer has."""
+    from populax.runtime.member import Member, apply_edits, kept_before_chunk, no_edits
+
+    pop, capacity = 4, 5
+    rows = jnp.arange(pop * capacity, dtype=jnp.float32).reshape(pop, capacity)
+    before = Member(agent={"w": jnp.arange(pop, dtype=jnp.float32)}, hparams=jnp.zeros(pop), obs_stats=None,
+                    experience=ReplayBuffer(data=Transition(*(rows + i for i in range(5))),
+                                            position=jnp.full((pop,), 2, jnp.int32), size=jnp.full((pop,), 2, jnp.int32)),
+                    env=None, env_steps=jnp.full((pop,), 10, jnp.int32), learn_from=jnp.full((pop,), 4, jnp.int32),
+                    key=jax.random.split(jax.random.key(0), pop))
+    kept = kept_before_chunk(before)
+
+    def after():  # the chunk: 3 env steps per member, each buffer full (5 rows); apply_edits donates it
+        experience = jax.tree.map(jnp.copy, before.experience).replace(position=jnp.zeros(pop, jnp.int32),
+                                                                        size=jnp.full((pop,), 5, jnp.int32))
+        return before.replace(env_steps=before.env_steps + 3, experience=experience)
+
+    edits = no_edits(jnp.zeros(pop), pop, copy_experience=True, refill=32).replace(
+        rollback=np.array([False, True, False, False]), targets=np.array([1]), sources=np.array([2]),
+        whole=np.array([True]))
+    rolled_back = apply_edits(after(), kept, edits.replace(targets=np.zeros(0, int), sources=np.zeros(0, int),
+                                                         whole=np.zeros(0, bool)), None)
+    assert np.asarray(rolled_back.learn_from).tolist() == [4, 13 + 32 - 2, 4, 4]  # alone: waits for a refill
+    edited = apply_edits(after(), kept, edits, None)
+    assert np.asarray(edited.learn_from).tolist() == [4, 4, 4, 4]
+    assert int(edited.experience.size[1]) == 5 and np.asarray(edited.agent["w"]).tolist() == [0, 2, 2, 3]
+
+
 def poison(member: int, at_chunk: int):
     """A ``before_chunk`` hook writing NaN into every leaf of ``member``'s agent before chunk ``at_chunk``."""
 

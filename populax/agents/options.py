@@ -79,10 +79,18 @@ class DvDOptions:
     """Static DvD-TD3 settings."""
 
     lambda_mode: str = "bandit"
-    """How the diversity weight is chosen: bandit (Thompson sampling over lambda-arms), schedule (the reference
-    code's 0 / 0.3 / 0.5 / 0.2 at 50k / 300k / 700k total env steps) or fixed (lambda-fixed)."""
+    """How the diversity weight is chosen: bandit (Thompson sampling over lambda-arms, once per chunk, as the
+    reference code's bandit: see bandit-lookback, bandit-window), schedule (the reference code's 0 / 0.3 / 0.5 /
+    0.2 at 50k / 300k / 700k total env steps) or fixed (lambda-fixed)."""
     lambda_arms: str = "0,0.5"
     """Comma-separated lambda values the bandit chooses between."""
+    bandit_lookback: int = 5
+    """The bandit scores the arm of a chunk 1 when the population's mean training return beats the best of
+    this many chunks before the previous one (0 below, 1/2 on a tie; the reference's 5); its first this many
+    choices are uniform."""
+    bandit_window: int = 50
+    """Only the bandit's last this many scores count in its posteriors (the reference's 50), so an early
+    lucky return stops deciding lambda."""
     lambda_fixed: float = 0.5
     """lambda under lambda-mode fixed (0 = an ensemble of TD3 actors with a shared critic)."""
     lambda_warmup: int = 0

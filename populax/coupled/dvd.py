@@ -14,9 +14,11 @@ factor, the squared distance (not its square root) has a finite gradient at
 the others' gradients.
 
 lambda is chosen online by Thompson sampling over a few values (the DvD
-paper: {0, 0.5}) with Beta posteriors; an arm is rewarded when the
-population's best return improved over the best seen so far. The reference
-code's fixed schedule is the other option.
+paper: {0, 0.5}) with Beta posteriors, as the reference code's bandit
+(jparkerholder/DvD_ES ``bandits.py``): an arm scores 1 when the population's
+mean return beats the best of the 5 iterations before the previous one, only
+the last 50 scores count, the first 5 choices are uniform (``Bandit``,
+``bandit_step``). The reference code's fixed schedule is the other option.
 """
 
 from __future__ import annotations
@@ -74,40 +76,79 @@ def schedule_lambda(total_env_steps: jax.Array) -> jax.Array:
 
 @struct.dataclass
 class Bandit:
-    """Thompson sampling over lambda values with Beta(alpha, beta) posteriors."""
+    """Thompson sampling over lambda values (the DvD reference's ``BayesianBandits``, as fixed-size arrays).
 
-    alpha: jax.Array
-    """Per arm: 1 + rounds it was rewarded."""
-    beta: jax.Array
-    """Per arm: 1 + rounds it was not."""
+    One iteration is one chunk. Its feedback is 1 when the population's mean training return beats the best
+    of the ``lookback`` returns before the previous one, 0 when below, 1/2 on a tie; an arm's Beta posterior
+    counts the feedbacks of the last ``window`` iterations it was used in; the first ``lookback`` choices are
+    uniform (see :func:`bandit_step`)."""
+
     arm: jax.Array
     """The arm in use (-1: warm-up at lambda 0)."""
-    best: jax.Array
-    """Best population return seen so far (the lowest float32 before one: state stays finite, so the
-    driver's finiteness check of the shared state keeps meaning "diverged")."""
+    returns: jax.Array
+    """[lookback + 1] the last population mean training returns, newest last (the lowest float32 before
+    ``seen`` of them: the state stays finite, so the driver's finiteness check keeps meaning "diverged")."""
+    seen: jax.Array
+    """Returns recorded so far (chunks with a finite population mean)."""
+    feedback: jax.Array
+    """[window] the last feedbacks (1, 1/2 or 0), newest last."""
+    feedback_arm: jax.Array
+    """[window] the arm each feedback scored (-1: an empty slot)."""
+    choices: jax.Array
+    """Arms chosen so far (the first ``lookback`` are drawn uniformly)."""
 
 
-def bandit_init(arms: int) -> Bandit:
-    """Uniform Beta(1, 1) posteriors, no arm chosen yet."""
-    ones = jnp.ones((arms,), jnp.float32)
-    return Bandit(alpha=ones, beta=ones, arm=jnp.int32(-1), best=jnp.finfo(jnp.float32).min)
+def bandit_init(window: int = 50, lookback: int = 5) -> Bandit:
+    """No feedback yet (uniform Beta(1, 1) posteriors for every arm: they are counted from the feedback), no
+    arm chosen; the reference's window of 50 feedbacks and lookback of 5 iterations by default."""
+    return Bandit(arm=jnp.int32(-1), returns=jnp.full((lookback + 1,), jnp.finfo(jnp.float32).min),
+                  seen=jnp.int32(0), feedback=jnp.zeros((window,), jnp.float32),
+                  feedback_arm=jnp.full((window,), -1, jnp.int32), choices=jnp.int32(0))
 
 
-def bandit_step(bandit: Bandit, best_return: jax.Array, choose: jax.Array, key: jax.Array) -> Bandit:
-    """Reward the arm in use with 1 if ``best_return`` beat the best so far (else 0), then draw the
-    next arm from the posteriors when ``choose`` (after the warm-up), else stay at -1 (lambda 0)."""
-    improved = (best_return > bandit.best).astype(jnp.float32)
-    used = (jnp.arange(bandit.alpha.shape[0]) == bandit.arm).astype(jnp.float32)  # all 0 during the warm-up
-    alpha, beta = bandit.alpha + used * improved, bandit.beta + used * (1.0 - improved)
-    draws = jax.random.beta(key, alpha, beta)
-    return Bandit(
-        alpha=alpha,
-        beta=beta,
-        arm=jnp.where(choose, jnp.argmax(draws), -1).astype(jnp.int32),
-        best=jnp.where(jnp.isfinite(best_return), jnp.maximum(bandit.best, best_return), bandit.best),
-    )
+def shift_in(history: jax.Array, value: jax.Array) -> jax.Array:
+    """``history`` with its oldest entry dropped and ``value`` appended (newest last)."""
+    return jnp.concatenate([history[1:], jnp.asarray(value, history.dtype)[None]])
 
 
-def posterior_means(bandit: Bandit) -> jax.Array:
-    """Per arm: the posterior mean probability that it improves the population."""
-    return bandit.alpha / (bandit.alpha + bandit.beta)
+def posteriors(bandit: Bandit, arms: int) -> tuple[jax.Array, jax.Array]:
+    """Per arm (alpha, beta): 1 + the feedback it got in the window, 1 + the feedback it did not get."""
+    used = (bandit.feedback_arm[None, :] == jnp.arange(arms)[:, None]).astype(jnp.float32)  # [arms, window]
+    successes = used @ bandit.feedback
+    return 1.0 + successes, 1.0 + used.sum(axis=1) - successes
+
+
+def bandit_step(bandit: Bandit, mean_return: jax.Array, choose: jax.Array, key: jax.Array, arms: int) -> Bandit:
+    """Score the arm in use with the chunk's population ``mean_return``, then draw the next arm when ``choose``
+    (after the warm-up), else stay at -1 (lambda 0).
+
+    As the reference (jparkerholder/DvD_ES, ``bandits.py`` with ``train.py`` feeding it the population's mean
+    return each iteration): the feedback of iteration i compares its return r_i with the best of r_{i-L-1} ..
+    r_{i-2} (L = ``lookback``; the reference's ``rolling(5).max().shift(1)`` against the return one row ahead,
+    which leaves out r_{i-1}), so it exists once L + 1 earlier returns are known; it is 1 above, 0 below,
+    1/2 on a tie (``(sign + 1) / 2``). Only the last ``window`` feedbacks count, so an old lucky return stops
+    deciding the posteriors. The first L choices are uniform, Thompson sampling after. A non-finite
+    ``mean_return`` (no member finished an episode) records nothing.
+    """
+    lookback = bandit.returns.shape[0] - 1
+    finite = jnp.isfinite(mean_return)
+    scored = finite & (bandit.arm >= 0) & (bandit.seen >= lookback + 1)
+    score = (jnp.sign(mean_return - jnp.max(bandit.returns[:lookback])) + 1.0) / 2.0
+    feedback = jnp.where(scored, shift_in(bandit.feedback, score), bandit.feedback)
+    feedback_arm = jnp.where(scored, shift_in(bandit.feedback_arm, bandit.arm), bandit.feedback_arm)
+    returns = jnp.where(finite, shift_in(bandit.returns, mean_return), bandit.returns)
+    bandit = bandit.replace(feedback=feedback, feedback_arm=feedback_arm, returns=returns,
+                            seen=bandit.seen + finite.astype(jnp.int32))
+    thompson_key, uniform_key = jax.random.split(key)
+    alpha, beta = posteriors(bandit, arms)
+    thompson = jnp.argmax(jax.random.beta(thompson_key, alpha, beta))
+    uniform = jax.random.randint(uniform_key, (), 0, arms)
+    arm = jnp.where(bandit.choices < lookback, uniform, thompson)
+    return bandit.replace(arm=jnp.where(choose, arm, -1).astype(jnp.int32),
+                          choices=bandit.choices + jnp.asarray(choose, jnp.int32))
+
+
+def posterior_means(bandit: Bandit, arms: int) -> jax.Array:
+    """Per arm: the posterior mean probability that it improves the population (over the window)."""
+    alpha, beta = posteriors(bandit, arms)
+    return alpha / (alpha + beta)

@@ -89,16 +89,30 @@ def init_critic(nets: Nets, key: jax.Array) -> CriticState:
 
 def union_sample(experience: ReplayBuffer, key: jax.Array, batch_size: int, n_step: int = 1,
                  gamma: jax.Array | float = 1.0, envs: int = 1) -> Transition:
-    """``batch_size`` transitions uniformly from the union of the members' (equally filled) buffers
-    (``n_step`` > 1: n-step transitions, as ``buffers.buffer_sample``)."""
-    member_key, index_key = jax.random.split(key)
-    pop = experience.size.shape[0]
-    members = jax.random.randint(member_key, (batch_size,), 0, pop)
-    index = jax.random.randint(index_key, (batch_size,), 0, jnp.maximum(experience.size[members], 1))
+    """``batch_size`` transitions uniformly from the union of the members' valid rows
+    (``n_step`` > 1: n-step transitions, as ``buffers.buffer_sample``).
+
+    Each draw is one of the ``sum(size)`` valid rows, so a member contributes in proportion to what its
+    buffer holds: one whose rollback left it few or no rows (valid rows are ``[0, size)``, also after
+    ``buffer_rewind``) is not oversampled, and an empty one is never drawn.
+    """
+    members, index = union_rows(experience.size, key, batch_size)
     take = lambda rows: jax.tree.map(lambda store: store[members, rows], experience.data)  # noqa: E731
     capacity = jax.tree.leaves(experience.data)[0].shape[1]
     following = ring_successors(take, index, experience.position[members], experience.size[members], capacity, envs)
     return n_step_fold(take(index), following, n_step, gamma)
+
+
+def union_rows(sizes: jax.Array, key: jax.Array, count: int) -> tuple[jax.Array, jax.Array]:
+    """(member, row) of ``count`` draws, uniform over the union of the members' valid rows ``[0, sizes[m])``.
+
+    A draw is a position in the concatenation of the valid parts; the member is the part it falls in.
+    With every buffer empty every draw is (0, 0) (the caller does not learn then).
+    """
+    ends = jnp.cumsum(sizes)
+    flat = jax.random.randint(key, (count,), 0, jnp.maximum(ends[-1], 1))
+    members = jnp.minimum(jnp.searchsorted(ends, flat, side="right"), sizes.shape[0] - 1)
+    return members, flat - (ends[members] - sizes[members])
 
 
 def finite_rows(transition: Transition) -> Transition:
@@ -121,21 +135,27 @@ def stack_one(tree: Any) -> Any:
     return jax.tree.map(lambda x: x[None], tree)
 
 
-def critic_step(nets: Nets, state: CriticState, batches: Transition, target_actors: dict, key: jax.Array,
-                hp: Any) -> tuple[CriticState, jax.Array, jax.Array]:
-    """One Adam step of the shared critic on K batches [K, B, ...], batch k's TD target from
-    ``target_actors`` k (stacked); a non-finite target actor's batch is left out.
-    Returns (state, loss, mean Q)."""
+def td_targets(nets: Nets, critic_target: dict, target_actors: dict, batches: Transition, key: jax.Array,
+               hp: Any) -> jax.Array:
+    """TD3's targets [K, B] of K batches [K, B, ...]: batch k's ``reward + gamma^horizon (1 - terminated)
+    min(Q1', Q2')(next_obs, a')``, a' from ``target_actors`` k with clipped target noise (``hp``: one member's)."""
 
     def targets(actor_params, batch, k):
         next_action = nets.actor.apply(actor_params, batch.next_obs)
         noise = jnp.clip(hp.target_noise * jax.random.normal(k, next_action.shape), -hp.noise_clip, hp.noise_clip)
         next_action = jnp.clip(next_action + noise, -1.0, 1.0)
-        q1, q2 = nets.critic.apply(state.critic_target, batch.next_obs, next_action)
+        q1, q2 = nets.critic.apply(critic_target, batch.next_obs, next_action)
         return batch.reward + bootstrap_discount(batch, hp.gamma) * jnp.minimum(q1, q2)
 
-    count = batches.reward.shape[0]
-    target = jax.vmap(targets)(target_actors, batches, jax.random.split(key, count))
+    return jax.vmap(targets)(target_actors, batches, jax.random.split(key, batches.reward.shape[0]))
+
+
+def critic_step(nets: Nets, state: CriticState, batches: Transition, target_actors: dict, key: jax.Array,
+                hp: Any) -> tuple[CriticState, jax.Array, jax.Array]:
+    """One Adam step of the shared critic on K batches [K, B, ...], batch k's TD target from
+    ``target_actors`` k (stacked); a non-finite target actor's batch is left out.
+    Returns (state, loss, mean Q)."""
+    target = td_targets(nets, state.critic_target, target_actors, batches, key, hp)
     usable = jax.vmap(all_finite)(target_actors) & jnp.all(jnp.isfinite(target), axis=1)
     target = jax.lax.stop_gradient(jnp.where(usable[:, None], target, 0.0))
     weights = usable / jnp.maximum(usable.sum(), 1)

@@ -37,6 +37,7 @@ import numpy as np
 import yaml
 from flax import serialization
 
+from populax.coupled.dvd import bandit_init
 from populax.errors import ConfigError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -220,6 +221,9 @@ def restore(path: Path, template: Any, initial_hparams: Any = None) -> Checkpoin
     )
     if "shared" not in saved and hasattr(host_template, "shared"):  # written before coupled algorithms existed
         saved["shared"] = serialization.to_state_dict(host_template.shared)
+    shared = saved.get("shared")
+    if isinstance(shared, dict) and isinstance(shared.get("bandit"), dict) and "alpha" in shared["bandit"]:
+        shared["bandit"] = fresh_bandit(host_template.shared.bandit)
     agent = saved.get("agent")
     if isinstance(agent, dict) and "critic" not in agent and getattr(host_template.agent, "critic", 0) is None:
         agent["critic"] = None  # a coupled actor written before DvD's per-member critics (none then)
@@ -246,6 +250,14 @@ def restore(path: Path, template: Any, initial_hparams: Any = None) -> Checkpoin
     population = jax.tree.map(load, template, state)
     return Checkpoint(path=path, manifest=manifest, population=population, strategy=payload.get("strategy"),
                       extra=payload.get("extra"))
+
+
+def fresh_bandit(template: Any) -> dict:
+    """A new DvD bandit shaped like ``template``, for a checkpoint written before issue 22: the old bandit's
+    never-forgetting counts of "beat the best ever" mean nothing under the reference's rule, so it starts
+    afresh (uniform choices first, as at a run's start); the rest of the run resumes as saved."""
+    bandit = bandit_init(window=template.feedback.shape[0], lookback=template.returns.shape[0] - 1)
+    return serialization.to_state_dict(jax.tree.map(np.asarray, bandit))
 
 
 def latest_checkpoint(run_dir: Path, template: Any, warn: Any = print, initial_hparams: Any = None) -> Checkpoint:

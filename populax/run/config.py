@@ -52,7 +52,8 @@ class TrainConfig:
     buffer_size: int = 1_000_000
     """Replay capacity per member, capped at total_steps (static)."""
     learning_starts: int = 1_000
-    """Env steps per member of uniform random actions before learning starts."""
+    """Env steps per member of uniform random actions before learning starts (CEM-RL: no random actions, its
+    sampled actors act from the first generation; only its gradient steps wait)."""
     updates_per_step: float = 1.0
     """Gradient updates per env step (update-to-data ratio), e.g. 0.25 = every 4 steps."""
     n_step: int = 1

@@ -19,8 +19,9 @@ field           what it holds                                        exploit cop
                 running episodes; host backend: None (Gymnasium      replay its source's
                 envs live in the collector)                          episodes)
 ``env_steps``   env steps taken                                      never
-``learn_from``  updates run once ``env_steps > learn_from``          never
-                (learning_starts; moved on a resume without buffers)
+``learn_from``  updates run once ``env_steps > learn_from``          only with copy_buffer
+                (learning_starts; moved on a resume without          (it goes with the buffer)
+                buffers or a rollback that left too few rows)
 ``key``         the member's RNG key                                 never
 ``shared``      population-level state WITHOUT a member axis         never (one for all)
                 (coupled algorithms: CEM-RL's shared critic and CEM
@@ -258,16 +259,20 @@ def agent_part(agent: Any, fields: tuple[str, ...] | None) -> Any:
 
 def copy_sources(population: Member, index: Any, fields: tuple[str, ...] | None, experience: bool) -> Member:
     """What a copy takes from members ``index``: agent (or its ``fields``), observation statistics,
-    and with ``experience`` the replay buffer; nothing else (a Member whose other fields are None)."""
+    and with ``experience`` the replay buffer and the step it may learn from (the buffer's refill point);
+    nothing else (a Member whose other fields are None)."""
     return Member(agent=agent_part(take_rows(population.agent, index), fields),
                   hparams=None, obs_stats=take_rows(population.obs_stats, index),
                   experience=take_rows(population.experience, index) if experience else None,
-                  env=None, env_steps=None, learn_from=None, key=None)
+                  env=None, env_steps=None, key=None,
+                  learn_from=take_rows(population.learn_from, index) if experience else None)
 
 
 def copy_rows(population: Member, edits: MemberEdits, rows: Member) -> Member:
     """Targets take their sources' ``rows`` (from :func:`copy_sources`, stacked over the copies): the whole
-    agent or its policy fields, observation statistics, and the buffer with ``copy_experience``."""
+    agent or its policy fields, observation statistics, and with ``copy_experience`` the buffer and its
+    ``learn_from`` (members step in lockstep, so the source's refill point is the copied buffer's: a failed
+    target whose rollback moved its own ``learn_from`` does not wait to refill a buffer it no longer has)."""
     targets, whole = jnp.asarray(edits.targets), np.asarray(edits.whole, bool)
     agent = population.agent
     if whole.any():
@@ -277,11 +282,12 @@ def copy_rows(population: Member, edits: MemberEdits, rows: Member) -> Member:
         agent = agent.replace(**{name: set_rows(getattr(agent, name), targets[~whole],
                                                 take_rows(getattr(rows.agent, name), part))
                                  for name in edits.policy_fields})
-    experience = population.experience
+    experience, learn_from = population.experience, population.learn_from
     if edits.copy_experience and experience is not None:  # only the copied rows, in the donated buffers
         experience = _set_rows_in_place(experience, targets, rows.experience)
+        learn_from = set_rows(learn_from, targets, rows.learn_from)
     return population.replace(agent=agent, obs_stats=set_rows(population.obs_stats, targets, rows.obs_stats),
-                              experience=experience)
+                              experience=experience, learn_from=learn_from)
 
 
 @partial(jax.jit, donate_argnums=0)

@@ -41,7 +41,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -61,6 +61,19 @@ MAX_RESTARTS = 3
 """Times Ray restarts one worker before the run gives up."""
 RESTART_WAIT_S = 300.0
 """Longest wait for a restarted worker to answer."""
+
+
+class CallLost(NamedTuple):
+    """The result of a worker call that did not complete (``RayBackend._call_all``)."""
+
+    reloaded: bool
+    """True: the worker itself died and was reloaded; False: a worker it took input from was (make it again)."""
+
+
+def is_whole(population: Member) -> bool:
+    """Whether the driver holds whole members (a checkpoint's, on resume) rather than its view of the workers'
+    (``driver_view``: step counts and hyperparameters only). Not ``env``: host members have none."""
+    return population.agent is not None
 
 
 def block_extra(extra: Any, members: np.ndarray) -> Any:
@@ -135,7 +148,13 @@ class RayBackend:
         self.pids: list[int] = []
         self.events: list[dict] = []
         self.template: Any = None
+        """The population's shapes (a reloaded block's checkpoint is read against it)."""
         self.initial: tuple[Any, Any] | None = None
+        """(keys, hyperparameters) of the run's initial members: a block dead before the first checkpoint
+        starts again from them (set by a real ``init_population``, not on resume)."""
+        self.initial_hparams: Any = None
+        """Hyperparameters a checkpoint written before one of them existed takes (``checkpoint.restore``): the
+        initial draw, or on resume the resumed members' (which the resume filled the same way)."""
         self.population: Member | None = None
         """The driver's members (step counts, hyperparameters) before the current chunk."""
         self.chunk = -1
@@ -187,27 +206,53 @@ class RayBackend:
         if self.run_dir.is_dir():
             (self.run_dir / "ray_workers.json").write_text(json.dumps({"pids": self.pids}))
 
-    def _call_all(self, method: str, args: list[tuple], blocks: list[int] | None = None, retry: bool = True) -> list[Any]:
+    def _call_all(self, method: str, args: list[tuple], blocks: list[int] | None = None, retry: bool = True,
+                  depends: list[list[int]] | None = None) -> list[Any]:
         """``method(*args[i])`` on workers ``blocks`` (default: all) at once.
 
         A worker that died is restarted and reloaded (``_reload``) and, with
         ``retry``, asked again: a chunk or an evaluation runs again on the
         reloaded block; an edit is not re-applied to it (its members are the
-        checkpoint's now, not the ones the edit was made for).
+        checkpoint's now, not the ones the edit was made for): its result is
+        ``CallLost(reloaded=True)``. ``depends[i]``: the workers call i takes
+        input from (an edit's copy sources, through their ``export``); when
+        one of them died, it is that worker that is reloaded, not the healthy
+        one whose call failed for want of its input, and that call's result is
+        ``CallLost(reloaded=False)``, to be made again by the caller.
         """
         import ray
         from ray.exceptions import RayActorError
 
         blocks = list(range(len(self.workers))) if blocks is None else blocks
         pending = [getattr(self.workers[b], method).remote(*a) for b, a in zip(blocks, args)]
-        results = []
-        for block, ref, arguments in zip(blocks, pending, args):
+        results: list[Any] = []
+        reloaded: set[int] = set()
+        for i, (block, ref, arguments) in enumerate(zip(blocks, pending, args)):
             try:
                 results.append(ray.get(ref))
             except RayActorError as error:
-                self._reload(block, error)
-                results.append(ray.get(getattr(self.workers[block], method).remote(*arguments)) if retry else None)
+                lost = self._recover(block, depends[i] if depends else [], error, reloaded)
+                if lost.reloaded and retry:
+                    results.append(ray.get(getattr(self.workers[block], method).remote(*arguments)))
+                else:
+                    results.append(lost)
         return results
+
+    def _recover(self, block: int, depends: list[int], error: Exception, reloaded: set[int]) -> CallLost:
+        """A call on worker ``block`` failed with ``error``: reload whichever of it and the workers it took input
+        from (``depends``) died, i.e. was restarted by Ray (a new pid), once each (``reloaded``: those already
+        reloaded during this round of calls). A failure with no restart in sight reloads ``block``, as before."""
+        dead = [b for b in dict.fromkeys([block, *depends]) if b not in reloaded and self._restarted(b)]
+        if not dead and block not in reloaded and not any(b in reloaded for b in depends):
+            dead = [block]
+        for b in dead:
+            self._reload(b, error)
+            reloaded.add(b)
+        return CallLost(reloaded=block in reloaded)
+
+    def _restarted(self, block: int) -> bool:
+        """Whether worker ``block`` died since its pid was last seen (it answers with a new one, once restarted)."""
+        return self._await_restart(block) != self.pids[block]
 
     def _await_restart(self, block: int) -> int:
         """The pid of worker ``block`` once Ray has restarted it."""
@@ -234,14 +279,14 @@ class RayBackend:
         self.pids[block] = self._await_restart(block)
         members = self.blocks[block]
         if list_checkpoints(self.run_dir):
-            checkpoint = latest_checkpoint(self.run_dir, self.template, initial_hparams=self.initial[1])
+            checkpoint = latest_checkpoint(self.run_dir, self.template, initial_hparams=self.initial_hparams)
             rows = take_rows(checkpoint.population, members)
             if not checkpoint.manifest.get("buffer_saved", True) and rows.experience is not None:
                 rows = refill_point(self.config, rows)
             source, restored_step, hparams = checkpoint.path.name, checkpoint.manifest["env_step"], rows.hparams
             extra = block_extra(checkpoint.extra, members)
             ray.get(self.workers[block].load_block.remote(to_wire(rows), extra))
-        else:  # before the first checkpoint: the block's initial state
+        else:  # before the first checkpoint: the block's initial state (a resumed run has a checkpoint)
             keys, initial_hparams = self.initial
             hparams = take_rows(initial_hparams, members)
             ray.get(self.workers[block].init_block.remote(to_wire(keys[members]), to_wire(hparams)))
@@ -273,7 +318,7 @@ class RayBackend:
         if isinstance(keys, jax.core.Tracer):
             return self.local.init_population(keys, hparams)
         self.template = jax.eval_shape(self.local.init_population, keys, hparams)
-        self.initial = (keys, hparams)
+        self.initial, self.initial_hparams = (keys, hparams), hparams
         self._start_workers()
         parts = self._call_all("init_block", [(to_wire(keys[m]), to_wire(take_rows(hparams, m))) for m in self.blocks])
         return driver_view(*concat_members([from_wire(part) for part in parts]))
@@ -281,10 +326,12 @@ class RayBackend:
     def start(self, population: Member, extra: Any = None) -> None:
         """Start the workers; a resumed run's whole members (from its checkpoint) go to their blocks."""
         self._start_workers()
-        if population.env is not None:
+        if is_whole(population):  # a resumed run's (on either backend: host members have no env field)
             import ray
 
             self.template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), population)
+            if self.initial_hparams is None:
+                self.initial_hparams = population.hparams
             begin = time.perf_counter()
             rows = [to_wire(take_rows(population, members)) for members in self.blocks]
             ray.get([worker.load_block.remote(part, block_extra(extra, members))
@@ -320,26 +367,30 @@ class RayBackend:
         object store; the rows never pass through the driver. One ``chunk``
         record per chunk goes to ray.jsonl with the bytes of member state
         moved (0 without copies between blocks), one ``member_copy`` record
-        per export.
+        per export. A source worker that dies before its export is read is
+        reloaded (its failure, not the target's), and the healthy target's
+        edit is made again with exports from the reloaded source.
         """
         population = population.replace(hparams=edits.hparams)
         begin, edited = time.perf_counter(), edits.edited()
-        pushed, exports, sizes = 0, [], []
+        pushed, copied = 0, 0
         if edited.any():
-            calls = []  # (target block, edit arguments); every export is submitted before any edit
-            for block, members in enumerate(self.blocks):
-                if edited[members].any():
-                    arguments, block_exports = self._block_edit(edits, block)
-                    calls.append((block, arguments))
-                    exports += block_exports
-                    pushed += wire_bytes(arguments[0])
-            received = self._call_all("edit", [a for _, a in calls], [b for b, _ in calls], retry=False)
-            sizes = [n for got in received if got is not None for n in got]
-            for (source_block, target_block, sources), nbytes in zip(exports, sizes):
-                self.traffic.log("member_copy", nbytes, 0.0, chunk=self.chunk, sources=sources,
-                                 from_worker=source_block, to_worker=target_block, member_state_bytes=nbytes)
+            targets = [block for block, members in enumerate(self.blocks) if edited[members].any()]
+            for _ in range(MAX_RESTARTS + 1):  # again only for targets whose copy source died meanwhile
+                calls = [(block, *self._block_edit(edits, block)) for block in targets]  # all exports before any edit
+                pushed += sum(wire_bytes(arguments[0]) for _, arguments, _ in calls)
+                received = self._call_all("edit", [arguments for _, arguments, _ in calls], targets, retry=False,
+                                          depends=[[source for source, _, _ in exports] for _, _, exports in calls])
+                for (_, _, exports), got in zip(calls, received):
+                    sizes = [] if isinstance(got, CallLost) else got
+                    for (source_block, target_block, sources), nbytes in zip(exports, sizes):
+                        self.traffic.log("member_copy", nbytes, 0.0, chunk=self.chunk, sources=sources,
+                                         from_worker=source_block, to_worker=target_block, member_state_bytes=nbytes)
+                        copied += nbytes
+                targets = [block for block, got in zip(targets, received) if isinstance(got, CallLost) and not got.reloaded]
+                if not targets:
+                    break
             self.version += 1
-        copied = sum(sizes)
         self.traffic.log("chunk", self.results["bytes"] + pushed, self.results["advance_ms"] / 1000, chunk=self.chunk,
                          member_state_bytes=copied, edited=int(edited.sum()),
                          edit_ms=round(1000 * (time.perf_counter() - begin), 3))
@@ -379,7 +430,7 @@ class RayBackend:
     def gather(self, population: Member, experience: bool = True) -> Member:
         """Whole members from every block (checkpoints, the run's result), replay buffers only with
         ``experience``; fetched once per state of the blocks (the last checkpoint's gather serves the result)."""
-        if population.env is not None:
+        if is_whole(population):  # a resumed run before its first chunk: the checkpoint's members
             return population
         cached = self.gathered
         if cached is not None and cached[0] == self.version and (cached[1] or not experience):

@@ -15,13 +15,13 @@ driver, evaluation, failure handling, checkpoints and resume.
 CEM-RL, one chunk = one generation::
 
     actors  = CEM.ask()                              # mirrored samples around the mean
-    if learning has started:                         # S = updates-per-step x env steps of a generation
+    if learning has started:                         # S = updates-per-step x env steps of a generation (all actors)
         repeat S times:                              # lax.scan
             critic step on a shared-replay batch (TD target: grad actor k mod n_grad's target)
             every `delay` steps: each of the first pop/2 actors takes a TD3 actor step
     each actor runs generation_steps env iterations from a fresh reset, deterministic
-        (random actions before learning_starts); transitions go to the shared replay
-    CEM.tell(actors, return of each actor's first episode)
+        (from the first generation: learning_starts delays only the gradient steps); transitions go to the shared replay
+    CEM.tell(actors, return of each actor's first episode in each env, averaged)
     evaluate the CEM mean actor -> mean_policy_return
 
 DvD-TD3, one chunk = ``eval_every`` env steps, like TD3::
@@ -108,13 +108,20 @@ class CoupledSchedule(NamedTuple):
     chunk_steps: int
     """Env steps per member per chunk."""
     learning_starts: int
+    """Env steps per member acted uniformly at random (``make_env_iteration``): 0 for CEM-RL, whose sampled
+    actors act from the first generation (``--learning-starts`` only delays its gradient steps)."""
     envs_per_member: int
 
 
 def per_member(metrics: dict[str, jax.Array], pop: int) -> dict[str, jax.Array]:
-    """Per-member means over every leading (step) axis, NaN entries ignored; scalars broadcast to [pop]."""
-    return {name: jnp.broadcast_to(jnp.nanmean(value.reshape(-1, pop), axis=0), (pop,))
-            for name, value in metrics.items()}
+    """Per-member means of metrics shaped [..., pop] over their leading (step) axes, NaN entries ignored."""
+    return {name: jnp.nanmean(value.reshape(-1, pop), axis=0) for name, value in metrics.items()}
+
+
+def population_wide(metrics: dict[str, jax.Array], pop: int) -> dict[str, jax.Array]:
+    """Metrics of one shared thing (one value per step, any shape): their mean, NaN entries ignored, the same
+    for every member (the metrics log is per member)."""
+    return {name: jnp.full((pop,), jnp.nanmean(value)) for name, value in metrics.items()}
 
 
 def member_init(nets: Nets, env: JaxEnv, buffer_size: int, envs: int, learning_starts: int,
@@ -244,8 +251,9 @@ def make_cemrl_steps(config: TrainConfig, nets: Nets, options: CEMRLOptions, gen
             is_policy_step = critic.updates % jnp.maximum(jnp.round(hp0.delay), 1).astype(jnp.int32) == 0
             (critic, grads), actor_loss = jax.lax.cond(
                 is_policy_step, actor_steps, lambda args: (args, jnp.full((n_grad,), jnp.nan)), (critic, grads))
-            return (critic, grads), {"critic_loss": critic_loss, "q_mean": q_mean,
-                                     "actor_loss": jnp.concatenate([actor_loss, jnp.full((pop - n_grad,), jnp.nan)])}
+            # The one critic's loss is one value per step; the actor losses one per member ([pop]).
+            return (critic, grads), ({"critic_loss": critic_loss, "q_mean": q_mean},
+                                     {"actor_loss": jnp.concatenate([actor_loss, jnp.full((pop - n_grad,), jnp.nan)])})
 
         def update(carry):
             return jax.lax.scan(step, carry, jnp.arange(gradient_steps))
@@ -258,9 +266,10 @@ def make_cemrl_steps(config: TrainConfig, nets: Nets, options: CEMRLOptions, gen
         samples = cem_ask(shared.cem, ask_key, options, pop)
         agent = jax.vmap(actor_state)(jax.vmap(unravel)(samples), population.agent.updates)
         grads = jax.tree.map(lambda x: x[:n_grad], agent)
-        (critic, grads), metrics = gradient_phase(population, shared.critic, grads, update_key)
+        (critic, grads), (critic_metrics, actor_metrics) = gradient_phase(population, shared.critic, grads, update_key)
         agent = jax.tree.map(lambda all_, trained: all_.at[:n_grad].set(trained), agent, grads)
-        return population.replace(agent=agent, shared=shared.replace(critic=critic, key=key)), per_member(metrics, pop)
+        metrics = {**population_wide(critic_metrics, pop), **per_member(actor_metrics, pop)}
+        return population.replace(agent=agent, shared=shared.replace(critic=critic, key=key)), metrics
 
     def finish(population: Member, fitness: jax.Array) -> tuple[Member, dict[str, jax.Array]]:
         shared: CEMRLShared = population.shared
@@ -279,7 +288,10 @@ def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions,
     """CEM-RL's generation as one compiled chunk (see the module docstring)."""
     envs = config.envs_per_member
     iterations = options.generation_steps or env.max_episode_steps
-    schedule = CoupledSchedule(iterations * envs, config.learning_starts, envs)
+    # As the reference (apourchot/CEM-RL es_grad.py, start_steps): every sampled actor is evaluated with its own
+    # parameters from the first generation, so the CEM is told the returns of the actors it sampled; the warm-up
+    # (members' learn_from = learning_starts) gates only the critic and actor gradient steps.
+    schedule = CoupledSchedule(iterations * envs, 0, envs)
     steps = make_cemrl_steps(config, nets, options, schedule.chunk_steps)
     init_member = member_init(nets, env, min(config.buffer_size, config.total_steps), envs, config.learning_starts)
     env_iteration = make_env_iteration(deterministic_act(nets), env, schedule, store=finite_rows)
@@ -364,6 +376,9 @@ def check_dvd_options(options: DvDOptions, batch_size: int) -> tuple[float, ...]
                           f"(got {options.embedding_states})")
     if options.lambda_fixed < 0 or options.lambda_warmup < 0:
         raise ConfigError("--algo-opt.lambda-fixed and --algo-opt.lambda-warmup must be >= 0")
+    for name in ("bandit_window", "bandit_lookback"):
+        if getattr(options, name) < 1:
+            raise ConfigError(f"--algo-opt.{name.replace('_', '-')} must be >= 1 (got {getattr(options, name)})")
     return parse_arms(options.lambda_arms)
 
 
@@ -377,6 +392,8 @@ class DvDSteps(NamedTuple):
     (every `delay`) the actors' joint step."""
     finish: Any
     """``(population, train returns [P]) -> (population, metrics)``: diversity, bandit, next lambda."""
+    sample_batches: Any
+    """``(experience, key, hparams [P]) -> batches [P, B]``: each member's batch of a step (``learn`` draws them)."""
 
 
 def make_dvd_steps(config: TrainConfig, nets: Nets, options: DvDOptions) -> DvDSteps:
@@ -401,7 +418,7 @@ def make_dvd_steps(config: TrainConfig, nets: Nets, options: DvDOptions) -> DvDS
 
     def init_shared(keys: jax.Array) -> DvDShared:
         critic_key, key = jax.random.split(jax.random.fold_in(keys[0], SHARED_KEY))
-        bandit = dvd.bandit_init(len(arms))
+        bandit = dvd.bandit_init(options.bandit_window, options.bandit_lookback)
         critic = None if own else init_critic(nets, critic_key)
         return DvDShared(critic, bandit, next_lambda(bandit, jnp.int32(0)), key)
 
@@ -425,14 +442,20 @@ def make_dvd_steps(config: TrainConfig, nets: Nets, options: DvDOptions) -> DvDS
             return soft_update_critic(critic, first_member(hp).tau), agent
         return critic, agent.replace(critic=jax.vmap(soft_update_critic)(agent.critic, hp.tau))
 
+    def sample_batches(experience: Any, key: jax.Array, hp: Any) -> Any:
+        """One batch per member [P, B, ...] from the shared replay; n-step sums discounted with that member's
+        own gamma, the gamma its critic bootstraps with (with one shared critic every gamma is member 0's:
+        ``check_shared_hparams`` refuses per-member values)."""
+        return jax.vmap(union_sample, in_axes=(None, 0, None, None, 0, None))(
+            experience, jax.random.split(key, pop), config.batch_size, config.n_step, hp.gamma,
+            config.envs_per_member)
+
     def learn(population: Member) -> tuple[Member, dict[str, jax.Array]]:
         shared: DvDShared = population.shared
         key, batch_key, critic_key = jax.random.split(shared.key, 3)
         hp = population.hparams
         hp0 = first_member(hp)
-        batches = jax.vmap(union_sample, in_axes=(None, 0, None, None, None, None))(
-            population.experience, jax.random.split(batch_key, pop), config.batch_size, config.n_step, hp0.gamma,
-            config.envs_per_member)
+        batches = sample_batches(population.experience, batch_key, hp)
 
         def update(carry):
             critic, agent, critic_steps, critic_loss, q_mean = critics_step(*carry, batches, critic_key, hp)
@@ -468,19 +491,20 @@ def make_dvd_steps(config: TrainConfig, nets: Nets, options: DvDOptions) -> DvDS
         key, states_key, bandit_key = jax.random.split(shared.key, 3)
         states = union_sample(population.experience, states_key, options.embedding_states).obs
         actions = embeddings(population.agent.actor, states)
-        best = jnp.where(jnp.isfinite(train_returns).any(), jnp.nanmax(train_returns), jnp.nan)
+        # The reference's bandit feedback: the population's mean training return (members that finished an episode).
+        mean = jnp.where(jnp.isfinite(train_returns).any(), jnp.nanmean(train_returns), jnp.nan)
         steps = population.env_steps[0]
         bandit = shared.bandit
         if options.lambda_mode == "bandit":
-            bandit = dvd.bandit_step(bandit, best, steps >= warmup, bandit_key)
+            bandit = dvd.bandit_step(bandit, mean, steps >= warmup, bandit_key, len(arms))
         scalars = {"dvd_lambda": shared.lam, "dvd_logdet": dvd.diversity(actions, options.bandwidth, options.jitter),
                    "dvd_pairwise_distance": dvd.mean_pairwise_distance(actions), "bandit_arm": bandit.arm}
-        scalars.update({f"bandit_mean_{i}": p for i, p in enumerate(dvd.posterior_means(bandit))})
+        scalars.update({f"bandit_mean_{i}": p for i, p in enumerate(dvd.posterior_means(bandit, len(arms)))})
         shared = shared.replace(bandit=bandit, lam=next_lambda(bandit, steps), key=key)
         return (population.replace(shared=shared),
                 {name: jnp.full((pop,), value, jnp.float32) for name, value in scalars.items()})
 
-    return DvDSteps(init_shared, learn, finish)
+    return DvDSteps(init_shared, learn, finish, sample_batches)
 
 
 def make_dvd_program(config: TrainConfig, env: JaxEnv, options: DvDOptions, nets: Nets) -> tuple[Any, PopulationProgram]:

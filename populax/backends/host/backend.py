@@ -51,7 +51,7 @@ from populax.backends.host.collector import (
     member_returns,
     resume_reset_seed,
 )
-from populax.backends.host.coupled import CoupledHooks, coupled_plan_config, make_coupled_host, mean_policy_return
+from populax.backends.host.coupled import CoupledHooks, coupled_plan, make_coupled_host, mean_policy_return
 from populax.backends.host.member import HostFunctions, HostPlan, make_functions, make_plan
 from populax.coupled import mean_policy_summary
 from populax.envs.host_envs import VECTOR_MODES, HostEnvSpec, make_host_spec
@@ -115,7 +115,7 @@ class HostBackend:
         self.on_policy = algorithm.on_policy
         self.coupled: CoupledHooks | None = None
         if algorithm.coupled:  # CEM-RL / DvD-TD3: population steps around the collector (host/coupled.py)
-            self.plan = make_plan(coupled_plan_config(config, algorithm.name, options, spec), False)
+            self.plan = coupled_plan(config, algorithm.name, options, spec)
             self.functions, self.coupled = make_coupled_host(config, algorithm, options, spec, self.plan,
                                                              executor)
             self.chunk_steps = self.plan.chunk_steps
@@ -190,7 +190,7 @@ class HostBackend:
         config = self.config
         steps = member_steps(population)
         first, run_pop = self.place
-        seed = (config.seed if steps == 0 else resume_reset_seed(config.seed, steps)) + first * self.plan.envs_per_member
+        seed = self._reset_seed(steps)
         self.keys = collector_keys(config.seed, run_pop or config.pop)[first:first + config.pop] if extra is None else \
             jax.random.wrap_key_data(jnp.asarray(extra["collector_keys"]))
         with warnings.catch_warnings():
@@ -202,6 +202,13 @@ class HostBackend:
         if self.overlap:
             self.thread = threading.Thread(target=self._produce, name="populax-collector", daemon=True)
             self.thread.start()
+
+    def _reset_seed(self, steps: int) -> int:
+        """Seed of a reset of this backend's envs at ``steps`` env steps per member (env i gets seed + i): the
+        run's seed at the start, else one derived from the step (a resume, a CEM-RL generation), shifted to
+        this block's members."""
+        seed = self.config.seed if steps == 0 else resume_reset_seed(self.config.seed, steps)
+        return seed + self.place[0] * self.plan.envs_per_member
 
     def _produce(self) -> None:
         try:
@@ -233,6 +240,8 @@ class HostBackend:
             # CEM-RL: a new generation of actors; a generation is never split by a stop request.
             population, begun = self.coupled.begin(population)
             self.collector.publish(population.agent, population.hparams, member_steps(population), None)
+            if self.coupled.fresh_episodes:  # the new actors act (and are scored) from a reset
+                self.collector.reset_envs(self._reset_seed(member_steps(population)))
             should_stop = None
         while member_steps(population) < end:
             if should_stop is not None and should_stop():
@@ -260,7 +269,8 @@ class HostBackend:
 
     def _finish_coupled(self, population: Member, chunk: int, metrics: dict[str, Any]) -> tuple[Member, dict]:
         """The coupled method's end of chunk (DvD: diversity and bandit; CEM-RL: tell, mean actor's return)."""
-        fitness = np.array([r[0] if r else np.nan for r in self.episode_returns], np.float32)
+        # CEM-RL's fitness: episodes acted from start to end by the generation's actors (reset at its start).
+        fitness = self.collector.first_episode_returns().astype(np.float32)
         population, extra = self.coupled.finish(population, fitness, metrics["train_return"])
         metrics = {**metrics, **{name: np.asarray(value) for name, value in extra.items()}}
         if self.coupled.mean_actor is not None:

@@ -79,6 +79,8 @@ class Collector:
         obs, _ = self.envs.reset(seed=seed)
         self.obs = np.asarray(obs, spec.obs_dtype)
         self.episode_return = np.zeros(pop * plan.envs_per_member)
+        self.first_return = np.full(pop * plan.envs_per_member, np.nan)
+        """Per env: the return of the first episode it finished since the last reset (NaN before one)."""
         self.keys = keys
         self.stats = population.obs_stats
         self.iterations = iterations
@@ -118,6 +120,21 @@ class Collector:
             self.cond.notify_all()
             return self.generation
 
+    def reset_envs(self, seed: int) -> None:
+        """Start a fresh episode in every env (env i reset with ``seed + i``); the episodes in flight are
+        dropped. Call only while no block is being collected (CEM-RL: a generation's start, no overlap)."""
+        obs, _ = self.envs.reset(seed=seed)
+        self.obs = np.asarray(obs, self.spec.obs_dtype)
+        self.episode_return[:] = 0.0
+        self.first_return[:] = np.nan
+
+    def first_episode_returns(self) -> np.ndarray:
+        """[N] per member: the mean over its envs of the first episode each finished since the last
+        ``reset_envs`` (the running episode's return where none has): with a reset at a generation's start,
+        episodes that one actor acted from their first step to their last (CEM-RL's fitness, as compiled)."""
+        value = np.where(np.isnan(self.first_return), self.episode_return, self.first_return)
+        return value.reshape(self.pop, self.plan.envs_per_member).mean(axis=1)
+
     def stop(self) -> None:
         """Wake and end the collector thread."""
         with self.cond:
@@ -135,8 +152,8 @@ class Collector:
 
     def _lag_after_block(self) -> int:
         # The warm-up acts randomly, so parameters cannot be stale before learning starts.
-        end = self.steps + self.plan.block_steps
-        return end - max(self.published_at, self.plan.learning_starts) if end > self.plan.learning_starts else 0
+        end, random_steps = self.steps + self.plan.block_steps, self.plan.random_steps
+        return end - max(self.published_at, random_steps) if end > random_steps else 0
 
     def collect_block(self) -> Block | None:
         """Run one block of env iterations (None when stopped)."""
@@ -149,11 +166,11 @@ class Collector:
                 mask, stats = self.stats_override
                 self.stats, self.stats_override = where_members(mask, stats, self.stats), None
             generation = self.generation
-        acted_lag = max(0, self.steps + self.plan.block_steps - max(self.published_at, self.plan.learning_starts))
+        acted_lag = max(0, self.steps + self.plan.block_steps - max(self.published_at, self.plan.random_steps))
         rows: dict[str, list] = {k: [] for k in ROW_NAMES}
         finished: list[list[float]] = [[] for _ in range(n)]
         for _ in range(self.plan.block_iterations):
-            warming = jnp.full((n,), self.steps < self.plan.learning_starts)
+            warming = jnp.full((n,), self.steps < self.plan.random_steps)
             obs = self.obs.reshape(n, e, *self.spec.obs_shape)
             actions, extras, self.stats, self.keys = self.functions.act(agent_state, self.stats, hparams, obs, self.keys,
                                                                         warming)
@@ -172,6 +189,8 @@ class Collector:
             self.episode_return += reward
             for i in np.flatnonzero(done):
                 finished[i // e].append(float(self.episode_return[i]))
+                if np.isnan(self.first_return[i]):
+                    self.first_return[i] = self.episode_return[i]
                 self.episode_return[i] = 0.0
             self.obs = np.asarray(next_obs, self.spec.obs_dtype)
             self.iterations += 1

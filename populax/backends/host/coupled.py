@@ -9,19 +9,21 @@ methods' actor as the agent; the population-level parts are the same
   critic + joint actor step); at the chunk's end ``finish`` measures the
   diversity and lets the bandit choose the next lambda from the chunk's
   training returns.
-* CEM-RL: a chunk is one generation (``generation-steps`` env steps per
-  member, default the env's time limit): ``begin`` asks the CEM and runs the
-  gradient phase before the collector acts with the new actors (no overlap:
-  every step of a generation is acted by its sampled actor); the fitness is
-  the return of each member's first episode that ended during the generation
-  (host envs are not reset between generations, so with early terminations
-  that episode may have begun under the previous actor); ``finish`` tells the
-  CEM and the mean actor is evaluated on fresh episodes.
+* CEM-RL: a chunk is one generation of exactly ``generation-steps`` env
+  iterations per member (default the env's time limit), collected as one
+  block (``generation_plan``), as on gymnax: ``begin`` asks the CEM and runs
+  the gradient phase, then every env is reset and the collector acts with the
+  new actors (no overlap, no random warm-up: every step of a generation is
+  acted by its sampled actor); the fitness of an actor is, per env, the
+  return of the first episode it finished in the generation (the running
+  episode's where none finished), averaged over its envs, so it comes from
+  episodes that actor acted from start to end; ``finish`` tells the CEM and
+  the mean actor is evaluated on fresh episodes.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -38,7 +40,7 @@ from populax.backends.compiled.coupled import (
     own_critics,
 )
 from populax.backends.host.collector import member_returns
-from populax.backends.host.member import HostFunctions, HostPlan, make_functions
+from populax.backends.host.member import HostFunctions, HostPlan, make_functions, make_plan
 from populax.coupled.shared_td3 import init_actor, skip_or
 from populax.envs.host_envs import HostEnvSpec
 from populax.errors import ConfigError
@@ -61,6 +63,9 @@ class CoupledHooks(NamedTuple):
     """Whether the collector may act a block ahead with the previous parameters."""
     mean_actor: Any = None
     """CEM-RL: ``shared -> ActorState`` of the CEM mean (evaluated after each generation)."""
+    fresh_episodes: bool = False
+    """Reset every env at the chunk's start (CEM-RL: a generation's actors are scored on episodes they acted
+    from the first step; the fitness is ``Collector.first_episode_returns``)."""
 
 
 def time_limit(spec: HostEnvSpec) -> int:
@@ -106,7 +111,7 @@ def make_coupled_host(config: TrainConfig, algorithm: Algorithm, options: Any, s
             return finish_jit(population, jnp.asarray(fitness, jnp.float32))
 
         hooks = CoupledHooks(begin=jax.jit(steps.begin), finish=finish, overlap=False,
-                             mean_actor=jax.jit(steps.mean_actor))
+                             mean_actor=jax.jit(steps.mean_actor), fresh_episodes=True)
         return base._replace(init=init, learn=learn), hooks
 
     steps = make_dvd_steps(config, nets, options)
@@ -135,14 +140,27 @@ def make_coupled_host(config: TrainConfig, algorithm: Algorithm, options: Any, s
     return base._replace(init=init, learn=learn), hooks
 
 
-def coupled_plan_config(config: TrainConfig, name: str, options: Any, spec: HostEnvSpec) -> TrainConfig:
-    """The configuration the host plan is made from: CEM-RL's chunk is one generation."""
+def coupled_plan(config: TrainConfig, name: str, options: Any, spec: HostEnvSpec) -> HostPlan:
+    """The host plan of a coupled method: DvD-TD3's is TD3's; CEM-RL's is one generation per chunk."""
     if name != "cemrl":
-        return config
+        return make_plan(config, False)
     if options.generation_steps < 0:
         raise ConfigError(f"--algo-opt.generation-steps must be >= 0 (got {options.generation_steps})")
-    generation = (options.generation_steps or time_limit(spec)) * config.envs_per_member
-    return dataclasses.replace(config, eval_every=generation)
+    return generation_plan(config, options.generation_steps or time_limit(spec))
+
+
+def generation_plan(config: TrainConfig, iterations: int) -> HostPlan:
+    """CEM-RL's host plan: a chunk is one generation of exactly ``iterations`` env iterations per member, as one
+    block. The gradient steps run in ``begin``, not per block (no update phases, ``--updates-per-step`` only
+    sets their count), and nothing overlaps, so neither the policy lag nor a phase rounds the generation up
+    (which would shift episodes against generations)."""
+    steps = iterations * config.envs_per_member
+    total_steps = math.ceil(config.total_steps / steps) * steps
+    return HostPlan(envs_per_member=config.envs_per_member, block_iterations=iterations, chunk_blocks=1,
+                    update_chunk=1, iterations_per_phase=1, updates_per_phase=0,
+                    learning_starts=config.learning_starts, max_policy_lag=steps, batch_size=config.batch_size,
+                    buffer_size=max(steps, min(config.buffer_size, total_steps)), on_policy=False,
+                    n_step=config.n_step, random_warmup=False)
 
 
 def mean_policy_return(spec: HostEnvSpec, functions: HostFunctions, hooks: CoupledHooks, population: Member,

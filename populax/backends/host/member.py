@@ -47,6 +47,14 @@ class HostPlan(NamedTuple):
     on_policy: bool
     n_step: int = 1
     """Off-policy: env steps per TD target (n-step returns, made when sampling)."""
+    random_warmup: bool = True
+    """Off-policy: act uniformly at random before ``learning_starts`` (CEM-RL: False, its sampled actors act
+    from the first generation and the warm-up only delays the gradient steps)."""
+
+    @property
+    def random_steps(self) -> int:
+        """Env steps per member acted uniformly at random before the agents act."""
+        return self.learning_starts if self.random_warmup else 0
 
     @property
     def block_steps(self) -> int:
