@@ -40,10 +40,11 @@ def records(run_dir: Path) -> list[dict]:
 
 
 def test_a_gymnax_api_environment_object_trains_inside_the_compiled_chunk(tmp_path):
-    """The Python API takes the environment object; the run records the import path that leads back to it."""
-    result = train(TrainConfig(env=custom_envs.Corridor(), out=str(tmp_path / "run"), **SMALL))
+    """The Python API takes the environment object; the run records the import path that leads back to it.
+    (That a population learns it: tests/test_examples.py, which trains the example the same way.)"""
+    result = train(TrainConfig(env=custom_envs.Corridor(), out=str(tmp_path / "run"), **{**SMALL, "total_steps": 1000}))
     assert result.summary["backend"] == "compiled" and result.summary["env"] == "py:custom_jax_env:Corridor"
-    assert max(result.returns) > 0.9  # reads the goal and walks to it (0.98); ignoring it scores ~0
+    assert result.summary["env_steps_per_member"] == 1000 and np.isfinite(result.returns).all()
     assert "env: py:custom_jax_env:Corridor" in (tmp_path / "run" / "config.yaml").read_text()
 
 
@@ -63,12 +64,13 @@ def test_an_object_without_an_import_path_trains_and_says_resume_needs_one(tmp_p
 @pytest.mark.parametrize("env", ["gymnasium:custom_envs:CorridorGym-v0", "py:custom_envs:make_gym_corridor",
                                  "py:custom_envs:GymCorridor"])
 def test_a_gymnasium_environment_trains_on_the_host_backend(tmp_path, env):
-    """Gymnasium's module:Id form (the module registers the id), a factory and an Env class."""
-    result = run_cli("train", "--env", env, *ARGS, "--max-episode-steps", "20", "--out", str(tmp_path / "run"))
+    """Gymnasium's module:Id form (the module registers the id), a factory and an Env class. (That a population
+    learns it: tests/test_examples.py.)"""
+    short = [*ARGS, "--total-steps", "500", "--eval-every", "250", "--max-episode-steps", "20"]
+    result = run_cli("train", "--env", env, *short, "--out", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["backend"] == "host" and summary["env"] == env
-    assert summary["best_return"] > 0.9
+    assert summary["backend"] == "host" and summary["env"] == env and summary["env_steps_per_member"] == 500
 
 
 @pytest.mark.parametrize("env, fragment", [

@@ -7,7 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+# Four minutes of brax compiles on the CPU: not in the default suite (~17 min); .ci/run runs it after the suite,
+# and a session preparing a GPU run runs it by hand: pytest -m study tests/test_gpu_study.py
+pytestmark = pytest.mark.study
 
 
 def test_the_gpu_study_runs_end_to_end_in_toy_mode(tmp_path):
