@@ -92,15 +92,6 @@ def members_per_memory(pop: int, shards: int, platform: str) -> int:
     return pop if platform == "cpu" else math.ceil(pop / max(1, shards))
 
 
-def executor_shards(executor: str, pop: int) -> int:
-    """Devices an executor splits ``pop`` members over (sharded: all; auto: all when they divide ``pop``)."""
-    from populax.population import auto_devices
-
-    if executor == "sharded":
-        return jax.local_device_count()
-    return auto_devices(pop) if executor == "auto" else 1
-
-
 def format_bytes(size: float) -> str:
     """1536 -> '1.5 KiB'."""
     for unit in ("B", "KiB", "MiB", "GiB"):

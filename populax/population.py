@@ -36,6 +36,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from populax.errors import ConfigError
+from populax.memory import program_budget_bytes, program_bytes
 
 Executor = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -227,6 +228,13 @@ def auto_devices(pop: int, devices: int | None = None) -> int:
     return devices if devices > 1 and pop % devices == 0 else 1
 
 
+def executor_shards(executor: str, pop: int) -> int:
+    """Devices an executor splits ``pop`` members over (sharded: all; auto: all when they divide ``pop``)."""
+    if executor == "sharded":
+        return jax.local_device_count()
+    return auto_devices(pop) if executor == "auto" else 1
+
+
 def auto_plan(pop: int, stacked: Any, platform: str | None = None, devices: int | None = None) -> tuple[int, int]:
     """``(devices, chunk)`` that ``auto`` uses for ``pop`` members with arguments ``stacked``."""
     shards = auto_devices(pop, devices)
@@ -254,8 +262,6 @@ def fit_chunk(fn: Callable[..., Any], stacked: tuple, pop: int, shards: int, chu
     jitted program, which finds the compilation made here in its cache (no
     second compile).
     """
-    from populax.memory import program_bytes
-
     while True:
         program = compile_members(fn, chunk, pop, shards, donate)
         needed = program_bytes(program.lower(*stacked).compile(), stacked, shards)
@@ -283,8 +289,6 @@ def auto_executor(pop: int, platform: str | None = None, available: int | None =
                 if where == "cpu":
                     chosen["fn"] = compile_members(fn, chunk, pop, shards, donate)
                 else:
-                    from populax.memory import program_budget_bytes
-
                     limit = program_budget_bytes(stacked, shards) if available is None else available
                     chunk, chosen["fn"] = fit_chunk(fn, stacked, pop, shards, chunk, limit, donate)
                 chosen["chunk"] = chunk

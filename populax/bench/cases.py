@@ -128,3 +128,26 @@ def make_case(algo: str, pop: int, seed: int = 0, hidden: tuple[int, ...] | None
         raise ConfigError(f"--algo: no update-step benchmark for {algo!r}; allowed: {', '.join(CASES)}")
     overrides = {k: v for k, v in (("hidden", hidden), ("batch", batch)) if v is not None}
     return CASES[algo](pop, seed, **overrides)
+
+
+class Skipped(Exception):
+    """This implementation cannot run this point (the reason is reported)."""
+
+
+def member_update(case: BenchCase, steps_at_once: int) -> Callable[..., Any]:
+    """One member's ``steps_at_once`` updates in one call: ``(state, batch, key, hp) -> state``.
+
+    K > 1 is a ``lax.scan`` over K updates on the same batch with keys
+    ``fold_in(key, i)``, as the paper's "steps at once"; metrics are dropped.
+    """
+    update = case.agent.update
+    if steps_at_once == 1:
+        return lambda state, batch, key, hp: update(state, batch, key, hp)[0]
+
+    def member(state, batch, key, hp):
+        def body(state, i):
+            return update(state, batch, jax.random.fold_in(key, i), hp)[0], None
+
+        return jax.lax.scan(body, state, jnp.arange(steps_at_once))[0]
+
+    return member

@@ -29,34 +29,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from populax.bench.cases import BenchCase
+from populax.bench.cases import BenchCase, Skipped, member_update
 from populax.errors import ConfigError
 from populax.population import make_executor, select_member, stack_members
 
 IMPLS = ("jax-sequential", "jax-vmap", "jax-sharded", "jax-parallel", "torch-sequential", "torch-vectorized", "auto")
-
-
-class Skipped(Exception):
-    """This implementation cannot run this point (the reason is reported)."""
-
-
-def member_update(case: BenchCase, steps_at_once: int) -> Callable[..., Any]:
-    """One member's ``steps_at_once`` updates in one call: ``(state, batch, key, hp) -> state``.
-
-    K > 1 is a ``lax.scan`` over K updates on the same batch with keys
-    ``fold_in(key, i)``, as the paper's "steps at once"; metrics are dropped.
-    """
-    update = case.agent.update
-    if steps_at_once == 1:
-        return lambda state, batch, key, hp: update(state, batch, key, hp)[0]
-
-    def member(state, batch, key, hp):
-        def body(state, i):
-            return update(state, batch, jax.random.fold_in(key, i), hp)[0], None
-
-        return jax.lax.scan(body, state, jnp.arange(steps_at_once))[0]
-
-    return member
 
 
 def timed_calls(call: Callable[[], None], calls: int) -> list[float]:

@@ -24,8 +24,7 @@ def worker(conn: Any, algo: str, pop: int, member: int, seed: int, steps_at_once
     """Process body: build member ``member`` of the population, then serve timing requests."""
     import jax
 
-    from populax.bench.cases import make_case
-    from populax.bench.impls import member_update
+    from populax.bench.cases import make_case, member_update
     from populax.population import select_member
 
     case = make_case(algo, pop, seed, **overrides)
@@ -56,7 +55,7 @@ class ParallelPopulation:
     """How far ahead the common start instant is set (time for every worker to receive it)."""
 
     def __init__(self, case: Any, steps_at_once: int):
-        from populax.bench.impls import Skipped
+        from populax.bench.cases import Skipped
 
         if case.pop > self.max_pop:
             raise Skipped(f"one process per member is capped at {self.max_pop} members")

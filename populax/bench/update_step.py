@@ -178,7 +178,7 @@ def member_update_flops(case: Any) -> float:
     """
     import jax
 
-    from populax.bench.impls import member_update
+    from populax.bench.cases import member_update
 
     one = jax.tree.map(lambda x: x[:1], (case.state, case.batch, case.keys, case.hparams))
     analysis = jax.jit(jax.vmap(member_update(case, 1))).lower(*one).compile().cost_analysis()
@@ -224,8 +224,8 @@ def summarize(times: list[float], pop: int, steps: int, flops: float) -> dict[st
 
 def bench_point(algo: str, pop: int, steps: int, config: BenchConfig, log: Any) -> list[dict[str, Any]]:
     """All implementations at one (algo, N, K), timed interleaved."""
-    from populax.bench.cases import make_case
-    from populax.bench.impls import Skipped, make_impl
+    from populax.bench.cases import Skipped, make_case
+    from populax.bench.impls import make_impl
 
     case = make_case(algo, pop, config.seed, hidden=config.hidden, batch=config.batch)
     flops = member_update_flops(case)
