@@ -37,3 +37,10 @@ def make_gym_corridor() -> gymnasium.Env:
 
 
 gymnasium.register("CorridorGym-v0", entry_point="custom_envs:GymCorridor", max_episode_steps=20)
+
+
+def make_brax_pendulum():
+    """A brax Env by import path (py:custom_envs:make_brax_pendulum): brax's inverted pendulum, generalized pipeline."""
+    import brax.envs
+
+    return brax.envs.get_environment("inverted_pendulum", backend="generalized")

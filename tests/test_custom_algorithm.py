@@ -46,8 +46,8 @@ def test_the_example_trains_ddpg_with_pbt_on_both_kinds_of_environment_and_explo
         population = restore(run_dir / "checkpoints" / "chunk_000001",
                              jax.eval_shape(lambda setup=setup: init_population(setup))).population
         for event in exploits:
-            for got, source in zip(jax.tree.leaves(population.agent), jax.tree.leaves(population.agent)):
-                np.testing.assert_array_equal(np.asarray(got[event["member"]]), np.asarray(source[event["source"]]))
+            for leaf in jax.tree.leaves(population.agent):
+                np.testing.assert_array_equal(np.asarray(leaf[event["member"]]), np.asarray(leaf[event["source"]]))
 
 
 def test_ddpg_named_by_import_path_learns_pendulum_and_other_processes_find_it(tmp_path):

@@ -113,3 +113,30 @@ def test_kill_9_then_resume_of_a_custom_environment(tmp_path, env):
         assert ours == theirs
         np.testing.assert_array_equal(json.loads((out / "summary.json").read_text())["best_return"],
                                       json.loads((reference / "summary.json").read_text())["best_return"])
+
+
+def test_an_instance_made_with_other_arguments_is_not_recorded_as_its_class(tmp_path, capsys):
+    """Recording `py:custom_gymnasium_env:GymCorridor` for GymCorridor(length=5) would train (and resume) a
+    default length-3 corridor without a word; such an instance stays an in-process object instead."""
+    from populax.envs.custom import env_setting
+
+    assert env_setting(custom_envs.Corridor()) == ("py:custom_jax_env:Corridor", None)
+    setting, note = env_setting(custom_envs.GymCorridor(length=5))
+    assert setting.startswith("object:GymCorridor") and "no import path" in note
+
+
+def test_a_brax_env_by_import_path_gets_brax_adapter(tmp_path):
+    """A brax Env object (not one of populax's brax:NAME ids) resets and steps through the compiled adapter:
+    actions in [-1, 1] rescaled to its actuators' range, the time limit a truncation."""
+    import jax
+
+    from populax.envs import make_jax_env
+
+    env = make_jax_env("py:custom_envs:make_brax_pendulum", max_episode_steps=2)
+    assert env.obs_shape == (4,) and not env.action.discrete and env.action.size == 1
+    obs, state = jax.jit(env.reset)(jax.random.key(0))
+    step = jax.jit(env.step)
+    first = step(jax.random.key(1), state, jax.numpy.zeros(1))
+    second = step(jax.random.key(2), first.state, jax.numpy.zeros(1))
+    assert obs.shape == (4,) and float(first.truncated) == 0.0 and float(second.truncated) == 1.0
+    assert float(second.terminated) == 0.0

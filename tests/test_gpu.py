@@ -7,7 +7,6 @@ exercised there by its learning and throughput stages.
 """
 
 import dataclasses
-import os
 import warnings
 
 import jax
@@ -43,9 +42,9 @@ def test_auto_with_one_gpu_is_one_vmap_of_every_member():
     assert auto_plan(16, (w,)) == (1, 16)
 
 
-def test_memory_is_the_devices_own_report():
+def test_memory_is_the_devices_own_report(monkeypatch):
     """The memory check and ``fit_chunk`` read the GPU's allocator (bytes_limit - bytes_in_use), not the host's RAM."""
-    os.environ.pop("POPULAX_DEVICE_MEMORY", None)
+    monkeypatch.delenv("POPULAX_DEVICE_MEMORY", raising=False)
     stats = jax.local_devices()[0].memory_stats()
     assert stats and "bytes_limit" in stats
     free = device_memory_bytes()
@@ -61,11 +60,11 @@ def member_fn(w, x):
     return jnp.square(hidden @ w.T).mean(), jnp.abs(hidden).mean()
 
 
-def test_fit_chunk_takes_the_real_memory_analysis_and_chunks_a_population_bigger_than_one_vmap():
+def test_fit_chunk_takes_the_real_memory_analysis_and_chunks_a_population_bigger_than_one_vmap(monkeypatch):
     """With the device's real free memory the whole population is one vmap; with a budget below what one vmap's
     temporaries need (as on a GPU whose memory the population's state fills), members go through in chunks
     (``lax.map`` over vmaps) and the numbers are the same."""
-    os.environ.pop("POPULAX_DEVICE_MEMORY", None)
+    monkeypatch.delenv("POPULAX_DEVICE_MEMORY", raising=False)
     pop = 16
     w = jax.random.normal(jax.random.key(0), (pop, 512, 512)) / 20
     x = jax.random.normal(jax.random.key(1), (pop, 8192, 512))

@@ -23,9 +23,10 @@ forms below, so a user's environment is resolved the same way everywhere:
 
 from __future__ import annotations
 
-import inspect
 from functools import lru_cache
 from typing import Any
+
+import numpy as np
 
 from populax.errors import ConfigError
 from populax.importpath import PY_PREFIX, load_import_path
@@ -58,11 +59,23 @@ def import_path_of(obj: Any) -> str | None:
 
 
 def _builds_alike(cls: type, obj: Any) -> bool:
-    """Whether building ``cls()`` anew stands for the instance ``obj`` (no constructor arguments needed)."""
+    """Whether ``cls()`` built anew equals the instance ``obj`` attribute for attribute: only then may a run
+    record the class's path for the object (an instance made with other arguments would be replaced by a
+    default one, here and on resume, without a word)."""
     try:
-        return not any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                       for p in list(inspect.signature(cls).parameters.values()))
-    except (TypeError, ValueError):
+        fresh, ours = vars(cls()), vars(obj)
+    except Exception:  # noqa: BLE001 - needs arguments, no __dict__, or fails: not rebuildable from its path
+        return False
+    return fresh.keys() == ours.keys() and all(_same(fresh[name], ours[name]) for name in fresh)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, arrays element by element; anything that cannot be compared counts as different."""
+    if a is b:
+        return True
+    try:
+        return bool(np.array_equal(a, b)) if hasattr(a, "shape") else bool(a == b)
+    except Exception:  # noqa: BLE001 - an ambiguous or failing comparison: not provably the same
         return False
 
 
@@ -139,6 +152,7 @@ def _resolve_named(env: str) -> tuple[str, Any]:
                               f"to a function that builds the environment with none") from None
         kind = classify(built)
         if kind == "gymnasium":
+            built.close()  # built only to see its kind
             return kind, target  # the factory itself: called once per env instance
         if kind == "jax":
             return kind, built
