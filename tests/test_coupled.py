@@ -466,7 +466,7 @@ def test_dvd_per_member_critics_fold_each_members_batch_with_its_own_gamma(tmp_p
     from populax.backends.compiled.coupled import make_dvd_steps
     from populax.buffers import buffer_add, buffer_init
     from populax.coupled.shared_td3 import stack_one, td_targets
-    from populax.runtime.member import take_rows
+    from populax.member import take_rows
 
     config = small_config(tmp_path, "dvd-td3", "gammas", pop=2, n_step=3, algo_options=PER_MEMBER,
                           hp={"gamma": "0.5,0.9", "target-noise": "0"})

@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from populax.member import Member, apply_edits
 from populax.run.config import TrainConfig
 from populax.run.resume import load_checkpoint, load_setup
 from populax.runtime import prepare, run
-from populax.runtime.member import Member, apply_edits
 
 
 class FakeBackend:

@@ -14,11 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from populax.member import kept_before_chunk
 from populax.memory import device_memory_bytes, program_budget_bytes
 from populax.population import auto_executor, auto_plan, vmap_executor
 from populax.run.config import TrainConfig
 from populax.runtime import init_population, prepare, run
-from populax.runtime.member import kept_before_chunk
 
 ON_GPU = jax.default_backend() == "gpu"
 pytestmark = [

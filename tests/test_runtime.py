@@ -213,7 +213,7 @@ def test_td3_pbt_on_gymnasium_pendulum_learns(tmp_path):
 @pytest.mark.parametrize("env", ["Pendulum-v1", "gymnasium:Pendulum-v1"])
 def test_reinitialising_a_member_builds_only_its_agent(tmp_path, env):
     """Re-initialisation draws fresh agent states for the failed members alone: no buffers, no other members."""
-    from populax.runtime.member import reinitialise
+    from populax.member import reinitialise
 
     setup = prepare(matrix_config(tmp_path, "td3", env, "lr-actor", strategy="independent"))
     population = populax.runtime.init_population(setup)

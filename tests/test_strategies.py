@@ -164,7 +164,7 @@ def test_buffer_rewind_drops_the_last_transitions_and_keeps_the_rest():
 def test_exploit_with_copy_buffer_writes_only_the_copied_rows_in_place():
     """--pbt-copy-buffer: member 1 takes member 2's replay buffer, the others keep theirs; the buffers are
     written in place (the population's old buffers are donated)."""
-    from populax.runtime.member import Member
+    from populax.member import Member
     from populax.strategies.pbt import exploit
 
     pop, capacity = 4, 5
@@ -186,7 +186,7 @@ def test_failed_target_that_takes_its_sources_buffer_learns_from_when_the_source
     """--pbt-copy-buffer: a failed member's rollback leaves it 2 of 5 rows, so its learn_from moves to a refill
     point; replaced by a copy of member 2 with member 2's (full) buffer, it learns from when member 2 does,
     not after refilling a buffer it no longer has."""
-    from populax.runtime.member import Member, apply_edits, kept_before_chunk, no_edits
+    from populax.member import Member, apply_edits, kept_before_chunk, no_edits
 
     pop, capacity = 4, 5
     rows = jnp.arange(pop * capacity, dtype=jnp.float32).reshape(pop, capacity)

@@ -44,7 +44,7 @@ CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.msgpack"
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 2
-"""2: members in the one layout of ``populax.runtime.member`` (1: the separate compiled and host layouts)."""
+"""2: members in the one layout of ``populax.member`` (1: the separate compiled and host layouts)."""
 BUFFER_LIMIT_BYTES = 2 * 1024**3
 """Replay buffers larger than this (all members together) are left out of checkpoints."""
 

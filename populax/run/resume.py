@@ -21,11 +21,11 @@ import jax
 import numpy as np
 
 from populax.errors import ConfigError
+from populax.member import without_shared
 from populax.population import select_member
 from populax.run.checkpoint import Checkpoint, config_hash, latest_checkpoint
 from populax.run.config import TrainConfig, build_config, load_recipe
 from populax.runtime.driver import Progress, TrainResult, run
-from populax.runtime.member import without_shared
 from populax.runtime.setup import RunSetup, init_population, prepare
 
 

@@ -209,9 +209,9 @@ def record_member_video(run_dir: str | Path, member: int, path: str | Path, seed
     anything is loaded or written. Returns the video and the checkpoint used.
     """
     from populax.envs.host_envs import make_host_spec
+    from populax.member import without_shared
     from populax.population import select_member
     from populax.run.resume import check_member, load_checkpoint, load_config, load_setup
-    from populax.runtime.member import without_shared
 
     config = load_config(run_dir)
     check_member(config, member)

@@ -37,12 +37,12 @@ import numpy as np
 
 from populax._version import __version__
 from populax.hparams import member_hparams
+from populax.member import Member, kept_before_chunk, member_steps
 from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
 from populax.run.compile_clock import CompileClock
 from populax.run.config import TrainConfig
 from populax.run.logging import RunLogger
 from populax.run.report import write_report
-from populax.runtime.member import Member, kept_before_chunk, member_steps
 from populax.runtime.setup import RunSetup, create_run_dir, init_population, prepare
 from populax.strategies import make_strategy
 from populax.strategies.plots import write_lineage_plot

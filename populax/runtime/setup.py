@@ -27,10 +27,10 @@ from populax.envs.jax_envs import gymnax_ids
 from populax.errors import ConfigError
 from populax.hparams import Distribution, resolve_specs, sample_population, spec_to_text
 from populax.importpath import PY_PREFIX
+from populax.member import Member
 from populax.memory import check_population_fits
 from populax.population import executor_shards, make_executor
 from populax.run.config import TrainConfig, check_ranges, config_to_dict
-from populax.runtime.member import Member
 from populax.strategies import check_strategy_config
 from populax.strategies.space import Dim, make_space
 

@@ -6,7 +6,7 @@ the run's seed. What this module adds is what happens to a member that fails
 (NaN/Inf parameters or losses): it is re-initialised (fresh networks and
 optimizer states, same hyperparameters, replay buffer kept) or frozen (its
 last finite state is kept and no longer changes), and the run goes on. The
-member edits themselves are ``populax.runtime.member``'s (rollback_data,
+member edits themselves are ``populax.member``'s (rollback_data,
 reinitialise, freeze), shared with PBT.
 """
 

@@ -23,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import populax.member as layout
 from populax.population import copy_members
-from populax.runtime import member as layout
 from populax.strategies.space import Dim, legalize, resample
 
 PERTURB_FACTORS = (0.8, 1.2)

@@ -1,7 +1,7 @@
 """The host side of a population strategy, called once per chunk after evaluation.
 
 ``PopulationStrategy.update(population, returns, metrics, chunk)`` returns
-the edits to make to the members' states (``runtime.member.MemberEdits``,
+the edits to make to the members' states (``member.MemberEdits``,
 applied by the backend where the states live), the returns to report and the
 lineage events of this chunk. It reads only what the driver holds of the
 members (hyperparameters, step counts). Per chunk, top to bottom::
@@ -16,7 +16,7 @@ members (hyperparameters, step counts). Per chunk, top to bottom::
                  (pbt: perturb/resample; pb2: GP-bandit suggestion)
     every event -> lineage.jsonl
 
-Members are edited only through the declared layout of ``populax.runtime.member``
+Members are edited only through the declared layout of ``populax.member``
 (``apply_edits``: rollback, re-initialise, copy, freeze), so the same code serves
 off-policy and on-policy members on every backend, Ray blocks included.
 
@@ -35,10 +35,10 @@ from typing import Any
 import jax
 import numpy as np
 
+import populax.member as layout
 from populax.errors import ConfigError
 from populax.hparams import cli_name, member_hparams
 from populax.population import copy_members
-from populax.runtime import member as layout
 from populax.strategies import independent, pb2, pbt
 from populax.strategies.space import Dim, from_unit, get_values, set_values, to_unit
 

@@ -15,7 +15,7 @@ per chunk                  to the driver: each member's step count,
                            member state (agents, buffers, env states stay)
 per strategy round         the strategy decides on the driver (returns,
                            hyperparameters); each worker applies the edits to its
-                           own block (``runtime.member.apply_edits``: rollback and
+                           own block (``member.apply_edits``: rollback and
                            re-initialisation from its own copy from before the
                            chunk); only a copy whose source is in another block
                            moves a member state, once per (source, target block),
@@ -52,9 +52,9 @@ from populax.backends.compiled import make_compiled_backend
 from populax.envs.host_envs import EnvChoice
 from populax.errors import ConfigError
 from populax.hparams import member_hparams
+from populax.member import Member, MemberEdits, member_steps, take_rows
 from populax.population import vmap_executor
 from populax.run.config import TrainConfig, config_to_dict
-from populax.runtime.member import Member, MemberEdits, member_steps, take_rows
 from populax.strategies.plots import read_jsonl
 
 MAX_RESTARTS = 3

@@ -7,7 +7,7 @@ what the driver needs: step counts, hyperparameters and metrics after a
 chunk, evaluation returns; member states leave it only as copy sources for
 other blocks (``export``, straight to the other worker) and for checkpoints
 (``gather``). The strategy's edits are applied here, with the same function
-as on one machine (``runtime.member.apply_edits``). Arrays travel as numpy;
+as on one machine (``member.apply_edits``). Arrays travel as numpy;
 typed PRNG keys as :class:`WireKey`.
 """
 
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from populax.runtime.member import Member, MemberEdits, copy_sources, kept_before_chunk, take_rows
+from populax.member import Member, MemberEdits, copy_sources, kept_before_chunk, take_rows
 
 
 @dataclass
@@ -120,11 +120,11 @@ class BlockWorker:
         return np.asarray(self.backend.evaluate(self.block, chunk))
 
     def export(self, index: list[int], fields: tuple[str, ...] | None, experience: bool) -> Member:
-        """What copies in other blocks take from local members ``index`` (``runtime.member.copy_sources``)."""
+        """What copies in other blocks take from local members ``index`` (``member.copy_sources``)."""
         return to_wire(copy_sources(self.block, np.asarray(index), fields, experience))
 
     def edit(self, edits: MemberEdits, local_sources: list[int], index: list[int], *imported: Member) -> list[int]:
-        """Apply a strategy's ``edits`` (local member indices) to the block with ``runtime.member.apply_edits``.
+        """Apply a strategy's ``edits`` (local member indices) to the block with ``member.apply_edits``.
 
         Rollback and freeze use the worker's own copy of the block from before
         the chunk (``kept_before_chunk``). A copy's source is row ``index[c]`` of: this

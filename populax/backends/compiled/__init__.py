@@ -21,9 +21,9 @@ from populax.backends.compiled.offpolicy import MemberProgram, episode_returns
 from populax.backends.compiled.program import build_program
 from populax.coupled import mean_policy_summary
 from populax.envs.jax_envs import JaxEnv, describe_action, make_jax_env
+from populax.member import Member, MemberEdits, apply_edits, finite_population, without_shared
 from populax.population import donated, init_members, quiet_donation
 from populax.run.config import TrainConfig
-from populax.runtime.member import Member, MemberEdits, apply_edits, finite_population, without_shared
 
 EVAL_KEY = 3
 """fold_in constant of the evaluation keys (1: hparams, 2: init, 4: strategy)."""
@@ -96,7 +96,7 @@ class CompiledBackend:
 
     def apply_edits(self, population: Member, previous: Member, edits: MemberEdits, rows: Member | None = None) -> Member:
         """A strategy's edits, on the members the driver holds (the next chunk reads them directly); ``rows``:
-        copy sources from elsewhere (``runtime.member.apply_edits``)."""
+        copy sources from elsewhere (``member.apply_edits``)."""
         return apply_edits(population, previous, edits, self.init_agents, rows)
 
     def gather(self, population: Member, experience: bool = True) -> Member:

@@ -79,9 +79,9 @@ from populax.coupled.shared_td3 import (
 )
 from populax.envs.jax_envs import JaxEnv
 from populax.errors import ConfigError
+from populax.member import Member, without_shared
 from populax.population import init_members
 from populax.run.config import TrainConfig
-from populax.runtime.member import Member, without_shared
 
 SHARED_KEY = 5
 """fold_in constant of the shared state's key (from member 0's init key)."""

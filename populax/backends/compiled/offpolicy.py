@@ -1,7 +1,7 @@
 """The compiled training program of ONE off-policy member (TD3, SAC, DQN) on a JAX environment.
 
 ``make_offpolicy_program`` returns pure functions over a
-:class:`~populax.runtime.member.Member`: ``init``, ``train_chunk`` (collect
+:class:`~populax.member.Member`: ``init``, ``train_chunk`` (collect
 and learn for ``chunk_steps`` env steps in nested ``lax.scan``s) and
 ``evaluate`` (fresh episodes, deterministic policy). The compiled backend maps
 them over the population with an executor; nothing here knows how many
@@ -31,7 +31,7 @@ from populax.agents.base import ActionSpec, Agent, Transition
 from populax.buffers import buffer_add, buffer_init, buffer_sample
 from populax.envs.jax_envs import JaxEnv
 from populax.errors import ConfigError
-from populax.runtime.member import EnvSlots, Member
+from populax.member import EnvSlots, Member
 
 MAX_PHASE_ITERATIONS = 100
 """Longest run of env iterations between two update bursts that ``update_phase`` accepts."""

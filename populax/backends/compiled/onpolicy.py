@@ -1,7 +1,7 @@
 """The compiled training program of ONE on-policy member (PPO) on a JAX environment.
 
 Same interface as ``offpolicy`` (a :class:`~populax.backends.compiled.offpolicy.MemberProgram`),
-on the same :class:`~populax.runtime.member.Member` layout with no experience
+on the same :class:`~populax.member.Member` layout with no experience
 store (a rollout never outlives its phase); only the shape of a chunk differs::
 
     repeat phases_per_chunk times:               # lax.scan
@@ -27,7 +27,7 @@ from populax.backends.compiled.offpolicy import (
     reset_envs,
 )
 from populax.envs.jax_envs import JaxEnv
-from populax.runtime.member import Member
+from populax.member import Member
 
 
 class OnPolicySchedule(NamedTuple):

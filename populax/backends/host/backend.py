@@ -58,8 +58,8 @@ from populax.envs.host_envs import VECTOR_MODES, HostEnvSpec, make_host_spec
 from populax.envs.jax_envs import describe_action
 from populax.errors import ConfigError
 from populax.hparams import zero_hparams
+from populax.member import Member, MemberEdits, apply_edits, finite_population, member_steps, where_members
 from populax.run.config import TrainConfig
-from populax.runtime.member import Member, MemberEdits, apply_edits, finite_population, member_steps, where_members
 
 
 class Learner:

@@ -23,8 +23,8 @@ from populax.envs.host_envs import (
     make_vector_env,
     to_env_actions,
 )
+from populax.member import Member, where_members
 from populax.obs_norm import RunningStats
-from populax.runtime.member import Member, where_members
 
 ROW_NAMES = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
 

@@ -44,9 +44,9 @@ from populax.backends.host.member import HostFunctions, HostPlan, make_functions
 from populax.coupled.shared_td3 import init_actor, skip_or
 from populax.envs.host_envs import HostEnvSpec
 from populax.errors import ConfigError
+from populax.member import Member, without_shared
 from populax.population import select_member
 from populax.run.config import TrainConfig
-from populax.runtime.member import Member, without_shared
 
 MEAN_ACTOR_SEED = 1_000_003
 """Offset of the mean actor's evaluation seeds from the members' (other episodes, same chunk)."""

@@ -21,10 +21,10 @@ from populax.backends.compiled.offpolicy import example_transition, random_actio
 from populax.buffers import buffer_add, buffer_sample, replay_init
 from populax.envs.host_envs import HostEnvSpec
 from populax.errors import ConfigError
+from populax.member import Member
 from populax.obs_norm import normalize, stats_init, stats_update
 from populax.population import init_members, quiet_donation
 from populax.run.config import TrainConfig
-from populax.runtime.member import Member
 
 
 class HostPlan(NamedTuple):
