@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +46,9 @@ from flax import struct
 
 from populax.agents.base import all_finite
 from populax.buffers import buffer_rewind_to, buffer_size, buffer_without_transitions
+
+if TYPE_CHECKING:
+    from populax.run.config import TrainConfig
 
 
 @struct.dataclass
@@ -132,6 +135,13 @@ def drop_chunk_transitions(population: Member, kept: Member, members: np.ndarray
     refilled = population.env_steps[rows] + refill - jax.vmap(buffer_size)(experience)[rows]
     learn_from = population.learn_from.at[rows].max(refilled.astype(population.learn_from.dtype))
     return population.replace(experience=experience, learn_from=learn_from)
+
+
+def refill_point(config: TrainConfig, population: Member) -> Member:
+    """After a resume without replay buffers (the driver's, or a Ray block reloaded from such a checkpoint): no
+    updates until each buffer holds max(batch, learning_starts) transitions."""
+    steps = jnp.asarray(population.env_steps)
+    return population.replace(learn_from=steps + max(config.batch_size, config.learning_starts))
 
 
 @partial(jax.jit, donate_argnums=0)

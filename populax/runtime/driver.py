@@ -37,7 +37,7 @@ import numpy as np
 
 from populax._version import __version__
 from populax.hparams import member_hparams
-from populax.member import Member, kept_before_chunk, member_steps
+from populax.member import Member, kept_before_chunk, member_steps, refill_point
 from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
 from populax.run.compile_clock import CompileClock
 from populax.run.config import TrainConfig
@@ -85,12 +85,6 @@ def train(config: TrainConfig, on_chunk: Callable[[Progress], None] | None = Non
     (the CLI draws its progress bar from it).
     """
     return run(prepare(config), on_chunk)
-
-
-def refill_point(config: TrainConfig, population: Member) -> Member:
-    """After a resume without replay buffers: no updates until each buffer holds max(batch, learning_starts) transitions."""
-    steps = jnp.asarray(population.env_steps)
-    return population.replace(learn_from=steps + max(config.batch_size, config.learning_starts))
 
 
 def run(

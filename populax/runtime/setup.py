@@ -13,29 +13,26 @@ import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import yaml
 
 from populax.agents import BUILTIN, Algorithm, get_algorithm
 from populax.agents.options import resolve_options
+from populax.backends import Backend
+from populax.backends.factory import make_local_backend
 from populax.coupled.hparams import check_shared_hparams
 from populax.envs.custom import OBJECT_PREFIX, env_setting
-from populax.envs.host_envs import resolve_env
-from populax.envs.jax_envs import gymnax_ids
 from populax.errors import ConfigError
 from populax.hparams import Distribution, resolve_specs, sample_population, spec_to_text
 from populax.importpath import PY_PREFIX
 from populax.member import Member
 from populax.memory import check_population_fits
-from populax.population import executor_shards, make_executor
+from populax.population import executor_shards
 from populax.run.config import TrainConfig, check_ranges, config_to_dict
 from populax.strategies import check_strategy_config
 from populax.strategies.space import Dim, make_space
-
-if TYPE_CHECKING:  # the backends import the member layout from this package
-    from populax.backends import Backend
 
 HPARAM_KEY, INIT_KEY = 1, 2
 """fold_in constants of the run's key for hyperparameter draws and member init (3: evaluation, 4: strategy)."""
@@ -78,28 +75,21 @@ def default_run_dir(config: TrainConfig) -> Path:
 
 
 def make_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None = None) -> Backend:
-    """The backend of ``config.env``: compiled for gymnax and brax:NAME ids, host for Gymnasium/ALE ids;
-    ``--executor ray`` runs blocks of members on Ray workers (``populax.backends.cluster``)."""
-    choice = resolve_env(config.env, gymnax_ids())
-    if config.executor == "ray" and config.algo not in BUILTIN and not config.algo.startswith(PY_PREFIX):
+    """The run's backend: ``--executor ray`` runs blocks of members on Ray workers (``populax.backends.cluster``),
+    any other executor runs them on this machine (``populax.backends.factory``: compiled for gymnax and
+    brax:NAME ids, host for Gymnasium/ALE ids)."""
+    if config.executor != "ray":
+        return make_local_backend(config, algorithm)
+    # Ray workers rebuild the run from its settings in their own processes: what only this process knows is refused.
+    if config.algo not in BUILTIN and not config.algo.startswith(PY_PREFIX):
         raise ConfigError(f"--executor ray: {config.algo!r} was registered in this process only; Ray workers build "
                           f"the algorithm in their own processes: name it by import path (py:package.module:ALGORITHM)")
-    if config.executor == "ray" and config.env.startswith(OBJECT_PREFIX):
+    if config.env.startswith(OBJECT_PREFIX):
         raise ConfigError("--executor ray: the environment is a Python object with no import path; Ray workers "
                           "build it in their own processes: pass env='py:package.module:attribute'")
-    if config.executor == "ray":
-        from populax.backends.cluster import make_ray_backend
+    from populax.backends.cluster import make_ray_backend
 
-        return make_ray_backend(config, algorithm, choice, run_dir)
-    executor = make_executor(config.executor, config.pop)
-    if choice.kind == "gymnasium":
-        from populax.backends.host import make_host_backend
-
-        return make_host_backend(config, algorithm, choice.env_id, executor)
-    from populax.backends.compiled import make_compiled_backend
-
-    # The driver keeps only what failure handling restores (kept_before_chunk): the chunk may consume its input.
-    return make_compiled_backend(config, algorithm, choice.env_id, executor, donate=True)
+    return make_ray_backend(config, algorithm, run_dir)
 
 
 def prepare(config: TrainConfig) -> RunSetup:

@@ -36,10 +36,12 @@ import jax
 import numpy as np
 
 import populax.member as layout
+import populax.strategies.independent as independent
+import populax.strategies.pb2 as pb2
+import populax.strategies.pbt as pbt
 from populax.errors import ConfigError
 from populax.hparams import cli_name, member_hparams
 from populax.population import copy_members
-from populax.strategies import independent, pb2, pbt
 from populax.strategies.space import Dim, from_unit, get_values, set_values, to_unit
 
 STRATEGIES = ("independent", "pbt", "pb2")

@@ -48,11 +48,10 @@ import numpy as np
 
 from populax.agents import Algorithm
 from populax.backends.cluster.worker import BlockWorker, concat_members, driver_view, from_wire, to_wire, wire_bytes
-from populax.backends.compiled import make_compiled_backend
-from populax.envs.host_envs import EnvChoice
+from populax.backends.factory import make_local_backend
 from populax.errors import ConfigError
 from populax.hparams import member_hparams
-from populax.member import Member, MemberEdits, member_steps, take_rows
+from populax.member import Member, MemberEdits, member_steps, refill_point, take_rows
 from populax.population import vmap_executor
 from populax.run.config import TrainConfig, config_to_dict
 from populax.strategies.plots import read_jsonl
@@ -86,7 +85,7 @@ def block_members(pop: int, workers: int) -> list[np.ndarray]:
     return np.array_split(np.arange(pop), workers)
 
 
-def check_ray_config(config: TrainConfig, algorithm: Algorithm, choice: EnvChoice) -> None:
+def check_ray_config(config: TrainConfig, algorithm: Algorithm) -> None:
     """ConfigError naming the setting for what ``--executor ray`` does not run."""
     if algorithm.coupled:
         raise ConfigError(f"--executor ray: {config.algo} couples its members (state shared by all of them), "
@@ -273,7 +272,6 @@ class RayBackend:
         import ray
 
         from populax.run.checkpoint import latest_checkpoint, list_checkpoints
-        from populax.runtime.driver import refill_point
 
         old_pid, start = self.pids[block], time.perf_counter()
         self.pids[block] = self._await_restart(block)
@@ -492,14 +490,10 @@ class RayBackend:
         return self.local.member_actor(member)
 
 
-def make_ray_backend(config: TrainConfig, algorithm: Algorithm, choice: EnvChoice, run_dir: Path | None) -> RayBackend:
+def make_ray_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None) -> RayBackend:
     """The Ray backend of a validated configuration (ConfigError for what it does not run)."""
-    check_ray_config(config, algorithm, choice)
-    if choice.kind == "gymnasium":
-        from populax.backends.host import make_host_backend
-
-        return RayBackend(config, make_host_backend(config, algorithm, choice.env_id, vmap_executor), run_dir)
-    return RayBackend(config, make_compiled_backend(config, algorithm, choice.env_id, vmap_executor), run_dir)
+    check_ray_config(config, algorithm)
+    return RayBackend(config, make_local_backend(config, algorithm, vmap_executor, donate=False), run_dir)
 
 
 __all__ = ["RayBackend", "block_members", "make_ray_backend"]

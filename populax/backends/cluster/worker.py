@@ -76,13 +76,13 @@ class BlockWorker:
         """``config``: the run's settings (``config_to_dict``); the block runs on the backend its environment
         picks (compiled or host) with executor ``auto``, as members ``members`` of the whole run."""
         from populax.agents import get_algorithm
+        from populax.backends.factory import make_local_backend
         from populax.run.config import build_config
-        from populax.runtime.setup import make_backend
 
         run_config = build_config([config])
         self.members = np.asarray(members)
         block_config = dataclasses.replace(run_config, pop=len(members), executor="auto")
-        self.backend = make_backend(block_config, get_algorithm(run_config.algo))
+        self.backend = make_local_backend(block_config, get_algorithm(run_config.algo))
         self.backend.run_block(int(members[0]), run_config.pop)
         self.block: Member | None = None
         self.previous: Member | None = None
