@@ -175,6 +175,7 @@ def test_ray_pbt_two_workers_equals_one_process(tmp_path):
         before_chunk=poison(member=6, at_chunk=0))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["executor"] == "ray" and summary["ray"]["workers"] == 2
+    assert summary["backend"] == "ray" and summary["worker_backend"] == "compiled"
     assert summary["ray"]["blocks"] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert all(m["final_return"] is not None for m in summary["members"]) and len(summary["members"]) == 8
     assert summary["env_steps_per_member"] == 800 and summary["lineage_events"]["exploit"] >= 2
@@ -232,7 +233,7 @@ def test_ray_runs_gymnasium_blocks_on_the_host_backend(tmp_path):
             "--out", str(out)]
     run_loopback(populax("train", *args))
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["backend"] == "host" and summary["env_steps_per_member"] == 800
+    assert summary["backend"] == "ray" and summary["worker_backend"] == "host" and summary["env_steps_per_member"] == 800
     assert all(m["final_return"] is not None for m in summary["members"])
     exploits = [e for e in records(out / "lineage.jsonl") if e["event"] == "exploit"]
     assert summary["ray"]["cross_block_copies"] >= 1 and {e["env_step"] for e in exploits} == {400}
@@ -255,7 +256,8 @@ def test_ray_workers_build_a_custom_environment_from_its_import_path(tmp_path):
             "--out", str(out)]
     run_loopback(f"PYTHONPATH={shlex.quote(str(examples))}:$PYTHONPATH {populax('train', *args)}")
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["backend"] == "compiled" and summary["env"] == "py:custom_jax_env:Corridor"
+    assert summary["backend"] == "ray" and summary["worker_backend"] == "compiled"
+    assert summary["env"] == "py:custom_jax_env:Corridor"
     assert summary["env_steps_per_member"] == 600 and all(m["final_return"] is not None for m in summary["members"])
 
 
@@ -312,7 +314,7 @@ def test_ray_gymnasium_run_resumes_and_a_source_worker_dying_after_the_resume_is
     script.write_text(SOURCE_DYING_CLI)
     run_loopback(shlex.join([sys.executable, str(script), str(armed), str(died), "resume", str(out), "--no-progress"]))
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["backend"] == "host" and summary["env_steps_per_member"] == 1000
+    assert summary["backend"] == "ray" and summary["worker_backend"] == "host" and summary["env_steps_per_member"] == 1000
     assert all(m["final_return"] is not None for m in summary["members"])
     dead = json.loads(died.read_text())  # the source block's members
     restarts = [r for r in records(out / "ray.jsonl") if r["event"] == "worker_restart"]

@@ -36,3 +36,10 @@ def test_memory_check_counts_one_block_per_node_on_a_cluster(tmp_path, monkeypat
     with pytest.raises(ConfigError, match="4 members"):
         prepare(TrainConfig(out=str(tmp_path / "local"), **settings))
     prepare(TrainConfig(out=str(tmp_path / "cluster"), ray_address="127.0.0.1:6390", **settings))
+
+
+def test_ray_backend_kind_is_ray_and_names_the_backend_its_workers_run(tmp_path):
+    """summary.json's ``backend`` is the Ray backend's ``kind``; ``worker_backend`` its ``inner_kind``."""
+    backend = prepare(TrainConfig(executor="ray", pop=2, workers=1, out=str(tmp_path / "run"))).backend
+    assert (backend.kind, backend.inner_kind) == ("ray", "compiled")
+    assert backend.summary()["worker_backend"] == "compiled"

@@ -57,6 +57,7 @@ class Backend(Protocol):
     """What the driver needs from a way of producing experience (see the module docstring)."""
 
     kind: str
+    """"compiled", "host" or "ray" (summary.json's ``backend``; a Ray backend's workers run ``inner_kind``)."""
     chunk_steps: int
     num_chunks: int
 

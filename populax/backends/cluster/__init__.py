@@ -134,10 +134,15 @@ class Traffic:
 class RayBackend:
     """Blocks of members on Ray actors, each running the compiled or host backend (see the module docstring)."""
 
+    kind = "ray"
+    """summary.json's ``backend``; the backend the workers run is ``inner_kind`` (summary.json's ``worker_backend``)."""
+
     def __init__(self, config: TrainConfig, local: Any, run_dir: Path | None):
         """``local``: the backend of the whole run on the driver, used only for what needs no training
         (shapes, ``populax eval``, ``--video``); the workers build their own for their blocks."""
-        self.config, self.local, self.kind = config, local, local.kind
+        self.config, self.local = config, local
+        self.inner_kind: str = local.kind
+        """The backend each worker runs over its block (and the driver-side ``local``): compiled or host."""
         self.chunk_steps, self.num_chunks = self.local.chunk_steps, self.local.num_chunks
         self.blocks = block_members(config.pop, config.workers)
         self.block_of = np.concatenate([np.full(len(b), i) for i, b in enumerate(self.blocks)])
@@ -467,8 +472,9 @@ class RayBackend:
             ray.shutdown()
 
     def summary(self) -> dict[str, Any]:
-        """The block layout, restarts, traffic by kind (from ray.jsonl) and the copies between blocks (lineage)."""
-        return {"ray": {
+        """The backend the workers run (``worker_backend``), the block layout, restarts, traffic by kind (from
+        ray.jsonl) and the copies between blocks (lineage)."""
+        return {"worker_backend": self.inner_kind, "ray": {
             "workers": self.config.workers,
             "blocks": [[int(m) for m in members] for members in self.blocks],
             "address": self.config.ray_address or "local (loopback)",
