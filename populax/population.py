@@ -40,8 +40,11 @@ from populax.memory import program_budget_bytes, program_bytes
 
 Executor = Callable[[Callable[..., Any]], Callable[..., Any]]
 
-EXECUTORS = ("auto", "sequential", "vmap", "chunked:K", "sharded", "ray")
-"""``ray`` is not an executor of this module: ``runtime.setup.make_backend`` sends it to ``backends.cluster``."""
+EXECUTORS = ("auto", "sequential", "vmap", "chunked:K", "sharded")
+"""How one machine runs the population axis (``make_executor``)."""
+EXECUTOR_CHOICES = (*EXECUTORS, "ray")
+"""What ``--executor`` accepts: the executors, and ``ray``, which is a placement rather than an executor
+(``runtime.setup.make_backend`` sends it to ``backends.cluster``, whose workers each run ``auto``)."""
 
 
 def pop_size(stacked: Any) -> int:
@@ -333,4 +336,4 @@ def make_executor(name: str, pop: int) -> Executor:
         if not size.isdigit() or int(size) < 1:
             raise ConfigError(f"--executor: chunk size must be a positive whole number, got {name!r}")
         return chunked_executor(int(size))
-    raise ConfigError(f"--executor: unknown executor {name!r}; allowed: {', '.join(EXECUTORS)}")
+    raise ConfigError(f"--executor: unknown executor {name!r}; allowed: {', '.join(EXECUTOR_CHOICES)}")

@@ -157,8 +157,8 @@ def check_checkpoint_round_trip_and_pbt_copy(functions, population, block, tmp_p
     """--save-buffer: the restored frame buffer is bitwise the saved one, so a resumed run samples and inserts
     exactly as the uninterrupted one would (a host resume also resets its envs from a derived seed, so whole
     resumed runs differ by design; the buffer is what must carry over). --pbt-copy-buffer copies it whole."""
+    from populax.member import apply_edits, no_edits
     from populax.run.checkpoint import restore, save_checkpoint
-    from populax.strategies.pbt import exploit
 
     path = save_checkpoint(tmp_path, population, chunk=0, manifest={}, save_buffer=True)
     template = jax.eval_shape(functions.init, jax.random.split(jax.random.key(0), 2), jnp.zeros(2))
@@ -177,7 +177,10 @@ def check_checkpoint_round_trip_and_pbt_copy(functions, population, block, tmp_p
     assert np.asarray(sample(restored.experience, key, 16).obs).max() > 0  # real frames, not the empty ring
     frames = np.asarray(restored.experience.frames)
     assert not np.array_equal(frames[0], frames[1])
-    copied = exploit(jax.tree.map(jnp.copy, restored), jnp.array([1, 1]), None, copy_experience=True).experience
+    copy = no_edits(restored.hparams, 2, None, copy_experience=True).replace(  # member 0 <- member 1
+        targets=np.array([0]), sources=np.array([1]), whole=np.array([True]))
+    restored_copy = jax.tree.map(jnp.copy, restored)
+    copied = apply_edits(restored_copy, restored_copy, copy, init_agents=None).experience
     for leaf in jax.tree.leaves(copied):
         np.testing.assert_array_equal(np.asarray(leaf)[0], np.asarray(leaf)[1])
     # The next block goes in the same way (insert updates the buffers in place: each call consumes its input).

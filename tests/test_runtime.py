@@ -117,12 +117,14 @@ def test_every_strategy_runs_with_every_algorithm_on_both_backends(tmp_path, alg
 ])
 def test_policy_copy_takes_the_declared_fields(tmp_path, algo, env, fields):
     """--pbt-copy policy: TD3's actor fields and not its critics; DQN's whole (single) network."""
-    from populax.strategies import pbt
+    from populax.member import no_edits
 
     setup = prepare(matrix_config(tmp_path, algo, env, "lr-actor" if algo == "td3" else "lr", pbt_copy="policy"))
     assert setup.algorithm.policy_fields == fields
     population = populax.runtime.init_population(setup)
-    copied = pbt.exploit(population, jnp.array([0, 2, 2, 3]), setup.algorithm.policy_fields)
+    edits = no_edits(population.hparams, 4, setup.algorithm.policy_fields).replace(  # member 1 <- member 2
+        targets=np.array([1]), sources=np.array([2]), whole=np.array([fields is None]))
+    copied = setup.backend.apply_edits(population, population, edits)
     copied_fields = fields or tuple(population.agent.__dataclass_fields__)
     distinct = 0
     for name in population.agent.__dataclass_fields__:

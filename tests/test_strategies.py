@@ -14,6 +14,7 @@ from populax.agents.td3 import TD3HParams
 from populax.buffers import ReplayBuffer, buffer_rewind
 from populax.errors import ConfigError
 from populax.hparams import Distribution, resolve_specs
+from populax.member import no_edits
 from populax.population import select_member
 from populax.runtime import init_population, prepare, run
 from populax.strategies import make_strategy, pb2, pbt
@@ -113,7 +114,9 @@ def test_exploit_copies_whole_member_and_explores_within_bounds(tmp_path):
     assert 1e-6 <= new["lr-actor"] <= 1e-1 and 1e-6 <= new["lr-critic"] <= 1e-1 and 1 <= new["delay"] <= 4
     assert new["gamma"] == events[0]["old_hparams"]["gamma"] == 0.99  # fixed hyperparameters are not explored
     # The policy-only variant (the paper's) copies actor fields and leaves the critic.
-    policy_copy = pbt.exploit(before, jnp.array([0, 2, 2, 3]), setup.algorithm.policy_fields)
+    policy_edits = no_edits(before.hparams, 4, setup.algorithm.policy_fields).replace(
+        targets=np.array([1]), sources=np.array([2]), whole=np.array([False]))
+    policy_copy = setup.backend.apply_edits(before, before, policy_edits)
     assert leaves_equal(select_member(policy_copy.agent.actor, 1), select_member(before.agent.actor, 2))
     assert leaves_equal(select_member(policy_copy.agent.critic, 1), select_member(before.agent.critic, 1))
 
@@ -164,8 +167,7 @@ def test_buffer_rewind_drops_the_last_transitions_and_keeps_the_rest():
 def test_exploit_with_copy_buffer_writes_only_the_copied_rows_in_place():
     """--pbt-copy-buffer: member 1 takes member 2's replay buffer, the others keep theirs; the buffers are
     written in place (the population's old buffers are donated)."""
-    from populax.member import Member
-    from populax.strategies.pbt import exploit
+    from populax.member import Member, apply_edits
 
     pop, capacity = 4, 5
     rows = jnp.arange(pop * capacity, dtype=jnp.float32).reshape(pop, capacity)
@@ -175,7 +177,9 @@ def test_exploit_with_copy_buffer_writes_only_the_copied_rows_in_place():
                         experience=buffer, env=None, env_steps=jnp.zeros(pop, jnp.int32),
                         learn_from=jnp.zeros(pop, jnp.int32), key=jax.random.split(jax.random.key(0), pop))
     expected = np.asarray(rows)[[0, 2, 2, 3]]
-    copied = exploit(population, jnp.array([0, 2, 2, 3]), None, copy_experience=True)
+    edits = no_edits(population.hparams, pop, None, copy_experience=True).replace(
+        targets=np.array([1]), sources=np.array([2]), whole=np.array([True]))
+    copied = apply_edits(population, population, edits, init_agents=None)
     assert buffer.data.reward.is_deleted()
     np.testing.assert_array_equal(np.asarray(copied.experience.data.reward), expected + 2)
     assert np.asarray(copied.experience.position).tolist() == [0, 2, 2, 3]

@@ -91,13 +91,6 @@ def resolve_env(env_id: str, gymnax_ids: list[str]) -> EnvChoice:
     return EnvChoice("gymnax" if env_id in gymnax_ids else "gymnasium", env_id)
 
 
-def gymnasium_ids() -> list[str]:
-    """Registered Gymnasium ids this machine can list (ALE ids when ale-py is installed)."""
-    gym = _gymnasium()
-    _register_ale(gym)
-    return sorted(gym.registry)
-
-
 def _missing_extra(env_id: str, entry_point: str) -> str | None:
     """The extra to install when ``env_id``'s entry point needs a package that is absent."""
     if env_id.startswith("ALE/") or "ale_py" in entry_point:

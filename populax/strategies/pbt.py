@@ -5,7 +5,8 @@ At a ready round, read top to bottom::
     fitness   = mean of each member's last evaluations (failed members: -inf)
     replaced  = the bottom fraction by fitness, plus every failed member
     sources   = for each replaced member, a member drawn from the top fraction
-    exploit   : member <- copy of its source (one compiled gather on the member axis)
+    exploit   : member <- copy of its source (decided here as MemberEdits; the backend copies
+                where the members live, ``member.apply_edits``)
     explore   : each explored hyperparameter x0.8 or x1.2, or resampled from its
                 prior with probability p, clipped to its bounds
 
@@ -17,14 +18,11 @@ always resample, replace the bottom 40%) is ``pbt_copy=policy``,
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import populax.member as layout
-from populax.population import copy_members
 from populax.strategies.space import Dim, legalize, resample
 
 PERTURB_FACTORS = (0.8, 1.2)
@@ -95,29 +93,8 @@ def resample_all(dims: list[Dim], count: int, key: jax.Array) -> np.ndarray:
     return np.stack(columns, axis=1) if columns else np.zeros((count, 0))
 
 
-def exploit(population: Any, sources: jax.Array, policy_fields: tuple[str, ...] | None = None,
-            copy_experience: bool = False) -> Any:
-    """Member i becomes a copy of member ``sources[i]`` (identity where ``sources[i] == i``).
-
-    Copies the whole agent state (``policy_fields`` None: actor, critics,
-    targets, optimizer states, counters) or only the fields the algorithm
-    declares as its policy, plus hyperparameters and observation statistics,
-    and with ``copy_experience`` the replay buffer (only the copied rows, in
-    place). Env states, counters and keys are never copied, so a copy does not
-    replay its source's exploration. The same copy the runtime applies to a
-    strategy's edits (``layout.copy_sources`` + ``layout.copy_rows``).
-    """
-    sources = np.asarray(sources)
-    targets = np.flatnonzero(sources != np.arange(sources.size))
-    edits = layout.no_edits(population.hparams, sources.size, policy_fields, copy_experience).replace(
-        targets=targets, sources=sources[targets], whole=np.full(targets.size, policy_fields is None))
-    rows = layout.copy_sources(population, jnp.asarray(edits.sources), policy_fields, copy_experience)
-    copied = layout.copy_rows(population, edits, rows)
-    return copied.replace(hparams=copy_members(population.hparams, jnp.asarray(sources)))
-
-
 def sources_vector(pop: int, replaced: np.ndarray, sources: np.ndarray) -> jax.Array:
-    """The full gather index for :func:`exploit`: identity except ``replaced -> sources``."""
+    """The full gather index of a round's hyperparameters: identity except ``replaced -> sources``."""
     index = np.arange(pop)
     index[replaced] = sources
     return jnp.asarray(index, jnp.int32)
