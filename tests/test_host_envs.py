@@ -16,7 +16,8 @@ import populax.runtime
 from populax.backends.host.collector import Collector, collector_keys
 from populax.cli import main
 from populax.envs import gymnax_ids
-from populax.envs.host_envs import learning_terminals, make_host_spec, make_vector_env, resolve_env
+from populax.envs.host_envs import learning_terminals, make_host_spec, make_vector_env
+from populax.envs.routing import resolve_env
 from populax.obs_norm import normalize, stats_init, stats_update
 from populax.run.config import TrainConfig
 from populax.runtime import prepare

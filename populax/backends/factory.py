@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from populax.envs.host_envs import resolve_env
 from populax.envs.jax_envs import gymnax_ids
+from populax.envs.routing import resolve_env
 from populax.population import Executor, make_executor
 
 if TYPE_CHECKING:

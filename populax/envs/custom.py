@@ -2,7 +2,7 @@
 
 Every place that builds an environment from a run's ``env`` setting (``populax train``, YAML recipes,
 ``populax resume``, ``populax eval`` and ``--video``, Ray workers) goes through
-``populax.envs.host_envs.resolve_env`` and then ``make_jax_env`` or ``make_host_spec``; those understand the
+``populax.envs.routing.resolve_env`` and then ``make_jax_env`` or ``make_host_spec``; those understand the
 forms below, so a user's environment is resolved the same way everywhere:
 
 * ``py:package.module:attribute`` -- an import path to

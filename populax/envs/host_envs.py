@@ -23,22 +23,12 @@ import numpy as np
 
 from populax.agents.base import ActionSpec
 from populax.envs.custom import is_custom, resolve_custom
-from populax.envs.jax_envs import is_brax_id
 from populax.errors import ConfigError
 
 VECTOR_MODES = ("sync", "async")
 
 # Which extra provides a family of Gymnasium environments (for "not installed" errors).
 EXTRAS = {"mujoco": ("mujoco", "populax[mujoco]"), "ale_py": ("ale_py", "populax[atari]")}
-
-
-class EnvChoice(NamedTuple):
-    """Where an ``--env`` value goes: the compiled (gymnax) or the host (Gymnasium) path."""
-
-    kind: str
-    """"gymnax", "brax", "jax" (a user's JAX environment) or "gymnasium"."""
-    env_id: str
-    """The id without its ``gymnax:``/``gymnasium:`` prefix."""
 
 
 class HostEnvSpec(NamedTuple):
@@ -74,21 +64,6 @@ def _register_ale(gym) -> bool:
 
     gym.register_envs(ale_py)
     return True
-
-
-def resolve_env(env_id: str, gymnax_ids: list[str]) -> EnvChoice:
-    """Decide the path of ``env_id``: a prefix chooses; otherwise gymnax ids stay compiled.
-
-    A user's environment (``py:module:attribute``, or an ``object:`` of the Python API; ``populax.envs.custom``)
-    goes where its kind belongs: "jax" (gymnax API or brax Env, compiled) or "gymnasium" (host)."""
-    if is_custom(env_id):  # the id keeps its prefix: make_jax_env / make_host_spec resolve it again
-        return EnvChoice(resolve_custom(env_id)[0], env_id)
-    if is_brax_id(env_id):  # brax tasks keep their prefix: it is part of the id
-        return EnvChoice("brax", env_id)
-    for kind in ("gymnax", "gymnasium"):
-        if env_id.startswith(kind + ":"):
-            return EnvChoice(kind, env_id[len(kind) + 1 :])
-    return EnvChoice("gymnax" if env_id in gymnax_ids else "gymnasium", env_id)
 
 
 def _missing_extra(env_id: str, entry_point: str) -> str | None:

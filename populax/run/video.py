@@ -58,8 +58,8 @@ class Video(NamedTuple):
 
 def video_source(env: str) -> VideoSource:
     """The Gymnasium environment that renders a run on ``env`` (``--env`` as configured); ConfigError if none."""
-    from populax.envs.host_envs import resolve_env
     from populax.envs.jax_envs import gymnax_ids
+    from populax.envs.routing import resolve_env
 
     choice = resolve_env(env, gymnax_ids())
     if choice.kind == "gymnasium":
