@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from populax.backends.compiled.offpolicy import example_transition
 from populax.buffers import buffer_add, buffer_init, replay_init
 from populax.envs.host_envs import make_host_spec, make_vector_env
+from populax.loop.offpolicy import example_transition
 from populax.memory import format_bytes, tree_bytes
 
 

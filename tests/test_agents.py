@@ -13,9 +13,10 @@ from populax.agents.base import ActionSpec, Transition, bootstrap_discount
 from populax.agents.dqn import DQNConfig, DQNHParams, double_q_target, epsilon, make_dqn
 from populax.agents.nets import TwinCritic
 from populax.agents.options import DQNOptions, PPOOptions, resolve_options
-from populax.agents.ppo import clipped_surrogate, gae
+from populax.agents.ppo import clipped_surrogate
 from populax.agents.sac import SACConfig, SACHParams, make_sac, soft_target, squashed_sample
 from populax.errors import ConfigError
+from populax.loop.onpolicy import gae
 
 
 # ---------------------------------------------------------------- SAC
@@ -201,7 +202,8 @@ def test_clipped_surrogate_by_hand():
 
 
 def test_ppo_update_improves_the_surrogate_on_a_fixed_rollout():
-    from populax.agents.ppo import ActorCritic, PPOHParams, Rollout
+    from populax.agents.base import Rollout
+    from populax.agents.ppo import ActorCritic, PPOHParams
 
     agent = ALGORITHMS["ppo"].make(AgentSpec((3,), ActionSpec(True, 2), (16,), PPOOptions(epochs=4, minibatches=2)))
     hp = PPOHParams(lr=1e-2)
@@ -236,7 +238,8 @@ def test_ppo_torsos_pick_share_and_run(shape, torso, convs):
 
 def test_ppo_minatar_cnn_acts_and_learns_shapes():
     """The shared-CNN actor-critic runs on 10x10x4 frames: actions in range, one update step."""
-    from populax.agents.ppo import PPOHParams, Rollout
+    from populax.agents.base import Rollout
+    from populax.agents.ppo import PPOHParams
 
     agent = ALGORITHMS["ppo"].make(AgentSpec((10, 10, 4), ActionSpec(True, 3), (8,), PPOOptions(epochs=1, minibatches=1)))
     state = agent.init(jax.random.key(0), None)

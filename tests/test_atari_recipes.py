@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from populax.backends.compiled.offpolicy import episode_returns
+from populax.backends.compiled.episodes import episode_returns
 from populax.backends.compiled.program import build_program
 from populax.backends.host.backend import eval_step_cap
 from populax.backends.host.collector import EVAL_STEP_LIMIT, episode_totals

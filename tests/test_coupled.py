@@ -414,7 +414,7 @@ def test_host_cemrl_credits_each_actor_only_episodes_it_acted_entirely(tmp_path,
 def sampled_actor_returns(setup, keys, agent, iterations):
     """Per member: what its actor scores in a compiled generation, replayed by hand (the generation's reset
     key from the member's key, ``iterations`` deterministic steps, each env's first episode, averaged)."""
-    from populax.backends.compiled.offpolicy import reset_envs
+    from populax.backends.compiled.episodes import reset_envs
 
     env, policy, envs = setup.backend.env, setup.backend.program.policy, setup.config.envs_per_member
 
@@ -463,9 +463,9 @@ def test_dvd_per_member_critics_fold_each_members_batch_with_its_own_gamma(tmp_p
     from populax.agents import AgentSpec, get_algorithm
     from populax.agents.base import Transition
     from populax.agents.options import resolve_options
-    from populax.backends.compiled.coupled import make_dvd_steps
     from populax.buffers import buffer_add, buffer_init
     from populax.coupled.shared_td3 import stack_one, td_targets
+    from populax.loop.coupled import make_dvd_steps
     from populax.member import take_rows
 
     config = small_config(tmp_path, "dvd-td3", "gammas", pop=2, n_step=3, algo_options=PER_MEMBER,

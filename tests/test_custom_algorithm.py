@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from cli_process import cli
 from custom_algorithm import DDPG
+from flax import struct
 
 from populax import Algorithm, ConfigError, register_algorithm
-from populax.agents import get_algorithm
+from populax.agents import ALGORITHMS, get_algorithm
+from populax.hparams import hparam
 from populax.run.checkpoint import restore
 from populax.run.resume import load_setup
 from populax.runtime import init_population
@@ -65,6 +67,13 @@ def test_ddpg_named_by_import_path_learns_pendulum_and_other_processes_find_it(t
     assert run_cli("report", str(out)).returncode == 0 and (out / "report" / "report.md").is_file()
 
 
+@struct.dataclass
+class NoDiscount:
+    """Hyperparameters without the gamma the member loop reads."""
+
+    lr: jax.Array = hparam(1e-3, "Learning rate.", valid=(0, 1), search=(1e-4, 1e-2), log=True)
+
+
 def test_registration_mistakes_are_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match="'td3' is already registered$"):
         register_algorithm(DDPG._replace(name="td3"))
@@ -72,6 +81,18 @@ def test_registration_mistakes_are_one_line_errors(tmp_path):
         register_algorithm(DDPG._replace(name="coupled-ddpg", coupled=True))
     with pytest.raises(ConfigError, match="must be a flax struct.dataclass"):
         register_algorithm(Algorithm("broken", int, DDPG.make, continuous=True, discrete=False))
+    # What the member loop reads: gamma (every TD target); on-policy also gae_lambda and a rollout length.
+    ppo = get_algorithm("ppo")
+    with pytest.raises(ConfigError, match="hparams need gamma \\(the off-policy member loop reads them\\)$"):
+        register_algorithm(DDPG._replace(name="no-gamma", hparams=NoDiscount))
+    with pytest.raises(ConfigError, match="hparams need gae_lambda \\(the on-policy"):
+        register_algorithm(ppo._replace(name="ppo-no-lambda", hparams=DDPG.hparams))
+    with pytest.raises(ConfigError, match="options dataclass needs a rollout_len field"):
+        register_algorithm(ppo._replace(name="ppo-no-rollout", options=None))
+    try:
+        assert register_algorithm(ppo._replace(name="my-ppo")).on_policy  # a complete on-policy algorithm registers
+    finally:
+        ALGORITHMS.pop("my-ppo", None)
     with pytest.raises(ConfigError, match="allowed: td3, sac, dqn, ppo, cemrl, dvd-td3"):
         get_algorithm("no-such-algo")
     out = tmp_path / "run"

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from populax.agents.base import STORED_FIELDS, Agent, Transition
-from populax.backends.compiled.offpolicy import example_transition
 from populax.backends.host.collector import Collector, collector_keys
 from populax.backends.host.member import HostPlan, make_functions
 from populax.buffers import (
@@ -27,6 +26,8 @@ from populax.buffers import (
     replay_init,
 )
 from populax.envs.host_envs import make_host_spec
+from populax.loop.offpolicy import example_transition
+from populax.loop.shape import LoopShape
 from populax.memory import tree_bytes
 from populax.population import make_executor
 
@@ -124,9 +125,9 @@ def test_real_breakout_rows_through_the_collector_rebuild_bitwise(tmp_path):
     spec = make_host_spec("ALE/Breakout-v5", terminal_on_life_loss=True, max_episode_steps=140)
     agent = Agent(init=lambda key, hp: {"w": jnp.zeros(())}, act=lambda s, obs, key, hp: jnp.zeros(obs.shape[0], jnp.int32),
                   policy=lambda s, obs: jnp.zeros(obs.shape[0], jnp.int32), update=lambda s, b, k, hp: (s, {}))
-    plan = HostPlan(envs_per_member=2, block_iterations=25, chunk_blocks=1, update_chunk=1, iterations_per_phase=1,
-                    updates_per_phase=1, learning_starts=10**9, max_policy_lag=10**9, batch_size=32, buffer_size=120,
-                    on_policy=False)  # learning never starts: the collector acts uniformly at random
+    loop = LoopShape(envs_per_member=2, iterations_per_phase=1, updates_per_phase=1, phases_per_chunk=25,
+                     learning_starts=10**9, batch_size=32, buffer_size=120)
+    plan = HostPlan(loop=loop, block_iterations=25, chunk_blocks=1, update_chunk=1, max_policy_lag=10**9)  # learning never starts: the collector acts uniformly at random
     functions = make_functions(agent, spec, plan, make_executor("vmap", 2), obs_norm=False)
     population = functions.init(jax.random.split(jax.random.key(0), 2), jnp.zeros(2))
     assert isinstance(population.experience, FrameBuffer)

@@ -204,6 +204,7 @@ def test_atari_frames_flow_through_collector_buffer_and_evaluation():
     from populax.agents.base import Agent
     from populax.backends.host.collector import evaluate
     from populax.backends.host.member import HostPlan, make_functions
+    from populax.loop.shape import LoopShape
     from populax.population import make_executor
 
     spec = make_host_spec("ALE/Pong-v5", max_episode_steps=30)
@@ -218,9 +219,9 @@ def test_atari_frames_flow_through_collector_buffer_and_evaluation():
         policy=lambda state, obs: jax.numpy.argmax(q_values(state, obs), -1),
         update=lambda state, batch, key, hp: (state, {}),
     )
-    plan = HostPlan(envs_per_member=2, block_iterations=40, chunk_blocks=1, update_chunk=1, iterations_per_phase=1,
-                    updates_per_phase=2, learning_starts=20, max_policy_lag=80, batch_size=8, buffer_size=80,
-                    on_policy=False)
+    loop = LoopShape(envs_per_member=2, iterations_per_phase=1, updates_per_phase=2, phases_per_chunk=40,
+                     learning_starts=20, batch_size=8, buffer_size=80)
+    plan = HostPlan(loop=loop, block_iterations=40, chunk_blocks=1, update_chunk=1, max_policy_lag=80)
     functions = make_functions(agent, spec, plan, make_executor("vmap", 2), obs_norm=False)
     population = functions.init(jax.random.split(jax.random.key(0), 2), jax.numpy.zeros(2))
     collector = Collector(spec, plan, functions, population, 2, "sync", seed=0, keys=collector_keys(0, 2))

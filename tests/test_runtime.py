@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import populax
-from populax.backends.compiled.offpolicy import update_phase
 from populax.backends.host.member import make_plan
 from populax.errors import ConfigError
+from populax.loop.shape import update_phase
 from populax.population import select_member
 from populax.run.checkpoint import list_checkpoints
 from populax.run.resume import resume

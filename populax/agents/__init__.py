@@ -11,6 +11,7 @@ examples/custom_algorithm.py writes DDPG that way.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -156,6 +157,18 @@ def check_algorithm(algorithm: Any, where: str) -> Algorithm:
     except Exception as error:  # noqa: BLE001 - any malformed declaration is the user's to fix, in one line
         raise ConfigError(f"--algo: {where}'s hparams must be a flax struct.dataclass whose fields are made with "
                           f"populax.hparams.hparam ({type(error).__name__}: {error})") from None
+    # What the member loop reads (``populax.loop``): every TD target or GAE discounts with ``hparams.gamma``;
+    # GAE also takes ``gae_lambda``; a rollout is ``rollout_len`` env iterations (a static option).
+    needed = ("gamma", "gae_lambda") if algorithm.on_policy else ("gamma",)
+    missing = [name for name in needed if name not in {f.name for f in dataclasses.fields(algorithm.hparams)}]
+    if missing:
+        raise ConfigError(f"--algo: {where}'s hparams need {' and '.join(missing)} (the "
+                          f"{'on' if algorithm.on_policy else 'off'}-policy member loop reads them)")
+    options = algorithm.options
+    if algorithm.on_policy and not (dataclasses.is_dataclass(options) and "rollout_len" in {
+            f.name for f in dataclasses.fields(options)}):
+        raise ConfigError(f"--algo: {where} is on-policy; its options dataclass needs a rollout_len field "
+                          f"(env iterations per rollout)")
     if algorithm.coupled:
         raise ConfigError(f"--algo: {where} is coupled; only populax's own population programs (cemrl, dvd-td3) "
                           f"couple members, a registered algorithm is one member's")

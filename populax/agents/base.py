@@ -76,6 +76,36 @@ class Agent(NamedTuple):
     update: Callable[[State, Transition, Key, HParams], tuple[State, Metrics]]
 
 
+class Rollout(NamedTuple):
+    """T steps of E environments, with what an on-policy algorithm learns from (``populax.loop.onpolicy``)."""
+
+    obs: Array
+    action: Array
+    log_prob: Array
+    value: Array
+    reward: Array
+    """Reward, plus gamma * V(final obs) where the episode was truncated (bootstrap)."""
+    done: Array
+    """1.0 where the episode ended (terminated or truncated): GAE stops there."""
+
+
+class OnPolicyAgent(NamedTuple):
+    """One on-policy member as pure functions (PPO's interface; the loop is ``populax.loop.onpolicy``).
+
+    ``init(key, hparams) -> state``
+    ``act(state, obs, key) -> (action, log_prob, value)``   sampling, batched
+    ``value(state, obs) -> value``
+    ``policy(state, obs) -> action``                        deterministic, for evaluation
+    ``update(state, rollout, advantages, returns, key, hparams) -> (state, metrics)``
+    """
+
+    init: Callable[[Key, HParams], State]
+    act: Callable[[State, Array, Key], tuple[Array, Array, Array]]
+    value: Callable[[State, Array], Array]
+    policy: Callable[[State, Array], Array]
+    update: Callable[[State, Rollout, Array, Array, Key, HParams], tuple[State, Metrics]]
+
+
 def adam_step(
     params: Any, grads: Any, opt_state: Any, lr: Array, optimizer: Any
 ) -> tuple[Any, Any]:

@@ -3,15 +3,13 @@
 Clipped surrogate objective on GAE advantages (normalised per minibatch), a
 value loss (optionally clipped), an entropy bonus, several epochs of shuffled
 minibatches per rollout, global-norm gradient clipping. On-policy: the loop
-that feeds it is ``populax.backends.compiled.onpolicy`` (or the host backend's
-rollout learner) (rollouts, no replay buffer).
+that feeds it is ``populax.loop.onpolicy`` (rollouts, no replay buffer), the same on both backends.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -19,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from populax.agents.base import ActionSpec, Array, Key, adam_step
+from populax.agents.base import ActionSpec, Array, Key, OnPolicyAgent, Rollout, adam_step
 from populax.agents.nets import TORSOS, conv_features, orthogonal_polar
 from populax.hparams import hparam
 
@@ -58,36 +56,6 @@ class PPOConfig:
     """Global gradient-norm clip of each step."""
     anneal_steps: int = 0
     """If > 0, the learning rate decays linearly to 0 over this many gradient steps."""
-
-
-class Rollout(NamedTuple):
-    """T steps of E environments, with what PPO needs to learn from them."""
-
-    obs: Array
-    action: Array
-    log_prob: Array
-    value: Array
-    reward: Array
-    """Reward, plus gamma * V(final obs) where the episode was truncated (bootstrap)."""
-    done: Array
-    """1.0 where the episode ended (terminated or truncated): GAE stops there."""
-
-
-class OnPolicyAgent(NamedTuple):
-    """One on-policy member as pure functions.
-
-    ``init(key, hparams) -> state``
-    ``act(state, obs, key) -> (action, log_prob, value)``   sampling, batched
-    ``value(state, obs) -> value``
-    ``policy(state, obs) -> action``                        deterministic, for evaluation
-    ``update(state, rollout, advantages, returns, key, hparams) -> (state, metrics)``
-    """
-
-    init: object
-    act: object
-    value: object
-    policy: object
-    update: object
 
 
 @struct.dataclass
@@ -131,40 +99,6 @@ class ActorCritic(nn.Module):
             return logits_or_mean, value
         log_std = self.param("log_std", nn.initializers.zeros, (self.action.size,))
         return (logits_or_mean, jnp.broadcast_to(log_std, logits_or_mean.shape)), value
-
-
-def gae(reward: Array, value: Array, done: Array, last_value: Array, gamma: Array, lam: Array) -> tuple[Array, Array]:
-    """Generalised advantage estimates and returns over a [T, E] rollout.
-
-    delta_t = r_t + gamma * (1 - done_t) * V(s_{t+1}) - V(s_t);
-    A_t = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}; returns = A + V.
-    """
-    next_value = jnp.concatenate([value[1:], last_value[None]], axis=0)
-    delta = reward + gamma * (1.0 - done) * next_value - value
-
-    def backward(advantage, step):
-        d, not_done = step
-        advantage = d + gamma * lam * not_done * advantage
-        return advantage, advantage
-
-    _, advantages = jax.lax.scan(backward, jnp.zeros_like(last_value), (delta, 1.0 - done), reverse=True)
-    return advantages, advantages + value
-
-
-def bootstrap_truncated(reward: Array, terminated: Array, truncated: Array, final_value: Array, gamma: Array) -> Array:
-    """The reward with ``gamma * V(final obs)`` folded in where an episode was truncated, not terminated.
-
-    Truncation is not a real end: the return goes on past the time limit, so
-    its value is bootstrapped here and GAE may then stop at every episode end.
-    """
-    return reward + truncated * (1.0 - terminated) * gamma * final_value
-
-
-def learn_rollout(agent: OnPolicyAgent, state: PPOState, rollout: Rollout, last_value: Array, key: Key,
-                  hparams: PPOHParams) -> tuple[PPOState, dict[str, Array]]:
-    """GAE over a [T, E] rollout, then PPO's epochs of minibatch updates (both backends use this)."""
-    advantages, returns = gae(rollout.reward, rollout.value, rollout.done, last_value, hparams.gamma, hparams.gae_lambda)
-    return agent.update(state, rollout, advantages, returns, key, hparams)
 
 
 def clipped_surrogate(log_prob: Array, old_log_prob: Array, advantage: Array, clip_eps: Array) -> Array:

@@ -17,8 +17,9 @@ import jax
 import numpy as np
 
 from populax.agents import Algorithm, check_action_space
-from populax.backends.compiled.offpolicy import MemberProgram, episode_returns
-from populax.backends.compiled.program import build_program
+from populax.backends.compiled.coupled import build_coupled_program
+from populax.backends.compiled.episodes import episode_returns
+from populax.backends.compiled.program import MemberProgram, build_program
 from populax.coupled import mean_policy_summary
 from populax.envs.jax_envs import JaxEnv, describe_action, make_jax_env
 from populax.member import Member, MemberEdits, apply_edits, finite_population, without_shared
@@ -45,7 +46,8 @@ class CompiledBackend:
         """``donate``: ``advance`` updates the population in place (its input's buffers are donated and
         deleted); the caller keeps what it needs from before the chunk itself (the driver does)."""
         self.config, self.env = config, env
-        self.schedule, self.program = build_program(algorithm, config, env)
+        build = build_coupled_program if algorithm.coupled else build_program
+        self.schedule, self.program = build(algorithm, config, env)
         self.executor = executor
         self.chunk_steps = self.schedule.chunk_steps
         self.num_chunks = math.ceil(config.total_steps / self.chunk_steps)

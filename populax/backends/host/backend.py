@@ -8,7 +8,7 @@ one-member pieces (agents, replay buffer, executors):
   executor call over the stacked agent states and observations;
 * the **learner** (:class:`Learner`) inserts each block of transitions into the
   stacked per-member replay buffers and runs compiled chunks of updates until
-  the update-to-data ratio is met exactly (``HostPlan.owed_updates``); an
+  the update-to-data ratio is met exactly (``LoopShape.owed_updates``); an
   on-policy member (PPO) learns from each block as one rollout instead.
 
 A chunk (the driver's unit) is ``chunk_blocks`` blocks. With ``overlap`` (off-policy
@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from populax.agents import AgentSpec, Algorithm, check_action_space
+from populax.agents import Algorithm, check_action_space
 from populax.agents.options import resolve_options
 from populax.backends.host.collector import (
     EVAL_STEP_LIMIT,
@@ -57,7 +57,7 @@ from populax.coupled import mean_policy_summary
 from populax.envs.host_envs import VECTOR_MODES, HostEnvSpec, make_host_spec
 from populax.envs.jax_envs import describe_action
 from populax.errors import ConfigError
-from populax.hparams import zero_hparams
+from populax.loop.shape import agent_spec as loop_agent_spec
 from populax.member import Member, MemberEdits, apply_edits, finite_population, member_steps, where_members
 from populax.run.config import TrainConfig
 
@@ -81,7 +81,7 @@ class Learner:
             before = member_steps(population)
             population = self.functions.insert(population, block.rows, block.stats)
             learn_from = int(np.max(np.asarray(population.learn_from)))
-            owed = self.plan.owed_updates(before, member_steps(population), learn_from)
+            owed = self.plan.loop.owed_updates(before, member_steps(population), learn_from)
             while owed > 0:
                 count = min(self.plan.update_chunk, owed)
                 learned, metrics = self.functions.learn(population, jnp.full((self.pop,), count, jnp.int32))
@@ -126,17 +126,8 @@ class HostBackend:
         self.chunk_steps = self.plan.chunk_steps
         self.num_chunks = math.ceil(config.total_steps / self.chunk_steps)
         total_steps = self.num_chunks * self.chunk_steps
-        if algorithm.on_policy:
-            rollouts = total_steps // self.plan.block_steps
-            agent_spec = AgentSpec(spec.obs_shape, spec.action, tuple(config.hidden), options,
-                                   total_updates=rollouts * options.epochs * options.minibatches)
-        else:
-            plan = self.plan
-            steps_per_update = plan.phase_steps / plan.updates_per_phase
-            agent_spec = AgentSpec(spec.obs_shape, spec.action, tuple(config.hidden), options,
-                                   steps_per_update=steps_per_update,
-                                   total_updates=max(1, plan.owed_updates(0, total_steps, config.learning_starts)),
-                                   zero_hparams=zero_hparams(algorithm.hparams, config.hp, config.pop))
+        agent_spec = loop_agent_spec(algorithm, config, spec.obs_shape, spec.action, options, self.plan.loop,
+                                     total_steps)
         self.functions = make_functions(algorithm.make(agent_spec), spec, self.plan, executor, config.obs_norm)
         self._reset_session()
 

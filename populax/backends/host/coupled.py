@@ -3,7 +3,7 @@
 The per-member parts (init, acting, inserting blocks, the deterministic
 policy) are the host backend's own ``make_functions`` with the coupled
 methods' actor as the agent; the population-level parts are the same
-``CEMRLSteps`` / ``DvDSteps`` as on gymnax (``backends/compiled/coupled.py``):
+``CEMRLSteps`` / ``DvDSteps`` as on gymnax (``populax/loop/coupled.py``):
 
 * DvD-TD3: ``learn`` runs the owed updates of a block as DvD steps (shared
   critic + joint actor step); at the chunk's end ``finish`` measures the
@@ -32,18 +32,13 @@ import numpy as np
 
 from populax.agents import AgentSpec, Algorithm
 from populax.agents.base import Agent
-from populax.backends.compiled.coupled import (
-    deterministic_act,
-    make_cemrl_steps,
-    make_dvd_steps,
-    noisy_act,
-    own_critics,
-)
 from populax.backends.host.collector import member_returns
 from populax.backends.host.member import HostFunctions, HostPlan, make_functions, make_plan
 from populax.coupled.shared_td3 import init_actor, skip_or
 from populax.envs.host_envs import HostEnvSpec
 from populax.errors import ConfigError
+from populax.loop.coupled import deterministic_act, make_cemrl_steps, make_dvd_steps, noisy_act, own_critics
+from populax.loop.shape import LoopShape
 from populax.member import Member, without_shared
 from populax.population import select_member
 from populax.run.config import TrainConfig
@@ -156,11 +151,12 @@ def generation_plan(config: TrainConfig, iterations: int) -> HostPlan:
     (which would shift episodes against generations)."""
     steps = iterations * config.envs_per_member
     total_steps = math.ceil(config.total_steps / steps) * steps
-    return HostPlan(envs_per_member=config.envs_per_member, block_iterations=iterations, chunk_blocks=1,
-                    update_chunk=1, iterations_per_phase=1, updates_per_phase=0,
-                    learning_starts=config.learning_starts, max_policy_lag=steps, batch_size=config.batch_size,
-                    buffer_size=max(steps, min(config.buffer_size, total_steps)), on_policy=False,
-                    n_step=config.n_step, random_warmup=False)
+    loop = LoopShape(envs_per_member=config.envs_per_member, iterations_per_phase=iterations, updates_per_phase=0,
+                     phases_per_chunk=1, learning_starts=config.learning_starts, batch_size=config.batch_size,
+                     buffer_size=max(steps, min(config.buffer_size, total_steps)), n_step=config.n_step,
+                     eval_episodes=config.eval_episodes, eval_max_steps=config.eval_max_steps)
+    return HostPlan(loop=loop, block_iterations=iterations, chunk_blocks=1, update_chunk=1, max_policy_lag=steps,
+                    random_warmup=False)
 
 
 def mean_policy_return(spec: HostEnvSpec, functions: HostFunctions, hooks: CoupledHooks, population: Member,
