@@ -22,7 +22,7 @@ def built_spec(algo: str, env: str, **fields):
         backend = make_host_backend(config, algorithm, env.split(":", 1)[1], executor)
         return backend.plan.loop, caught[0], backend.num_chunks * backend.chunk_steps
     backend = make_compiled_backend(config, algorithm, env, executor)
-    return backend.schedule, caught[0], backend.num_chunks * backend.chunk_steps
+    return backend.loop, caught[0], backend.num_chunks * backend.chunk_steps
 
 
 PHASE_FIELDS = ("envs_per_member", "iterations_per_phase", "updates_per_phase", "learning_starts", "batch_size",

@@ -101,7 +101,7 @@ def update_phase(envs_per_member: int, updates_per_step: float) -> tuple[int, in
     return per_iteration.denominator, per_iteration.numerator
 
 
-def make_schedule(
+def offpolicy_shape(
     *,
     envs_per_member: int,
     updates_per_step: float,
@@ -130,7 +130,7 @@ def make_schedule(
     )
 
 
-def make_onpolicy_schedule(*, envs_per_member: int, rollout_len: int, eval_every: int, eval_episodes: int,
+def onpolicy_shape(*, envs_per_member: int, rollout_len: int, eval_every: int, eval_episodes: int,
                            eval_max_steps: int = 0) -> LoopShape:
     """The on-policy loop: a phase is one rollout of ``rollout_len`` iterations and one learning step on it;
     whole rollouts per evaluation period (rounded up)."""

@@ -47,9 +47,9 @@ class CompiledBackend:
         deleted); the caller keeps what it needs from before the chunk itself (the driver does)."""
         self.config, self.env = config, env
         build = build_coupled_program if algorithm.coupled else build_program
-        self.schedule, self.program = build(algorithm, config, env)
+        self.loop, self.program = build(algorithm, config, env)
         self.executor = executor
-        self.chunk_steps = self.schedule.chunk_steps
+        self.chunk_steps = self.loop.chunk_steps
         self.num_chunks = math.ceil(config.total_steps / self.chunk_steps)
         self._evaluate = executor(self.program.evaluate)
         self._init_agents = init_members(self.program.init_agent)

@@ -53,7 +53,7 @@ from populax.coupled.shared_td3 import ActorState, Nets, finite_rows, init_actor
 from populax.envs.jax_envs import JaxEnv
 from populax.loop.coupled import deterministic_act, make_cemrl_steps, make_dvd_steps, noisy_act, own_critics, per_member
 from populax.loop.offpolicy import example_transition
-from populax.loop.shape import LoopShape, make_schedule
+from populax.loop.shape import LoopShape, offpolicy_shape
 from populax.member import Member, without_shared
 from populax.population import init_members
 from populax.run.config import TrainConfig
@@ -114,13 +114,13 @@ def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions,
     # (members' learn_from = learning_starts) gates only the critic and actor gradient steps.
     # A chunk is one generation: one phase of ``iterations`` env iterations, no random warm-up (learning_starts 0
     # in the shape), the gradient steps in ``begin`` (none in the phase).
-    schedule = LoopShape(envs_per_member=envs, iterations_per_phase=iterations, updates_per_phase=0,
+    shape = LoopShape(envs_per_member=envs, iterations_per_phase=iterations, updates_per_phase=0,
                          phases_per_chunk=1, batch_size=config.batch_size,
                          buffer_size=min(config.buffer_size, config.total_steps), n_step=config.n_step,
                          eval_episodes=config.eval_episodes, eval_max_steps=config.eval_max_steps)
-    steps = make_cemrl_steps(config, nets, options, schedule.chunk_steps)
-    init_member = member_init(nets, env, schedule.buffer_size, envs, config.learning_starts)
-    env_iteration = make_env_iteration(deterministic_act(nets), env, schedule, store=finite_rows)
+    steps = make_cemrl_steps(config, nets, options, shape.chunk_steps)
+    init_member = member_init(nets, env, shape.buffer_size, envs, config.learning_starts)
+    env_iteration = make_env_iteration(deterministic_act(nets), env, shape, store=finite_rows)
     policy, evaluate, init_agent = actor_functions(config, env, nets, own_critic=False)
 
     def init_population(keys: jax.Array, hparams: Any) -> Member:
@@ -150,7 +150,7 @@ def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions,
         metrics.update(told, train_return=fitness, mean_policy_return=jnp.full((config.pop,), mean_return))
         return population.replace(shared=population.shared.replace(key=key)), metrics
 
-    return schedule, PopulationProgram(init_population, init_agent, train_chunk, evaluate, policy)
+    return shape, PopulationProgram(init_population, init_agent, train_chunk, evaluate, policy)
 
 
 # --------------------------------------------------------------------------------------------- DvD-TD3
@@ -158,14 +158,14 @@ def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions,
 
 def make_dvd_program(config: TrainConfig, env: JaxEnv, options: DvDOptions, nets: Nets) -> tuple[LoopShape, PopulationProgram]:
     """DvD-TD3's chunk (see the module docstring)."""
-    schedule = make_schedule(envs_per_member=config.envs_per_member, updates_per_step=config.updates_per_step,
+    shape = offpolicy_shape(envs_per_member=config.envs_per_member, updates_per_step=config.updates_per_step,
                              eval_every=config.eval_every, learning_starts=config.learning_starts,
                              batch_size=config.batch_size, buffer_size=min(config.buffer_size, config.total_steps),
                              eval_episodes=config.eval_episodes, eval_max_steps=config.eval_max_steps)
     steps = make_dvd_steps(config, nets, options)
     own = own_critics(options)
-    init_member = member_init(nets, env, schedule.buffer_size, config.envs_per_member, config.learning_starts, own)
-    env_iteration = jax.vmap(lambda member: make_env_iteration(noisy_act(nets), env, schedule, store=finite_rows)(
+    init_member = member_init(nets, env, shape.buffer_size, config.envs_per_member, config.learning_starts, own)
+    env_iteration = jax.vmap(lambda member: make_env_iteration(noisy_act(nets), env, shape, store=finite_rows)(
         member, None)[0])
     policy, evaluate, init_agent = actor_functions(config, env, nets, own)
 
@@ -174,21 +174,21 @@ def make_dvd_program(config: TrainConfig, env: JaxEnv, options: DvDOptions, nets
 
     def phase(population: Member, _) -> tuple[Member, dict[str, jax.Array]]:
         members, _ = jax.lax.scan(lambda m, _: (env_iteration(m), None), without_shared(population),
-                                  length=schedule.iterations_per_phase)
+                                  length=shape.iterations_per_phase)
         return jax.lax.scan(lambda p, _: steps.learn(p), members.replace(shared=population.shared),
-                            length=schedule.updates_per_phase)
+                            length=shape.updates_per_phase)
 
     def train_chunk(population: Member) -> tuple[Member, dict[str, jax.Array]]:
-        population, metrics = jax.lax.scan(phase, population, length=schedule.phases_per_chunk)
+        population, metrics = jax.lax.scan(phase, population, length=shape.phases_per_chunk)
         train_returns = jnp.nanmean(population.env.last_episode_return, axis=1)
         population, chunk_metrics = steps.finish(population, train_returns)
         return population, {**per_member(metrics, config.pop), **chunk_metrics, "train_return": train_returns}
 
-    return schedule, PopulationProgram(init_population, init_agent, train_chunk, evaluate, policy)
+    return shape, PopulationProgram(init_population, init_agent, train_chunk, evaluate, policy)
 
 
 def build_coupled_program(algorithm: Algorithm, config: TrainConfig, env: JaxEnv) -> tuple[LoopShape, PopulationProgram]:
-    """(schedule, program) of the coupled ``algorithm`` (its ``make`` builds the networks)."""
+    """(shape, program) of the coupled ``algorithm`` (its ``make`` builds the networks)."""
     options = resolve_options(algorithm.options, config.algo_options, algorithm.name)
     nets = algorithm.make(AgentSpec(env.obs_shape, env.action, tuple(config.hidden), options))
     if algorithm.name == "cemrl":

@@ -31,7 +31,7 @@ from populax.buffers import buffer_init
 from populax.envs.jax_envs import JaxEnv
 from populax.loop.offpolicy import example_transition, exploring, make_offpolicy_loop, observe
 from populax.loop.onpolicy import make_onpolicy_loop
-from populax.loop.shape import LoopShape, agent_spec, make_onpolicy_schedule, make_schedule
+from populax.loop.shape import LoopShape, agent_spec, offpolicy_shape, onpolicy_shape
 from populax.member import EnvSlots, Member
 from populax.run.config import TrainConfig
 
@@ -161,11 +161,11 @@ def build_program(algorithm: Algorithm, config: TrainConfig, env: JaxEnv) -> tup
     says; ConfigError on bad options."""
     options = resolve_options(algorithm.options, config.algo_options, algorithm.name)
     if algorithm.on_policy:
-        shape = make_onpolicy_schedule(envs_per_member=config.envs_per_member, rollout_len=options.rollout_len,
+        shape = onpolicy_shape(envs_per_member=config.envs_per_member, rollout_len=options.rollout_len,
                                        eval_every=config.eval_every, eval_episodes=config.eval_episodes,
                                        eval_max_steps=config.eval_max_steps)
     else:
-        shape = make_schedule(envs_per_member=config.envs_per_member, updates_per_step=config.updates_per_step,
+        shape = offpolicy_shape(envs_per_member=config.envs_per_member, updates_per_step=config.updates_per_step,
                               eval_every=config.eval_every, learning_starts=config.learning_starts,
                               batch_size=config.batch_size, buffer_size=min(config.buffer_size, config.total_steps),
                               eval_episodes=config.eval_episodes, eval_max_steps=config.eval_max_steps,
