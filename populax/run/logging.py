@@ -14,6 +14,13 @@ def _clean(value: float) -> float | None:
     return float(value) if math.isfinite(float(value)) else None
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSONL file (empty when it does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 class RunLogger:
     """Appends one JSON record per member per evaluation, mirrors scalars to TensorBoard."""
 

@@ -8,20 +8,14 @@ traces its ancestry.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
 
+from populax.run.logging import read_jsonl
+
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSONL file (empty when it does not exist)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def write_lineage_plot(run_dir: str | Path) -> Path | None:

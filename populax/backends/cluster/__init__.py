@@ -54,7 +54,7 @@ from populax.hparams import member_hparams
 from populax.member import Member, MemberEdits, member_steps, refill_point, take_rows
 from populax.population import vmap_executor
 from populax.run.config import TrainConfig, config_to_dict
-from populax.strategies.plots import read_jsonl
+from populax.run.logging import read_jsonl
 
 MAX_RESTARTS = 3
 """Times Ray restarts one worker before the run gives up."""
