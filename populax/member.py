@@ -89,6 +89,72 @@ class Member:
     """Population-level state of a coupled algorithm (no member axis; see the module docstring), or None."""
 
 
+@struct.dataclass
+class Cohorts:
+    """A population whose members differ in static settings (issue 25: ``populax.cohorts``): one stacked
+    :class:`Member` block per cohort, as checkpoints and a run's result hold it (one stack cannot: the
+    blocks' arrays have different shapes)."""
+
+    blocks: dict[str, Member]
+    """Cohort label -> its members, stacked in member order (a cohort without members is absent)."""
+    assignment: Any
+    """int [N]: each member's cohort, an index into ``labels``."""
+    labels: tuple[str, ...] = struct.field(pytree_node=False, default=())
+    """Cohort index -> label (every cohort of the run, with or without members)."""
+
+    def members(self, label: str) -> np.ndarray:
+        """Member indices of cohort ``label``, in the order of its block's rows."""
+        return np.flatnonzero(np.asarray(self.assignment) == self.labels.index(label))
+
+    def locate(self, member: int) -> tuple[str, int]:
+        """(cohort label, row in its block) of ``member``."""
+        label = self.labels[int(np.asarray(self.assignment)[member])]
+        return label, int(np.searchsorted(self.members(label), member))
+
+    def in_member_order(self, part: Any) -> Any:
+        """``part(block)`` of every block, stacked in member order (a pytree with a leading axis of N)."""
+        order = np.concatenate([self.members(label) for label in self.blocks])
+        stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs), *(part(block) for block in self.blocks.values()))
+        return jax.tree.map(lambda x: x[np.argsort(order)], stacked)
+
+    @property
+    def env_steps(self) -> Any:
+        """Every member's env steps, in member order."""
+        return self.in_member_order(lambda block: block.env_steps)
+
+    @property
+    def hparams(self) -> Any:
+        """Every member's hyperparameters, in member order (one algorithm: one hyperparameter type)."""
+        return self.in_member_order(lambda block: block.hparams)
+
+    @property
+    def experience(self) -> Any:
+        """The blocks' replay buffers by label (None values for on-policy members)."""
+        return {label: block.experience for label, block in self.blocks.items()}
+
+
+def map_blocks(fn: Any, population: Member | Cohorts) -> Member | Cohorts:
+    """``fn`` of a population, or of each cohort's block of a mixed-shape one."""
+    if isinstance(population, Cohorts):
+        return population.replace(blocks={label: fn(block) for label, block in population.blocks.items()})
+    return fn(population)
+
+
+def member_row(population: Member | Cohorts, member: int) -> Member:
+    """One member's state without the member axis (in a mixed-shape population: from its cohort's block)."""
+    if isinstance(population, Cohorts):
+        label, member = population.locate(member)
+        population = population.blocks[label]
+    return jax.tree.map(lambda x: x[member], without_shared(population))
+
+
+def driver_view(env_steps: Any, hparams: Any) -> Member:
+    """What the driver holds of members that live elsewhere (Ray workers, the cohorts of a mixed-shape
+    population): step counts and hyperparameters; every state field is None."""
+    return Member(agent=None, hparams=hparams, obs_stats=None, experience=None, env=None, env_steps=env_steps,
+                  learn_from=None, key=None)
+
+
 def without_shared(population: Member) -> Member:
     """The member-axis part of the population (what ``jax.vmap`` over members, or selecting one, may see)."""
     return population.replace(shared=None)
@@ -104,7 +170,7 @@ def where_members(mask: np.ndarray, new: Any, old: Any) -> Any:
     return jax.tree.map(pick, new, old)
 
 
-def kept_before_chunk(population: Member) -> Member:
+def kept_before_chunk(population: Member | Cohorts) -> Member | Cohorts:
     """A copy of what failure handling restores, taken before a chunk that updates the population in place.
 
     Everything but the replay buffers' transitions: agents, hyperparameters,
@@ -113,9 +179,11 @@ def kept_before_chunk(population: Member) -> Member:
     transitions again, ``buffer_rewind_to``). The transitions are most of a
     member's memory: keeping them too would hold every buffer twice.
     """
-    experience = population.experience
-    small = population.replace(experience=None if experience is None else buffer_without_transitions(experience))
-    return jax.tree.map(jnp.copy, small)
+    def small(members: Member) -> Member:
+        experience = members.experience
+        return members.replace(experience=None if experience is None else buffer_without_transitions(experience))
+
+    return jax.tree.map(jnp.copy, map_blocks(small, population))
 
 
 def drop_chunk_transitions(population: Member, kept: Member, members: np.ndarray, refill: int) -> Member:
@@ -137,11 +205,16 @@ def drop_chunk_transitions(population: Member, kept: Member, members: np.ndarray
     return population.replace(experience=experience, learn_from=learn_from)
 
 
-def refill_point(config: TrainConfig, population: Member) -> Member:
+def refill_point(config: TrainConfig, population: Member | Cohorts) -> Member | Cohorts:
     """After a resume without replay buffers (the driver's, or a Ray block reloaded from such a checkpoint): no
-    updates until each buffer holds max(batch, learning_starts) transitions."""
-    steps = jnp.asarray(population.env_steps)
-    return population.replace(learn_from=steps + max(config.batch_size, config.learning_starts))
+    updates until each buffer holds max(batch, learning_starts) transitions (on-policy members are unchanged)."""
+    def refill(members: Member) -> Member:
+        if members.experience is None:
+            return members
+        steps = jnp.asarray(members.env_steps)
+        return members.replace(learn_from=steps + max(config.batch_size, config.learning_starts))
+
+    return map_blocks(refill, population)
 
 
 @partial(jax.jit, donate_argnums=0)
@@ -221,6 +294,9 @@ class MemberEdits:
     """bool [C]: the copy takes the whole agent (a failed target), not only ``policy_fields``."""
     frozen: np.ndarray
     """bool [N]: members put back to their state before the chunk (independent, --on-failure freeze)."""
+    cohorts: Any = None
+    """int [N]: each member's cohort after the edits, in a mixed-shape population (``populax.cohorts``; a copy
+    from another cohort moves its target there), else None."""
     policy_fields: tuple[str, ...] | None = struct.field(pytree_node=False, default=None)
     """Agent fields a policy-only copy takes (None: every copy takes the whole agent)."""
     copy_experience: bool = struct.field(pytree_node=False, default=False)

@@ -61,6 +61,24 @@ def bootstrap_discount(batch: Transition, gamma: Array) -> Array:
     return discount * (1.0 - batch.terminated)
 
 
+class Distill(NamedTuple):
+    """How a network of one shape learns to answer like a network of another (BG-PBT's distillation; a
+    mixed-shape population's move to another cohort, ``populax.loop.distill``).
+
+    ``outputs(state, batch) -> pytree``            what the networks answer on a replay batch (the teacher's,
+                                                   computed with the teacher's own agent functions)
+    ``imitate(state, batch, targets) -> (state, loss)``  one gradient step of the student towards ``targets``
+                                                   (its targets follow its online networks)
+    """
+
+    outputs: Callable[[State, Transition], Any]
+    imitate: Callable[[State, Transition, Any], tuple[State, Array]]
+
+
+DISTILL_LR = 1e-3
+"""Adam learning rate of a distillation step (a regression onto fixed targets, not RL)."""
+
+
 class Agent(NamedTuple):
     """One member's algorithm as pure functions.
 
@@ -68,12 +86,14 @@ class Agent(NamedTuple):
     ``act(state, obs, key, hparams) -> action``   exploratory, batched over obs
     ``policy(state, obs) -> action``              deterministic, for evaluation
     ``update(state, batch, key, hparams) -> (state, metrics)``
+    ``distill``: optional (:class:`Distill`), for ``--pbt-cross-cohort distill``
     """
 
     init: Callable[[Key, HParams], State]
     act: Callable[[State, Array, Key, HParams], Array]
     policy: Callable[[State, Array], Array]
     update: Callable[[State, Transition, Key, HParams], tuple[State, Metrics]]
+    distill: Distill | None = None
 
 
 class Rollout(NamedTuple):

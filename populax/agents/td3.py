@@ -16,9 +16,11 @@ import optax
 from flax import struct
 
 from populax.agents.base import (
+    DISTILL_LR,
     ActionSpec,
     Agent,
     Array,
+    Distill,
     Key,
     Transition,
     adam_step,
@@ -156,4 +158,20 @@ def make_td3(config: TD3Config) -> Agent:
         metrics = {"critic_loss": c_loss, "q_mean": q_mean, "actor_loss": a_loss}
         return state, metrics
 
-    return Agent(init=init, act=act, policy=policy, update=update)
+    def outputs(state: TD3State, batch: Transition) -> dict:
+        """What distillation matches: the actor's actions and both critics' values of the stored actions."""
+        return {"action": actor_net.apply(state.actor, batch.obs),
+                "q": critic_net.apply(state.critic, batch.obs, batch.action)}
+
+    def imitate(state: TD3State, batch: Transition, targets: dict) -> tuple[TD3State, Array]:
+        def loss(actor: dict, critic: dict) -> Array:
+            mine = outputs(state.replace(actor=actor, critic=critic), batch)
+            return sum(jnp.mean((a - b) ** 2) for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(targets)))
+
+        value, (actor_grads, critic_grads) = jax.value_and_grad(loss, argnums=(0, 1))(state.actor, state.critic)
+        actor, actor_opt = adam_step(state.actor, actor_grads, state.actor_opt, DISTILL_LR, OPTIMIZER)
+        critic, critic_opt = adam_step(state.critic, critic_grads, state.critic_opt, DISTILL_LR, OPTIMIZER)
+        return state.replace(actor=actor, critic=critic, actor_target=actor, critic_target=critic,
+                             actor_opt=actor_opt, critic_opt=critic_opt), value
+
+    return Agent(init=init, act=act, policy=policy, update=update, distill=Distill(outputs, imitate))

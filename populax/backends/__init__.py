@@ -28,7 +28,7 @@ behind this small interface:
 ==================================  ==================================================
 
 A backend that a Ray worker wraps around a block of members (``BlockBackend``: compiled and host) also has
-``run_block(first_member, run_pop)`` (the block's place in the run, for its keys) and ``init_agents(keys,
+``run_block(members, run_pop)`` (the block's members in the run, for their keys) and ``init_agents(keys,
 hparams)`` (fresh agents only: a failed member's re-initialisation). ``tests/test_backends.py`` checks that every
 backend class has every method of its protocol, with the protocol's parameters.
 
@@ -45,7 +45,7 @@ backend class has every method of its protocol, with the protocol's parameters.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -91,6 +91,6 @@ class Backend(Protocol):
 class BlockBackend(Backend, Protocol):
     """A backend that runs a block of a run's members on a Ray worker (``backends/cluster/worker.py``)."""
 
-    def run_block(self, first_member: int, run_pop: int) -> None: ...
+    def run_block(self, members: Sequence[int], run_pop: int) -> None: ...
 
     def init_agents(self, keys: Any, hparams: Any) -> Any: ...

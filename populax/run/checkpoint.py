@@ -39,6 +39,7 @@ from flax import serialization
 
 from populax.coupled.dvd import bandit_init
 from populax.errors import ConfigError
+from populax.member import Cohorts
 
 CHECKPOINT_DIR = "checkpoints"
 STATE_FILE = "state.msgpack"
@@ -139,7 +140,8 @@ def save_checkpoint(
     if extra is not None:
         payload["extra"] = to_host(extra)
     if not with_buffer:
-        payload["population"]["experience"] = None
+        for members in saved_blocks(payload["population"]):
+            members["experience"] = None
     data = serialization.msgpack_serialize(payload)
     manifest = {
         **manifest,
@@ -199,11 +201,19 @@ def verify(path: Path) -> tuple[dict[str, Any], bytes]:
     return manifest, data
 
 
+def saved_blocks(saved: dict) -> list[dict]:
+    """The member blocks of a saved population: itself, or each cohort's of a mixed-shape one (``Cohorts``)."""
+    return list(saved["blocks"].values()) if "blocks" in saved else [saved]
+
+
 def restore(path: Path, template: Any, initial_hparams: Any = None) -> Checkpoint:
     """Read the checkpoint at ``path`` into the structure of ``template``.
 
     ``template`` is the population as ``init`` makes it (arrays or
-    ``jax.ShapeDtypeStruct``s); its typed keys are rebuilt from key data, and a
+    ``jax.ShapeDtypeStruct``s), or for a mixed-shape population a function of
+    the saved cohort assignment returning it (:class:`~populax.member.Cohorts`:
+    members move between cohorts, so the blocks' sizes are the checkpoint's);
+    its typed keys are rebuilt from key data, and a
     checkpoint saved without replay buffers gets the template's (empty) ones.
     A hyperparameter the checkpoint lacks (written before it existed) takes
     its value in ``initial_hparams``, the run's drawn hyperparameters.
@@ -215,6 +225,25 @@ def restore(path: Path, template: Any, initial_hparams: Any = None) -> Checkpoin
                           f"{manifest.get('format')}; this version reads {FORMAT_VERSION}); start a new run")
     payload = serialization.msgpack_restore(data)
     saved = payload["population"]
+    if callable(template):
+        if "assignment" not in saved:
+            raise ValueError("does not fit this run's configuration (not a mixed-shape population)")
+        template = template(np.asarray(saved["assignment"]))
+    if isinstance(template, Cohorts):
+        if set(saved.get("blocks", {})) != set(template.blocks):
+            raise ValueError("does not fit this run's configuration (other cohorts)")
+        blocks = {label: fit_members(saved["blocks"][label], block, initial_hparams)
+                  for label, block in template.blocks.items()}
+        population = template.replace(blocks=blocks, assignment=jnp.asarray(saved["assignment"], jnp.int32))
+    else:
+        population = fit_members(saved, template, initial_hparams)
+    return Checkpoint(path=path, manifest=manifest, population=population, strategy=payload.get("strategy"),
+                      extra=payload.get("extra"))
+
+
+def fit_members(saved: dict, template: Any, initial_hparams: Any) -> Any:
+    """A saved block of members (a state dict) read into ``template``'s structure, shapes and dtypes, with
+    what older checkpoints lack filled in (see :func:`restore`); ValueError when it does not fit."""
     host_template = jax.tree.map(
         lambda t: np.zeros(jax.eval_shape(jax.random.key_data, t).shape, np.uint32) if is_key(t) else np.zeros(t.shape, t.dtype),
         template,
@@ -247,9 +276,7 @@ def restore(path: Path, template: Any, initial_hparams: Any = None) -> Checkpoin
             raise ValueError(f"does not fit this run's configuration (array {np.shape(x)} vs {t.shape})")
         return jnp.asarray(x, dtype=t.dtype)
 
-    population = jax.tree.map(load, template, state)
-    return Checkpoint(path=path, manifest=manifest, population=population, strategy=payload.get("strategy"),
-                      extra=payload.get("extra"))
+    return jax.tree.map(load, template, state)
 
 
 def fresh_bandit(template: Any) -> dict:

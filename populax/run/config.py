@@ -78,6 +78,17 @@ class TrainConfig:
     """PBT explore: perturb (x0.8/x1.2, or resample with pbt_resample_prob) or resample (always, the paper)."""
     pbt_resample_prob: float = 0.25
     """PBT explore: probability of resampling a hyperparameter from its prior instead of perturbing it."""
+    pbt_cross_cohort: str = "copy"
+    """Mixed-shape populations (--hp.hidden choice:64x64,256x256, ...): how a member that copies a member of another
+    cohort is re-created in the new shape: copy (it takes the source's static settings, so the weights copy
+    as they are), distill (a fresh network of the new shape taught the source's outputs on the source's replay
+    states, BG-PBT), fresh (a fresh init with the source's hyperparameters)."""
+    pbt_static_explore: float = 0.0
+    """Mixed-shape populations: probability that PBT/PB2's explore moves each static setting of a copied member to
+    a neighbouring value; where that changes the network's shape, copy is impossible and the member is distilled
+    (fresh when the algorithm has no distillation)."""
+    distill_steps: int = 500
+    """--pbt-cross-cohort distill: gradient steps of one distillation (batches of the member's batch size)."""
     on_failure: str = "reinit"
     """independent: a member whose parameters or losses become NaN/Inf is re-initialised (reinit) or frozen (freeze)."""
     checkpoint_every: int = 0
@@ -234,6 +245,10 @@ def check_ranges(config: TrainConfig) -> None:
     if config.n_step > 1 and config.algo == "ppo":
         raise ConfigError(f"--n-step applies to the off-policy algorithms (td3, sac, dqn, cemrl, dvd-td3); ppo's "
                           f"returns are GAE (--hp.gae-lambda): allowed 1 (got {config.n_step})")
+    if not 0 <= config.pbt_static_explore <= 1:
+        raise ConfigError(f"--pbt-static-explore must be a probability in [0, 1] (got {config.pbt_static_explore})")
+    if config.distill_steps < 1:
+        raise ConfigError(f"--distill-steps must be >= 1 (got {config.distill_steps})")
     if not config.updates_per_step > 0:
         raise ConfigError(f"--updates-per-step must be > 0 (got {config.updates_per_step})")
 

@@ -21,12 +21,11 @@ import jax
 import numpy as np
 
 from populax.errors import ConfigError
-from populax.member import without_shared
-from populax.population import select_member
+from populax.member import Cohorts, member_row
 from populax.run.checkpoint import Checkpoint, config_hash, latest_checkpoint
 from populax.run.config import TrainConfig, build_config, load_recipe
 from populax.runtime.driver import Progress, TrainResult, run
-from populax.runtime.setup import RunSetup, init_population, prepare
+from populax.runtime.setup import RunSetup, init_population, member_keys, prepare
 
 
 def _stderr(message: str) -> None:
@@ -50,13 +49,18 @@ def load_setup(run_dir: str | Path) -> RunSetup:
 
 def load_checkpoint(setup: RunSetup, warn: Callable[[str], None] = _stderr) -> Checkpoint:
     """The newest good checkpoint of the run, checked against its configuration."""
-    template = jax.eval_shape(lambda: init_population(setup))
+    shapes = jax.eval_shape(lambda: init_population(setup))
+    template = shapes
+    if isinstance(shapes, Cohorts):  # members moved between cohorts: the blocks' sizes are the checkpoint's
+        def template(assignment: np.ndarray) -> Cohorts:
+            keys = member_keys(setup.config.seed, setup.config.pop)
+            return jax.eval_shape(lambda: setup.backend.init_blocks(keys, setup.hparams, assignment))
     checkpoint = latest_checkpoint(setup.run_dir, template, warn=warn, initial_hparams=setup.hparams)
     expected = config_hash(setup.run_dir)
     if checkpoint.manifest.get("config_hash") != expected:
         raise ConfigError(f"RUN: {setup.run_dir / 'config.yaml'} changed since {checkpoint.path.name} was written; "
                           "restore it or start a new run")
-    if not checkpoint.manifest.get("buffer_saved", True) and template.experience is not None:
+    if not checkpoint.manifest.get("buffer_saved", True) and jax.tree.leaves(shapes.experience):
         config = setup.config
         warn(f"populax: this checkpoint has no replay buffers (--save-buffer false, or over 2 GB); they refill first: "
              f"no updates until each holds {max(config.batch_size, config.learning_starts):,} new transitions "
@@ -88,7 +92,7 @@ def evaluate_saved_member(
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1 (got {episodes})")
     checkpoint = load_checkpoint(setup, warn)
-    state = select_member(without_shared(checkpoint.population), member)
+    state = member_row(checkpoint.population, member)
     # The run's last evaluation: of the last finished chunk (a host checkpoint may be taken inside a chunk).
     manifest = checkpoint.manifest
     evaluated = max(0, manifest.get("chunks_done", manifest["chunk"] + 1) - 1)

@@ -209,8 +209,7 @@ def record_member_video(run_dir: str | Path, member: int, path: str | Path, seed
     anything is loaded or written. Returns the video and the checkpoint used.
     """
     from populax.envs.host_envs import make_host_spec
-    from populax.member import without_shared
-    from populax.population import select_member
+    from populax.member import member_row
     from populax.run.resume import check_member, load_checkpoint, load_config, load_setup
 
     config = load_config(run_dir)
@@ -220,7 +219,7 @@ def record_member_video(run_dir: str | Path, member: int, path: str | Path, seed
     require_writer()
     setup = load_setup(run_dir)
     checkpoint = load_checkpoint(setup, warn)
-    state = select_member(without_shared(checkpoint.population), member)
+    state = member_row(checkpoint.population, member)
     # pygame (classic control) draws off-screen: no display, no sound card, no complaints about either.
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")

@@ -32,12 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from populax._version import __version__
 from populax.hparams import member_hparams
-from populax.member import Member, kept_before_chunk, member_steps, refill_point
+from populax.member import Member, kept_before_chunk, member_row, member_steps, refill_point
 from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
 from populax.run.compile_clock import CompileClock
 from populax.run.config import TrainConfig
@@ -297,7 +296,7 @@ def write_summary(
     """
     pop = setup.config.pop
     steps_per_member = member_steps(population)
-    updates_per_member = int(np.asarray(getattr(population.agent, "updates", jnp.zeros(pop)))[0])
+    updates_per_member = int(np.asarray(getattr(member_row(population, 0).agent, "updates", 0)))
     finite = np.where(np.isfinite(returns), returns, -np.inf)
     summary = {
         "algo": setup.config.algo,

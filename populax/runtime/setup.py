@@ -16,12 +16,23 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 import yaml
 
 from populax.agents import BUILTIN, Algorithm, get_algorithm
 from populax.agents.options import resolve_options
 from populax.backends import Backend
+from populax.backends.cohorts import CohortBackend, can_distill
 from populax.backends.factory import make_local_backend
+from populax.cohorts import (
+    StaticSpace,
+    constant_settings,
+    initial_assignment,
+    setting_flag,
+    spec_text,
+    split_static,
+    static_space,
+)
 from populax.coupled.hparams import check_shared_hparams
 from populax.envs.custom import OBJECT_PREFIX, env_setting
 from populax.errors import ConfigError
@@ -30,7 +41,7 @@ from populax.importpath import PY_PREFIX
 from populax.member import Member
 from populax.memory import check_population_fits
 from populax.population import executor_shards
-from populax.run.config import TrainConfig, check_ranges, config_to_dict
+from populax.run.config import FIELDS, TrainConfig, check_ranges, config_to_dict
 from populax.strategies import check_strategy_config
 from populax.strategies.space import Dim, make_space
 
@@ -53,6 +64,10 @@ class RunSetup(NamedTuple):
     ready_interval: int
     """PBT/PB2: env steps per member between rounds."""
     run_dir: Path
+    space: StaticSpace | None = None
+    """Mixed-shape populations: the static settings that differ between members (None: one shape)."""
+    assignment: np.ndarray | None = None
+    """Mixed-shape populations: each member's initial cohort (an index into ``space.settings``)."""
 
     @property
     def num_chunks(self) -> int:
@@ -74,10 +89,15 @@ def default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{clean(config.algo)}-{clean(config.env)}-{stamp}"
 
 
-def make_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None = None) -> Backend:
+def make_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None = None,
+                 space: StaticSpace | None = None, assignment: np.ndarray | None = None) -> Backend:
     """The run's backend: ``--executor ray`` runs blocks of members on Ray workers (``populax.backends.cluster``),
     any other executor runs them on this machine (``populax.backends.factory``: compiled for gymnax and
-    brax:NAME ids, host for Gymnasium/ALE ids)."""
+    brax:NAME ids, host for Gymnasium/ALE ids); a mixed-shape population (``space``) one block per cohort
+    (``populax.backends.cohorts``)."""
+    if space is not None:
+        check_mixed_config(config, algorithm, space)
+        return CohortBackend(config, algorithm, space, assignment)
     if config.executor != "ray":
         return make_local_backend(config, algorithm)
     # Ray workers rebuild the run from its settings in their own processes: what only this process knows is refused.
@@ -92,16 +112,36 @@ def make_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None
     return make_ray_backend(config, algorithm, run_dir)
 
 
+def check_mixed_config(config: TrainConfig, algorithm: Algorithm, space: StaticSpace) -> None:
+    """ConfigError (one line, naming the setting) for what a mixed-shape population does not run."""
+    flag = setting_flag(space.names[0])
+    if algorithm.coupled:
+        raise ConfigError(f"{flag}: {config.algo} couples its members through state of one shape (a shared critic); "
+                          "static settings cannot differ between its members")
+    if config.executor == "ray":
+        raise ConfigError(f"--executor ray: mixed-shape populations ({flag}) run on one machine for now; "
+                          "use auto")
+    if config.executor == "sharded":
+        raise ConfigError(f"--executor sharded: cohort sizes change as members move between cohorts ({flag}); "
+                          "use auto, which shards a cohort whose size the devices divide")
+
+
 def prepare(config: TrainConfig) -> RunSetup:
     """Validate ``config`` and build the run's objects; raises ConfigError, writes nothing.
 
     ``config.env`` may be a user's environment object (the Python API): the run records its import path, or
-    names it for this process only (``populax.envs.custom.env_setting``)."""
+    names it for this process only (``populax.envs.custom.env_setting``). Static settings given per member
+    (``--hp.hidden choice:64x64,256x256``) make a mixed-shape population (``populax.cohorts``)."""
     config = with_env_setting(config)
     check_ranges(config)
     algorithm = get_algorithm(config.algo)
+    static, traced = split_static(config.hp, config.pop, FIELDS)
+    config = dataclasses.replace(config, hp=traced, **constant_settings(static))
+    check_ranges(config)
+    space = static_space(static)
+    assignment = None if space is None else initial_assignment(space, config.seed, config.pop)
     run_dir = Path(config.out) if config.out else default_run_dir(config)
-    backend = make_backend(config, algorithm, run_dir)
+    backend = make_backend(config, algorithm, run_dir, space, assignment)
     specs = resolve_specs(algorithm.hparams, config.hp, config.pop)
     hparams = sample_population(algorithm.hparams, specs, jax.random.fold_in(jax.random.key(config.seed), HPARAM_KEY),
                                 config.pop)
@@ -117,11 +157,29 @@ def prepare(config: TrainConfig) -> RunSetup:
     # local CPU instance (this host's RAM): on a cluster's nodes or one GPU per worker, one block counts.
     ray = config.executor == "ray"
     shards = config.workers if ray else executor_shards(config.executor, config.pop)
-    check_population_fits(backend.init_population, member_keys(config.seed, config.pop), hparams, shards=shards,
-                          donated=in_place(config), separate_memories=ray and bool(config.ray_address or config.worker_gpus))
+    keys = member_keys(config.seed, config.pop)
+    if space is None:
+        check_population_fits(backend.init_population, keys, hparams, shards=shards, donated=in_place(config),
+                              separate_memories=ray and bool(config.ray_address or config.worker_gpus))
+    else:  # members move between cohorts: every cohort must hold the whole population
+        check_cohorts_fit(backend, space, keys, hparams, in_place(config))
     if run_dir.exists() and not config.force:
         raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
-    return RunSetup(config, algorithm, backend, specs, hparams, dims, ready, run_dir)
+    if config.pbt_cross_cohort == "distill" and space is not None and not can_distill(backend.agent_of(0)):
+        raise ConfigError(f"--pbt-cross-cohort distill: {config.algo} declares no distillation (Agent.distill); "
+                          "allowed: copy, fresh")
+    return RunSetup(config, algorithm, backend, specs, hparams, dims, ready, run_dir, space, assignment)
+
+
+def check_cohorts_fit(backend: CohortBackend, space: StaticSpace, keys: jax.Array, hparams: Any,
+                      donated: bool) -> None:
+    """The memory check of a mixed-shape population: all N members in any one cohort must fit (PBT may move
+    every member to one shape), each cohort checked with its own settings."""
+    for cohort, label in enumerate(space.labels):
+        local = backend.backend(cohort, int(keys.shape[0]))
+        check_population_fits(local.init_population, keys, hparams, donated=donated,
+                              shards=executor_shards(backend.config.executor, int(keys.shape[0])),
+                              settings=f"--buffer-size, --pop or {setting_flag(space.names[0])} ({label})")
 
 
 def with_env_setting(config: TrainConfig) -> TrainConfig:
@@ -149,6 +207,8 @@ def create_run_dir(setup: RunSetup) -> None:
     resolved["out"] = str(setup.run_dir)
     resolved["force"] = False
     resolved["hp"] = {name.replace("_", "-"): spec_to_text(d) for name, d in setup.specs.items()}
+    if setup.space is not None:  # the static settings given per member, as the user wrote them
+        resolved["hp"].update({setting_flag(n)[5:]: spec_text(n, s) for n, s in setup.space.specs.items()})
     (setup.run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
 

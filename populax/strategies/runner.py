@@ -39,6 +39,7 @@ import populax.member as layout
 import populax.strategies.independent as independent
 import populax.strategies.pb2 as pb2
 import populax.strategies.pbt as pbt
+from populax.cohorts import CROSS_COHORT, StaticSpace
 from populax.errors import ConfigError
 from populax.hparams import cli_name, member_hparams
 from populax.population import copy_members
@@ -49,6 +50,8 @@ COPY_MODES = ("all", "policy")
 EXPLORE_MODES = ("perturb", "resample")
 STRATEGY_KEY = 4
 """fold_in constant of the strategy's keys (1: hparams, 2: init, 3: evaluation)."""
+STATIC_EXPLORE_KEY = 1
+"""fold_in constant of a round's key for the explore of static settings (beside the round's split keys)."""
 
 
 def check_strategy_config(config: Any, chunk_steps: int, dims: list[Dim]) -> int:
@@ -65,6 +68,8 @@ def check_strategy_config(config: Any, chunk_steps: int, dims: list[Dim]) -> int
         value = getattr(config, name)
         if not 0 < value <= 0.5:
             raise ConfigError(f"--{cli_name(name)} must be a fraction in (0, 0.5] (got {value})")
+    if config.pbt_cross_cohort not in CROSS_COHORT:
+        raise ConfigError(f"--pbt-cross-cohort: got {config.pbt_cross_cohort!r}; allowed: {', '.join(CROSS_COHORT)}")
     if not 0 <= config.pbt_resample_prob <= 1:
         raise ConfigError(f"--pbt-resample-prob must be in [0, 1] (got {config.pbt_resample_prob})")
     if config.fitness_window < 1:
@@ -111,8 +116,11 @@ class PopulationStrategy:
         hparams: Any,
         run_dir: Path | None,
         policy_fields: tuple[str, ...] | None = None,
+        space: StaticSpace | None = None,
+        assignment: np.ndarray | None = None,
     ):
-        """``policy_fields`` are the agent fields ``--pbt-copy policy`` copies (None: the whole agent)."""
+        """``policy_fields`` are the agent fields ``--pbt-copy policy`` copies (None: the whole agent);
+        ``space``, ``assignment``: a mixed-shape population's static settings and each member's first cohort."""
         self.config = config
         self.policy_fields = policy_fields
         self.dims = dims
@@ -136,6 +144,13 @@ class PopulationStrategy:
         self.events: list[dict] = []
         self.refill = max(config.batch_size, config.learning_starts)
         """Transitions a rolled-back member's buffer must hold before it learns again."""
+        self.space = space
+        self.cohort: list[int] | None = None if assignment is None else [int(c) for c in assignment]
+        """Mixed-shape populations: each member's cohort (a copy from another cohort moves its target there)."""
+        if space is not None:
+            self.refill = max([self.refill, *space.values.get("batch_size", ())])
+            for i, schedule in enumerate(self.schedules):
+                schedule[0]["static"] = space.texts(self.cohort[i])
 
     # -- serialisation (for checkpoints) ------------------------------------------------
 
@@ -150,12 +165,15 @@ class PopulationStrategy:
             "pb2_y": self.pb2_y,
             "rounds": self.rounds,
             "events": self.events,
+            "cohort": self.cohort,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (e.g. when resuming a run)."""
         for name in ("history", "schedules", "frozen", "baseline", "pb2_x", "pb2_y", "rounds", "events"):
             setattr(self, name, state[name])
+        if state.get("cohort") is not None:
+            self.cohort = [int(c) for c in state["cohort"]]
 
     # -- the per-chunk hook ---------------------------------------------------------------
 
@@ -179,6 +197,7 @@ class PopulationStrategy:
                 self.baseline[i] = float(returns[i])
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.config.seed), STRATEGY_KEY), chunk)
         select_key, explore_key, reinit_key = jax.random.split(key, 3)
+        self.static_key = jax.random.fold_in(key, STATIC_EXPLORE_KEY)
         if self.config.strategy == "independent":
             edits, returns, events = self._independent(edits, returns, failed, env_step, reinit_key)
         else:
@@ -231,16 +250,35 @@ class PopulationStrategy:
         if self.dims:
             hparams = set_values(hparams, self.dims, replaced, self._explore(values[sources], explore_key))
         edits = edits.replace(hparams=hparams, targets=replaced, sources=sources, whole=whole)
+        old_cohort = None if self.cohort is None else list(self.cohort)
+        if self.cohort is not None:
+            edits = edits.replace(cohorts=self._move(replaced, sources))
         events = []
         for i, src, old in zip(replaced, sources, old_hp):
             i, src = int(i), int(src)
             new = member_hparams(hparams, i)
             kind = "replace_failed" if failed[i] else "exploit"
-            events.append(self._event(kind, env_step, i, src, old, new, fitness[i], fitness[src]))
+            event = self._event(kind, env_step, i, src, old, new, fitness[i], fitness[src])
+            entry = {"env_step": env_step, "hparams": new}
+            if old_cohort is not None:  # lineage shows the moves between cohorts
+                event["old_static"] = self.space.texts(old_cohort[i])
+                event["new_static"] = entry["static"] = self.space.texts(self.cohort[i])
+            events.append(event)
             self.history[i] = []
             self.baseline[i] = float(fitness[src])
-            self.schedules[i] = [*self.schedules[src], {"env_step": env_step, "hparams": new}]
+            self.schedules[i] = [*self.schedules[src], entry]
         return edits, events
+
+    def _move(self, replaced: np.ndarray, sources: np.ndarray) -> np.ndarray:
+        """Mixed-shape populations: each replaced member joins its source's cohort, and with
+        ``--pbt-static-explore`` each of its static settings may move on to a neighbouring value."""
+        for k, (i, src) in enumerate(zip(replaced, sources)):
+            cohort = self.cohort[int(src)]
+            if self.config.pbt_static_explore > 0:
+                cohort = self.space.explore(cohort, jax.random.fold_in(self.static_key, k),
+                                            self.config.pbt_static_explore)
+            self.cohort[int(i)] = cohort
+        return np.asarray(self.cohort, np.int64)
 
     def _explore(self, values: np.ndarray, key: jax.Array) -> np.ndarray:
         """New hyperparameters for copies whose sources had ``values``."""

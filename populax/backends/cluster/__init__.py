@@ -47,11 +47,11 @@ import jax
 import numpy as np
 
 from populax.agents import Algorithm
-from populax.backends.cluster.worker import BlockWorker, concat_members, driver_view, from_wire, to_wire, wire_bytes
+from populax.backends.cluster.worker import BlockWorker, concat_members, from_wire, to_wire, wire_bytes
 from populax.backends.factory import make_local_backend
 from populax.errors import ConfigError
 from populax.hparams import member_hparams
-from populax.member import Member, MemberEdits, member_steps, refill_point, take_rows
+from populax.member import Member, MemberEdits, driver_view, member_steps, refill_point, take_rows
 from populax.population import vmap_executor
 from populax.run.config import TrainConfig, config_to_dict
 from populax.run.logging import read_jsonl

@@ -58,12 +58,6 @@ def wire_bytes(tree: Any) -> int:
     return int(sum((x.data if isinstance(x, WireKey) else np.asarray(x)).nbytes for x in leaves))
 
 
-def driver_view(env_steps: Any, hparams: Any) -> Member:
-    """What the driver holds of Ray members: step counts and hyperparameters (the states stay on the workers)."""
-    return Member(agent=None, hparams=hparams, obs_stats=None, experience=None, env=None, env_steps=env_steps,
-                  learn_from=None, key=None)
-
-
 def concat_members(parts: list[Any]) -> Any:
     """Stack blocks (pytrees with a leading member axis) back into one population."""
     return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
@@ -83,7 +77,7 @@ class BlockWorker:
         self.members = np.asarray(members)
         block_config = dataclasses.replace(run_config, pop=len(members), executor="auto")
         self.backend = make_local_backend(block_config, get_algorithm(run_config.algo))
-        self.backend.run_block(int(members[0]), run_config.pop)
+        self.backend.run_block(members, run_config.pop)
         self.block: Member | None = None
         self.previous: Member | None = None
 

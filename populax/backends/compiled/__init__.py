@@ -10,7 +10,7 @@ keys in the members (training) or from the seed and chunk index
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -60,13 +60,13 @@ class CompiledBackend:
             self._train_chunk = executor(self.program.train_chunk, donate=donate)
             self._init = init_members(self.program.init)
         self.last_metrics: dict[str, Any] = {}
-        self.place = (0, config.pop)
-        """(first member, run's population): the members this backend runs within the run (see ``run_block``)."""
+        self.place = (np.arange(config.pop), config.pop)
+        """(members, run's population): the members this backend runs within the run (see ``run_block``)."""
 
-    def run_block(self, first_member: int, run_pop: int) -> None:
-        """Run members ``first_member``.. of a run of ``run_pop`` (a Ray worker's block): their evaluations
-        draw the run's keys for those members, as the whole run on one machine would."""
-        self.place = (first_member, run_pop)
+    def run_block(self, members: Sequence[int], run_pop: int) -> None:
+        """Run members ``members`` of a run of ``run_pop`` (a Ray worker's block, a cohort of a mixed-shape
+        population): their evaluations draw the run's keys for those members, as the whole run would."""
+        self.place = (np.asarray(members, int), run_pop)
 
     # -- what the driver calls -------------------------------------------------------------
 
@@ -92,8 +92,8 @@ class CompiledBackend:
 
     def evaluate(self, population: Member, chunk: int) -> np.ndarray:
         """Mean return of ``eval_episodes`` fresh episodes per member (keys from the seed and chunk)."""
-        first, run_pop = self.place
-        keys = eval_keys(self.config.seed, chunk, run_pop)[first:first + self.config.pop]
+        members, run_pop = self.place
+        keys = eval_keys(self.config.seed, chunk, run_pop)[members]
         return np.asarray(self._evaluate(without_shared(population), keys))
 
     def apply_edits(self, population: Member, previous: Member, edits: MemberEdits, rows: Member | None = None) -> Member:
@@ -125,7 +125,7 @@ class CompiledBackend:
     def member_returns(self, member: Member, member_index: int, chunk: int, episodes: int,
                        seed: int | None = None) -> np.ndarray:
         """Per-episode returns of one saved member; without ``seed`` the episodes of the run's evaluation after ``chunk``."""
-        key = eval_keys(self.config.seed, chunk, self.config.pop)[member_index] if seed is None else jax.random.key(seed)
+        key = eval_keys(self.config.seed, chunk, self.place[1])[member_index] if seed is None else jax.random.key(seed)
         rollout = jax.jit(lambda state, k: episode_returns(self.program.policy, state, self.env, episodes, k,
                                                                    self.config.eval_max_steps))
         return np.asarray(rollout(member.agent, key))

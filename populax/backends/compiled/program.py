@@ -46,6 +46,8 @@ class MemberProgram(NamedTuple):
     evaluate: Callable[[Member, jax.Array], jax.Array]
     policy: Callable[[Any, jax.Array], jax.Array]
     """The agent's deterministic policy ``(agent_state, obs) -> action`` (for `populax eval`)."""
+    agent: Any = None
+    """The member's agent functions (``Agent`` or ``OnPolicyAgent``; distillation between cohorts reads them)."""
 
 
 def new_member(agent_state: Any, hparams: Any, experience: Any, env: EnvSlots, learning_starts: int,
@@ -153,7 +155,7 @@ def chunked_program(agent: Any, env: JaxEnv, shape: LoopShape, init: Callable, p
         return evaluate_policy(agent.policy, member.agent, env, shape.eval_episodes, key, shape.eval_max_steps)
 
     return MemberProgram(init=init, init_agent=agent.init, train_chunk=train_chunk, evaluate=evaluate,
-                         policy=agent.policy)
+                         policy=agent.policy, agent=agent)
 
 
 def build_program(algorithm: Algorithm, config: TrainConfig, env: JaxEnv) -> tuple[LoopShape, MemberProgram]:

@@ -32,7 +32,7 @@ import queue
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -134,10 +134,13 @@ class HostBackend:
     place = (0, None)
     """(first member, run's population or None: this one): the members this backend runs within the run."""
 
-    def run_block(self, first_member: int, run_pop: int) -> None:
-        """Run members ``first_member``.. of a run of ``run_pop`` (a Ray worker's block): env resets,
+    def run_block(self, members: Sequence[int], run_pop: int) -> None:
+        """Run members ``members`` (consecutive) of a run of ``run_pop`` (a Ray worker's block): env resets,
         collector keys and evaluation seeds are the run's for those members."""
-        self.place = (first_member, run_pop)
+        first = int(members[0])
+        if list(members) != list(range(first, first + len(members))):
+            raise ValueError(f"host backend: a block's members must be consecutive (got {list(members)})")
+        self.place = (first, run_pop)
 
     def _reset_session(self) -> None:
         """Per-run state: a backend (its compiled functions) may serve several runs one after another."""

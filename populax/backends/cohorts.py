@@ -1,0 +1,357 @@
+"""Mixed-shape populations (issue 25): one compiled program per cohort, one ranked population.
+
+Members that differ in a static setting (``--hp.hidden choice:64x64,256x256``, ``populax.cohorts``) cannot
+share one compiled program, so this backend holds one *block* per cohort (the members sharing every static
+setting, stacked) and runs each with the local backend built for that cohort's settings and size; the driver
+sees one population of N members (``member.driver_view``: step counts and hyperparameters) and the strategy
+ranks all N together. Per chunk, read top to bottom::
+
+    for each cohort c:  block_c, metrics_c = backend(c, |c|).advance(block_c)      # one program per cohort
+    returns            = each cohort's evaluation, placed at its members' indices (the run's eval keys)
+    apply_edits:  1. in each cohort, the edits between its own members (rollback, re-init, copies, hparams)
+                  2. a copy from another cohort (PBT's exploit across cohorts, or a static explore) re-creates
+                     its target in the new cohort's shape: the source's weights (copy: the shapes match),
+                     a fresh network distilled from the source (distill), or a fresh init (fresh)
+                  3. the blocks of the cohorts whose members changed are rebuilt (rows gathered, in member order)
+
+Programs are cached per (cohort, size): a cohort that returns to a size it had runs the program compiled then
+(JAX's jit cache of that backend); a new size compiles once. No padding: a cohort of k members computes k
+members. What a move costs (compiles, the rebuilt block's copy) is measured in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from populax.agents import Algorithm
+from populax.backends.factory import make_local_backend
+from populax.cohorts import CROSS_COHORT, StaticSpace, setting_flag
+from populax.errors import ConfigError
+from populax.loop.distill import make_distill
+from populax.member import (
+    Cohorts,
+    Member,
+    MemberEdits,
+    driver_view,
+    kept_before_chunk,
+    take_rows,
+)
+from populax.run.config import TrainConfig
+
+
+def same_shapes(a: Any, b: Any) -> bool:
+    """Whether two pytrees (arrays or ``ShapeDtypeStruct``s) have one structure, shapes and dtypes."""
+    leaves_a, tree_a = jax.tree.flatten(a)
+    leaves_b, tree_b = jax.tree.flatten(b)
+    return tree_a == tree_b and all(x.shape == y.shape and x.dtype == y.dtype for x, y in zip(leaves_a, leaves_b))
+
+
+def abstract_hparams(algorithm: Algorithm, count: int) -> Any:
+    """``count`` members' hyperparameters as shapes only (templates of a cohort's member layout)."""
+    names = [f.name for f in dataclasses.fields(algorithm.hparams)]
+    return algorithm.hparams(**{name: jax.ShapeDtypeStruct((count,), jnp.float32) for name in names})
+
+
+def can_distill(agent: Any) -> bool:
+    """Whether an algorithm's agent declares a distillation (``Agent.distill``; on-policy agents have none)."""
+    return getattr(agent, "distill", None) is not None
+
+
+def merge_metrics(parts: list[tuple[np.ndarray, dict[str, Any]]], pop: int) -> dict[str, np.ndarray]:
+    """Per-member chunk metrics of every cohort, placed at their members' indices."""
+    merged: dict[str, np.ndarray] = {}
+    for members, metrics in parts:
+        for name, value in metrics.items():
+            value = np.asarray(value)
+            if name not in merged:
+                merged[name] = np.zeros(pop, bool) if value.dtype == bool else np.full(pop, np.nan)
+            merged[name][members] = value
+    return merged
+
+
+def local_edits(edits: MemberEdits, members: np.ndarray, copies: np.ndarray) -> MemberEdits:
+    """The part of ``edits`` inside one cohort (members ``members``), in its block's row indices; ``copies``:
+    bool per copy of ``edits``, the copies between members of this cohort that stay in it."""
+    position = {int(m): i for i, m in enumerate(members)}
+    targets, sources = np.asarray(edits.targets, int), np.asarray(edits.sources, int)
+    mine = copies & np.isin(targets, members)
+    reinit = np.isin(np.asarray(edits.reinit, int), members)
+
+    def local(index: np.ndarray) -> np.ndarray:
+        return np.asarray([position[int(i)] for i in index], np.int64)
+
+    return edits.replace(
+        hparams=take_rows(edits.hparams, members), rollback=np.asarray(edits.rollback)[members],
+        reinit=local(np.asarray(edits.reinit, int)[reinit]),
+        reinit_keys=None if not reinit.any() else edits.reinit_keys[np.flatnonzero(reinit)],
+        targets=local(targets[mine]), sources=local(sources[mine]), whole=np.asarray(edits.whole)[mine],
+        frozen=np.asarray(edits.frozen)[members], cohorts=None)
+
+
+class CohortBackend:
+    """Members in cohorts of one static shape each, one local backend per (cohort, size)."""
+
+    def __init__(self, config: TrainConfig, algorithm: Algorithm, space: StaticSpace, assignment: np.ndarray):
+        """``config``: the run's settings with only traced ``hp``; ``space``: the varying static settings;
+        ``assignment``: each member's initial cohort. ConfigError for what cohorts cannot run."""
+        self.config, self.algorithm, self.space = config, algorithm, space
+        self.assignment = np.asarray(assignment, np.int64)
+        self.configs = [space.config_for(config, c) for c in range(len(space.settings))]
+        self.backends: dict[tuple[int, int], Any] = {}
+        """(cohort, size) -> its backend: each keeps its compiled programs for the whole run."""
+        probes = [self.backend(c, 1) for c in range(len(self.configs))]
+        if any(probe.kind != "compiled" for probe in probes):
+            raise ConfigError(f"{setting_flag(space.names[0])}: mixed-shape populations run on JAX environments "
+                              f"(gymnax, brax:NAME) for now; {config.env} steps on the host (Gymnasium/ALE)")
+        lengths = {c: probe.chunk_steps for c, probe in enumerate(probes)}
+        if len(set(lengths.values())) > 1:
+            detail = ", ".join(f"{space.labels[c]}: {steps}" for c, steps in lengths.items())
+            raise ConfigError(f"--hp.envs-per-member: every cohort must evaluate after the same env steps, but the "
+                              f"evaluation periods differ ({detail}); choose values that divide --eval-every")
+        self.kind = "compiled"
+        self.chunk_steps, self.num_chunks = probes[0].chunk_steps, probes[0].num_chunks
+        self.blocks: dict[int, Member] = {}
+        """Cohort -> its members' states, stacked in member order (only cohorts with members)."""
+        self.previous: dict[int, Member] = {}
+        self.distillers: dict[tuple[int, int], Callable] = {}
+        self.moves: dict[str, int] = dict.fromkeys(CROSS_COHORT, 0)
+        self.distilled: list[dict[str, float]] = []
+        """Per distillation: the imitation loss of its first and last step."""
+        self.ran: set[tuple[int, int]] = set()
+        """(cohort, size) pairs whose chunk program ran: the programs this run compiled."""
+
+    # -- cohorts and their backends -----------------------------------------------------------
+
+    def backend(self, cohort: int, size: int) -> Any:
+        """The local backend of ``size`` members of ``cohort`` (built once, kept with its programs)."""
+        key = (cohort, size)
+        if key not in self.backends:
+            self.backends[key] = make_local_backend(dataclasses.replace(self.configs[cohort], pop=size),
+                                                    self.algorithm)
+        return self.backends[key]
+
+    def members(self, cohort: int) -> np.ndarray:
+        """Members of ``cohort`` now, in its block's row order."""
+        return np.flatnonzero(self.assignment == cohort)
+
+    def _placed(self, cohort: int) -> Any:
+        """``cohort``'s backend for its current members (their evaluation keys are the run's)."""
+        members = self.members(cohort)
+        backend = self.backend(cohort, len(members))
+        backend.run_block(members, self.config.pop)
+        return backend
+
+    def template(self, cohort: int) -> Member:
+        """One member of ``cohort`` as shapes (leading axis 1)."""
+        keys = jax.random.split(jax.random.key(0), 1)
+        return jax.eval_shape(self.backend(cohort, 1).init_population, keys, abstract_hparams(self.algorithm, 1))
+
+    def cohorts(self) -> Cohorts:
+        """The current blocks as a :class:`Cohorts` (checkpoints, the result)."""
+        labels = self.space.labels
+        return Cohorts(blocks={labels[c]: self.blocks[c] for c in sorted(self.blocks)},
+                       assignment=jnp.asarray(self.assignment, jnp.int32), labels=labels)
+
+    def view(self) -> Member:
+        """What the driver holds: every member's step count and hyperparameters, in member order."""
+        cohorts = self.cohorts()
+        return driver_view(cohorts.env_steps, cohorts.hparams)
+
+    def init_blocks(self, keys: jax.Array, hparams: Any, assignment: np.ndarray) -> Cohorts:
+        """Members initialised in the cohorts ``assignment`` says (under ``jax.eval_shape``: a checkpoint's
+        template for that assignment)."""
+        assignment = np.asarray(assignment, np.int64)
+        blocks = {}
+        for cohort in sorted(set(assignment.tolist())):
+            members = np.flatnonzero(assignment == cohort)
+            blocks[self.space.labels[cohort]] = self.backend(cohort, len(members)).init_population(
+                keys[members], take_rows(hparams, members))
+        return Cohorts(blocks=blocks, assignment=jnp.asarray(assignment, jnp.int32), labels=self.space.labels)
+
+    # -- what the driver calls ------------------------------------------------------------------
+
+    def init_population(self, keys: jax.Array, hparams: Any) -> Member:
+        """Each cohort's members initialised by its backend; the driver gets step counts and hyperparameters
+        (under ``jax.eval_shape``: the whole :class:`Cohorts`, the memory check's and checkpoints' template)."""
+        cohorts = self.init_blocks(keys, hparams, self.assignment)
+        if isinstance(keys, jax.core.Tracer):
+            return cohorts
+        self.blocks = {self.space.labels.index(label): block for label, block in cohorts.blocks.items()}
+        return self.view()
+
+    def start(self, population: Member | Cohorts, extra: Any = None) -> None:
+        """A resumed run's members (its checkpoint's :class:`Cohorts`) become the blocks."""
+        if isinstance(population, Cohorts):
+            self.assignment = np.asarray(population.assignment, np.int64)
+            self.blocks = {self.space.labels.index(label): block for label, block in population.blocks.items()}
+        for cohort, block in self.blocks.items():
+            self._placed(cohort).start(block, None)
+
+    def advance(self, population: Member, chunk: int,
+                should_stop: Callable[[], bool] | None = None) -> tuple[Member, dict[str, Any]]:
+        """One chunk of every cohort (one program call each); metrics placed per member."""
+        parts = []
+        for cohort in sorted(self.blocks):
+            backend = self._placed(cohort)
+            self.ran.add((cohort, len(self.members(cohort))))
+            self.previous[cohort] = kept_before_chunk(self.blocks[cohort])  # the chunk updates it in place
+            self.blocks[cohort], metrics = backend.advance(self.blocks[cohort], chunk, should_stop)
+            parts.append((self.members(cohort), metrics))
+        return self.view(), merge_metrics(parts, self.config.pop)
+
+    def evaluate(self, population: Member, chunk: int) -> np.ndarray:
+        """Each cohort evaluates its members with their keys of the run's evaluation."""
+        returns = np.full(self.config.pop, np.nan)
+        for cohort in sorted(self.blocks):
+            returns[self.members(cohort)] = self._placed(cohort).evaluate(self.blocks[cohort], chunk)
+        return returns
+
+    def apply_edits(self, population: Member, previous: Member, edits: MemberEdits) -> Member:
+        """The strategy's edits (see the module docstring): inside each cohort, then the moves between them."""
+        after = self.assignment if edits.cohorts is None else np.asarray(edits.cohorts, np.int64)
+        targets, sources = np.asarray(edits.targets, int), np.asarray(edits.sources, int)
+        stays = (after[targets] == self.assignment[targets]) & (self.assignment[sources] == self.assignment[targets])
+        for cohort in sorted(self.blocks):
+            local = local_edits(edits, self.members(cohort), stays)
+            self.blocks[cohort] = self._placed(cohort).apply_edits(self.blocks[cohort], self.previous.get(cohort),
+                                                                    local)
+        moved = {int(t): self._recreate(int(t), int(s), int(after[t]), edits)
+                 for t, s in zip(targets[~stays], sources[~stays])}
+        if moved:
+            self._rebuild(after, moved)
+        return self.view()
+
+    def _row(self, member: int) -> Member:
+        """Member ``member``'s state as a block of one."""
+        cohort = int(self.assignment[member])
+        row = int(np.searchsorted(self.members(cohort), member))
+        return take_rows(self.blocks[cohort], np.asarray([row]))
+
+    def _recreate(self, target: int, source: int, cohort: int, edits: MemberEdits) -> Member:
+        """``target`` re-created in ``cohort`` from ``source`` (a block of one): the agent by
+        ``--pbt-cross-cohort`` (copy only where the shapes match), the source's observation statistics; its own
+        buffer and environments where their layout fits the new cohort (a copy keeps its own, as inside a
+        cohort), else the source's, else fresh ones; its own step count; a key split from its own."""
+        own, src = self._row(target), self._row(source)
+        shape = self.template(cohort)
+        hparams = take_rows(edits.hparams, np.asarray([target]))
+        next_key, init_key, distill_key = jax.random.split(own.key[0], 3)
+        mode = self.config.pbt_cross_cohort
+        if mode == "copy" and same_shapes(src.agent, shape.agent):
+            how, agent = "copy", src.agent
+        else:
+            agent = self.backend(cohort, 1).init_agents(init_key[None], hparams)
+            how = "distill" if mode != "fresh" and can_distill(self.agent_of(cohort)) else "fresh"
+            if how == "distill":
+                agent = self._distill(int(self.assignment[source]), cohort, agent, src, distill_key)
+        self.moves[how] += 1
+        fresh = None
+        mine = [src, own] if edits.copy_experience else [own, src]
+        fitting = [m for m in mine if same_shapes(m.experience, shape.experience)]
+        if fitting:
+            experience, learn_from = fitting[0].experience, fitting[0].learn_from
+        else:  # no buffer of this layout: an empty one, refilled before the member learns
+            fresh = self.backend(cohort, 1).init_population(init_key[None], hparams)
+            experience, learn_from = fresh.experience, own.env_steps + edits.refill
+        envs = [m.env for m in (own, src) if same_shapes(m.env, shape.env)]
+        if not envs:
+            fresh = fresh or self.backend(cohort, 1).init_population(init_key[None], hparams)
+            envs = [fresh.env]
+        return Member(agent=agent, hparams=hparams, obs_stats=src.obs_stats, experience=experience, env=envs[0],
+                      env_steps=own.env_steps, learn_from=learn_from, key=next_key[None])
+
+    def agent_of(self, cohort: int) -> Any:
+        """``cohort``'s agent functions (``Agent``; distillation reads them)."""
+        return self.backend(cohort, 1).program.agent
+
+    def _distill(self, teacher_cohort: int, cohort: int, student: Any, teacher: Member, key: jax.Array) -> Any:
+        """``student`` (a fresh agent of ``cohort``, block of one) taught ``teacher``'s outputs on its replay."""
+        pair = (teacher_cohort, cohort)
+        if pair not in self.distillers:
+            self.distillers[pair] = jax.jit(make_distill(self.agent_of(cohort), self.agent_of(teacher_cohort),
+                                                         self.config.distill_steps, self.configs[cohort].batch_size))
+        first = jax.tree.map(lambda x: x[0], (student, teacher.agent, teacher.experience))
+        taught, losses = self.distillers[pair](*first, key)
+        losses = np.asarray(losses)
+        self.distilled.append({"loss_first": float(losses[0]), "loss_last": float(losses[-1])})
+        return jax.tree.map(lambda x: x[None], taught)
+
+    def _rebuild(self, after: np.ndarray, moved: dict[int, Member]) -> None:
+        """Blocks for the cohorts ``after`` assigns, with the ``moved`` members' new rows (in member order)."""
+        blocks = {}
+        for cohort in sorted(set(after.tolist())):
+            members = np.flatnonzero(after == cohort)
+            staying = np.asarray([m for m in members if m not in moved], int)
+            incoming = [m for m in members if m in moved]
+            if not incoming and np.array_equal(members, self.members(cohort)):
+                blocks[cohort] = self.blocks[cohort]
+                continue
+            parts, order = [], []
+            if staying.size:
+                rows = np.searchsorted(self.members(cohort), staying)
+                parts.append(take_rows(self.blocks[cohort], rows))
+                order += staying.tolist()
+            parts += [moved[m] for m in incoming]
+            order += incoming
+            stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+            blocks[cohort] = take_rows(stacked, np.argsort(np.asarray(order)))
+        self.blocks, self.assignment, self.previous = blocks, np.asarray(after, np.int64), {}
+
+    def gather(self, population: Member, experience: bool = True) -> Cohorts:
+        """Every cohort's block (replay buffers only with ``experience``) and who is in which."""
+        cohorts = self.cohorts()
+        if experience:
+            return cohorts
+        return cohorts.replace(blocks={label: block.replace(experience=None)
+                                       for label, block in cohorts.blocks.items()})
+
+    def take_events(self) -> list[dict]:
+        """No events of its own (the strategy's lineage records the moves)."""
+        return []
+
+    def extra_state(self) -> None:
+        """The members hold everything (compiled cohorts)."""
+        return None
+
+    def stop(self) -> None:
+        """Stop every cohort's backend."""
+        for backend in self.backends.values():
+            backend.stop()
+
+    def summary(self) -> dict[str, Any]:
+        """The cohorts at the end, the programs built, the moves by kind and the distillations' losses."""
+        return {"cohorts": {
+            "settings": list(self.space.names),
+            "members": {self.space.labels[c]: self.members(c).tolist() for c in sorted(self.blocks)},
+            "programs": len(self.ran),
+            "program_sizes": {label: sorted(size for (c, size) in self.ran if c == index)
+                              for index, label in enumerate(self.space.labels)},
+            "moves": dict(self.moves),
+            "distillations": self.distilled,
+        }}
+
+    # -- one saved member (``populax eval``, ``--video``) ---------------------------------------------
+
+    def _cohort_of(self, member: Member) -> int:
+        """The cohort whose agent layout ``member``'s is (its widths: every cohort of them evaluates alike)."""
+        for cohort in range(len(self.configs)):
+            if same_shapes(jax.tree.map(lambda x: x[None], member.agent), self.template(cohort).agent):
+                return cohort
+        raise ConfigError("RUN: a saved member fits none of the run's cohorts")
+
+    def member_returns(self, member: Member, member_index: int, chunk: int, episodes: int,
+                       seed: int | None = None) -> np.ndarray:
+        """As its cohort's backend (the run's evaluation keys for ``member_index``)."""
+        backend = self.backend(self._cohort_of(member), 1)
+        backend.run_block([member_index], self.config.pop)
+        return backend.member_returns(member, member_index, chunk, episodes, seed)
+
+    def member_actor(self, member: Member) -> Callable[[np.ndarray], np.ndarray]:
+        """As its cohort's backend."""
+        return self.backend(self._cohort_of(member), 1).member_actor(member)
