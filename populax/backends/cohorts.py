@@ -28,6 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from populax.agents import Algorithm
 from populax.backends.factory import make_local_backend
@@ -42,6 +43,7 @@ from populax.member import (
     kept_before_chunk,
     take_rows,
 )
+from populax.population import executor_shards
 from populax.run.config import TrainConfig
 
 
@@ -132,8 +134,11 @@ class CohortBackend:
         """The local backend of ``size`` members of ``cohort`` (built once, kept with its programs)."""
         key = (cohort, size)
         if key not in self.backends:
-            self.backends[key] = make_local_backend(dataclasses.replace(self.configs[cohort], pop=size),
-                                                    self.algorithm)
+            # Built once for the whole run, possibly first asked for inside a trace (a checkpoint's template under
+            # jax.eval_shape): its constants (env parameters) must be arrays, not that trace's tracers.
+            with jax.ensure_compile_time_eval():
+                self.backends[key] = make_local_backend(dataclasses.replace(self.configs[cohort], pop=size),
+                                                        self.algorithm)
         return self.backends[key]
 
     def members(self, cohort: int) -> np.ndarray:
@@ -146,6 +151,19 @@ class CohortBackend:
         backend = self.backend(cohort, len(members))
         backend.run_block(members, self.config.pop)
         return backend
+
+    def _place(self, block: Member) -> Member:
+        """``block`` on the devices its cohort's program runs on: split over all of them where ``auto`` shards
+        that many members (``executor_shards``), else on the first. A rebuilt block mixes rows from programs
+        on different devices, and a plain jit would partition its computation over whatever devices its input
+        is on (other numerics than the program the cohort ran before, or a resumed run runs)."""
+        size = int(jax.tree.leaves(block.env_steps)[0].shape[0])
+        shards = executor_shards(self.config.executor, size)
+        if shards > 1:
+            sharding = NamedSharding(Mesh(np.asarray(jax.devices()), ("pop",)), PartitionSpec("pop"))
+        else:
+            sharding = SingleDeviceSharding(jax.devices()[0])
+        return jax.device_put(block, sharding)
 
     def template(self, cohort: int) -> Member:
         """One member of ``cohort`` as shapes (leading axis 1)."""
@@ -200,6 +218,7 @@ class CohortBackend:
         for cohort in sorted(self.blocks):
             backend = self._placed(cohort)
             self.ran.add((cohort, len(self.members(cohort))))
+            self.blocks[cohort] = self._place(self.blocks[cohort])
             self.previous[cohort] = kept_before_chunk(self.blocks[cohort])  # the chunk updates it in place
             self.blocks[cohort], metrics = backend.advance(self.blocks[cohort], chunk, should_stop)
             parts.append((self.members(cohort), metrics))
