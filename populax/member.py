@@ -114,7 +114,7 @@ class Cohorts:
     def in_member_order(self, part: Any) -> Any:
         """``part(block)`` of every block, stacked in member order (a pytree with a leading axis of N)."""
         order = np.concatenate([self.members(label) for label in self.blocks])
-        stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs), *(part(block) for block in self.blocks.values()))
+        stacked = concatenate_rows([part(block) for block in self.blocks.values()])
         return jax.tree.map(lambda x: x[np.argsort(order)], stacked)
 
     @property
@@ -140,12 +140,22 @@ def map_blocks(fn: Any, population: Member | Cohorts) -> Member | Cohorts:
     return fn(population)
 
 
+def concatenate_rows(parts: list[Any]) -> Any:
+    """Pytrees with matching structure joined along their leading axis, on the first device: blocks of
+    different cohorts may live on different devices (a cohort's program shards its block where it runs
+    several members per device), and one concatenation needs its inputs in one place."""
+    first = jax.devices()[0]
+    return jax.tree.map(lambda *xs: jnp.concatenate([jax.device_put(x, first) for x in xs]), *parts)
+
+
 def member_row(population: Member | Cohorts, member: int) -> Member:
-    """One member's state without the member axis (in a mixed-shape population: from its cohort's block)."""
+    """One member's state without the member axis (in a mixed-shape population: from its cohort's block), on
+    the first device (a block split over several devices leaves a row on one of them, where a plain jit over
+    it and another member's row would refuse the mix)."""
     if isinstance(population, Cohorts):
         label, member = population.locate(member)
         population = population.blocks[label]
-    return jax.tree.map(lambda x: x[member], without_shared(population))
+    return jax.device_put(jax.tree.map(lambda x: x[member], without_shared(population)), jax.devices()[0])
 
 
 def driver_view(env_steps: Any, hparams: Any) -> Member:

@@ -12,6 +12,7 @@ from cli_process import cli, wait_for
 from flax import serialization
 from test_checkpoint import _leaves, metrics
 
+import populax
 from populax.buffers import buffer_sample
 from populax.cli import main
 from populax.cohorts import StaticSpace, parse_static, split_static
@@ -187,3 +188,42 @@ def test_eval_of_a_mixed_run_reproduces_each_members_final_return(mixed_referenc
         assert main(["eval", str(mixed_reference), "--member", str(member), "--episodes", "2"]) == 0, label
         mean = float(capsys.readouterr().out.split("mean return ")[1].split()[0])
         assert mean == pytest.approx(summary["members"][member]["final_return"], abs=0.02), label
+
+
+# Every algorithm with a mixed static setting, every strategy and re-creation mode once (short runs).
+MATRIX = [
+    ("sac", "Pendulum-v1", {"batch-size": "32,32,64,64"}, "pb2", "distill"),
+    ("dqn", "CartPole-v1", {"hidden": "16x16,16x16,32x32,32x32", "n-step": "1,3,1,3"}, "pbt", "distill"),
+    ("ppo", "CartPole-v1", {"hidden": "16x16,16x16,32x32,32x32"}, "pbt", "fresh"),
+    ("td3", "Pendulum-v1", {"envs-per-member": "1,1,2,2"}, "independent", "copy"),
+]
+
+
+@pytest.mark.parametrize("algo, env, static, strategy, how", MATRIX, ids=[m[0] for m in MATRIX])
+def test_every_algorithm_and_strategy_runs_a_mixed_population(tmp_path, algo, env, static, strategy, how):
+    out = tmp_path / "run"
+    hp = {"lr": "loguniform:1e-4,1e-3"} if algo in ("dqn", "ppo") else {"lr-actor": "loguniform:1e-4,1e-3"}
+    period = 512 if algo == "ppo" else 500  # PPO's period is whole rollouts
+    config = build_config([dict(env=env, algo=algo, pop=4, total_steps=4 * period, eval_every=period,
+                                eval_episodes=2, learning_starts=200, batch_size=32, buffer_size=2000,
+                                strategy=strategy, ready_interval=period, pbt_cross_cohort=how, pbt_static_explore=0.5, distill_steps=20,
+                                seed=2, hp={**static, **hp}, out=str(out), progress=False, tensorboard=False)])
+    result = populax.train(config)
+    assert np.isfinite(result.returns).all()
+    cohorts = result.summary["cohorts"]
+    assert sorted(m for members in cohorts["members"].values() for m in members) == [0, 1, 2, 3]
+    events = [json.loads(line) for line in (out / "lineage.jsonl").read_text().splitlines()] \
+        if (out / "lineage.jsonl").exists() else []
+    # the strategy's record of each member's cohort and where the backend holds it agree
+    last = {e["member"]: e["new_static"] for e in events}
+    for label, members in cohorts["members"].items():
+        settings = dict(part.split("=") for part in label.split())
+        for member in members:
+            assert last.get(member, settings) == settings, (member, label)
+    crossed = sum(e["old_static"] != e["new_static"] for e in events)
+    made = cohorts["moves"]
+    if strategy == "independent":
+        assert not events and sum(made.values()) == 0
+    else:  # every move between cohorts re-created its member, by the mode asked for
+        assert crossed and crossed <= sum(made.values()) <= len(events), (made, crossed, len(events))
+        assert {kind for kind, count in made.items() if count} == {how}, made

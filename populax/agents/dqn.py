@@ -19,7 +19,17 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from populax.agents.base import ActionSpec, Agent, Array, Key, Transition, adam_step, bootstrap_discount
+from populax.agents.base import (
+    DISTILL_LR,
+    ActionSpec,
+    Agent,
+    Array,
+    Distill,
+    Key,
+    Transition,
+    adam_step,
+    bootstrap_discount,
+)
 from populax.agents.nets import TORSOS, conv_features
 from populax.hparams import hparam
 
@@ -194,4 +204,13 @@ def make_dqn(config: DQNConfig) -> Agent:
         state = DQNState(params=params, target=target_params, opt=opt, updates=updates)
         return state, {"q_loss": loss, "q_mean": q_mean, "epsilon": epsilon(hp, updates * config.steps_per_update)}
 
-    return Agent(init=init, act=act, policy=policy, update=update)
+    def outputs(state: DQNState, batch: Transition) -> Array:
+        """What distillation matches: the Q-values of every action."""
+        return net.apply(state.params, batch.obs)
+
+    def imitate(state: DQNState, batch: Transition, targets: Array) -> tuple[DQNState, Array]:
+        value, grads = jax.value_and_grad(lambda p: jnp.mean((net.apply(p, batch.obs) - targets) ** 2))(state.params)
+        params, opt = adam_step(state.params, grads, state.opt, DISTILL_LR, optimizer)
+        return state.replace(params=params, target=params, opt=opt), value
+
+    return Agent(init=init, act=act, policy=policy, update=update, distill=Distill(outputs, imitate))

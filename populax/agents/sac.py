@@ -20,7 +20,18 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from populax.agents.base import ActionSpec, Agent, Array, Key, Transition, adam_step, bootstrap_discount, polyak
+from populax.agents.base import (
+    DISTILL_LR,
+    ActionSpec,
+    Agent,
+    Array,
+    Distill,
+    Key,
+    Transition,
+    adam_step,
+    bootstrap_discount,
+    polyak,
+)
 from populax.agents.nets import MLP, TwinCritic
 from populax.hparams import hparam
 
@@ -194,4 +205,23 @@ def make_sac(config: SACConfig) -> Agent:
                    "entropy": -jnp.mean(log_prob), "alpha_loss": t_loss}
         return state, metrics
 
-    return Agent(init=init, act=act, policy=policy, update=update)
+    def outputs(state: SACState, batch: Transition) -> dict:
+        """What distillation matches: the actor's Gaussian (mean, log-std), both critics' values of the stored
+        actions, and the temperature (taken as it is)."""
+        mean, log_std = actor_net.apply(state.actor, batch.obs)
+        return {"mean": mean, "log_std": log_std, "q": critic_net.apply(state.critic, batch.obs, batch.action),
+                "log_alpha": state.log_alpha}
+
+    def imitate(state: SACState, batch: Transition, targets: dict) -> tuple[SACState, Array]:
+        def loss(actor: dict, critic: dict) -> Array:
+            mine = outputs(state.replace(actor=actor, critic=critic), batch)
+            return sum(jnp.mean((mine[name] - targets[name]) ** 2) for name in ("mean", "log_std")) + sum(
+                jnp.mean((a - b) ** 2) for a, b in zip(mine["q"], targets["q"]))
+
+        value, (actor_grads, critic_grads) = jax.value_and_grad(loss, argnums=(0, 1))(state.actor, state.critic)
+        actor, actor_opt = adam_step(state.actor, actor_grads, state.actor_opt, DISTILL_LR, OPTIMIZER)
+        critic, critic_opt = adam_step(state.critic, critic_grads, state.critic_opt, DISTILL_LR, OPTIMIZER)
+        return state.replace(actor=actor, critic=critic, critic_target=critic, actor_opt=actor_opt,
+                             critic_opt=critic_opt, log_alpha=targets["log_alpha"]), value
+
+    return Agent(init=init, act=act, policy=policy, update=update, distill=Distill(outputs, imitate))

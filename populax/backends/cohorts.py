@@ -39,6 +39,7 @@ from populax.member import (
     Cohorts,
     Member,
     MemberEdits,
+    concatenate_rows,
     driver_view,
     kept_before_chunk,
     take_rows,
@@ -247,10 +248,11 @@ class CohortBackend:
         return self.view()
 
     def _row(self, member: int) -> Member:
-        """Member ``member``'s state as a block of one."""
+        """Member ``member``'s state as a block of one, on the first device (where programs of one member run:
+        its cohort's block may be split over several)."""
         cohort = int(self.assignment[member])
         row = int(np.searchsorted(self.members(cohort), member))
-        return take_rows(self.blocks[cohort], np.asarray([row]))
+        return jax.device_put(take_rows(self.blocks[cohort], np.asarray([row])), jax.devices()[0])
 
     def _recreate(self, target: int, source: int, cohort: int, edits: MemberEdits) -> Member:
         """``target`` re-created in ``cohort`` from ``source`` (a block of one): the agent by
@@ -259,7 +261,7 @@ class CohortBackend:
         cohort), else the source's, else fresh ones; its own step count; a key split from its own."""
         own, src = self._row(target), self._row(source)
         shape = self.template(cohort)
-        hparams = take_rows(edits.hparams, np.asarray([target]))
+        hparams = jax.device_put(take_rows(edits.hparams, np.asarray([target])), jax.devices()[0])
         next_key, init_key, distill_key = jax.random.split(own.key[0], 3)
         mode = self.config.pbt_cross_cohort
         if mode == "copy" and same_shapes(src.agent, shape.agent):
@@ -318,7 +320,7 @@ class CohortBackend:
                 order += staying.tolist()
             parts += [moved[m] for m in incoming]
             order += incoming
-            stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
+            stacked = concatenate_rows(parts)
             blocks[cohort] = take_rows(stacked, np.argsort(np.asarray(order)))
         self.blocks, self.assignment, self.previous = blocks, np.asarray(after, np.int64), {}
 
