@@ -95,20 +95,24 @@ def parse_train_args(argv: list[str]) -> TrainConfig:
 
 
 def print_members(result) -> None:
-    """The final table: one row per member, best first marked."""
+    """The final table: one row per member, best first marked; a mixed-shape run's members with a column per
+    static setting (the cohort each ended in)."""
     summary = result.summary
     members = summary["members"]
     names = [n for n in members[0]["hparams"] if len({m["hparams"][n] for m in members}) > 1]
     shared = {n: v for n, v in members[0]["hparams"].items() if n not in names}
+    # Only a mixed-shape run's members carry "static"; an ordinary run's table is as before.
+    settings = list(dict.fromkeys(n for m in members for n in m.get("static", {})))
     table = Table(title=f"{summary['algo']} on {summary['env']}: population of {summary['pop']}")
     table.add_column("member", justify="right")
-    for name in names:
+    for name in [*settings, *names]:
         table.add_column(name, justify="right")
     table.add_column("final return", justify="right")
     for m in sorted(members, key=lambda m: -m["final_return"] if m["final_return"] is not None else 1e30):
         mark = " *" if m["id"] == summary["best_member"] else ""
         final = "failed" if m["final_return"] is None else f"{m['final_return']:.1f}"
-        table.add_row(f"{m['id']}{mark}", *[f"{m['hparams'][n]:.4g}" for n in names], final)
+        table.add_row(f"{m['id']}{mark}", *[m.get("static", {}).get(n, "-") for n in settings],
+                      *[f"{m['hparams'][n]:.4g}" for n in names], final)
     out = Console()
     out.print(table)
     if shared:

@@ -6,6 +6,11 @@ interquartile band, against env steps and against wall time),
 ``best_member.png``, ``hparams.png`` (per-member hyperparameter trajectories,
 when any differ) and ``report.md``, which shows them with the summary table and
 also embeds any other PNG found there (PBT lineage, benchmark timing).
+
+A mixed-shape run (issue 25: members differ in static settings such as
+``--hp.hidden``) also gets each member's final static settings in the member
+table and, per static setting, a table of its values: who ended with it, their
+returns, and the moves between cohorts into and out of it (lineage.jsonl).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 
 from populax.coupled.plots import write_coupled_plots
 from populax.errors import ConfigError
+from populax.run.logging import read_jsonl
 
 REPORT_DIR = "report"
 OWN_FIGURES = ("learning_curves.png", "best_member.png", "hparams.png")
@@ -75,6 +81,77 @@ def varying_hparams(records: list[dict[str, Any]]) -> list[str]:
     """Hyperparameters that differ between members or change over time."""
     names = list(records[0].get("hparams", {})) if records else []
     return [n for n in names if len({r["hparams"][n] for r in records}) > 1]
+
+
+def parse_cohort_label(label: str) -> dict[str, str]:
+    """``hidden=64x64 batch-size=32`` -> ``{"hidden": "64x64", "batch-size": "32"}``: the inverse of
+    ``populax.cohorts.StaticSpace.label`` (values never hold spaces or ``=``)."""
+    return {name: value for name, _, value in (part.partition("=") for part in label.split())}
+
+
+def member_static(summary: dict[str, Any] | None) -> dict[int, dict[str, str]]:
+    """Member id -> its static settings at the end of a mixed-shape run (its final cohort's, CLI names as
+    keys), read from summary.json's ``cohorts``; empty for an ordinary run (or no summary)."""
+    cohorts = (summary or {}).get("cohorts") or {}
+    # The cohorts' membership is the backend's own record of where each member ended, so it is read
+    # rather than the lineage's last event (a member never copied has no event).
+    return {int(member): parse_cohort_label(label)
+            for label, members in cohorts.get("members", {}).items() for member in members}
+
+
+def cohort_moves(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lineage events that moved their member to another cohort (``old_static != new_static``; only a
+    mixed-shape run's events carry them). A failed member replaced from another cohort moves too."""
+    return [e for e in events
+            if e.get("old_static") is not None and e.get("new_static") is not None and e["old_static"] != e["new_static"]]
+
+
+def _return_text(value: float | None) -> str:
+    """A return as the tables show it; ``-`` for none (no member, or only failed ones)."""
+    return "-" if value is None else f"{value:.1f}"
+
+
+def static_tables(summary: dict[str, Any], events: list[dict[str, Any]]) -> list[str]:
+    """Markdown: one table per static setting of a mixed-shape run, a row per value: the members that ended
+    with it, their best and median final return, and the moves between cohorts into and out of it (a member
+    that moved twice counts twice). Empty for an ordinary run."""
+    final = member_static(summary)
+    if not final:
+        return []
+    returns = {m["id"]: m["final_return"] for m in summary["members"]}
+    moves = cohort_moves(events)
+    names = list(dict.fromkeys(name for settings in final.values() for name in settings))
+    lines = ["## Static settings", "",
+             "Members that differ in static settings run as cohorts (one compiled program each). Per setting: "
+             "the members that ended with each value and the moves between cohorts into and out of it "
+             "(lineage.jsonl; a member that moved twice counts twice; a failed member's final return is not "
+             "counted).", ""]
+    for name in names:
+        ended: dict[str, list[int]] = {}
+        for member in sorted(final):
+            ended.setdefault(final[member][name], []).append(member)
+        moved_in: dict[str, int] = {}
+        moved_out: dict[str, int] = {}
+        for e in moves:
+            old, new = e["old_static"].get(name), e["new_static"].get(name)
+            if old != new:  # the move may have changed another setting only
+                moved_out[old] = moved_out.get(old, 0) + 1
+                moved_in[new] = moved_in.get(new, 0) + 1
+        # Values members left and none ended with still get a row: where the population moved away from.
+        values = list(dict.fromkeys([*ended, *moved_out, *moved_in]))
+        header = [name, "members at the end", "member ids", "best final return", "median final return",
+                  "moved in", "moved out"]
+        lines += [f"### {name}", "", "| " + " | ".join(header) + " |", "|" + " ---: |" * len(header)]
+        for value in values:
+            members = ended.get(value, [])
+            finals = [returns[m] for m in members if returns.get(m) is not None]
+            best = max(finals) if finals else None
+            median = float(np.median(finals)) if finals else None
+            cells = [value, str(len(members)), ", ".join(map(str, members)) or "-", _return_text(best),
+                     _return_text(median), str(moved_in.get(value, 0)), str(moved_out.get(value, 0))]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def _colors(count: int) -> list[Any]:
@@ -174,17 +251,22 @@ def plot_hparams(records: list[dict[str, Any]], names: list[str], best: int, pat
     plt.close(fig)
 
 
-def member_table(records: list[dict[str, Any]], names: list[str], best: int) -> list[str]:
-    """Markdown rows: member, its varying hyperparameters (last value), final and peak return."""
+def member_table(records: list[dict[str, Any]], names: list[str], best: int,
+                 static: dict[int, dict[str, str]] | None = None) -> list[str]:
+    """Markdown rows: member, its final static settings (``static``: mixed-shape runs), its varying
+    hyperparameters (last value), final and peak return."""
     steps, _, values = curves(records)
     last_hp = {r["member"]: r["hparams"] for r in records}
-    header = ["member", *names, "final return", "peak return", "peak at step"]
+    static = static or {}
+    settings = list(dict.fromkeys(name for row in static.values() for name in row))
+    header = ["member", *settings, *names, "final return", "peak return", "peak at step"]
     rows = ["| " + " | ".join(header) + " |", "|" + " ---: |" * len(header)]
     order = sorted(range(len(values)), key=lambda m: -np.nan_to_num(values[m][-1], nan=-np.inf))
     for m in order:
         finite = np.isfinite(values[m])
         peak = int(np.nanargmax(values[m])) if finite.any() else None
         cells = [f"**{m}** (best)" if m == best else str(m)]
+        cells += [static.get(m, {}).get(n, "-") for n in settings]
         cells += [f"{last_hp[m][n]:.4g}" for n in names]
         cells += [f"{values[m][-1]:.1f}",
                   f"{values[m][peak]:.1f}" if peak is not None else "-",
@@ -207,6 +289,7 @@ def write_report(run_dir: str | Path) -> Path:
     out = run_dir / REPORT_DIR
     out.mkdir(exist_ok=True)
     best = best_member(records, summary)
+    static = member_static(summary)
     names = varying_hparams(records)
     best_hp = [r for r in records if r["member"] == best][-1].get("hparams", {})
     algo = summary["algo"] if summary else "run"
@@ -227,7 +310,8 @@ def write_report(run_dir: str | Path) -> Path:
     lines += [
         f"**Winner: member {best}**, final return {values[best][-1]:.1f} "
         f"(peak {values[best][peak]:.1f} at {steps[peak]:,.0f} env steps per member), with "
-        + ", ".join(f"{n}={v:.4g}" for n, v in best_hp.items()) + ".",
+        + ", ".join([*(f"{n}={v}" for n, v in static.get(best, {}).items()),
+                     *(f"{n}={v:.4g}" for n, v in best_hp.items())]) + ".",
         "",
     ]
     if summary is not None:
@@ -238,9 +322,12 @@ def write_report(run_dir: str | Path) -> Path:
             f"executor `{summary['executor']}`).",
             "",
         ]
-    lines += ["## Members", "", *member_table(records, names, best), ""]
+    lines += ["## Members", "", *member_table(records, names, best, static), ""]
     if not names:
-        lines += ["All members share the same hyperparameters.", ""]
+        lines += ["All members share the same hyperparameters"
+                  + (" (their static settings differ: below)." if static else "."), ""]
+    if summary is not None:
+        lines += static_tables(summary, read_jsonl(run_dir / "lineage.jsonl"))
     lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", "",
               "## Best member", "", "![best member](best_member.png)", ""]
     if names:

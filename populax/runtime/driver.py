@@ -41,7 +41,7 @@ from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
 from populax.run.compile_clock import CompileClock
 from populax.run.config import TrainConfig
 from populax.run.logging import RunLogger
-from populax.run.report import write_report
+from populax.run.report import member_static, write_report
 from populax.runtime.setup import RunSetup, create_run_dir, init_population, prepare
 from populax.strategies import make_strategy
 from populax.strategies.plots import write_lineage_plot
@@ -290,7 +290,8 @@ def write_summary(
     setup: RunSetup, population: Member, returns: np.ndarray, wall: float, first_chunk_s: float, strategy: Any = None,
     timing: dict[str, float | None] | None = None,
 ) -> dict:
-    """summary.json: members, best member, throughput, the strategy's lineage summary, backend facts.
+    """summary.json: members (a mixed-shape run's with their final static settings), best member, throughput,
+    the strategy's lineage summary, backend facts.
 
     ``timing``: extra timing fields (compile_s, first_step_s) copied in as they are.
     """
@@ -325,6 +326,10 @@ def write_summary(
     if strategy is not None:
         summary.update(strategy.summary(summary["best_member"]))
     summary.update(setup.backend.summary())
+    # A mixed-shape run: each member's final static settings beside its hyperparameters (its cohort at the
+    # end, as the backend's summary of the cohorts records it), for the CLI's table and the report.
+    for member_id, settings in member_static(summary).items():
+        summary["members"][member_id]["static"] = settings
     (setup.run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False))
     return summary
 
