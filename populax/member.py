@@ -148,6 +148,36 @@ def concatenate_rows(parts: list[Any]) -> Any:
     return jax.tree.map(lambda *xs: jnp.concatenate([jax.device_put(x, first) for x in xs]), *parts)
 
 
+def select_members(population: Member | Cohorts, members: Any) -> Member | Cohorts:
+    """Members ``members`` (ascending) of a population, as a population of their own: rows of a stack, or of
+    a mixed-shape one the rows of each cohort's block and their part of the assignment (a Ray block's share
+    of a checkpoint)."""
+    members = np.asarray(members, np.int64)
+    if not isinstance(population, Cohorts):
+        return take_rows(population, members)
+    blocks = {}
+    for label, block in population.blocks.items():
+        own = population.members(label)
+        wanted = members[np.isin(members, own)]
+        if wanted.size:
+            blocks[label] = take_rows(block, np.searchsorted(own, wanted))
+    return population.replace(blocks=blocks, assignment=jnp.asarray(np.asarray(population.assignment)[members]))
+
+
+def join_members(parts: list[Member | Cohorts]) -> Member | Cohorts:
+    """Populations of consecutive members joined into one (the inverse of :func:`select_members` over
+    consecutive ranges): stacks concatenated; mixed-shape ones per cohort, their assignments end to end."""
+    if not isinstance(parts[0], Cohorts):
+        return concatenate_rows(parts)
+    blocks = {}
+    for label in parts[0].labels:
+        held = [part.blocks[label] for part in parts if label in part.blocks]
+        if held:  # consecutive ranges: each cohort's rows stay in member order
+            blocks[label] = concatenate_rows(held)
+    assignment = np.concatenate([np.asarray(part.assignment) for part in parts])
+    return parts[0].replace(blocks=blocks, assignment=jnp.asarray(assignment))
+
+
 def member_row(population: Member | Cohorts, member: int) -> Member:
     """One member's state without the member axis (in a mixed-shape population: from its cohort's block), on
     the first device (a block split over several devices leaves a row on one of them, where a plain jit over

@@ -40,6 +40,7 @@ from populax.member import (
     Member,
     MemberEdits,
     concatenate_rows,
+    copy_sources,
     driver_view,
     kept_before_chunk,
     take_rows,
@@ -87,7 +88,8 @@ def local_edits(edits: MemberEdits, members: np.ndarray, copies: np.ndarray) -> 
     reinit = np.isin(np.asarray(edits.reinit, int), members)
 
     def local(index: np.ndarray) -> np.ndarray:
-        return np.asarray([position[int(i)] for i in index], np.int64)
+        # -1: a source held elsewhere (Ray), whose rows the copy is given
+        return np.asarray([position.get(int(i), -1) for i in index], np.int64)
 
     return edits.replace(
         hparams=take_rows(edits.hparams, members), rollback=np.asarray(edits.rollback)[members],
@@ -128,6 +130,9 @@ class CohortBackend:
         """Per distillation: the imitation loss of its first and last step."""
         self.ran: set[tuple[int, int]] = set()
         """(cohort, size) pairs whose chunk program ran: the programs this run compiled."""
+        self.indices, self.run_pop = np.arange(config.pop), config.pop
+        """The run's indices of these members and the run's size (a Ray block holds some of the run's members:
+        their evaluation keys and env seeds are the run's)."""
 
     # -- cohorts and their backends -----------------------------------------------------------
 
@@ -146,11 +151,16 @@ class CohortBackend:
         """Members of ``cohort`` now, in its block's row order."""
         return np.flatnonzero(self.assignment == cohort)
 
+    def run_block(self, members: Any, run_pop: int) -> None:
+        """These members are members ``members`` of a run of ``run_pop`` (a Ray block: the run's evaluation keys
+        and env seeds for them)."""
+        self.indices, self.run_pop = np.asarray(members, np.int64), run_pop
+
     def _placed(self, cohort: int) -> Any:
         """``cohort``'s backend for its current members (their evaluation keys are the run's)."""
         members = self.members(cohort)
         backend = self.backend(cohort, len(members))
-        backend.run_block(members, self.config.pop)
+        backend.run_block(self.indices[members], self.run_pop)
         return backend
 
     def _place(self, block: Member) -> Member:
@@ -232,20 +242,53 @@ class CohortBackend:
             returns[self.members(cohort)] = self._placed(cohort).evaluate(self.blocks[cohort], chunk)
         return returns
 
-    def apply_edits(self, population: Member, previous: Member, edits: MemberEdits) -> Member:
-        """The strategy's edits (see the module docstring): inside each cohort, then the moves between them."""
+    def apply_edits(self, population: Member, previous: Member, edits: MemberEdits,
+                    imported: list[tuple[int, Member]] | None = None) -> Member:
+        """The strategy's edits (see the module docstring): inside each cohort, then the moves between them.
+
+        ``imported``: copy sources held elsewhere (a Ray block's sources in other blocks), as (cohort, the
+        member as a block of one); a source index ``n + i`` (``n``: these members) names ``imported[i]``."""
+        sources_of = self._sources(imported or [])
         after = self.assignment if edits.cohorts is None else np.asarray(edits.cohorts, np.int64)
         targets, sources = np.asarray(edits.targets, int), np.asarray(edits.sources, int)
-        stays = (after[targets] == self.assignment[targets]) & (self.assignment[sources] == self.assignment[targets])
+        source_cohort = np.asarray([sources_of(int(s))[0] for s in sources], np.int64)
+        stays = (after[targets] == self.assignment[targets]) & (source_cohort == self.assignment[targets])
         for cohort in sorted(self.blocks):
             local = local_edits(edits, self.members(cohort), stays)
-            self.blocks[cohort] = self._placed(cohort).apply_edits(self.blocks[cohort], self.previous.get(cohort),
-                                                                    local)
-        moved = {int(t): self._recreate(int(t), int(s), int(after[t]), edits)
+            self.blocks[cohort] = self._placed(cohort).apply_edits(
+                self.blocks[cohort], self.previous.get(cohort), local,
+                self._imported_rows(edits, sources[stays & np.isin(targets, self.members(cohort))], sources_of))
+        moved = {int(t): self._recreate(int(t), *sources_of(int(s)), int(after[t]), edits)
                  for t, s in zip(targets[~stays], sources[~stays])}
         if moved:
             self._rebuild(after, moved)
         return self.view()
+
+    def _sources(self, imported: list[tuple[int, Member]]) -> Callable[[int], tuple[int, Member]]:
+        """Source index -> (its cohort, its state as a block of one): one of these members, or ``imported``."""
+        count = len(self.assignment)
+
+        def source(index: int) -> tuple[int, Member]:
+            if index < count:
+                return int(self.assignment[index]), self._row(index)
+            cohort, row = imported[index - count]
+            return int(cohort), jax.device_put(row, jax.devices()[0])
+
+        return source
+
+    def _imported_rows(self, edits: MemberEdits, sources: np.ndarray, sources_of: Callable) -> Member | None:
+        """What a cohort's copies take from their sources (``member.copy_sources``, stacked) where one of
+        them is held elsewhere; None where all are this cohort's own (taken from its block, as on one
+        machine)."""
+        if not np.any(sources >= len(self.assignment)):
+            return None
+        return concatenate_rows([copy_sources(sources_of(int(s))[1], np.asarray([0]), edits.copy_fields,
+                                              edits.copy_experience) for s in sources])
+
+    def export_rows(self, members: list[int]) -> list[tuple[int, Member]]:
+        """(cohort, whole state as a block of one) of ``members``: copy sources for another block (Ray), which
+        may re-create its member in this cohort's shape (the buffer and environments too)."""
+        return [(int(self.assignment[m]), self._row(int(m))) for m in members]
 
     def _row(self, member: int) -> Member:
         """Member ``member``'s state as a block of one, on the first device (where programs of one member run:
@@ -254,12 +297,12 @@ class CohortBackend:
         row = int(np.searchsorted(self.members(cohort), member))
         return jax.device_put(take_rows(self.blocks[cohort], np.asarray([row])), jax.devices()[0])
 
-    def _recreate(self, target: int, source: int, cohort: int, edits: MemberEdits) -> Member:
+    def _recreate(self, target: int, source_cohort: int, src: Member, cohort: int, edits: MemberEdits) -> Member:
         """``target`` re-created in ``cohort`` from ``source`` (a block of one): the agent by
         ``--pbt-cross-cohort`` (copy only where the shapes match), the source's observation statistics; its own
         buffer and environments where their layout fits the new cohort (a copy keeps its own, as inside a
         cohort), else the source's, else fresh ones; its own step count; a key split from its own."""
-        own, src = self._row(target), self._row(source)
+        own = self._row(target)
         shape = self.template(cohort)
         hparams = jax.device_put(take_rows(edits.hparams, np.asarray([target])), jax.devices()[0])
         next_key, init_key, distill_key = jax.random.split(own.key[0], 3)
@@ -270,7 +313,7 @@ class CohortBackend:
             agent = self.backend(cohort, 1).init_agents(init_key[None], hparams)
             how = "distill" if mode != "fresh" and can_distill(self.agent_of(cohort)) else "fresh"
             if how == "distill":
-                agent = self._distill(int(self.assignment[source]), cohort, agent, src, distill_key)
+                agent = self._distill(source_cohort, cohort, agent, src, distill_key)
         self.moves[how] += 1
         fresh = None
         mine = [src, own] if edits.copy_experience else [own, src]
@@ -370,7 +413,7 @@ class CohortBackend:
                        seed: int | None = None) -> np.ndarray:
         """As its cohort's backend (the run's evaluation keys for ``member_index``)."""
         backend = self.backend(self._cohort_of(member), 1)
-        backend.run_block([member_index], self.config.pop)
+        backend.run_block([member_index], self.run_pop)
         return backend.member_returns(member, member_index, chunk, episodes, seed)
 
     def member_actor(self, member: Member) -> Callable[[np.ndarray], np.ndarray]:

@@ -95,10 +95,14 @@ def make_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None
     any other executor runs them on this machine (``populax.backends.factory``: compiled for gymnax and
     brax:NAME ids, host for Gymnasium/ALE ids); a mixed-shape population (``space``) one block per cohort
     (``populax.backends.cohorts``)."""
+    cohorts = None
     if space is not None:
         check_mixed_config(config, algorithm, space)
-        return CohortBackend(config, algorithm, space, assignment)
-    if config.executor != "ray":
+        if config.executor != "ray":
+            return CohortBackend(config, algorithm, space, assignment)
+        # the driver's own, for what needs no training (shapes, `populax eval`): one plain vmap per cohort
+        cohorts = CohortBackend(dataclasses.replace(config, executor="vmap"), algorithm, space, assignment)
+    elif config.executor != "ray":
         return make_local_backend(config, algorithm)
     # Ray workers rebuild the run from its settings in their own processes: what only this process knows is refused.
     if config.algo not in BUILTIN and not config.algo.startswith(PY_PREFIX):
@@ -109,7 +113,7 @@ def make_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None
                           "build it in their own processes: pass env='py:package.module:attribute'")
     from populax.backends.cluster import make_ray_backend
 
-    return make_ray_backend(config, algorithm, run_dir)
+    return make_ray_backend(config, algorithm, run_dir, cohorts, space, assignment)
 
 
 def check_mixed_config(config: TrainConfig, algorithm: Algorithm, space: StaticSpace) -> None:
@@ -118,9 +122,6 @@ def check_mixed_config(config: TrainConfig, algorithm: Algorithm, space: StaticS
     if algorithm.coupled:
         raise ConfigError(f"{flag}: {config.algo} couples its members through state of one shape (a shared critic); "
                           "static settings cannot differ between its members")
-    if config.executor == "ray":
-        raise ConfigError(f"--executor ray: mixed-shape populations ({flag}) run on one machine for now; "
-                          "use auto")
     if config.executor == "sharded":
         raise ConfigError(f"--executor sharded: cohort sizes change as members move between cohorts ({flag}); "
                           "use auto, which shards a cohort whose size the devices divide")
@@ -158,27 +159,32 @@ def prepare(config: TrainConfig) -> RunSetup:
     ray = config.executor == "ray"
     shards = config.workers if ray else executor_shards(config.executor, config.pop)
     keys = member_keys(config.seed, config.pop)
+    separate = ray and bool(config.ray_address or config.worker_gpus)
     if space is None:
         check_population_fits(backend.init_population, keys, hparams, shards=shards, donated=in_place(config),
-                              separate_memories=ray and bool(config.ray_address or config.worker_gpus))
+                              separate_memories=separate)
     else:  # members move between cohorts: every cohort must hold the whole population
-        check_cohorts_fit(backend, space, keys, hparams, in_place(config))
+        check_cohorts_fit(backend.local if ray else backend, space, keys, hparams, in_place(config),
+                          shards if ray else None, separate)
     if run_dir.exists() and not config.force:
         raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
-    if config.pbt_cross_cohort == "distill" and space is not None and not can_distill(backend.agent_of(0)):
+    if config.pbt_cross_cohort == "distill" and space is not None and not can_distill((backend.local if ray else backend).agent_of(0)):
         raise ConfigError(f"--pbt-cross-cohort distill: {config.algo} declares no distillation (Agent.distill); "
                           "allowed: copy, fresh")
     return RunSetup(config, algorithm, backend, specs, hparams, dims, ready, run_dir, space, assignment)
 
 
 def check_cohorts_fit(backend: CohortBackend, space: StaticSpace, keys: jax.Array, hparams: Any,
-                      donated: bool) -> None:
+                      donated: bool, shards: int | None = None, separate_memories: bool = False) -> None:
     """The memory check of a mixed-shape population: all N members in any one cohort must fit (PBT may move
-    every member to one shape), each cohort checked with its own settings."""
+    every member to one shape), each cohort checked with its own settings; ``shards``: the blocks they are
+    split into (Ray workers; default: the devices ``auto`` shards a cohort over)."""
+    pop = int(keys.shape[0])
     for cohort, label in enumerate(space.labels):
-        local = backend.backend(cohort, int(keys.shape[0]))
+        local = backend.backend(cohort, pop)
         check_population_fits(local.init_population, keys, hparams, donated=donated,
-                              shards=executor_shards(backend.config.executor, int(keys.shape[0])),
+                              shards=executor_shards(backend.config.executor, pop) if shards is None else shards,
+                              separate_memories=separate_memories,
                               settings=f"--buffer-size, --pop or {setting_flag(space.names[0])} ({label})")
 
 

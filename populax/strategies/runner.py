@@ -263,6 +263,8 @@ class PopulationStrategy:
             if old_cohort is not None:  # lineage shows the moves between cohorts
                 event["old_static"] = self.space.texts(old_cohort[i])
                 event["new_static"] = entry["static"] = self.space.texts(self.cohort[i])
+                # the member is re-created in a new shape when either differs from old_static
+                event["source_static"] = self.space.texts(old_cohort[src])
             events.append(event)
             self.history[i] = []
             self.baseline[i] = float(fitness[src])

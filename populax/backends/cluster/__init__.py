@@ -51,7 +51,17 @@ from populax.backends.cluster.worker import BlockWorker, concat_members, from_wi
 from populax.backends.factory import make_local_backend
 from populax.errors import ConfigError
 from populax.hparams import member_hparams
-from populax.member import Member, MemberEdits, driver_view, member_steps, refill_point, take_rows
+from populax.member import (
+    Cohorts,
+    Member,
+    MemberEdits,
+    driver_view,
+    join_members,
+    member_steps,
+    refill_point,
+    select_members,
+    take_rows,
+)
 from populax.population import vmap_executor
 from populax.run.config import TrainConfig, config_to_dict
 from populax.run.logging import read_jsonl
@@ -69,10 +79,16 @@ class CallLost(NamedTuple):
     """True: the worker itself died and was reloaded; False: a worker it took input from was (make it again)."""
 
 
-def is_whole(population: Member) -> bool:
+def is_whole(population: Member | Cohorts) -> bool:
     """Whether the driver holds whole members (a checkpoint's, on resume) rather than its view of the workers'
     (``driver_view``: step counts and hyperparameters only). Not ``env``: host members have none."""
-    return population.agent is not None
+    return isinstance(population, Cohorts) or population.agent is not None
+
+
+def has_buffers(population: Member | Cohorts) -> bool:
+    """Whether the members have replay buffers (off-policy)."""
+    blocks = population.blocks.values() if isinstance(population, Cohorts) else [population]
+    return any(block.experience is not None for block in blocks)
 
 
 def block_extra(extra: Any, members: np.ndarray) -> Any:
@@ -137,10 +153,14 @@ class RayBackend:
     kind = "ray"
     """summary.json's ``backend``; the backend the workers run is ``inner_kind`` (summary.json's ``worker_backend``)."""
 
-    def __init__(self, config: TrainConfig, local: Any, run_dir: Path | None):
+    def __init__(self, config: TrainConfig, local: Any, run_dir: Path | None, space: Any = None,
+                 assignment: Any = None):
         """``local``: the backend of the whole run on the driver, used only for what needs no training
-        (shapes, ``populax eval``, ``--video``); the workers build their own for their blocks."""
+        (shapes, ``populax eval``, ``--video``); the workers build their own for their blocks. A mixed-shape
+        population (``space``, ``assignment``: ``populax.cohorts``) has a cohort backend on each worker, over
+        its block's members (a block holds part of each cohort; members move between cohorts, not blocks)."""
         self.config, self.local = config, local
+        self.space, self.assignment = space, None if assignment is None else np.asarray(assignment)
         self.inner_kind: str = local.kind
         """The backend each worker runs over its block (and the driver-side ``local``): compiled or host."""
         self.chunk_steps, self.num_chunks = self.local.chunk_steps, self.local.num_chunks
@@ -167,6 +187,8 @@ class RayBackend:
         self.version = 0
         """Counts changes of the blocks (chunks, edits, reloads): a gather is reused while it stays the same."""
         self.gathered: tuple[int, bool, Member] | None = None
+        self.cohorts_at_stop: dict[str, Any] | None = None
+        """A mixed-shape population's cohorts when the workers stopped (``summary``)."""
         self.extra: Any = None
 
     # -- Ray: connect, start the workers, survive their deaths ----------------------------
@@ -202,7 +224,9 @@ class RayBackend:
             runtime_env={"env_vars": {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}},
         )
         settings = config_to_dict(config)
-        self.workers = [actor.remote(settings, [int(m) for m in members]) for members in self.blocks]
+        self.workers = [actor.remote(settings, [int(m) for m in members], self.space,
+                                     None if self.space is None else self.assignment[members])
+                        for members in self.blocks]
         self.pids = ray.get([worker.pid.remote() for worker in self.workers])
         self._write_pids()
 
@@ -283,8 +307,8 @@ class RayBackend:
         members = self.blocks[block]
         if list_checkpoints(self.run_dir):
             checkpoint = latest_checkpoint(self.run_dir, self.template, initial_hparams=self.initial_hparams)
-            rows = take_rows(checkpoint.population, members)
-            if not checkpoint.manifest.get("buffer_saved", True) and rows.experience is not None:
+            rows = select_members(checkpoint.population, members)
+            if not checkpoint.manifest.get("buffer_saved", True) and has_buffers(rows):
                 rows = refill_point(self.config, rows)
             source, restored_step, hparams = checkpoint.path.name, checkpoint.manifest["env_step"], rows.hparams
             extra = block_extra(checkpoint.extra, members)
@@ -320,7 +344,7 @@ class RayBackend:
         """
         if isinstance(keys, jax.core.Tracer):
             return self.local.init_population(keys, hparams)
-        self.template = jax.eval_shape(self.local.init_population, keys, hparams)
+        self.template = self._template(jax.eval_shape(self.local.init_population, keys, hparams))
         self.initial, self.initial_hparams = (keys, hparams), hparams
         self._start_workers()
         parts = self._call_all("init_block", [(to_wire(keys[m]), to_wire(take_rows(hparams, m))) for m in self.blocks])
@@ -332,17 +356,35 @@ class RayBackend:
         if is_whole(population):  # a resumed run's (on either backend: host members have no env field)
             import ray
 
-            self.template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), population)
+            self.template = self._template(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), population))
             if self.initial_hparams is None:
                 self.initial_hparams = population.hparams
             begin = time.perf_counter()
-            rows = [to_wire(take_rows(population, members)) for members in self.blocks]
+            rows = [to_wire(select_members(population, members)) for members in self.blocks]
             ray.get([worker.load_block.remote(part, block_extra(extra, members))
                      for worker, part, members in zip(self.workers, rows, self.blocks)])
             self.traffic.log("load_blocks", sum(map(wire_bytes, rows)), time.perf_counter() - begin,
                              member_state_bytes=sum(map(wire_bytes, rows)))
             self.version += 1
         self._write_pids()
+
+    def _template(self, shapes: Member | Cohorts) -> Any:
+        """What a reloaded block's checkpoint is read against: the population's shapes, or of a mixed-shape
+        one a function of the saved cohort assignment (members move between cohorts: the blocks' sizes are the
+        checkpoint's)."""
+        if not isinstance(shapes, Cohorts):
+            return shapes
+        keys = jax.random.split(jax.random.key(0), self.config.pop)  # shapes only
+
+        def template(assignment: np.ndarray) -> Cohorts:
+            return jax.eval_shape(lambda: self.local.init_blocks(keys, shapes.hparams, assignment))
+
+        return template
+
+    def init_blocks(self, keys: jax.Array, hparams: Any, assignment: np.ndarray) -> Cohorts:
+        """A mixed-shape population's members in the cohorts ``assignment`` says, as shapes (a checkpoint's
+        template, ``populax resume``): the driver's local cohort backend, no worker."""
+        return self.local.init_blocks(keys, hparams, assignment)
 
     def advance(self, population: Member, chunk: int, should_stop: Any = None) -> tuple[Member, dict[str, Any]]:
         """One compiled chunk on every block at once; step counts, hyperparameters and metrics come back."""
@@ -418,6 +460,8 @@ class RayBackend:
             targets=targets - first, sources=sources - first, whole=np.asarray(edits.whole)[mine],
             frozen=edits.frozen[members],
         )
+        if self.space is not None:  # each worker's cohort backend moves its own members between cohorts
+            local = local.replace(cohorts=None if edits.cohorts is None else np.asarray(edits.cohorts)[members])
         order = [int(s) for s in dict.fromkeys(sources.tolist()) if self.block_of[s] == block]
         refs, exports = [], []
         for source_block in sorted({int(self.block_of[s]) for s in sources} - {block}):
@@ -428,6 +472,11 @@ class RayBackend:
             exports.append((source_block, block, wanted))
             order += wanted
         index = [order.index(int(s)) for s in sources]
+        if self.space is not None:  # a source in another block: index len(block) + its place among the imported
+            foreign = [s for s in order if self.block_of[s] != block]
+            local = local.replace(sources=np.asarray(
+                [s - first if self.block_of[s] == block else len(members) + foreign.index(int(s)) for s in sources],
+                np.int64))
         return (to_wire(local), [s - first for s in order if self.block_of[s] == block], index, *refs), exports
 
     def gather(self, population: Member, experience: bool = True) -> Member:
@@ -443,7 +492,7 @@ class RayBackend:
         nbytes = sum(wire_bytes(block) for block, _ in parts)
         self.traffic.log("gather", nbytes, time.perf_counter() - begin, chunk=self.chunk, experience=experience,
                          member_state_bytes=nbytes)
-        gathered = concat_members([from_wire(block) for block, _ in parts])
+        gathered = join_members([from_wire(block) for block, _ in parts])
         extras = [extra for _, extra in parts]
         self.extra = None if extras[0] is None else concat_members(extras)
         self.gathered = (self.version, experience, gathered)
@@ -463,6 +512,8 @@ class RayBackend:
         a cluster's is left running."""
         import ray
 
+        if self.workers and self.space is not None:  # the summary is written after the workers are gone
+            self.cohorts_at_stop = self._cohort_summary()
         if self.workers:
             ray.wait([worker.stop.remote() for worker in self.workers], num_returns=len(self.workers), timeout=30)
         for worker in self.workers:
@@ -473,8 +524,11 @@ class RayBackend:
 
     def summary(self) -> dict[str, Any]:
         """The backend the workers run (``worker_backend``), the block layout, restarts, traffic by kind (from
-        ray.jsonl) and the copies between blocks (lineage)."""
-        return {"worker_backend": self.inner_kind, "ray": {
+        ray.jsonl) and the copies between blocks (lineage); of a mixed-shape population, the cohorts as one
+        machine reports them (programs: compiled on all workers together; ``programs_per_worker``)."""
+        summary = {} if self.space is None else {
+            "cohorts": self._cohort_summary() if self.workers else self.cohorts_at_stop}
+        return {**summary, "worker_backend": self.inner_kind, "ray": {
             "workers": self.config.workers,
             "blocks": [[int(m) for m in members] for members in self.blocks],
             "address": self.config.ray_address or "local (loopback)",
@@ -483,6 +537,23 @@ class RayBackend:
             "cross_block_copies": sum(1 for e in read_jsonl(self.run_dir / "lineage.jsonl")
                                       if e.get("source") is not None and self.block_of[e["source"]] != self.block_of[e["member"]]),
         }}
+
+    def _cohort_summary(self) -> dict[str, Any]:
+        """Every worker's cohorts (``CohortBackend.summary``) as one: members by cohort, moves and
+        distillations added up."""
+        parts = self._call_all("cohort_summary", [()] * len(self.workers))
+        labels = self.space.labels
+        members = {label: sorted(m for part in parts for m in part["members"].get(label, [])) for label in labels}
+        return {
+            "settings": parts[0]["settings"],
+            "members": {label: ids for label, ids in members.items() if ids},
+            "programs": sum(part["programs"] for part in parts),
+            "programs_per_worker": [part["programs"] for part in parts],
+            "program_sizes": {label: sorted({size for part in parts for size in part["program_sizes"][label]})
+                              for label in labels},
+            "moves": {kind: sum(part["moves"][kind] for part in parts) for kind in parts[0]["moves"]},
+            "distillations": [d for part in parts for d in part["distillations"]],
+        }
 
     # -- one saved member (``populax eval``) -------------------------------------------------
 
@@ -496,10 +567,15 @@ class RayBackend:
         return self.local.member_actor(member)
 
 
-def make_ray_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None) -> RayBackend:
-    """The Ray backend of a validated configuration (ConfigError for what it does not run)."""
+def make_ray_backend(config: TrainConfig, algorithm: Algorithm, run_dir: Path | None,
+                     local: Any = None, space: Any = None, assignment: Any = None) -> RayBackend:
+    """The Ray backend of a validated configuration (ConfigError for what it does not run); ``local``: the
+    driver's backend of the whole run where the caller built it (a mixed-shape population's cohort backend,
+    with its ``space`` and initial ``assignment``)."""
     check_ray_config(config, algorithm)
-    return RayBackend(config, make_local_backend(config, algorithm, vmap_executor, donate=False), run_dir)
+    if local is None:
+        local = make_local_backend(config, algorithm, vmap_executor, donate=False)
+    return RayBackend(config, local, run_dir, space, assignment)
 
 
 __all__ = ["RayBackend", "block_members", "make_ray_backend"]

@@ -66,9 +66,11 @@ def concat_members(parts: list[Any]) -> Any:
 class BlockWorker:
     """A block of members (global indices ``members``) trained with the compiled backend of ``config``."""
 
-    def __init__(self, config: dict, members: list[int]):
+    def __init__(self, config: dict, members: list[int], space: Any = None, assignment: Any = None):
         """``config``: the run's settings (``config_to_dict``); the block runs on the backend its environment
-        picks (compiled or host) with executor ``auto``, as members ``members`` of the whole run."""
+        picks (compiled or host) with executor ``auto``, as members ``members`` of the whole run. A mixed-shape
+        population's block (``space``: its ``StaticSpace``; ``assignment``: the block's members' initial
+        cohorts) holds a cohort backend over its members (``populax.backends.cohorts``): part of each cohort."""
         from populax.agents import get_algorithm
         from populax.backends.factory import make_local_backend
         from populax.run.config import build_config
@@ -76,7 +78,13 @@ class BlockWorker:
         run_config = build_config([config])
         self.members = np.asarray(members)
         block_config = dataclasses.replace(run_config, pop=len(members), executor="auto")
-        self.backend = make_local_backend(block_config, get_algorithm(run_config.algo))
+        self.mixed = space is not None
+        if self.mixed:
+            from populax.backends.cohorts import CohortBackend
+
+            self.backend = CohortBackend(block_config, get_algorithm(run_config.algo), space, np.asarray(assignment))
+        else:
+            self.backend = make_local_backend(block_config, get_algorithm(run_config.algo))
         self.backend.run_block(members, run_config.pop)
         self.block: Member | None = None
         self.previous: Member | None = None
@@ -98,14 +106,15 @@ class BlockWorker:
 
     def _take(self, block: Member, extra: Any = None) -> None:
         self.backend.stop()  # a host block's envs are opened again for the new members
-        self.block, self.previous = block, kept_before_chunk(block)
+        # a cohort backend keeps its own copies per cohort (the block here is the driver's view of it)
+        self.block, self.previous = block, None if self.mixed else kept_before_chunk(block)
         self.backend.start(block, extra)
 
     def advance(self, chunk: int) -> tuple[Any, Any, dict]:
         """Chunk ``chunk`` of the block; its step counts, hyperparameters and the chunk's metrics
         (``finite`` among them): no member state leaves the worker."""
         # What failure handling restores, as the driver of one machine keeps it (the chunk updates the block in place).
-        self.previous = kept_before_chunk(self.block)
+        self.previous = None if self.mixed else kept_before_chunk(self.block)
         self.block, metrics = self.backend.advance(self.block, chunk)
         return to_wire((self.block.env_steps, self.block.hparams, metrics))
 
@@ -114,7 +123,10 @@ class BlockWorker:
         return np.asarray(self.backend.evaluate(self.block, chunk))
 
     def export(self, index: list[int], fields: tuple[str, ...] | None, experience: bool) -> Member:
-        """What copies in other blocks take from local members ``index`` (``member.copy_sources``)."""
+        """What copies in other blocks take from local members ``index`` (``member.copy_sources``); of a
+        mixed-shape block, (cohort, whole member) per source (``CohortBackend.export_rows``)."""
+        if self.mixed:
+            return [(cohort, to_wire(row)) for cohort, row in self.backend.export_rows(index)]
         return to_wire(copy_sources(self.block, np.asarray(index), fields, experience))
 
     def edit(self, edits: MemberEdits, local_sources: list[int], index: list[int], *imported: Member) -> list[int]:
@@ -127,6 +139,10 @@ class BlockWorker:
         the bytes of each imported part (what crossed between workers).
         """
         edits = from_wire(edits)
+        if self.mixed:  # sources beyond the block's members are the imported ones, in order
+            rows = [(cohort, from_wire(row)) for part in imported for cohort, row in part]
+            self.block = self.backend.apply_edits(self.block, None, edits, rows)
+            return [sum(wire_bytes(row) for _, row in part) for part in imported]
         rows = None
         if np.size(edits.targets):
             parts = [copy_sources(self.block, np.asarray(local_sources, int), edits.copy_fields,
@@ -138,9 +154,18 @@ class BlockWorker:
     def gather(self, experience: bool) -> tuple[Member, Any]:
         """The whole block (a checkpoint, the run's result), the replay buffers only with ``experience``,
         and the backend's extra state (host: collector keys; compiled: None)."""
-        block = self.block if experience else self.block.replace(experience=None)
+        if self.mixed:
+            block = self.backend.gather(self.block, experience)
+        else:
+            block = self.block if experience else self.block.replace(experience=None)
         extra = self.backend.extra_state()
         return to_wire(block), None if extra is None else {k: np.asarray(v) for k, v in extra.items()}
+
+    def cohort_summary(self) -> dict:
+        """A mixed-shape block's cohorts (``CohortBackend.summary``), its members by their run indices."""
+        summary = self.backend.summary()["cohorts"]
+        summary["members"] = {label: self.members[members].tolist() for label, members in summary["members"].items()}
+        return summary
 
     def stop(self) -> None:
         """Close the block's environments (host) before the worker ends."""
