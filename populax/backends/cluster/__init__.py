@@ -344,7 +344,7 @@ class RayBackend:
         """
         if isinstance(keys, jax.core.Tracer):
             return self.local.init_population(keys, hparams)
-        self.template = self._template(jax.eval_shape(self.local.init_population, keys, hparams))
+        self.template = self._template(jax.eval_shape(self.local.init_population, keys, hparams), hparams)
         self.initial, self.initial_hparams = (keys, hparams), hparams
         self._start_workers()
         parts = self._call_all("init_block", [(to_wire(keys[m]), to_wire(take_rows(hparams, m))) for m in self.blocks])
@@ -356,7 +356,8 @@ class RayBackend:
         if is_whole(population):  # a resumed run's (on either backend: host members have no env field)
             import ray
 
-            self.template = self._template(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), population))
+            self.template = self._template(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), population),
+                                           population.hparams)
             if self.initial_hparams is None:
                 self.initial_hparams = population.hparams
             begin = time.perf_counter()
@@ -368,16 +369,16 @@ class RayBackend:
             self.version += 1
         self._write_pids()
 
-    def _template(self, shapes: Member | Cohorts) -> Any:
+    def _template(self, shapes: Member | Cohorts, hparams: Any) -> Any:
         """What a reloaded block's checkpoint is read against: the population's shapes, or of a mixed-shape
         one a function of the saved cohort assignment (members move between cohorts: the blocks' sizes are the
-        checkpoint's)."""
+        checkpoint's), built from every member's ``hparams``."""
         if not isinstance(shapes, Cohorts):
             return shapes
         keys = jax.random.split(jax.random.key(0), self.config.pop)  # shapes only
 
         def template(assignment: np.ndarray) -> Cohorts:
-            return jax.eval_shape(lambda: self.local.init_blocks(keys, shapes.hparams, assignment))
+            return jax.eval_shape(lambda: self.local.init_blocks(keys, hparams, assignment))
 
         return template
 
