@@ -159,6 +159,22 @@ def kill_driver_after_checkpoint(argv: list[str], checkpoint: Path) -> None:
     assert process.returncode == -signal.SIGKILL
 
 
+def kill_worker_after_checkpoint(argv: list[str], out: Path, checkpoint: str, worker: int = 1) -> int:
+    """Run ``argv`` (a Ray driver in its namespace, writing to ``out``), SIGKILL worker ``worker`` once checkpoint
+    ``checkpoint`` exists, and let the run finish (it must, with exit 0); returns the killed worker's pid."""
+    process = subprocess.Popen(argv, env=ray_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (out / "checkpoints" / checkpoint).is_dir(), process)
+        victim = json.loads((out / "ray_workers.json").read_text())["pids"][worker]
+        os.kill(victim, signal.SIGKILL)
+        _, stderr = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr[-4000:]
+    return victim
+
+
 def test_ray_pbt_two_workers_equals_one_process(tmp_path):
     """Pop 8 on 2 workers (blocks 0-3, 4-7), PBT with --pbt-copy-buffer, member 6 poisoned (NaN) in chunk 0 on its
     worker, the driver killed (-9, with its local Ray) after the first checkpoint and the run resumed:
@@ -268,17 +284,8 @@ def test_killed_worker_restarts_and_reloads_its_block(tmp_path):
     out = tmp_path / "run"
     args = [*SMALL, "--pop", "4", "--total-steps", "4000", "--eval-every", "400", "--checkpoint-every", "400",
             "--executor", "ray", "--workers", "2", "--out", str(out)]
-    process = subprocess.Popen(in_loopback("exec " + poisoning_train(tmp_path, 0, 0, *args)), env=ray_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: (out / "checkpoints" / "chunk_000001").is_dir(), process)
-        victim = json.loads((out / "ray_workers.json").read_text())["pids"][1]
-        os.kill(victim, signal.SIGKILL)
-        _, stderr = process.communicate(timeout=600)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, stderr[-4000:]
+    victim = kill_worker_after_checkpoint(in_loopback("exec " + poisoning_train(tmp_path, 0, 0, *args)), out,
+                                          "chunk_000001")
     restarts = [r for r in records(out / "ray.jsonl") if r["event"] == "worker_restart"]
     assert len(restarts) == 1 and restarts[0]["old_pid"] == victim and restarts[0]["new_pid"] != victim
     assert restarts[0]["worker"] == 1 and restarts[0]["reloaded_from"].startswith("chunk_")

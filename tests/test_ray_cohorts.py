@@ -4,14 +4,18 @@ Run on loopback only, as tests/test_ray.py runs Ray (a network namespace holding
 """
 
 import json
-import os
-import signal
-import subprocess
 
 import numpy as np
 import pytest
-from cli_process import wait_for
-from test_ray import REASON, in_loopback, kill_driver_after_checkpoint, populax, ray_env, records, run_loopback
+from test_ray import (
+    REASON,
+    in_loopback,
+    kill_driver_after_checkpoint,
+    kill_worker_after_checkpoint,
+    populax,
+    records,
+    run_loopback,
+)
 
 from populax.cli import parse_train_args
 from populax.member import member_row
@@ -84,17 +88,7 @@ def test_a_killed_worker_of_a_mixed_population_reloads_its_cohorts_from_the_chec
     out = tmp_path / "run"
     args = [*MIXED, "--pop", "4", "--hp.hidden", "8x8,32x32,8x8,32x32", "--total-steps", "2000",
             "--executor", "ray", "--workers", "2", "--out", str(out)]
-    process = subprocess.Popen(in_loopback("exec " + populax("train", *args)), env=ray_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for(lambda: (out / "checkpoints" / "chunk_000003").is_dir(), process)
-        victim = json.loads((out / "ray_workers.json").read_text())["pids"][1]
-        os.kill(victim, signal.SIGKILL)
-        _, stderr = process.communicate(timeout=600)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, stderr[-4000:]
+    kill_worker_after_checkpoint(in_loopback("exec " + populax("train", *args)), out, "chunk_000003")
     restarts = [r for r in records(out / "ray.jsonl") if r["event"] == "worker_restart"]
     assert len(restarts) == 1 and restarts[0]["members"] == [2, 3] and restarts[0]["reloaded_from"].startswith("chunk_")
     summary = json.loads((out / "summary.json").read_text())

@@ -47,7 +47,7 @@ import jax
 import numpy as np
 
 from populax.agents import Algorithm
-from populax.backends.cluster.worker import BlockWorker, concat_members, from_wire, to_wire, wire_bytes
+from populax.backends.cluster.worker import BlockWorker, from_wire, to_wire, wire_bytes
 from populax.backends.factory import make_local_backend
 from populax.errors import ConfigError
 from populax.hparams import member_hparams
@@ -55,6 +55,7 @@ from populax.member import (
     Cohorts,
     Member,
     MemberEdits,
+    concatenate_rows,
     driver_view,
     join_members,
     member_steps,
@@ -348,7 +349,7 @@ class RayBackend:
         self.initial, self.initial_hparams = (keys, hparams), hparams
         self._start_workers()
         parts = self._call_all("init_block", [(to_wire(keys[m]), to_wire(take_rows(hparams, m))) for m in self.blocks])
-        return driver_view(*concat_members([from_wire(part) for part in parts]))
+        return driver_view(*concatenate_rows([from_wire(part) for part in parts]))
 
     def start(self, population: Member, extra: Any = None) -> None:
         """Start the workers; a resumed run's whole members (from its checkpoint) go to their blocks."""
@@ -393,7 +394,7 @@ class RayBackend:
         begin = time.perf_counter()
         parts = self._call_all("advance", [(chunk,)] * len(self.workers))
         self.results = {"bytes": sum(map(wire_bytes, parts)), "advance_ms": 1000 * (time.perf_counter() - begin)}
-        env_steps, hparams, metrics = concat_members([from_wire(part) for part in parts])
+        env_steps, hparams, metrics = concatenate_rows([from_wire(part) for part in parts])
         return driver_view(env_steps, hparams), {name: np.asarray(value) for name, value in metrics.items()}
 
     def evaluate(self, population: Member, chunk: int) -> np.ndarray:
@@ -495,7 +496,7 @@ class RayBackend:
                          member_state_bytes=nbytes)
         gathered = join_members([from_wire(block) for block, _ in parts])
         extras = [extra for _, extra in parts]
-        self.extra = None if extras[0] is None else concat_members(extras)
+        self.extra = None if extras[0] is None else concatenate_rows(extras)
         self.gathered = (self.version, experience, gathered)
         return gathered
 

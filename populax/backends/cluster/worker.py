@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from populax.member import Member, MemberEdits, copy_sources, kept_before_chunk, take_rows
+from populax.member import Member, MemberEdits, concatenate_rows, copy_sources, kept_before_chunk, take_rows
 
 
 @dataclass
@@ -56,11 +56,6 @@ def wire_bytes(tree: Any) -> int:
     """Bytes of the arrays in a wire tree (what crosses the network, before Ray's framing)."""
     leaves = jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, WireKey))
     return int(sum((x.data if isinstance(x, WireKey) else np.asarray(x)).nbytes for x in leaves))
-
-
-def concat_members(parts: list[Any]) -> Any:
-    """Stack blocks (pytrees with a leading member axis) back into one population."""
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
 
 
 class BlockWorker:
@@ -147,7 +142,7 @@ class BlockWorker:
         if np.size(edits.targets):
             parts = [copy_sources(self.block, np.asarray(local_sources, int), edits.copy_fields,
                                   edits.copy_experience), *map(from_wire, imported)]
-            rows = take_rows(concat_members(parts), np.asarray(index, int))
+            rows = take_rows(concatenate_rows(parts), np.asarray(index, int))
         self.block = self.backend.apply_edits(self.block, self.previous, edits, rows)
         return [wire_bytes(part) for part in imported]
 
