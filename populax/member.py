@@ -461,3 +461,9 @@ def finite_population(population: Member) -> jax.Array:
 def member_steps(population: Member) -> int:
     """Env steps per member (members advance in lockstep)."""
     return int(np.max(np.asarray(population.env_steps)))
+
+
+def slowest_member_steps(population: Member) -> int:
+    """Env steps of the member that has taken fewest: members advance in lockstep within a chunk, but a stop
+    request inside one may come before some cohorts of a mixed-shape population ran theirs."""
+    return int(np.min(np.asarray(population.env_steps)))

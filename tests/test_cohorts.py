@@ -57,11 +57,8 @@ def test_static_settings_that_cannot_be_read_or_mixed_are_refused(hp, fragment):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--executor", "ray", "--workers", "2", "--env", "gymnasium:Pendulum-v1"],
-     "--hp.hidden: mixed-shape populations run on JAX environments"),
     (["--executor", "sharded"], "--executor sharded: cohort sizes change as members move"),
     (["--algo", "cemrl"], "--hp.hidden: cemrl couples its members through state of one shape"),
-    (["--env", "gymnasium:Pendulum-v1"], "--hp.hidden: mixed-shape populations run on JAX environments"),
     (["--pbt-cross-cohort", "teleport"], "--pbt-cross-cohort: got 'teleport'; allowed: copy, distill, fresh"),
     (["--algo", "ppo", "--pbt-cross-cohort", "distill"], "--pbt-cross-cohort distill: ppo declares no distillation"),
     (["--hp.envs-per-member", "1,3,1,3", "--eval-every", "2000"],

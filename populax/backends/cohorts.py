@@ -32,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceShardin
 
 from populax.agents import Algorithm
 from populax.backends.factory import make_local_backend
-from populax.cohorts import CROSS_COHORT, StaticSpace, setting_flag
+from populax.cohorts import CROSS_COHORT, StaticSpace
 from populax.errors import ConfigError
 from populax.loop.distill import make_distill
 from populax.member import (
@@ -111,15 +111,13 @@ class CohortBackend:
         self.backends: dict[tuple[int, int], Any] = {}
         """(cohort, size) -> its backend: each keeps its compiled programs for the whole run."""
         probes = [self.backend(c, 1) for c in range(len(self.configs))]
-        if any(probe.kind != "compiled" for probe in probes):
-            raise ConfigError(f"{setting_flag(space.names[0])}: mixed-shape populations run on JAX environments "
-                              f"(gymnax, brax:NAME) for now; {config.env} steps on the host (Gymnasium/ALE)")
         lengths = {c: probe.chunk_steps for c, probe in enumerate(probes)}
         if len(set(lengths.values())) > 1:
             detail = ", ".join(f"{space.labels[c]}: {steps}" for c, steps in lengths.items())
             raise ConfigError(f"--hp.envs-per-member: every cohort must evaluate after the same env steps, but the "
                               f"evaluation periods differ ({detail}); choose values that divide --eval-every")
-        self.kind = "compiled"
+        self.kind = probes[0].kind
+        """"compiled" (JAX environments) or "host" (Gymnasium/ALE: each cohort's backend steps its members' envs)."""
         self.chunk_steps, self.num_chunks = probes[0].chunk_steps, probes[0].num_chunks
         self.blocks: dict[int, Member] = {}
         """Cohort -> its members' states, stacked in member order (only cohorts with members)."""
@@ -163,12 +161,12 @@ class CohortBackend:
         backend.run_block(self.indices[members], self.run_pop)
         return backend
 
-    def _place(self, block: Member) -> Member:
+    def _place(self, block: Any) -> Any:
         """``block`` on the devices its cohort's program runs on: split over all of them where ``auto`` shards
         that many members (``executor_shards``), else on the first. A rebuilt block mixes rows from programs
         on different devices, and a plain jit would partition its computation over whatever devices its input
         is on (other numerics than the program the cohort ran before, or a resumed run runs)."""
-        size = int(jax.tree.leaves(block.env_steps)[0].shape[0])
+        size = int(jax.tree.leaves(block)[0].shape[0])  # a block's (or its hyperparameters') members
         shards = executor_shards(self.config.executor, size)
         if shards > 1:
             sharding = NamedSharding(Mesh(np.asarray(jax.devices()), ("pop",)), PartitionSpec("pop"))
@@ -215,12 +213,36 @@ class CohortBackend:
         return self.view()
 
     def start(self, population: Member | Cohorts, extra: Any = None) -> None:
-        """A resumed run's members (its checkpoint's :class:`Cohorts`) become the blocks."""
+        """A resumed run's members (its checkpoint's :class:`Cohorts`) become the blocks; each cohort's backend
+        starts (host: opens its members' envs; ``extra``: the checkpoint's collector keys, in member order)."""
         if isinstance(population, Cohorts):
             self.assignment = np.asarray(population.assignment, np.int64)
             self.blocks = {self.space.labels.index(label): block for label, block in population.blocks.items()}
-        for cohort, block in self.blocks.items():
-            self._placed(cohort).start(block, None)
+        keys = None if extra is None else np.asarray(extra["collector_keys"])
+        for cohort in sorted(self.blocks):
+            self._start(cohort, keys)
+
+    def _start(self, cohort: int, keys: np.ndarray | None) -> None:
+        """Start ``cohort``'s backend on its block, placed where its program runs (a host collector acts with
+        the block it starts with, in that program)."""
+        self.blocks[cohort] = self._place(self.blocks[cohort])
+        self._placed(cohort).start(self.blocks[cohort], self._cohort_extra(cohort, keys))
+
+    def _cohort_extra(self, cohort: int, keys: np.ndarray | None) -> dict[str, np.ndarray] | None:
+        """``cohort``'s rows of the members' collector keys (host), or None (compiled; host: the run's start)."""
+        return None if keys is None else {"collector_keys": keys[self.members(cohort)]}
+
+    def _collector_keys(self) -> np.ndarray | None:
+        """Host: every member's collector keys after its last consumed block, in member order (each cohort's
+        backend holds its members'); compiled: None."""
+        if self.kind != "host":
+            return None
+        parts = {c: np.asarray(jax.random.key_data(self._placed(c).keys)) for c in sorted(self.blocks)}
+        first = next(iter(parts.values()))
+        keys = np.zeros((len(self.assignment), *first.shape[1:]), first.dtype)
+        for cohort, data in parts.items():
+            keys[self.members(cohort)] = data
+        return keys
 
     def advance(self, population: Member, chunk: int,
                 should_stop: Callable[[], bool] | None = None) -> tuple[Member, dict[str, Any]]:
@@ -255,14 +277,32 @@ class CohortBackend:
         stays = (after[targets] == self.assignment[targets]) & (source_cohort == self.assignment[targets])
         for cohort in sorted(self.blocks):
             local = local_edits(edits, self.members(cohort), stays)
+            # where the block is: a host collector acts with the edited members' hyperparameters from now on
+            local = local.replace(hparams=self._place(local.hparams))
             self.blocks[cohort] = self._placed(cohort).apply_edits(
                 self.blocks[cohort], self.previous.get(cohort), local,
                 self._imported_rows(edits, sources[stays & np.isin(targets, self.members(cohort))], sources_of))
         moved = {int(t): self._recreate(int(t), *sources_of(int(s)), int(after[t]), edits)
                  for t, s in zip(targets[~stays], sources[~stays])}
         if moved:
+            keys, before = self._collector_keys(), {c: self.members(c) for c in self.blocks}
             self._rebuild(after, moved)
+            if self.kind == "host":
+                self._restart_changed(before, keys)
         return self.view()
+
+    def _restart_changed(self, before: dict[int, np.ndarray], keys: np.ndarray) -> None:
+        """Host: the cohorts whose members changed close their envs and open new ones for their members now
+        (a Gymnasium env cannot move between vector envs): every member of such a cohort starts fresh
+        episodes, reset with seeds derived from the step (as a resume's), and collects on with its own keys."""
+        changed = [c for c in sorted(set(before) | set(self.blocks))
+                   if not np.array_equal(before.get(c, []), self.members(c))]
+        for cohort in changed:
+            if cohort in before:
+                self.backend(cohort, len(before[cohort])).stop()
+        for cohort in changed:
+            if cohort in self.blocks:
+                self._start(cohort, keys)
 
     def _sources(self, imported: list[tuple[int, Member]]) -> Callable[[int], tuple[int, Member]]:
         """Source index -> (its cohort, its state as a block of one): one of these members, or ``imported``."""
@@ -332,7 +372,7 @@ class CohortBackend:
 
     def agent_of(self, cohort: int) -> Any:
         """``cohort``'s agent functions (``Agent``; distillation reads them)."""
-        return self.backend(cohort, 1).program.agent
+        return self.backend(cohort, 1).agent
 
     def _distill(self, teacher_cohort: int, cohort: int, student: Any, teacher: Member, key: jax.Array) -> Any:
         """``student`` (a fresh agent of ``cohort``, block of one) taught ``teacher``'s outputs on its replay."""
@@ -379,9 +419,10 @@ class CohortBackend:
         """No events of its own (the strategy's lineage records the moves)."""
         return []
 
-    def extra_state(self) -> None:
-        """The members hold everything (compiled cohorts)."""
-        return None
+    def extra_state(self) -> dict[str, np.ndarray] | None:
+        """Host: every member's collector keys, in member order (compiled: the members hold everything)."""
+        keys = self._collector_keys()
+        return None if keys is None else {"collector_keys": keys}
 
     def stop(self) -> None:
         """Stop every cohort's backend."""
@@ -398,6 +439,8 @@ class CohortBackend:
                               for index, label in enumerate(self.space.labels)},
             "moves": dict(self.moves),
             "distillations": self.distilled,
+            **({"host": {self.space.labels[c]: self._placed(c).summary()["host"] for c in sorted(self.blocks)}}
+               if self.kind == "host" else {}),
         }}
 
     # -- one saved member (``populax eval``, ``--video``) ---------------------------------------------

@@ -36,7 +36,7 @@ import numpy as np
 
 from populax._version import __version__
 from populax.hparams import member_hparams
-from populax.member import Member, kept_before_chunk, member_row, member_steps, refill_point
+from populax.member import Member, kept_before_chunk, member_row, member_steps, refill_point, slowest_member_steps
 from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
 from populax.run.compile_clock import CompileClock
 from populax.run.config import TrainConfig
@@ -148,8 +148,9 @@ def run(
                     progress.compile_s, progress.first_step_s = clock.compile_s, clock.first_step_s or 0.0
                 else:
                     population, metrics = backend.advance(population, chunk, should_stop)
-                if member_steps(population) < (chunk + 1) * setup.chunk_steps:
-                    # A backend that stopped inside the chunk (host: after a block): checkpoint where it stands.
+                if slowest_member_steps(population) < (chunk + 1) * setup.chunk_steps:
+                    # A backend that stopped inside the chunk (host: after a block; mixed shapes: a cohort that had
+                    # not run when the stop came): checkpoint where it stands.
                     progress.env_steps = member_steps(population)
                     save_run_checkpoint(setup, population, chunk, progress, returns, strategy,
                                         logger.path.stat().st_size, time.perf_counter() - begin, complete=False)

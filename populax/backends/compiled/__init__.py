@@ -63,6 +63,11 @@ class CompiledBackend:
         self.place = (np.arange(config.pop), config.pop)
         """(members, run's population): the members this backend runs within the run (see ``run_block``)."""
 
+    @property
+    def agent(self) -> Any:
+        """One member's agent functions (``Agent``: a mixed-shape population distils with them)."""
+        return self.program.agent
+
     def run_block(self, members: Sequence[int], run_pop: int) -> None:
         """Run members ``members`` of a run of ``run_pop`` (a Ray worker's block, a cohort of a mixed-shape
         population): their evaluations draw the run's keys for those members, as the whole run would."""

@@ -48,6 +48,7 @@ from populax.backends.host.collector import (
     collector_keys,
     eval_seed,
     evaluate,
+    member_env_seeds,
     member_returns,
     resume_reset_seed,
 )
@@ -128,19 +129,25 @@ class HostBackend:
         total_steps = self.num_chunks * self.chunk_steps
         agent_spec = loop_agent_spec(algorithm, config, spec.obs_shape, spec.action, options, self.plan.loop,
                                      total_steps)
-        self.functions = make_functions(algorithm.make(agent_spec), spec, self.plan, executor, config.obs_norm)
+        self.agent = algorithm.make(agent_spec)
+        """One member's agent functions (``Agent``: a mixed-shape population distils with them)."""
+        self.functions = make_functions(self.agent, spec, self.plan, executor, config.obs_norm)
         self._reset_session()
 
-    place = (0, None)
-    """(first member, run's population or None: this one): the members this backend runs within the run."""
+    place: tuple[np.ndarray | None, int | None] = (None, None)
+    """(the run's indices of these members or None: 0..pop-1, the run's population or None: this one): the
+    members this backend runs within the run (a Ray worker's block, a cohort of a mixed-shape population)."""
 
     def run_block(self, members: Sequence[int], run_pop: int) -> None:
-        """Run members ``members`` (consecutive) of a run of ``run_pop`` (a Ray worker's block): env resets,
-        collector keys and evaluation seeds are the run's for those members."""
-        first = int(members[0])
-        if list(members) != list(range(first, first + len(members))):
-            raise ValueError(f"host backend: a block's members must be consecutive (got {list(members)})")
-        self.place = (first, run_pop)
+        """Run members ``members`` of a run of ``run_pop`` (a Ray worker's block, a cohort: need not be
+        consecutive): env resets, collector keys and evaluation seeds are the run's for those members."""
+        self.place = (np.asarray(members, np.int64), run_pop)
+
+    @property
+    def run_members(self) -> np.ndarray:
+        """The run's indices of this backend's members."""
+        members = self.place[0]
+        return np.arange(self.config.pop) if members is None else members
 
     def _reset_session(self) -> None:
         """Per-run state: a backend (its compiled functions) may serve several runs one after another."""
@@ -183,9 +190,9 @@ class HostBackend:
         self._reset_session()
         config = self.config
         steps = member_steps(population)
-        first, run_pop = self.place
+        run_pop = self.place[1]
         seed = self._reset_seed(steps)
-        self.keys = collector_keys(config.seed, run_pop or config.pop)[first:first + config.pop] if extra is None else \
+        self.keys = collector_keys(config.seed, run_pop or config.pop)[self.run_members] if extra is None else \
             jax.random.wrap_key_data(jnp.asarray(extra["collector_keys"]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Gymnasium/MuJoCo deprecation chatter at env creation
@@ -197,12 +204,12 @@ class HostBackend:
             self.thread = threading.Thread(target=self._produce, name="populax-collector", daemon=True)
             self.thread.start()
 
-    def _reset_seed(self, steps: int) -> int:
-        """Seed of a reset of this backend's envs at ``steps`` env steps per member (env i gets seed + i): the
-        run's seed at the start, else one derived from the step (a resume, a CEM-RL generation), shifted to
-        this block's members."""
+    def _reset_seed(self, steps: int) -> list[int]:
+        """Seeds of a reset of this backend's envs at ``steps`` env steps per member: the run's seed at the
+        start, else one derived from the step (a resume, a CEM-RL generation, a cohort whose members changed),
+        each member's envs at its place in the run (``member_env_seeds``)."""
         seed = self.config.seed if steps == 0 else resume_reset_seed(self.config.seed, steps)
-        return seed + self.place[0] * self.plan.envs_per_member
+        return member_env_seeds(seed, self.run_members, self.plan.envs_per_member)
 
     def _produce(self) -> None:
         try:
@@ -282,7 +289,8 @@ class HostBackend:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             returns = evaluate(self.spec, self.functions, population, self.config.eval_episodes,
-                               seed=eval_seed(self.config.seed, chunk) + self.place[0] * self.config.eval_episodes,
+                               seed=member_env_seeds(eval_seed(self.config.seed, chunk), self.run_members,
+                                                     self.config.eval_episodes),
                                max_steps=eval_step_cap(self.config))
         self.eval_s += time.perf_counter() - start
         return returns

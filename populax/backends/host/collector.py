@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -72,8 +72,9 @@ class Collector:
     """Steps the N x E host envs; all members act in one jitted call per env step."""
 
     def __init__(self, spec: HostEnvSpec, plan: HostPlan, functions: HostFunctions, population: Member,
-                 pop: int, mode: str, seed: int, keys: jax.Array, iterations: int = 0):
-        """Envs reset with ``seed``; collection continues after ``iterations`` env iterations with RNG ``keys``."""
+                 pop: int, mode: str, seed: int | list[int], keys: jax.Array, iterations: int = 0):
+        """Envs reset with ``seed`` (env i: ``seed + i``, or the list's i-th); collection continues after
+        ``iterations`` env iterations with RNG ``keys``."""
         self.spec, self.plan, self.functions, self.pop = spec, plan, functions, pop
         self.envs = make_vector_env(spec, pop * plan.envs_per_member, mode)
         obs, _ = self.envs.reset(seed=seed)
@@ -120,8 +121,8 @@ class Collector:
             self.cond.notify_all()
             return self.generation
 
-    def reset_envs(self, seed: int) -> None:
-        """Start a fresh episode in every env (env i reset with ``seed + i``); the episodes in flight are
+    def reset_envs(self, seed: int | list[int]) -> None:
+        """Start a fresh episode in every env (env i reset with ``seed + i``, or the list's i-th); the episodes in flight are
         dropped. Call only while no block is being collected (CEM-RL: a generation's start, no overlap)."""
         obs, _ = self.envs.reset(seed=seed)
         self.obs = np.asarray(obs, self.spec.obs_dtype)
@@ -227,14 +228,22 @@ def eval_seed(seed: int, evaluation: int) -> int:
     return seed * 7919 + 1_000_003 * (evaluation + 1)
 
 
+def member_env_seeds(seed: int, members: Sequence[int], per_member: int) -> list[int]:
+    """Env seeds of ``per_member`` envs of each of ``members`` (the run's member indices): member m's env j gets
+    ``seed + m * per_member + j``, so a member's envs are seeded alike wherever it runs (a Ray worker's block,
+    a cohort of a mixed-shape population: members that need not be consecutive)."""
+    return [int(seed) + int(m) * per_member + j for m in members for j in range(per_member)]
+
+
 def resume_reset_seed(seed: int, env_step: int) -> int:
     """Seed the vector env is reset with when a run resumes at ``env_step`` (its envs' state is not saved)."""
     return int(np.random.SeedSequence([seed, env_step, 0x7265]).generate_state(1)[0])
 
 
-def episode_totals(spec: HostEnvSpec, act: Callable[[np.ndarray], np.ndarray], num_envs: int, seed: int,
-                   max_steps: int = EVAL_STEP_LIMIT) -> np.ndarray:
-    """Undiscounted return of one episode in each of ``num_envs`` fresh envs (env i reset with seed + i).
+def episode_totals(spec: HostEnvSpec, act: Callable[[np.ndarray], np.ndarray], num_envs: int,
+                   seed: int | list[int], max_steps: int = EVAL_STEP_LIMIT) -> np.ndarray:
+    """Undiscounted return of one episode in each of ``num_envs`` fresh envs (env i reset with seed + i, or
+    the list's i-th).
 
     ``act`` maps observations [num_envs, ...] to agent actions [num_envs, ...].
     Non-finite actions are passed on as they are, so a diverged member's return is not finite.
@@ -259,10 +268,11 @@ def episode_totals(spec: HostEnvSpec, act: Callable[[np.ndarray], np.ndarray], n
 
 
 def evaluate(spec: HostEnvSpec, functions: HostFunctions, population: Member, episodes: int,
-             seed: int, max_steps: int = EVAL_STEP_LIMIT) -> np.ndarray:
+             seed: int | list[int], max_steps: int = EVAL_STEP_LIMIT) -> np.ndarray:
     """Mean return of ``episodes`` fresh episodes per member, deterministic policy, separate env instances.
 
-    Member m's episode j runs in env ``m * episodes + j`` (seed ``seed + m * episodes + j``).
+    Member m's episode j runs in env ``m * episodes + j`` (seed ``seed + m * episodes + j``, or that entry of
+    the list: ``member_env_seeds``).
     """
     n = int(np.asarray(population.env_steps).shape[0])
 
