@@ -82,24 +82,34 @@ def test_a_mixed_population_on_two_workers_moves_members_between_cohorts_and_wor
                                rtol=0.25)
 
 
-def test_a_killed_worker_of_a_mixed_population_reloads_its_cohorts_from_the_checkpoint(tmp_path):
+@pytest.mark.parametrize("env", [[], ["--env", "gymnasium:Pendulum-v1", "--overlap", "false"]],
+                         ids=["gymnax", "gymnasium"])
+def test_a_killed_worker_of_a_mixed_population_reloads_its_cohorts_from_the_checkpoint(tmp_path, env):
     """kill -9 of a worker after members have moved between cohorts: Ray restarts it, its block reloads from the
-    last checkpoint in the cohorts the checkpoint saved (not the initial ones), and the run completes."""
+    last checkpoint in the cohorts the checkpoint saved (not the initial ones), and the run completes; on
+    Gymnasium each worker's cohorts step their members' envs, and the reloaded block its members' collector
+    keys."""
     out = tmp_path / "run"
     args = [*MIXED, "--pop", "4", "--hp.hidden", "8x8,32x32,8x8,32x32", "--total-steps", "2000",
-            "--executor", "ray", "--workers", "2", "--out", str(out)]
+            "--executor", "ray", "--workers", "2", "--out", str(out), *env]
     kill_worker_after_checkpoint(in_loopback("exec " + populax("train", *args)), out, "chunk_000003")
     restarts = [r for r in records(out / "ray.jsonl") if r["event"] == "worker_restart"]
     assert len(restarts) == 1 and restarts[0]["members"] == [2, 3] and restarts[0]["reloaded_from"].startswith("chunk_")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["env_steps_per_member"] == 2000 and summary["ray"]["restarts"] == 1
+    assert summary["worker_backend"] == ("host" if env else "compiled")
+    moves = [e for e in records(out / "lineage.jsonl") if e["old_static"] != e["new_static"]]
+    assert any((e["member"] < 2) != (e["source"] < 2) for e in moves), moves  # between the workers' blocks
     assert all(m["final_return"] is not None for m in summary["members"])
     assert sorted(m for ids in summary["cohorts"]["members"].values() for m in ids) == [0, 1, 2, 3]
     # members had moved before the checkpoint the block reloaded from: it was read in the cohorts it saved
     restored = restarts[0]["restored_env_step"]
     assert any(e["env_step"] <= restored for e in records(out / "lineage.jsonl")
                if e.get("old_static") not in (None, e.get("new_static"))), restored
-    final = load_checkpoint(load_setup(out)).population
+    checkpoint = load_checkpoint(load_setup(out))
+    final = checkpoint.population
+    if env:
+        assert np.asarray(checkpoint.extra["collector_keys"]).shape == (4, 2)
     for label, members in summary["cohorts"]["members"].items():
         for member in members:
             kernel = member_row(final, member).agent.actor["params"]["MLP_0"]["Dense_0"]["kernel"]
