@@ -88,7 +88,8 @@ def test_a_killed_mixed_host_run_resumes_to_the_end_with_each_member_in_its_coho
     """kill -9 after the third checkpoint, then `populax resume`: until the checkpoint the run is the
     uninterrupted one (seeded: the same moves, returns and metrics); after it, the envs restart from a seed of
     the step (Gymnasium cannot save them, as for any host run), and the run reaches the end, nothing logged
-    twice, each member saved in the shape of the cohort the strategy put it in, its collector keys with it."""
+    twice, each member saved in the shape of the cohort the strategy put it in, its collector keys with it;
+    `populax eval` reads each cohort's members back."""
     reference, out = tmp_path / "reference", tmp_path / "run"
     assert main(["train", *HOST_ARGS, "--out", str(reference)]) == 0
     moves = [e for e in lineage(reference) if e["old_static"] != e["new_static"]]
@@ -119,3 +120,9 @@ def test_a_killed_mixed_host_run_resumes_to_the_end_with_each_member_in_its_coho
         for member in members:
             kernel = member_row(final.population, member).agent.actor["params"]["MLP_0"]["Dense_0"]["kernel"]
             assert kernel.shape[-1] == width, (member, label, kernel.shape)
+    # `populax eval` of one member per cohort replays its last evaluation (the run's env seeds for that member)
+    for label, members in summary["cohorts"]["members"].items():
+        result = subprocess.run(cli("eval", str(out), "--member", str(members[0]), "--episodes", "2"),
+                                capture_output=True, text=True)
+        mean = float(result.stdout.split("mean return ")[1].split()[0])
+        assert mean == pytest.approx(summary["members"][members[0]]["final_return"], abs=0.02), label
