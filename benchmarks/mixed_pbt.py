@@ -1,9 +1,10 @@
 """Mixed-shape PBT vs PBT at each fixed shape vs Ray Tune's PBT over the same space, same budget (issue 25).
 
-TD3-PBT on gymnax Pendulum-v1 (mixed-shape populations run only on JAX environments for now, not on
-Gymnasium/MuJoCo on the host), per seed, every run with the same population, env steps per member,
-evaluation period and episodes, PBT round interval, bottom/top quantile 25%, resample probability 0.25 and
-learning-rate prior (lr-actor, lr-critic loguniform 1e-4..1e-2):
+TD3-PBT on ``--env`` (default gymnax Pendulum-v1; a Gymnasium/MuJoCo id such as ``gymnasium:Hopper-v5`` runs
+on the host, each cohort of a mixed run stepping its own members' envs), per seed, every run with the same
+environment, population, env steps per member, evaluation period and episodes, PBT round interval,
+bottom/top quantile 25%, resample probability 0.25 and learning-rate prior (lr-actor, lr-critic loguniform
+1e-4..1e-2); everything else is populax's default (no tuned recipe), for every method alike:
 
 * ``mixed``: one populax run whose members differ in ``--hp.hidden choice:64x64,256x256`` and
   ``--hp.batch-size choice:64,256`` (one compiled program per cohort, one PBT ranking, cross-cohort exploit
@@ -23,11 +24,14 @@ Every populax run is a ``populax train`` process of its own (wall time includes 
 compiling); Tune runs on a private Ray instance with ``--cpus`` CPUs (trials of 1 CPU, that many at a
 time), the whole benchmark in a network namespace holding only ``lo``. A Tune trial is populax's compiled
 chunk for ONE member (pop 1) that reports after each evaluation and checkpoints its member (as
-``benchmarks/tune_pbt.py``). Each trial start is logged (process id, shape, restored or not) to count
-exploits, cross-shape moves, processes and restarts. Printed: a table per run; written: JSON with
-everything (``--out``).
+``benchmarks/tune_pbt.py``; on a host env the trial opens its envs at each start, a restart resetting them
+as ``populax resume`` does, and closes them at its end). Each trial start is logged (process id, shape,
+restored or not) to count exploits, cross-shape moves, processes and restarts. Printed: a table per run;
+written: JSON with everything (``--out``).
 
     .venv/bin/python benchmarks/mixed_pbt.py --seeds 0 1 2 --steps 6000 --eval-every 1000 --ready 2000 --out docs/bench/mixed_pbt.json
+    .venv/bin/python benchmarks/mixed_pbt.py --env gymnasium:Hopper-v5 --seeds 0 1 2 --steps STEPS --eval-every E \
+        --ready R --out docs/bench/mixed_pbt_hopper.json   (the reduced budget of docs/benchmarks.md)
     (Tune needs ray[tune]: pip install -c constraints.txt -e '.[tune]')
 """
 
@@ -43,8 +47,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # imported in the functions that use them: Ray's trial processes import this module
+    from populax.member import Member
+    from populax.runtime import RunSetup
 
 REPO = Path(__file__).resolve().parents[1]
 PRIOR = (1e-4, 1e-2)
@@ -60,7 +69,7 @@ DEFAULT_METHODS = ("mixed", *FIXED, "tune")
 
 def populax_argv(args: argparse.Namespace, method: str, seed: int, out: Path) -> list[str]:
     """The ``populax train`` command of one populax run (``mixed`` or ``fixed-HxH-bB``)."""
-    argv = [sys.executable, "-m", "populax.cli", "train", "--env", "Pendulum-v1", "--algo", "td3",
+    argv = [sys.executable, "-m", "populax.cli", "train", "--env", args.env, "--algo", "td3",
             "--pop", str(args.pop), "--seed", str(seed), "--total-steps", str(args.steps),
             "--eval-every", str(args.eval_every), "--eval-episodes", str(args.eval_episodes),
             "--learning-starts", str(args.learning_starts), "--strategy", "pbt", "--ready-interval", str(args.ready),
@@ -116,8 +125,9 @@ def trial_config(config: dict):
     from populax.run.config import TrainConfig
 
     args = config["args"]
-    return TrainConfig(pop=1, seed=config["seed"], total_steps=args["steps"], eval_every=args["eval_every"],
-                       eval_episodes=args["eval_episodes"], learning_starts=args["learning_starts"],
+    return TrainConfig(env=args["env"], pop=1, seed=config["seed"], total_steps=args["steps"],
+                       eval_every=args["eval_every"], eval_episodes=args["eval_episodes"],
+                       learning_starts=args["learning_starts"],
                        hidden=tuple(int(w) for w in config["hidden"].split("x")), batch_size=int(config["batch_size"]),
                        executor="vmap", hp={"lr-actor": str(config["lr_actor"]), "lr-critic": str(config["lr_critic"])},
                        out=os.path.join(tempfile.gettempdir(), "unused"))
@@ -132,11 +142,11 @@ def trainable(config: dict) -> None:
     the clone's buffer, environments and step count. Every start appends one line to ``config["log"]``."""
     from ray import tune
 
-    from populax.run.checkpoint import list_checkpoints, restore, save_checkpoint
+    from populax.run.checkpoint import list_checkpoints, restore
     from populax.runtime import init_population, prepare
 
     setup = prepare(trial_config(config))
-    population, first = init_population(setup), 0
+    population, first, extra = init_population(setup), 0, None
     record = {"trial": tune.get_context().get_trial_id(), "pid": os.getpid(), "hidden": config["hidden"],
               "batch_size": int(config["batch_size"]), "lr_actor": config["lr_actor"],
               "lr_critic": config["lr_critic"], "restored": False, "error": None}
@@ -158,17 +168,33 @@ def trainable(config: dict) -> None:
                 source = dict(config, hidden=read_manifest(path)["hidden"])
                 saved = restore(path, init_population(prepare(trial_config(source))))
                 population = saved.population.replace(agent=population.agent, hparams=setup.hparams)
-            first = saved.manifest["chunks_done"]
+            first, extra = saved.manifest["chunks_done"], saved.extra
             record.update(source_hidden=saved.manifest.get("hidden"),
                           source_batch_size=saved.manifest.get("batch_size"))
     record["env_step"] = first * setup.chunk_steps
     with open(config["log"], "a") as log:
         log.write(json.dumps(record) + "\n")
+    # As populax's driver does: a host backend opens its envs (reset from the seed, or from the resume step)
+    # and its collector here and closes them in stop(); a compiled backend has nothing to open or close.
+    setup.backend.start(population, extra)
+    try:
+        train_member(setup, population, first, config)
+    finally:
+        setup.backend.stop()
+
+
+def train_member(setup: RunSetup, population: Member, first: int, config: dict) -> None:
+    """The trial's chunks from ``first`` on: advance, evaluate, report the return with a checkpoint of the
+    member (a host backend's collector keys in its ``extra``, so a restart continues its exploration)."""
+    from ray import tune
+
+    from populax.run.checkpoint import save_checkpoint
+
     for chunk in range(first, setup.num_chunks):
         population, _ = setup.backend.advance(population, chunk)
         returns = setup.backend.evaluate(population, chunk)
         with tempfile.TemporaryDirectory() as directory:
-            save_checkpoint(Path(directory), population, chunk=chunk, keep=1,
+            save_checkpoint(Path(directory), population, chunk=chunk, keep=1, extra=setup.backend.extra_state(),
                             manifest={"chunks_done": chunk + 1, "hidden": config["hidden"],
                                       "batch_size": int(config["batch_size"])})
             tune.report({"return": float(returns[0]), "env_step": (chunk + 1) * setup.chunk_steps},
@@ -283,6 +309,8 @@ def aggregate(rows: list[dict]) -> dict:
 def main() -> None:
     """Run the chosen methods for every seed one after another, print a line per run, write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="Pendulum-v1",
+                        help="every run's environment: a gymnax id (compiled) or e.g. gymnasium:Hopper-v5 (host)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=6000, help="env steps per member")
     parser.add_argument("--pop", type=int, default=8)
