@@ -30,8 +30,8 @@ restored or not) to count exploits, cross-shape moves, processes and restarts. P
 written: JSON with everything (``--out``).
 
     .venv/bin/python benchmarks/mixed_pbt.py --seeds 0 1 2 --steps 6000 --eval-every 1000 --ready 2000 --out docs/bench/mixed_pbt.json
-    .venv/bin/python benchmarks/mixed_pbt.py --env gymnasium:Hopper-v5 --seeds 0 1 2 --steps STEPS --eval-every E \
-        --ready R --out docs/bench/mixed_pbt_hopper.json   (the reduced budget of docs/benchmarks.md)
+    .venv/bin/python benchmarks/mixed_pbt.py --env gymnasium:Hopper-v5 --seeds 0 1 2 --steps 8000 --pop 8 \
+        --eval-every 1000 --eval-episodes 5 --ready 2000 --out docs/bench/mixed_pbt_hopper.json
     (Tune needs ray[tune]: pip install -c constraints.txt -e '.[tune]')
 """
 
