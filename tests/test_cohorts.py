@@ -194,10 +194,16 @@ MATRIX = [
     ("dqn", "CartPole-v1", {"hidden": "16x16,16x16,32x32,32x32", "n-step": "1,3,1,3"}, "pbt", "distill"),
     ("ppo", "CartPole-v1", {"hidden": "16x16,16x16,32x32,32x32"}, "pbt", "fresh"),
     ("td3", "Pendulum-v1", {"envs-per-member": "1,1,2,2"}, "independent", "copy"),
+    # the same on host environments (Gymnasium): each cohort steps its own members' envs (TD3's host cells are
+    # tests/test_host_cohorts.py)
+    ("sac", "gymnasium:Pendulum-v1", {"batch-size": "32,32,64,64"}, "pb2", "distill"),
+    ("dqn", "gymnasium:CartPole-v1", {"hidden": "16x16,16x16,32x32,32x32", "n-step": "1,3,1,3"}, "pbt", "distill"),
+    ("ppo", "gymnasium:CartPole-v1", {"hidden": "16x16,16x16,32x32,32x32"}, "pbt", "fresh"),
 ]
 
 
-@pytest.mark.parametrize("algo, env, static, strategy, how", MATRIX, ids=[m[0] for m in MATRIX])
+@pytest.mark.parametrize("algo, env, static, strategy, how", MATRIX,
+                         ids=[f"{m[0]}-{'host' if m[1].startswith('gymnasium:') else 'compiled'}" for m in MATRIX])
 def test_every_algorithm_and_strategy_runs_a_mixed_population(tmp_path, algo, env, static, strategy, how):
     out = tmp_path / "run"
     hp = {"lr": "loguniform:1e-4,1e-3"} if algo in ("dqn", "ppo") else {"lr-actor": "loguniform:1e-4,1e-3"}
