@@ -238,45 +238,6 @@ def test_ray_pbt_two_workers_equals_one_process(tmp_path):
         assert member_hparams(population.hparams, event["member"]) == event["new_hparams"]
 
 
-def test_ray_runs_gymnasium_blocks_on_the_host_backend(tmp_path):
-    """Gymnasium Pendulum-v1 under --executor ray: each worker runs the host backend on its block (its own envs,
-    the run's env seeds and collector keys for its members); a short PBT run completes and its exploits copy
-    members across workers, worker to worker, with their sources' weights."""
-    out = tmp_path / "run"
-    args = [*SMALL, "--env", "gymnasium:Pendulum-v1", "--pop", "4", "--total-steps", "800", "--eval-every", "200",
-            "--strategy", "pbt", "--pbt-bottom", "0.5", "--pbt-top", "0.5", "--hp.lr-actor", "loguniform:1e-4,1e-2",
-            "--overlap", "false", "--checkpoint-every", "400", "--seed", "0", "--executor", "ray", "--workers", "2",
-            "--out", str(out)]
-    run_loopback(populax("train", *args))
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["backend"] == "ray" and summary["worker_backend"] == "host" and summary["env_steps_per_member"] == 800
-    assert all(m["final_return"] is not None for m in summary["members"])
-    exploits = [e for e in records(out / "lineage.jsonl") if e["event"] == "exploit"]
-    assert summary["ray"]["cross_block_copies"] >= 1 and {e["env_step"] for e in exploits} == {400}
-    assert any(r["event"] == "member_copy" for r in records(out / "ray.jsonl"))
-    setup = load_setup(out)
-    population = restore(out / "checkpoints" / "chunk_000001", jax.eval_shape(lambda: init_population(setup))).population
-    for event in exploits:
-        for got, source in zip(agent_leaves(population, event["member"]), agent_leaves(population, event["source"])):
-            np.testing.assert_array_equal(got, source)
-
-
-def test_ray_workers_build_a_custom_environment_from_its_import_path(tmp_path):
-    """A user's gymnax-API environment (examples/custom_jax_env.py) under --executor ray: each worker imports it
-    by the run's py: path (PYTHONPATH reaches the workers) and trains its block inside the compiled chunk."""
-    out = tmp_path / "run"
-    examples = REPO / "examples"
-    args = ["--env", "py:custom_jax_env:Corridor", "--algo", "dqn", "--pop", "4", "--total-steps", "600",
-            "--eval-every", "300", "--hidden", "16,16", "--batch-size", "16", "--learning-starts", "100",
-            "--eval-episodes", "2", "--no-progress", "--no-tensorboard", "--executor", "ray", "--workers", "2",
-            "--out", str(out)]
-    run_loopback(f"PYTHONPATH={shlex.quote(str(examples))}:$PYTHONPATH {populax('train', *args)}")
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["backend"] == "ray" and summary["worker_backend"] == "compiled"
-    assert summary["env"] == "py:custom_jax_env:Corridor"
-    assert summary["env_steps_per_member"] == 600 and all(m["final_return"] is not None for m in summary["members"])
-
-
 def test_killed_worker_restarts_and_reloads_its_block(tmp_path):
     """kill -9 of one worker mid-run: Ray restarts it, its block reloads from the last checkpoint, the run completes;
     ray.jsonl logs the restart and lineage.jsonl one block_reload per member of that block. Member 0, poisoned
@@ -331,21 +292,42 @@ def test_ray_gymnasium_run_resumes_and_a_source_worker_dying_after_the_resume_is
     reloads = [e for e in records(out / "lineage.jsonl") if e["event"] == "block_reload"]
     assert sorted(e["member"] for e in reloads) == dead
     assert summary["lineage_events"]["block_reload"] == 2 and summary["ray"]["restarts"] == 1
+    # exploits copied sources across the workers, worker to worker (ray.jsonl's member_copy records); the
+    # checkpoint written right after a round holds each target with its source's weights
+    exploits = [e for e in records(out / "lineage.jsonl") if e["event"] == "exploit"]
+    assert any((e["member"] < 2) != (e["source"] < 2) for e in exploits), exploits
+    assert summary["ray"]["cross_block_copies"] >= 1
+    assert any(r["event"] == "member_copy" for r in records(out / "ray.jsonl"))
+    setup = load_setup(out)
+    template = jax.eval_shape(lambda: init_population(setup))
+    for event in exploits:
+        population = restore(out / "checkpoints" / f"chunk_{event['env_step'] // 200 - 1:06d}", template).population
+        for got, source in zip(agent_leaves(population, event["member"]), agent_leaves(population, event["source"])):
+            np.testing.assert_array_equal(got, source)
 
 
 def test_ray_address_joins_a_cluster_started_with_ray_start(tmp_path):
     """`ray start --head` on loopback, then `populax train --ray-address` joins it; a run without --ray-address
     beside that cluster starts its own instance (Ray would otherwise join the cluster it finds on the machine and
-    refuse the run's num_cpus); the shell stops the cluster."""
+    refuse the run's num_cpus); the shell stops the cluster. That second run trains a user's gymnax-API
+    environment (examples/custom_jax_env.py): each worker imports it by the run's py: path (PYTHONPATH reaches
+    the workers) and trains its block inside the compiled chunk."""
     out, private = tmp_path / "run", tmp_path / "private"
     ray = Path(sys.executable).parent / "ray"
     head = (f"{ray} start --head --port=6390 --node-ip-address=127.0.0.1 --num-cpus=2 --include-dashboard=false "
             "--disable-usage-stats >/dev/null")
     train = [*SMALL, "--pop", "4", "--total-steps", "400", "--eval-every", "200", "--executor", "ray", "--workers", "2"]
     joined = populax("train", *train, "--ray-address", "127.0.0.1:6390", "--out", str(out))
-    own = populax("train", *train, "--out", str(private))
+    custom = ["--env", "py:custom_jax_env:Corridor", "--algo", "dqn", "--pop", "4", "--total-steps", "600",
+              "--eval-every", "300", "--hidden", "16,16", "--batch-size", "16", "--learning-starts", "100",
+              "--eval-episodes", "2", "--no-progress", "--no-tensorboard", "--executor", "ray", "--workers", "2"]
+    own = f"PYTHONPATH={shlex.quote(str(REPO / 'examples'))}:$PYTHONPATH {populax('train', *custom, '--out', str(private))}"
     run_loopback(f"{head} && {joined} && {own}; status=$?; {ray} stop --force >/dev/null 2>&1; exit $status",
                  own_pids=True)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ray"]["address"] == "127.0.0.1:6390" and summary["env_steps_per_member"] == 400
-    assert json.loads((private / "summary.json").read_text())["ray"]["address"] == "local (loopback)"
+    summary = json.loads((private / "summary.json").read_text())
+    assert summary["ray"]["address"] == "local (loopback)"
+    assert summary["backend"] == "ray" and summary["worker_backend"] == "compiled"
+    assert summary["env"] == "py:custom_jax_env:Corridor"
+    assert summary["env_steps_per_member"] == 600 and all(m["final_return"] is not None for m in summary["members"])
