@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # The CPU default is reproducible: every install below pins to constraints.txt (pyproject.toml holds ranges).
 PIP_INSTALL := $(BIN)/python -m pip install -q -c constraints.txt
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test test-extended lint bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -x --durations=15 -n 2 --dist loadfile
+
+# The rest of the feature matrices (algorithm x backend x strategy cells beyond one per path); CI runs it after `test`.
+test-extended: $(STAMP)
+	$(BIN)/python -m pytest -q -x --durations=10 -n 2 --dist loadfile -m extended
 
 lint: $(STAMP)
 	$(BIN)/ruff check populax tests benchmarks examples

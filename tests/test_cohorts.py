@@ -202,8 +202,14 @@ MATRIX = [
 ]
 
 
-@pytest.mark.parametrize("algo, env, static, strategy, how", MATRIX,
-                         ids=[f"{m[0]}-{'host' if m[1].startswith('gymnasium:') else 'compiled'}" for m in MATRIX])
+# td3/independent/copy (compiled) and ppo/pbt/fresh (host) in the default suite; the other cells are marked
+# `extended` (make test-extended; CI runs them).
+DEFAULT_CELLS = {("td3", "Pendulum-v1"), ("ppo", "gymnasium:CartPole-v1")}
+CELLS = [pytest.param(*cell, id=f"{cell[0]}-{'host' if cell[1].startswith('gymnasium:') else 'compiled'}",
+                      marks=() if cell[:2] in DEFAULT_CELLS else pytest.mark.extended) for cell in MATRIX]
+
+
+@pytest.mark.parametrize("algo, env, static, strategy, how", CELLS)
 def test_every_algorithm_and_strategy_runs_a_mixed_population(tmp_path, algo, env, static, strategy, how):
     out = tmp_path / "run"
     hp = {"lr": "loguniform:1e-4,1e-3"} if algo in ("dqn", "ppo") else {"lr-actor": "loguniform:1e-4,1e-3"}

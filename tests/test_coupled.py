@@ -149,8 +149,10 @@ def test_kernel_log_det_and_its_gradient_are_finite_for_identical_members():
 PER_MEMBER = {"critics": "per-member"}
 
 
-@pytest.mark.parametrize("algo, options", [("cemrl", {}), ("dvd-td3", {}), ("dvd-td3", PER_MEMBER)],
-                         ids=["cemrl", "dvd-td3", "dvd-td3-per-member-critics"])
+@pytest.mark.parametrize("algo, options", [
+    ("cemrl", {}), ("dvd-td3", {}),
+    pytest.param("dvd-td3", PER_MEMBER, marks=pytest.mark.extended),  # make test-extended; CI runs it
+], ids=["cemrl", "dvd-td3", "dvd-td3-per-member-critics"])
 def test_kill_and_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, algo, options):
     """Checkpoint after every chunk; drop the last two (as if killed after chunk 0); resume; compare."""
     # Per-member critics honour per-member critic settings: member 0's critic (lr 0) never moves.
@@ -266,8 +268,11 @@ def test_init_population_puts_the_shared_state_outside_the_member_axis(tmp_path)
     assert jax.tree.leaves(population.agent.actor)[0].shape[0] == 4
 
 
-@pytest.mark.parametrize("algo, options", [("cemrl", {}), ("dvd-td3", {}), ("dvd-td3", PER_MEMBER)],
-                         ids=["cemrl", "dvd-td3", "dvd-td3-per-member-critics"])
+@pytest.mark.parametrize("algo, options", [
+    ("cemrl", {}),
+    pytest.param("dvd-td3", {}, marks=pytest.mark.extended),  # make test-extended; CI runs them
+    pytest.param("dvd-td3", PER_MEMBER, marks=pytest.mark.extended),
+], ids=["cemrl", "dvd-td3", "dvd-td3-per-member-critics"])
 def test_a_short_run_on_gymnasium_pendulum_completes(tmp_path, algo, options):
     """The host backend: the same population steps around the Gymnasium collector."""
     setup = prepare(small_config(tmp_path, algo, "host", env="gymnasium:Pendulum-v1", pop=2, total_steps=400,
@@ -500,7 +505,7 @@ def test_dvd_per_member_critics_fold_each_members_batch_with_its_own_gamma(tmp_p
         np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("env", ["Pendulum-v1", "gymnasium:Pendulum-v1"])
+@pytest.mark.parametrize("env", ["Pendulum-v1", pytest.param("gymnasium:Pendulum-v1", marks=pytest.mark.extended)])
 def test_cemrl_runs_when_gradient_steps_are_not_a_multiple_of_pop(tmp_path, env):
     """pop 4, 5-step generations, 0.3 updates per step: 6 gradient steps per generation (used to fail to
     reshape into [-1, 4]); the one shared critic reports one loss, the same for every member."""

@@ -82,8 +82,10 @@ def test_a_mixed_population_on_two_workers_moves_members_between_cohorts_and_wor
                                rtol=0.25)
 
 
-@pytest.mark.parametrize("env", [[], ["--env", "gymnasium:Pendulum-v1", "--overlap", "false"]],
-                         ids=["gymnax", "gymnasium"])
+@pytest.mark.parametrize("env", [
+    pytest.param([], marks=pytest.mark.extended),  # make test-extended; CI runs it
+    ["--env", "gymnasium:Pendulum-v1", "--overlap", "false"],
+], ids=["gymnax", "gymnasium"])
 def test_a_killed_worker_of_a_mixed_population_reloads_its_cohorts_from_the_checkpoint(tmp_path, env):
     """kill -9 of a worker after members have moved between cohorts: Ray restarts it, its block reloads from the
     last checkpoint in the cohorts the checkpoint saved (not the initial ones), and the run completes; on
