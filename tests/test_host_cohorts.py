@@ -84,7 +84,7 @@ def lineage(run_dir):
     return [json.loads(line) for line in (run_dir / "lineage.jsonl").read_text().splitlines()]
 
 
-def test_a_killed_mixed_host_run_resumes_to_the_end_with_each_member_in_its_cohorts_shape(tmp_path):
+def test_a_killed_mixed_host_run_resumes_to_the_end_with_each_member_in_its_cohorts_shape(tmp_path, capsys):
     """kill -9 after the third checkpoint, then `populax resume`: until the checkpoint the run is the
     uninterrupted one (seeded: the same moves, returns and metrics); after it, the envs restart from a seed of
     the step (Gymnasium cannot save them, as for any host run), and the run reaches the end, nothing logged
@@ -122,7 +122,7 @@ def test_a_killed_mixed_host_run_resumes_to_the_end_with_each_member_in_its_coho
             assert kernel.shape[-1] == width, (member, label, kernel.shape)
     # `populax eval` of one member per cohort replays its last evaluation (the run's env seeds for that member)
     for label, members in summary["cohorts"]["members"].items():
-        result = subprocess.run(cli("eval", str(out), "--member", str(members[0]), "--episodes", "2"),
-                                capture_output=True, text=True)
-        mean = float(result.stdout.split("mean return ")[1].split()[0])
+        capsys.readouterr()
+        assert main(["eval", str(out), "--member", str(members[0]), "--episodes", "2"]) == 0, label
+        mean = float(capsys.readouterr().out.split("mean return ")[1].split()[0])
         assert mean == pytest.approx(summary["members"][members[0]]["final_return"], abs=0.02), label
