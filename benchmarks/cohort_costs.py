@@ -25,7 +25,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from populax.member import no_edits
+from populax.edits import no_edits
 from populax.memory import tree_bytes
 from populax.run.config import build_config
 from populax.runtime.setup import init_population, prepare

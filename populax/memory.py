@@ -111,7 +111,7 @@ def transitions_bytes(shapes: Any) -> int:
 
 def kept_bytes(shapes: Any) -> int:
     """Bytes of the copy the driver keeps before each chunk: the state less the buffers' transitions
-    (``member.kept_before_chunk``)."""
+    (``edits.kept_before_chunk``)."""
     return tree_bytes(shapes) - transitions_bytes(shapes)
 
 

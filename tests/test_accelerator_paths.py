@@ -80,7 +80,7 @@ def test_a_chunk_updates_the_population_in_place(tmp_path):
     donation warning reaches the user; the host learner's insert donates the replay buffers."""
     import warnings
 
-    from populax.member import kept_before_chunk
+    from populax.edits import kept_before_chunk
     from populax.runtime import init_population
 
     config = TrainConfig(pop=2, total_steps=200, eval_every=100, learning_starts=50, batch_size=16, hidden=(8,),

@@ -16,9 +16,10 @@ import populax
 from populax.buffers import buffer_sample
 from populax.cli import main
 from populax.cohorts import StaticSpace, parse_static, split_static
+from populax.edits import no_edits
 from populax.errors import ConfigError
 from populax.loop.distill import output_distance
-from populax.member import Cohorts, member_row, no_edits
+from populax.member import Cohorts, member_row
 from populax.run.checkpoint import STATE_FILE, list_checkpoints
 from populax.run.config import FIELDS, build_config
 from populax.runtime.setup import init_population, prepare

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from populax.member import Member, apply_edits
+from populax.edits import apply_edits
+from populax.member import Member
 from populax.run.config import TrainConfig
 from populax.run.resume import load_checkpoint, load_setup
 from populax.runtime import prepare, run

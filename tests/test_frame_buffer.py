@@ -158,7 +158,7 @@ def check_checkpoint_round_trip_and_pbt_copy(functions, population, block, tmp_p
     """--save-buffer: the restored frame buffer is bitwise the saved one, so a resumed run samples and inserts
     exactly as the uninterrupted one would (a host resume also resets its envs from a derived seed, so whole
     resumed runs differ by design; the buffer is what must carry over). --pbt-copy-buffer copies it whole."""
-    from populax.member import apply_edits, no_edits
+    from populax.edits import apply_edits, no_edits
     from populax.run.checkpoint import restore, save_checkpoint
 
     path = save_checkpoint(tmp_path, population, chunk=0, manifest={}, save_buffer=True)

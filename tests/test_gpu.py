@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from populax.member import kept_before_chunk
+from populax.edits import kept_before_chunk
 from populax.memory import device_memory_bytes, program_budget_bytes
 from populax.population import auto_executor, auto_plan, vmap_executor
 from populax.run.config import TrainConfig

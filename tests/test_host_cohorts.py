@@ -11,7 +11,8 @@ from cli_process import cli, wait_for
 from test_checkpoint import metrics
 
 from populax.cli import main
-from populax.member import member_row, no_edits, slowest_member_steps
+from populax.edits import no_edits
+from populax.member import member_row, slowest_member_steps
 from populax.run.checkpoint import list_checkpoints
 from populax.run.config import build_config
 from populax.run.resume import load_checkpoint, load_setup

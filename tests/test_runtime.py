@@ -122,7 +122,7 @@ def test_every_strategy_runs_with_every_algorithm_on_both_backends(tmp_path, alg
 ])
 def test_policy_copy_takes_the_declared_fields(tmp_path, algo, env, fields):
     """--pbt-copy policy: TD3's actor fields and not its critics; DQN's whole (single) network."""
-    from populax.member import no_edits
+    from populax.edits import no_edits
 
     setup = prepare(matrix_config(tmp_path, algo, env, "lr-actor" if algo == "td3" else "lr", pbt_copy="policy"))
     assert setup.algorithm.policy_fields == fields
@@ -220,7 +220,7 @@ def test_td3_pbt_on_gymnasium_pendulum_learns(tmp_path):
 @pytest.mark.parametrize("env", ["Pendulum-v1", "gymnasium:Pendulum-v1"])
 def test_reinitialising_a_member_builds_only_its_agent(tmp_path, env):
     """Re-initialisation draws fresh agent states for the failed members alone: no buffers, no other members."""
-    from populax.member import reinitialise
+    from populax.edits import reinitialise
 
     setup = prepare(matrix_config(tmp_path, "td3", env, "lr-actor", strategy="independent"))
     population = populax.runtime.init_population(setup)

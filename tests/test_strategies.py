@@ -12,9 +12,9 @@ import populax
 from populax.agents.base import Transition
 from populax.agents.td3 import TD3HParams
 from populax.buffers import ReplayBuffer, buffer_rewind
+from populax.edits import no_edits
 from populax.errors import ConfigError
 from populax.hparams import Distribution, resolve_specs
-from populax.member import no_edits
 from populax.population import select_member
 from populax.runtime import init_population, prepare, run
 from populax.strategies import make_strategy, pb2, pbt
@@ -167,7 +167,8 @@ def test_buffer_rewind_drops_the_last_transitions_and_keeps_the_rest():
 def test_exploit_with_copy_buffer_writes_only_the_copied_rows_in_place():
     """--pbt-copy-buffer: member 1 takes member 2's replay buffer, the others keep theirs; the buffers are
     written in place (the population's old buffers are donated)."""
-    from populax.member import Member, apply_edits
+    from populax.edits import apply_edits
+    from populax.member import Member
 
     pop, capacity = 4, 5
     rows = jnp.arange(pop * capacity, dtype=jnp.float32).reshape(pop, capacity)
@@ -190,7 +191,8 @@ def test_failed_target_that_takes_its_sources_buffer_learns_from_when_the_source
     """--pbt-copy-buffer: a failed member's rollback leaves it 2 of 5 rows, so its learn_from moves to a refill
     point; replaced by a copy of member 2 with member 2's (full) buffer, it learns from when member 2 does,
     not after refilling a buffer it no longer has."""
-    from populax.member import Member, apply_edits, kept_before_chunk, no_edits
+    from populax.edits import apply_edits, kept_before_chunk, no_edits
+    from populax.member import Member
 
     pop, capacity = 4, 5
     rows = jnp.arange(pop * capacity, dtype=jnp.float32).reshape(pop, capacity)

@@ -14,7 +14,7 @@ behind this small interface:
                                     end early when ``stop()`` (host: after a block)
 ``evaluate(population, chunk)``     -> per-member mean return of fresh episodes
 ``apply_edits(population, prev, e)`` -> population after a strategy's ``MemberEdits``, applied
-                                    where the members live (``member.apply_edits``;
+                                    where the members live (``edits.apply_edits``;
                                     host: then re-publish; Ray: on each worker, copies
                                     between blocks worker to worker)
 ``gather(population, experience)``  the complete members, replay buffers only with
@@ -50,7 +50,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from populax.member import Member, MemberEdits
+from populax.edits import MemberEdits
+from populax.member import Member
 
 
 class Backend(Protocol):

@@ -33,18 +33,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceShardin
 from populax.agents import Algorithm
 from populax.backends.factory import make_local_backend
 from populax.cohorts import CROSS_COHORT, StaticSpace
+from populax.edits import MemberEdits, copy_sources, kept_before_chunk
 from populax.errors import ConfigError
 from populax.loop.distill import make_distill
-from populax.member import (
-    Cohorts,
-    Member,
-    MemberEdits,
-    concatenate_rows,
-    copy_sources,
-    driver_view,
-    kept_before_chunk,
-    take_rows,
-)
+from populax.member import Cohorts, Member, concatenate_rows, driver_view, take_rows
 from populax.population import executor_shards
 from populax.run.config import TrainConfig
 
@@ -317,7 +309,7 @@ class CohortBackend:
         return source
 
     def _imported_rows(self, edits: MemberEdits, sources: np.ndarray, sources_of: Callable) -> Member | None:
-        """What a cohort's copies take from their sources (``member.copy_sources``, stacked) where one of
+        """What a cohort's copies take from their sources (``edits.copy_sources``, stacked) where one of
         them is held elsewhere; None where all are this cohort's own (taken from its block, as on one
         machine)."""
         if not np.any(sources >= len(self.assignment)):

@@ -27,7 +27,7 @@ def make_local_backend(config: TrainConfig, algorithm: Algorithm, executor: Exec
 
     ``executor`` runs the members (default: the one ``config.executor`` names, which is not ``ray``);
     ``donate``: a compiled chunk may consume its input, because the caller keeps only what failure handling
-    restores (``member.kept_before_chunk``), as the driver and a Ray worker do."""
+    restores (``edits.kept_before_chunk``), as the driver and a Ray worker do."""
     choice = resolve_env(config.env, gymnax_ids())
     if executor is None:
         executor = make_executor(config.executor, config.pop)

@@ -35,8 +35,9 @@ import jax
 import numpy as np
 
 from populax._version import __version__
+from populax.edits import kept_before_chunk, refill_point
 from populax.hparams import member_hparams
-from populax.member import Member, kept_before_chunk, member_row, member_steps, refill_point, slowest_member_steps
+from populax.member import Member, member_row, member_steps, slowest_member_steps
 from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
 from populax.run.compile_clock import CompileClock
 from populax.run.config import TrainConfig

@@ -6,7 +6,7 @@ At a ready round, read top to bottom::
     replaced  = the bottom fraction by fitness, plus every failed member
     sources   = for each replaced member, a member drawn from the top fraction
     exploit   : member <- copy of its source (decided here as MemberEdits; the backend copies
-                where the members live, ``member.apply_edits``)
+                where the members live, ``edits.apply_edits``)
     explore   : each explored hyperparameter x0.8 or x1.2, or resampled from its
                 prior with probability p, clipped to its bounds
 

@@ -1,7 +1,7 @@
 """The host side of a population strategy, called once per chunk after evaluation.
 
 ``PopulationStrategy.update(population, returns, metrics, chunk)`` returns
-the edits to make to the members' states (``member.MemberEdits``,
+the edits to make to the members' states (``edits.MemberEdits``,
 applied by the backend where the states live), the returns to report and the
 lineage events of this chunk. It reads only what the driver holds of the
 members (hyperparameters, step counts). Per chunk, top to bottom::
@@ -16,7 +16,7 @@ members (hyperparameters, step counts). Per chunk, top to bottom::
                  (pbt: perturb/resample; pb2: GP-bandit suggestion)
     every event -> lineage.jsonl
 
-Members are edited only through the declared layout of ``populax.member``
+Members are edited only through ``populax.edits`` over the declared layout of ``populax.member``
 (``apply_edits``: rollback, re-initialise, copy, freeze), so the same code serves
 off-policy and on-policy members on every backend, Ray blocks included.
 
@@ -35,11 +35,11 @@ from typing import Any
 import jax
 import numpy as np
 
-import populax.member as layout
 import populax.strategies.independent as independent
 import populax.strategies.pb2 as pb2
 import populax.strategies.pbt as pbt
 from populax.cohorts import CROSS_COHORT, StaticSpace
+from populax.edits import MemberEdits, no_edits
 from populax.errors import ConfigError
 from populax.hparams import cli_name, member_hparams
 from populax.population import copy_members
@@ -179,7 +179,7 @@ class PopulationStrategy:
 
     def update(
         self, population: Any, returns: np.ndarray, metrics: dict[str, Any], chunk: int
-    ) -> tuple[layout.MemberEdits, np.ndarray, list[dict]]:
+    ) -> tuple[MemberEdits, np.ndarray, list[dict]]:
         """Decide after ``chunk``'s evaluation (see the module docstring): the edits to the members' states
         (applied by the backend where they live), the returns to report and the lineage events.
 
@@ -189,7 +189,7 @@ class PopulationStrategy:
         env_step = int(np.max(np.asarray(population.env_steps)))
         frozen = np.asarray(self.frozen, bool)
         failed = detect_failures(metrics, returns) & ~frozen
-        edits = layout.no_edits(population.hparams, self.config.pop, self.policy_fields,
+        edits = no_edits(population.hparams, self.config.pop, self.policy_fields,
                                 self.config.pbt_copy_buffer, self.refill).replace(rollback=failed)
         for i in np.flatnonzero(~failed & ~frozen):
             self.history[i].append(float(returns[i]))

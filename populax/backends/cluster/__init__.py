@@ -15,7 +15,7 @@ per chunk                  to the driver: each member's step count,
                            member state (agents, buffers, env states stay)
 per strategy round         the strategy decides on the driver (returns,
                            hyperparameters); each worker applies the edits to its
-                           own block (``member.apply_edits``: rollback and
+                           own block (``edits.apply_edits``: rollback and
                            re-initialisation from its own copy from before the
                            chunk); only a copy whose source is in another block
                            moves a member state, once per (source, target block),
@@ -49,17 +49,16 @@ import numpy as np
 from populax.agents import Algorithm
 from populax.backends.cluster.worker import BlockWorker, from_wire, to_wire, wire_bytes
 from populax.backends.factory import make_local_backend
+from populax.edits import MemberEdits, refill_point
 from populax.errors import ConfigError
 from populax.hparams import member_hparams
 from populax.member import (
     Cohorts,
     Member,
-    MemberEdits,
     concatenate_rows,
     driver_view,
     join_members,
     member_steps,
-    refill_point,
     select_members,
     take_rows,
 )

@@ -7,7 +7,7 @@ what the driver needs: step counts, hyperparameters and metrics after a
 chunk, evaluation returns; member states leave it only as copy sources for
 other blocks (``export``, straight to the other worker) and for checkpoints
 (``gather``). The strategy's edits are applied here, with the same function
-as on one machine (``member.apply_edits``). Arrays travel as numpy;
+as on one machine (``edits.apply_edits``). Arrays travel as numpy;
 typed PRNG keys as :class:`WireKey`.
 """
 
@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from populax.member import Member, MemberEdits, concatenate_rows, copy_sources, kept_before_chunk, take_rows
+from populax.edits import MemberEdits, copy_sources, kept_before_chunk
+from populax.member import Member, concatenate_rows, take_rows
 
 
 @dataclass
@@ -118,14 +119,14 @@ class BlockWorker:
         return np.asarray(self.backend.evaluate(self.block, chunk))
 
     def export(self, index: list[int], fields: tuple[str, ...] | None, experience: bool) -> Member:
-        """What copies in other blocks take from local members ``index`` (``member.copy_sources``); of a
+        """What copies in other blocks take from local members ``index`` (``edits.copy_sources``); of a
         mixed-shape block, (cohort, whole member) per source (``CohortBackend.export_rows``)."""
         if self.mixed:
             return [(cohort, to_wire(row)) for cohort, row in self.backend.export_rows(index)]
         return to_wire(copy_sources(self.block, np.asarray(index), fields, experience))
 
     def edit(self, edits: MemberEdits, local_sources: list[int], index: list[int], *imported: Member) -> list[int]:
-        """Apply a strategy's ``edits`` (local member indices) to the block with ``member.apply_edits``.
+        """Apply a strategy's ``edits`` (local member indices) to the block with ``edits.apply_edits``.
 
         Rollback and freeze use the worker's own copy of the block from before
         the chunk (``kept_before_chunk``). A copy's source is row ``index[c]`` of: this

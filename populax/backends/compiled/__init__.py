@@ -21,8 +21,9 @@ from populax.backends.compiled.coupled import build_coupled_program
 from populax.backends.compiled.episodes import episode_returns
 from populax.backends.compiled.program import MemberProgram, build_program
 from populax.coupled import mean_policy_summary
+from populax.edits import MemberEdits, apply_edits
 from populax.envs.jax_envs import JaxEnv, describe_action, make_jax_env
-from populax.member import Member, MemberEdits, apply_edits, finite_population, without_shared
+from populax.member import Member, finite_population, without_shared
 from populax.population import donated, init_members, quiet_donation
 from populax.run.config import TrainConfig
 
@@ -103,7 +104,7 @@ class CompiledBackend:
 
     def apply_edits(self, population: Member, previous: Member, edits: MemberEdits, rows: Member | None = None) -> Member:
         """A strategy's edits, on the members the driver holds (the next chunk reads them directly); ``rows``:
-        copy sources from elsewhere (``member.apply_edits``)."""
+        copy sources from elsewhere (``edits.apply_edits``)."""
         return apply_edits(population, previous, edits, self.init_agents, rows)
 
     def gather(self, population: Member, experience: bool = True) -> Member:

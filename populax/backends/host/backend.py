@@ -55,11 +55,12 @@ from populax.backends.host.collector import (
 from populax.backends.host.coupled import CoupledHooks, coupled_plan, make_coupled_host, mean_policy_return
 from populax.backends.host.member import HostFunctions, HostPlan, make_functions, make_plan
 from populax.coupled import mean_policy_summary
+from populax.edits import MemberEdits, apply_edits
 from populax.envs.host_envs import VECTOR_MODES, HostEnvSpec, make_host_spec
 from populax.envs.jax_envs import describe_action
 from populax.errors import ConfigError
 from populax.loop.shape import agent_spec as loop_agent_spec
-from populax.member import Member, MemberEdits, apply_edits, finite_population, member_steps, where_members
+from populax.member import Member, finite_population, member_steps, where_members
 from populax.run.config import TrainConfig
 
 
