@@ -43,7 +43,6 @@ def kept_before_chunk(population: Member | Cohorts) -> Member | Cohorts:
     return jax.tree.map(jnp.copy, map_blocks(small, population))
 
 
-
 def drop_chunk_transitions(population: Member, kept: Member, members: np.ndarray, refill: int) -> Member:
     """Members ``members`` (a mask) lose the transitions of the last chunk from their buffers.
 
@@ -63,7 +62,6 @@ def drop_chunk_transitions(population: Member, kept: Member, members: np.ndarray
     return population.replace(experience=experience, learn_from=learn_from)
 
 
-
 def refill_point(config: TrainConfig, population: Member | Cohorts) -> Member | Cohorts:
     """After a resume without replay buffers (the driver's, or a Ray block reloaded from such a checkpoint): no
     updates until each buffer holds max(batch, learning_starts) transitions (on-policy members are unchanged)."""
@@ -76,12 +74,10 @@ def refill_point(config: TrainConfig, population: Member | Cohorts) -> Member | 
     return map_blocks(refill, population)
 
 
-
 @partial(jax.jit, donate_argnums=0)
 def _rewind_rows(experience: Any, rows: jax.Array, kept: Any, written: jax.Array) -> Any:
     rewound = jax.vmap(buffer_rewind_to)(jax.tree.map(lambda x: x[rows], experience), kept, written)
     return jax.tree.map(lambda x, new: x.at[rows].set(new), experience, rewound)
-
 
 
 def rollback_data(population: Member, kept: Member, failed: np.ndarray, refill: int) -> Member:
@@ -100,7 +96,6 @@ def rollback_data(population: Member, kept: Member, failed: np.ndarray, refill: 
     return drop_chunk_transitions(population.replace(env=env, shared=shared), kept, failed, refill)
 
 
-
 def reinitialise(population: Member, fresh_agents: Any, members: np.ndarray) -> Member:
     """Members ``members`` get the agent states ``fresh_agents`` (stacked over those members only).
 
@@ -110,7 +105,6 @@ def reinitialise(population: Member, fresh_agents: Any, members: np.ndarray) -> 
     index = jnp.asarray(members, jnp.int32)
     agent = jax.tree.map(lambda all_, fresh: all_.at[index].set(fresh), population.agent, fresh_agents)
     return population.replace(agent=agent)
-
 
 
 def freeze(population: Member, kept: Member, frozen: np.ndarray, refill: int,
@@ -128,7 +122,6 @@ def freeze(population: Member, kept: Member, frozen: np.ndarray, refill: int,
     back = where_members(frozen, small(kept), small(population))
     back = back.replace(env_steps=population.env_steps, shared=population.shared, experience=population.experience)
     return drop_chunk_transitions(back, kept, frozen if rewind is None else rewind, refill)
-
 
 
 @struct.dataclass
@@ -181,7 +174,6 @@ class MemberEdits:
         return mask
 
 
-
 def no_edits(hparams: Any, pop: int, policy_fields: tuple[str, ...] | None = None,
              copy_experience: bool = False, refill: int = 0) -> MemberEdits:
     """Edits that change nothing: every member keeps its state and ``hparams``."""
@@ -191,13 +183,11 @@ def no_edits(hparams: Any, pop: int, policy_fields: tuple[str, ...] | None = Non
                        policy_fields=policy_fields, copy_experience=copy_experience, refill=refill)
 
 
-
 def agent_part(agent: Any, fields: tuple[str, ...] | None) -> Any:
     """The agent state with only ``fields`` (the others None), or whole when ``fields`` is None."""
     if fields is None:
         return agent
     return agent.replace(**{f.name: None for f in dataclasses.fields(agent) if f.name not in fields})
-
 
 
 def copy_sources(population: Member, index: Any, fields: tuple[str, ...] | None, experience: bool) -> Member:
@@ -209,7 +199,6 @@ def copy_sources(population: Member, index: Any, fields: tuple[str, ...] | None,
                   experience=take_rows(population.experience, index) if experience else None,
                   env=None, env_steps=None, key=None,
                   learn_from=take_rows(population.learn_from, index) if experience else None)
-
 
 
 def copy_rows(population: Member, edits: MemberEdits, rows: Member) -> Member:
@@ -234,11 +223,9 @@ def copy_rows(population: Member, edits: MemberEdits, rows: Member) -> Member:
                               experience=experience, learn_from=learn_from)
 
 
-
 @partial(jax.jit, donate_argnums=0)
 def _set_rows_in_place(stacked: Any, index: jax.Array, rows: Any) -> Any:
     return set_rows(stacked, index, rows)
-
 
 
 def apply_edits(population: Member, kept: Member, edits: MemberEdits, init_agents: Any,
