@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from cli_process import cli, wait_for
 from flax import serialization
+from matrix import matrix_cells
 from test_checkpoint import _leaves, metrics
 
 import populax
@@ -205,9 +206,8 @@ MATRIX = [
 
 # td3/independent/copy (compiled) and ppo/pbt/fresh (host) in the default suite; the other cells are marked
 # `extended` (make test-extended; CI runs them).
-DEFAULT_CELLS = {("td3", "Pendulum-v1"), ("ppo", "gymnasium:CartPole-v1")}
-CELLS = [pytest.param(*cell, id=f"{cell[0]}-{'host' if cell[1].startswith('gymnasium:') else 'compiled'}",
-                      marks=() if cell[:2] in DEFAULT_CELLS else pytest.mark.extended) for cell in MATRIX]
+CELLS = matrix_cells(MATRIX, {("td3", "Pendulum-v1"), ("ppo", "gymnasium:CartPole-v1")},
+                     lambda cell: f"{cell[0]}-{'host' if cell[1].startswith('gymnasium:') else 'compiled'}")
 
 
 @pytest.mark.parametrize("algo, env, static, strategy, how", CELLS)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from matrix import matrix_cells
 
 import populax
 from populax.backends.host.member import make_plan
@@ -32,9 +33,8 @@ CELLS = [
 ]
 # One cell per kind of backend and kind of member (off-policy compiled, on-policy host) in the default suite;
 # the rest of the algorithm x backend matrix is marked `extended` (make test-extended; CI runs it).
-DEFAULT_CELLS = {("td3", "Pendulum-v1"), ("ppo", "gymnasium:CartPole-v1")}
-MATRIX = [pytest.param(*cell, id=f"{cell[0]}-{cell[1]}",
-                       marks=() if cell[:2] in DEFAULT_CELLS else pytest.mark.extended) for cell in CELLS]
+MATRIX = matrix_cells(CELLS, {("td3", "Pendulum-v1"), ("ppo", "gymnasium:CartPole-v1")},
+                      lambda cell: f"{cell[0]}-{cell[1]}")
 
 
 def matrix_config(tmp_path, algo, env, hp_name, **overrides):
