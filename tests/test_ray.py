@@ -39,7 +39,7 @@ import sys
 import jax
 import jax.numpy as jnp
 from populax import cli
-from populax.backends import cluster
+from populax.backends.cluster import backend as cluster_backend
 from populax.backends.cluster.worker import BlockWorker
 
 
@@ -53,7 +53,7 @@ class PoisoningWorker(BlockWorker):
 
 
 MEMBER, CHUNK = int(sys.argv[1]), int(sys.argv[2])
-cluster.BlockWorker = PoisoningWorker  # a class of __main__: Ray ships it to the workers by value
+cluster_backend.BlockWorker = PoisoningWorker  # a class of __main__: Ray ships it to the workers by value
 sys.exit(cli.main(sys.argv[3:]))
 """
 
@@ -64,7 +64,7 @@ import os
 import sys
 from pathlib import Path
 from populax import cli
-from populax.backends import cluster
+from populax.backends.cluster import backend as cluster_backend
 from populax.backends.cluster.worker import BlockWorker
 
 
@@ -77,7 +77,7 @@ class SourceDyingWorker(BlockWorker):
 
 
 ARMED, DIED = Path(sys.argv[1]), Path(sys.argv[2])
-cluster.BlockWorker = SourceDyingWorker  # a class of __main__: Ray ships it to the workers by value
+cluster_backend.BlockWorker = SourceDyingWorker  # a class of __main__: Ray ships it to the workers by value
 sys.exit(cli.main(sys.argv[3:]))
 """
 

@@ -28,6 +28,35 @@ def test_ray_backend_splits_members_into_contiguous_blocks():
     assert [b.tolist() for b in block_members(7, 3)] == [[0, 1, 2], [3, 4], [5, 6]]
 
 
+
+def test_a_workers_share_of_a_round_numbers_its_own_and_imported_sources():
+    """Blocks [0,1,2] [3,4,5] [6,7]: worker 1's targets 3 and 5 copy member 7 (worker 2), 4 and 0 (worker 0)
+    and its own member 4. Its share: targets and the hyperparameter rows in its own indices, member 4 its own
+    source, imports from workers 0 and 2 in block order, and per copy the row of its source among own then
+    imported rows; a mixed population's share numbers an imported source after the block's own rows and
+    carries its members' new cohorts."""
+    import numpy as np
+
+    from populax.backends.cluster.blocks import block_members, block_share
+    from populax.edits import no_edits
+
+    blocks = block_members(8, 3)
+    block_of = np.concatenate([np.full(len(b), i) for i, b in enumerate(blocks)])
+    edits = no_edits(np.arange(8.0), 8).replace(
+        targets=np.array([3, 5, 1, 6]), sources=np.array([7, 0, 4, 4]), whole=np.array([False, True, False, False]),
+        reinit=np.array([2, 4]), reinit_keys=np.array([20, 40]), cohorts=np.array([0, 0, 0, 1, 1, 0, 1, 1]))
+    share = block_share(edits, blocks, block_of, 1, mixed=False)
+    assert share.edits.targets.tolist() == [0, 2] and share.edits.whole.tolist() == [False, True]
+    assert share.edits.hparams.tolist() == [3.0, 4.0, 5.0]
+    assert share.edits.reinit.tolist() == [1] and share.edits.reinit_keys.tolist() == [40]
+    assert share.own_sources == [] and share.imports == {0: [0], 2: [7]}
+    assert share.index == [1, 0]  # member 7 is the second imported row, member 0 the first
+    share = block_share(edits, blocks, block_of, 2, mixed=True)
+    assert share.edits.targets.tolist() == [0] and share.own_sources == [] and share.imports == {1: [4]}
+    assert share.edits.sources.tolist() == [2] and share.edits.cohorts.tolist() == [1, 1]  # 2 rows, then member 4
+    share = block_share(edits, blocks, block_of, 0, mixed=True)
+    assert share.edits.targets.tolist() == [1] and share.imports == {1: [4]} and share.edits.sources.tolist() == [3]
+
 def test_memory_check_counts_one_block_per_node_on_a_cluster(tmp_path, monkeypatch):
     """A local Ray instance's blocks share this host's memory: the whole population counts; on a cluster
     (``--ray-address``) each worker's node holds one block, and the driver none: one block counts."""
