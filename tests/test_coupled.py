@@ -110,7 +110,7 @@ def test_dvd_population_is_more_diverse_than_an_ensemble_at_the_same_step(tmp_pa
         setup = prepare(config)
         result = run(setup)
         policy = setup.backend.program.policy
-        actions = jax.vmap(policy, in_axes=(0, None))(result.population.agent, fixed_states())
+        actions = jax.vmap(policy, in_axes=(0, None, None))(result.population.agent, None, fixed_states())
         distances[name] = float(dvd.mean_pairwise_distance(actions))
         assert [r["dvd_lambda"] for r in records(result.run_dir)] == [0.0, lam]  # lambda 0 until learning starts
     assert distances["dvd"] > distances["ensemble"], distances
@@ -428,7 +428,7 @@ def sampled_actor_returns(setup, keys, agent, iterations):
 
         def step(carry, step_key):
             obs, state, total, first = carry
-            result = jax.vmap(env.step)(jax.random.split(step_key, envs), state, policy(actor, obs))
+            result = jax.vmap(env.step)(jax.random.split(step_key, envs), state, policy(actor, None, obs))
             total = total + result.reward
             ended = jnp.maximum(result.terminated, result.truncated) > 0
             first = jnp.where(jnp.isnan(first) & ended, total, first)

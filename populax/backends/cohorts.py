@@ -371,8 +371,9 @@ class CohortBackend:
         pair = (teacher_cohort, cohort)
         if pair not in self.distillers:
             self.distillers[pair] = jax.jit(make_distill(self.agent_of(cohort), self.agent_of(teacher_cohort),
-                                                         self.config.distill_steps, self.configs[cohort].batch_size))
-        first = jax.tree.map(lambda x: x[0], (student, teacher.agent, teacher.experience))
+                                                         self.config.distill_steps, self.configs[cohort].batch_size,
+                                                         self.config.obs_norm))
+        first = jax.tree.map(lambda x: x[0], (student, teacher.agent, teacher.experience, teacher.obs_stats))
         taught, losses = self.distillers[pair](*first, key)
         losses = np.asarray(losses)
         self.distilled.append({"loss_first": float(losses[0]), "loss_last": float(losses[-1])})

@@ -5,7 +5,8 @@ source's weights when the widths differ; instead a fresh network of the new shap
 the source on the source's replay states, for a bounded number of steps. Read top to bottom::
 
     repeat steps times:                                  # lax.scan
-        batch    = uniform sample of the teacher's replay buffer (its states and stored actions)
+        batch    = uniform sample of the teacher's replay buffer (its states and stored actions),
+                   standardised with the teacher's statistics under --obs-norm (the student inherits them)
         targets  = teacher_agent.distill.outputs(teacher, batch)   # e.g. TD3: actions, both critics' Q
         student  = student_agent.distill.imitate(student, batch, targets)   # one Adam step on the MSE
 
@@ -24,15 +25,20 @@ import jax.numpy as jnp
 
 from populax.agents.base import Agent
 from populax.buffers import buffer_sample
+from populax.obs_norm import normalize
 
 
-def make_distill(student_agent: Agent, teacher_agent: Agent, steps: int,
-                 batch_size: int) -> Callable[[Any, Any, Any, jax.Array], tuple[Any, jax.Array]]:
-    """``distill(student, teacher, replay, key) -> (student, losses [steps])`` for ONE member (not jitted)."""
+def make_distill(student_agent: Agent, teacher_agent: Agent, steps: int, batch_size: int,
+                 obs_norm: bool = False) -> Callable[[Any, Any, Any, Any, jax.Array], tuple[Any, jax.Array]]:
+    """``distill(student, teacher, replay, obs_stats, key) -> (student, losses [steps])`` for ONE member (not
+    jitted). ``obs_norm``: the replay holds raw observations and the teacher acts on them standardised with
+    its statistics ``obs_stats``, which the student inherits: both see the batch standardised with them."""
 
-    def distill(student: Any, teacher: Any, replay: Any, key: jax.Array) -> tuple[Any, jax.Array]:
+    def distill(student: Any, teacher: Any, replay: Any, obs_stats: Any, key: jax.Array) -> tuple[Any, jax.Array]:
         def step(state: Any, step_key: jax.Array) -> tuple[Any, jax.Array]:
             batch = buffer_sample(replay, step_key, batch_size)
+            if obs_norm:
+                batch = batch._replace(obs=normalize(obs_stats, batch.obs), next_obs=normalize(obs_stats, batch.next_obs))
             targets = jax.lax.stop_gradient(teacher_agent.distill.outputs(teacher, batch))
             return student_agent.distill.imitate(state, batch, targets)
 

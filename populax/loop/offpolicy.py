@@ -25,7 +25,7 @@ from populax.buffers import buffer_add, buffer_sample
 from populax.loop.shape import LoopShape
 
 PrepareObs = Callable[[Any, jax.Array], jax.Array]
-"""``(obs_stats, obs) -> network input`` (observation normalisation on the host; identity in the chunk)."""
+"""``(obs_stats, obs) -> network input`` (``--obs-norm``'s standardisation with the member's statistics)."""
 
 
 class OffPolicyLoop(NamedTuple):

@@ -104,7 +104,7 @@ class TrainConfig:
     max_policy_lag: int = 100
     """Host envs: most env steps per member the acting parameters may lag behind the collected data."""
     obs_norm: bool = False
-    """Host envs: normalise observations with running per-member statistics."""
+    """Normalise observations with running per-member statistics (every kind of env; not cemrl or dvd-td3)."""
     terminal_on_life_loss: bool = False
     """Atari: a lost life ends the training episode (no bootstrap) while the game goes on; evaluation plays whole games."""
     max_episode_steps: int = 0

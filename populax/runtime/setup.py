@@ -136,6 +136,8 @@ def prepare(config: TrainConfig) -> RunSetup:
     config = with_env_setting(config)
     check_ranges(config)
     algorithm = get_algorithm(config.algo)
+    if algorithm.coupled and config.obs_norm:  # one shared critic learns from every member's raw observations
+        raise ConfigError(f"--obs-norm: {config.algo} does not normalise observations; leave it off")
     static, traced = split_static(config.hp, config.pop, FIELDS)
     config = dataclasses.replace(config, hp=traced, **constant_settings(static))
     check_ranges(config)

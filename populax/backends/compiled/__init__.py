@@ -132,14 +132,17 @@ class CompiledBackend:
                        seed: int | None = None) -> np.ndarray:
         """Per-episode returns of one saved member; without ``seed`` the episodes of the run's evaluation after ``chunk``."""
         key = eval_keys(self.config.seed, chunk, self.place[1])[member_index] if seed is None else jax.random.key(seed)
-        rollout = jax.jit(lambda state, k: episode_returns(self.program.policy, state, self.env, episodes, k,
-                                                                   self.config.eval_max_steps))
-        return np.asarray(rollout(member.agent, key))
+        def returns(agent: Any, stats: Any, k: jax.Array) -> jax.Array:
+            return episode_returns(lambda state, obs: self.program.policy(state, stats, obs), agent, self.env,
+                                   episodes, k, self.config.eval_max_steps)
+
+        return np.asarray(jax.jit(returns)(member.agent, member.obs_stats, key))
 
     def member_actor(self, member: Member) -> Callable[[np.ndarray], np.ndarray]:
-        """Observations [M, ...] -> agent actions of one saved member (deterministic policy)."""
+        """Observations [M, ...] -> agent actions of one saved member (deterministic policy; ``--obs-norm``:
+        standardised with the member's saved statistics)."""
         policy = jax.jit(self.program.policy)
-        return lambda obs: np.asarray(policy(member.agent, np.asarray(obs, np.float32)))
+        return lambda obs: np.asarray(policy(member.agent, member.obs_stats, np.asarray(obs, np.float32)))
 
 
 def make_compiled_backend(config: TrainConfig, algorithm: Algorithm, env_id: str, executor: Callable,

@@ -71,7 +71,7 @@ class PopulationProgram(NamedTuple):
     evaluate: Any
     """``(member, key) -> mean return`` of one member's actor (mapped by the executor)."""
     policy: Any
-    """``(actor state, obs) -> action``, deterministic."""
+    """``(actor state, obs_stats, obs) -> action``, deterministic (the coupled methods keep no statistics)."""
 
 
 def member_init(nets: Nets, env: JaxEnv, buffer_size: int, envs: int, learning_starts: int,
@@ -92,11 +92,12 @@ def actor_functions(config: TrainConfig, env: JaxEnv, nets: Nets, own_critic: bo
     """(policy, evaluate, init_agent) of a coupled program's members: the deterministic actor, its mean
     evaluation return, and a fresh member state (re-initialising a failed one)."""
 
-    def policy(state: ActorState, obs: jax.Array) -> jax.Array:
+    def policy(state: ActorState, obs_stats: Any, obs: jax.Array) -> jax.Array:
         return nets.actor.apply(state.actor, obs)
 
     def evaluate(member: Member, key: jax.Array) -> jax.Array:
-        return evaluate_policy(policy, member.agent, env, config.eval_episodes, key, config.eval_max_steps)
+        return evaluate_policy(lambda state, obs: policy(state, None, obs), member.agent, env, config.eval_episodes,
+                               key, config.eval_max_steps)
 
     def init_agent(key: jax.Array, hparams: Any) -> ActorState:
         return init_actor(nets, key, own_critic)
@@ -145,8 +146,8 @@ def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions,
         members, fitness = jax.vmap(generation)(without_shared(population))
         population, told = steps.finish(members.replace(shared=population.shared), fitness)
         key, mean_key = jax.random.split(population.shared.key)
-        mean_return = evaluate_policy(policy, steps.mean_actor(population.shared), env, config.eval_episodes, mean_key,
-                                      config.eval_max_steps)
+        mean_return = evaluate_policy(lambda state, obs: policy(state, None, obs), steps.mean_actor(population.shared),
+                                      env, config.eval_episodes, mean_key, config.eval_max_steps)
         metrics.update(told, train_return=fitness, mean_policy_return=jnp.full((config.pop,), mean_return))
         return population.replace(shared=population.shared.replace(key=key)), metrics
 

@@ -79,8 +79,6 @@ def make_coupled_host(config: TrainConfig, algorithm: Algorithm, options: Any, s
                       executor: Any) -> tuple[HostFunctions, CoupledHooks]:
     """(host functions, chunk hooks) of the coupled ``algorithm`` (``plan`` from ``coupled_plan_config``)."""
     name = algorithm.name
-    if config.obs_norm:
-        raise ConfigError(f"--obs-norm: {name} does not normalise observations; leave it off")
     nets = algorithm.make(AgentSpec(spec.obs_shape, spec.action, tuple(config.hidden), options))
     cemrl = name == "cemrl"
     own_critic = own_critics(options)
