@@ -2,9 +2,9 @@
 
 from populax._version import __version__
 from populax.agents import AgentSpec, Algorithm, register_algorithm
-from populax.errors import ConfigError
+from populax.errors import ConfigError, UnusedSettingWarning
 from populax.run.config import TrainConfig
 from populax.runtime import TrainResult, train
 
-__all__ = ["AgentSpec", "Algorithm", "ConfigError", "TrainConfig", "TrainResult", "__version__", "register_algorithm",
-           "train"]
+__all__ = ["AgentSpec", "Algorithm", "ConfigError", "TrainConfig", "TrainResult", "UnusedSettingWarning", "__version__",
+           "register_algorithm", "train"]

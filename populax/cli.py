@@ -145,8 +145,11 @@ def finish(result) -> int:
 def cmd_train(argv: list[str]) -> int:
     """`populax train`."""
     from populax.runtime import prepare, run
+    from populax.runtime.unused import run_unused_settings
 
     setup = prepare(parse_train_args(argv))  # every check before anything is drawn or written
+    for line in run_unused_settings(setup):
+        print(f"populax: warning: {line}", file=sys.stderr)
     config = setup.config
     return finish(run_with_progress(config.total_steps, config.pop, config.progress, lambda cb: run(setup, on_chunk=cb)))
 

@@ -1,4 +1,4 @@
-"""The one exception type a user's mistake raises."""
+"""The one exception type a user's mistake raises, and the warning for a setting a run does not read."""
 
 
 class ConfigError(ValueError):
@@ -7,3 +7,10 @@ class ConfigError(ValueError):
     The message is one sentence that names the setting and says what is
     allowed; the CLI prints it without a traceback and exits with code 2.
     """
+
+
+class UnusedSettingWarning(UserWarning):
+    """A setting changed from its default that the run never reads (``--workers`` without ``--executor ray``,
+    a PBT setting under ``--strategy independent``, ...). :func:`populax.train` warns once per setting; the
+    CLI prints each as ``populax: warning: ...``. ``warnings.simplefilter("error", UnusedSettingWarning)``
+    makes them errors."""

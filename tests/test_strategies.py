@@ -268,6 +268,7 @@ def test_nan_member_is_detected_and_handled(tmp_path, strategy, on_failure, kind
     ({"pbt_copy": "critic"}, "--pbt-copy"),
     ({"on_failure": "ignore"}, "--on-failure"),
     ({"strategy": "pb2", "hp": {}}, "--strategy pb2"),
+    ({"strategy": "pbt", "pop": 1, "hp": {"lr-actor": "loguniform:1e-6,1e-1"}}, "--strategy pbt: needs --pop >= 2"),
 ])
 def test_bad_strategy_settings_are_config_errors(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):

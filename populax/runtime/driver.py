@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ import numpy as np
 
 from populax._version import __version__
 from populax.edits import kept_before_chunk, refill_point
+from populax.errors import UnusedSettingWarning
 from populax.hparams import member_hparams
 from populax.member import Member, member_row, member_steps, slowest_member_steps
 from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
@@ -44,6 +46,7 @@ from populax.run.config import TrainConfig
 from populax.run.logging import RunLogger
 from populax.run.report import member_static, write_report
 from populax.runtime.setup import RunSetup, create_run_dir, init_population, prepare
+from populax.runtime.unused import run_unused_settings
 from populax.strategies import make_strategy
 from populax.strategies.plots import write_lineage_plot
 
@@ -82,9 +85,13 @@ def train(config: TrainConfig, on_chunk: Callable[[Progress], None] | None = Non
     """Train a population as ``config`` says; the run directory holds the results.
 
     ``on_chunk`` is called after every chunk with the current :class:`Progress`
-    (the CLI draws its progress bar from it).
+    (the CLI draws its progress bar from it). A setting changed from its default that the run never reads
+    gets an :class:`~populax.errors.UnusedSettingWarning`.
     """
-    return run(prepare(config), on_chunk)
+    setup = prepare(config)
+    for line in run_unused_settings(setup):
+        warnings.warn(line, UnusedSettingWarning, stacklevel=2)
+    return run(setup, on_chunk)
 
 
 def run(

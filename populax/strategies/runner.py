@@ -58,6 +58,9 @@ def check_strategy_config(config: Any, chunk_steps: int, dims: list[Dim]) -> int
     """Validate the strategy settings (ConfigError naming the setting); return the ready interval."""
     if config.strategy not in STRATEGIES:
         raise ConfigError(f"--strategy: unknown strategy {config.strategy!r}; allowed: {', '.join(STRATEGIES)}")
+    if config.strategy != "independent" and config.pop < 2:  # a round copies a better member into a worse one
+        raise ConfigError(f"--strategy {config.strategy}: needs --pop >= 2 (a replaced member copies another; "
+                          f"got {config.pop}); a population of one trains with independent")
     if config.on_failure not in independent.ON_FAILURE:
         raise ConfigError(f"--on-failure: got {config.on_failure!r}; allowed: {', '.join(independent.ON_FAILURE)}")
     if config.pbt_copy not in COPY_MODES:
