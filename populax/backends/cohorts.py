@@ -37,6 +37,7 @@ from populax.edits import MemberEdits, copy_sources, kept_before_chunk
 from populax.errors import ConfigError
 from populax.loop.distill import make_distill
 from populax.member import Cohorts, Member, concatenate_rows, driver_view, take_rows
+from populax.obs_norm import normalize
 from populax.population import executor_shards
 from populax.run.config import TrainConfig
 
@@ -372,7 +373,7 @@ class CohortBackend:
         if pair not in self.distillers:
             self.distillers[pair] = jax.jit(make_distill(self.agent_of(cohort), self.agent_of(teacher_cohort),
                                                          self.config.distill_steps, self.configs[cohort].batch_size,
-                                                         self.config.obs_norm))
+                                                         normalize if self.config.obs_norm else None))
         first = jax.tree.map(lambda x: x[0], (student, teacher.agent, teacher.experience, teacher.obs_stats))
         taught, losses = self.distillers[pair](*first, key)
         losses = np.asarray(losses)

@@ -25,20 +25,21 @@ import jax.numpy as jnp
 
 from populax.agents.base import Agent
 from populax.buffers import buffer_sample
-from populax.obs_norm import normalize
+from populax.loop.offpolicy import PrepareObs, prepare_batch
+
+Distill = Callable[[Any, Any, Any, Any, jax.Array], tuple[Any, jax.Array]]
 
 
 def make_distill(student_agent: Agent, teacher_agent: Agent, steps: int, batch_size: int,
-                 obs_norm: bool = False) -> Callable[[Any, Any, Any, Any, jax.Array], tuple[Any, jax.Array]]:
+                 prepare_obs: PrepareObs | None = None) -> Distill:
     """``distill(student, teacher, replay, obs_stats, key) -> (student, losses [steps])`` for ONE member (not
-    jitted). ``obs_norm``: the replay holds raw observations and the teacher acts on them standardised with
-    its statistics ``obs_stats``, which the student inherits: both see the batch standardised with them."""
+    jitted). ``prepare_obs``: as in the off-policy loop; under ``--obs-norm`` the replay holds raw
+    observations and the teacher acts on them standardised with its statistics ``obs_stats``, which the
+    student inherits, so both see the batch standardised with them."""
 
     def distill(student: Any, teacher: Any, replay: Any, obs_stats: Any, key: jax.Array) -> tuple[Any, jax.Array]:
         def step(state: Any, step_key: jax.Array) -> tuple[Any, jax.Array]:
-            batch = buffer_sample(replay, step_key, batch_size)
-            if obs_norm:
-                batch = batch._replace(obs=normalize(obs_stats, batch.obs), next_obs=normalize(obs_stats, batch.next_obs))
+            batch = prepare_batch(buffer_sample(replay, step_key, batch_size), prepare_obs, obs_stats)
             targets = jax.lax.stop_gradient(teacher_agent.distill.outputs(teacher, batch))
             return student_agent.distill.imitate(state, batch, targets)
 

@@ -73,6 +73,13 @@ def observe(replay: Any, transitions: Transition) -> Any:
     return buffer_add(replay, transitions)
 
 
+def prepare_batch(batch: Transition, prepare_obs: PrepareObs | None, obs_stats: Any) -> Transition:
+    """``batch`` with its observations turned into network inputs (``prepare_obs``; None: as stored)."""
+    if prepare_obs is None:
+        return batch
+    return batch._replace(obs=prepare_obs(obs_stats, batch.obs), next_obs=prepare_obs(obs_stats, batch.next_obs))
+
+
 def make_offpolicy_loop(agent: Agent, action: ActionSpec, shape: LoopShape,
                         prepare_obs: PrepareObs | None = None) -> OffPolicyLoop:
     """The loop of one member of ``agent`` in loops of ``shape``; ``prepare_obs`` turns stored observations into
@@ -81,11 +88,8 @@ def make_offpolicy_loop(agent: Agent, action: ActionSpec, shape: LoopShape,
     def learn(agent_state: Any, replay: Any, hparams: Any, obs_stats: Any, key: jax.Array,
               enabled: jax.Array) -> tuple[Any, jax.Array, dict[str, jax.Array]]:
         key, sample_key, update_key = jax.random.split(key, 3)
-        batch = buffer_sample(replay, sample_key, shape.batch_size, shape.n_step, hparams.gamma,
-                              shape.envs_per_member)
-        if prepare_obs is not None:
-            batch = batch._replace(obs=prepare_obs(obs_stats, batch.obs),
-                                   next_obs=prepare_obs(obs_stats, batch.next_obs))
+        batch = prepare_batch(buffer_sample(replay, sample_key, shape.batch_size, shape.n_step, hparams.gamma,
+                                            shape.envs_per_member), prepare_obs, obs_stats)
 
         def do_update(state):
             return agent.update(state, batch, update_key, hparams)

@@ -115,7 +115,7 @@ def initial_stats(env: JaxEnv, obs_norm: bool) -> Any:
 def make_offpolicy_program(agent: Agent, env: JaxEnv, shape: LoopShape, obs_norm: bool = False) -> MemberProgram:
     """Build ``init``, ``train_chunk`` and ``evaluate`` for one off-policy member (``obs_norm``: see
     ``make_env_iteration``; updates standardise the sampled batch with the member's current statistics)."""
-    loop = make_offpolicy_loop(agent, env.action, shape, obs_preparation(obs_norm) if obs_norm else None)
+    loop = make_offpolicy_loop(agent, env.action, shape, normalize if obs_norm else None)
     env_iteration = make_env_iteration(agent.act, env, shape, obs_norm=obs_norm)
 
     def init(key: jax.Array, hparams: Any) -> Member:
