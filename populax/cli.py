@@ -198,7 +198,9 @@ def cmd_eval(argv: list[str]) -> int:
     from populax.run.resume import evaluate_saved_member
 
     parser = run_dir_parser("populax eval", "Evaluate a saved member with its deterministic policy.")
-    parser.add_argument("--member", type=int, required=True, help="member id (see summary.json / report.md)")
+    parser.add_argument("--member", type=int, default=None,
+                        help="member id (see summary.json / report.md; default: the best of the checkpoint's last "
+                             "evaluation)")
     parser.add_argument("--episodes", type=int, default=10, help="episodes to run (default: 10)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the episodes (default: the episodes of the run's evaluation at the checkpoint)")
@@ -212,16 +214,21 @@ def cmd_eval(argv: list[str]) -> int:
     if args.video is not None:
         from populax.run.video import record_member_video
 
-        video, checkpoint = record_member_video(args.run, args.member, args.video, args.seed, warn=warn)
+        video, policy = record_member_video(args.run, args.member, args.video, args.seed, warn=warn)
         twin = (f"; gymnax does not render, so replayed in Gymnasium's {video.source.gymnasium_id} (same dynamics)"
                 if video.source.twin_of else "")
-        print(f"member {args.member} ({checkpoint.path.name}, {checkpoint.manifest['env_step']:,} env steps): "
-              f"one episode, return {video.episode_return:.2f} in {video.steps} steps, video {video.path}{twin}")
+        print(f"member {policy.member}{best_note(args.member)} ({policy.checkpoint.name}, {policy.env_steps:,} env "
+              f"steps): one episode, return {video.episode_return:.2f} in {video.steps} steps, video {video.path}{twin}")
         return 0
-    returns, checkpoint = evaluate_saved_member(args.run, args.member, args.episodes, args.seed, warn=warn)
-    print(f"member {args.member} ({checkpoint.path.name}, {checkpoint.manifest['env_step']:,} env steps): "
-          f"mean return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes")
+    returns, checkpoint, member = evaluate_saved_member(args.run, args.member, args.episodes, args.seed, warn=warn)
+    print(f"member {member}{best_note(args.member)} ({checkpoint.path.name}, {checkpoint.manifest['env_step']:,} env "
+          f"steps): mean return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes")
     return 0
+
+
+def best_note(member: int | None) -> str:
+    """What `populax eval` adds after the member it chose itself."""
+    return " (the best of the last evaluation)" if member is None else ""
 
 
 def cmd_envs(argv: list[str]) -> int:

@@ -7,12 +7,14 @@ import path, by the CLI processes it starts (PYTHONPATH=tests:examples). Importi
 """
 
 import gymnasium
+import jax
 import jax.numpy as jnp
 from custom_gymnasium_env import GymCorridor
 from custom_jax_env import Corridor, CorridorParams
-from gymnax.environments import spaces
+from flax import struct
+from gymnax.environments import environment, spaces
 
-__all__ = ["Corridor", "CorridorParams", "DictObservationCorridor", "GymCorridor", "TupleActionCorridor",
+__all__ = ["Corridor", "CorridorParams", "DictObservationCorridor", "GymCorridor", "Reach", "TupleActionCorridor",
            "make_gym_corridor"]
 
 
@@ -44,3 +46,42 @@ def make_brax_pendulum():
     import brax.envs
 
     return brax.envs.get_environment("inverted_pendulum", backend="generalized")
+
+
+@struct.dataclass
+class ReachState(environment.EnvState):
+    position: jax.Array
+    time: int
+
+
+@struct.dataclass
+class ReachParams(environment.EnvParams):
+    max_steps_in_episode: int = 12
+
+
+class Reach(environment.Environment):
+    """A point on a line, pushed by a force in [0, 4] (bounds that are not [-1, 1], so an action handed over
+    without populax's rescaling moves it elsewhere) towards 1.5 from 0. Deterministic: every episode is the
+    same, so a run's logged evaluation return is what one episode of the saved policy scores."""
+
+    @property
+    def default_params(self) -> ReachParams:
+        return ReachParams()
+
+    def step_env(self, key, state, action, params):
+        position = state.position + 0.25 * (action[0] - 2.0)
+        state = ReachState(position=position, time=state.time + 1)
+        return self.get_obs(state), state, -jnp.abs(position - 1.5), jnp.asarray(False), {}
+
+    def reset_env(self, key, params):
+        state = ReachState(position=jnp.zeros((), jnp.float32), time=0)
+        return self.get_obs(state), state
+
+    def get_obs(self, state, params=None, key=None):
+        return jnp.stack([state.position, state.time / 12.0]).astype(jnp.float32)
+
+    def action_space(self, params=None):
+        return spaces.Box(0.0, 4.0, (1,), jnp.float32)
+
+    def observation_space(self, params):
+        return spaces.Box(-10.0, 10.0, (2,), jnp.float32)

@@ -198,7 +198,7 @@ def test_eval_video_refuses_a_gymnax_env_without_a_twin_in_one_line(reference, t
     assert main(["eval", str(out), "--member", "0", "--video", str(video)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert "--video: gymnax's SpaceInvaders-MinAtar does not render" in err[0] and "Pendulum-v1" in err[0]
+    assert "--video: gymnax's SpaceInvaders-MinAtar has no Gymnasium twin" in err[0] and "Pendulum-v1" in err[0]
     assert not video.exists() and not list(tmp_path.glob("*.mp4"))
 
 

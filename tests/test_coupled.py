@@ -172,7 +172,7 @@ def test_kill_and_resume_gives_the_parameters_of_an_uninterrupted_run(tmp_path, 
     assert leaves_equal(resumed.population.agent, full.population.agent)
     assert leaves_equal(resumed.population.shared, full.population.shared)  # critic, CEM / bandit
     assert (killed / "metrics.jsonl").read_text() .count("\n") == (full.run_dir / "metrics.jsonl").read_text().count("\n")
-    returns, _ = evaluate_saved_member(killed, member=1, episodes=1)  # `populax eval` of one saved actor
+    returns = evaluate_saved_member(killed, member=1, episodes=1).returns  # `populax eval` of one saved actor
     assert returns.shape == (1,) and np.isfinite(returns).all()
     if options:  # each member's critic is its own, checkpointed with it; no shared one
         critics = full.population.agent.critic

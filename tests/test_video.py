@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from populax.run.video import GYMNASIUM_TWINS, even_frame
+from populax.run.policy import GYMNASIUM_TWINS
+from populax.run.video import even_frame
 
 # How each twin's Gymnasium state vector maps onto the gymnax state's fields.
 STATE_FIELDS = {

@@ -24,7 +24,8 @@ behind this small interface:
 ``extra_state()``                   what a checkpoint holds beyond the members
 ``stop()``, ``summary()``           close resources; backend facts for summary.json
 ``member_returns(...)``             one saved member's episodes (``populax eval``)
-``member_actor(...)``               obs -> action of one member (``--video``)
+``member_actor(...)``               observations -> env actions of one saved member
+                                    (``populax.load_policy``, ``--video``)
 ==================================  ==================================================
 
 A backend that a Ray worker wraps around a block of members (``BlockBackend``: compiled and host) also has

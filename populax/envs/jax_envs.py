@@ -49,6 +49,8 @@ class JaxEnv(NamedTuple):
     max_episode_steps: int
     reset: Callable[[jax.Array], tuple[jax.Array, Any]]
     step: Callable[[jax.Array, Any, jax.Array], StepResult]
+    to_env_action: Callable[[jax.Array], jax.Array]
+    """An agent's action (continuous: in [-1, 1]) -> what the wrapped environment receives (``step`` applies it)."""
 
 
 def _import_gymnax():
@@ -151,6 +153,7 @@ def gymnax_adapter(env: Any, params: Any, env_id: str, max_episode_steps: int = 
         max_episode_steps=int(getattr(params, "max_steps_in_episode", 0)),
         reset=reset,
         step=step,
+        to_env_action=to_env_action,
     )
 
 
@@ -225,12 +228,15 @@ def brax_adapter(env: Any, env_id: str, max_episode_steps: int = 0) -> JaxEnv:
     else:
         low, high = -jnp.ones(int(env.action_size)), jnp.ones(int(env.action_size))
 
+    def to_env_action(action_in):
+        return low + (action_in + 1.0) * 0.5 * (high - low)
+
     def reset(key):
         inner = env.reset(key)
         return inner.obs.astype(jnp.float32), BraxState(inner, jnp.zeros((), jnp.int32))
 
     def step(key, state, action_in):
-        after = env.step(state.inner, low + (action_in + 1.0) * 0.5 * (high - low))
+        after = env.step(state.inner, to_env_action(action_in))
         steps = state.steps + 1
         terminated = jnp.asarray(after.done, jnp.float32)
         truncated = jnp.where(steps >= limit, 1.0 - terminated, 0.0)
@@ -253,6 +259,7 @@ def brax_adapter(env: Any, env_id: str, max_episode_steps: int = 0) -> JaxEnv:
         max_episode_steps=limit,
         reset=reset,
         step=step,
+        to_env_action=to_env_action,
     )
 
 

@@ -13,9 +13,11 @@ docs/host_envs.md.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -78,26 +80,50 @@ def resume(
     return run(setup, on_chunk, start=load_checkpoint(setup, warn))
 
 
+class SavedEvaluation(NamedTuple):
+    """What ``populax eval`` measured of a saved member."""
+
+    returns: np.ndarray
+    """Per-episode returns."""
+    checkpoint: Checkpoint
+    member: int
+    """The member evaluated (the best of the last evaluation when none was named)."""
+
+
 def evaluate_saved_member(
-    run_dir: str | Path, member: int, episodes: int, seed: int | None = None,
+    run_dir: str | Path, member: int | None, episodes: int, seed: int | None = None,
     warn: Callable[[str], None] = _stderr,
-) -> tuple[np.ndarray, Checkpoint]:
-    """Per-episode returns of ``member`` as saved in the run's newest good checkpoint.
+) -> SavedEvaluation:
+    """Per-episode returns of ``member`` (None: the best of the checkpoint's last evaluation) as saved in the run's
+    newest good checkpoint.
 
     Without ``seed`` the episodes are those of the run's evaluation at that
     checkpoint (the same keys or env seeds); a seed draws others.
     """
     setup = load_setup(run_dir)
-    check_member(setup.config, member)
+    if member is not None:
+        check_member(setup.config, member)
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1 (got {episodes})")
     checkpoint = load_checkpoint(setup, warn)
+    if member is None:
+        member = best_member(checkpoint)
     state = member_row(checkpoint.population, member)
     # The run's last evaluation: of the last finished chunk (a host checkpoint may be taken inside a chunk).
     manifest = checkpoint.manifest
     evaluated = max(0, manifest.get("chunks_done", manifest["chunk"] + 1) - 1)
     returns = setup.backend.member_returns(state, member, evaluated, episodes, seed)
-    return returns, checkpoint
+    return SavedEvaluation(returns, checkpoint, member)
+
+
+def best_member(checkpoint: Checkpoint) -> int:
+    """The member with the highest finite return of the checkpoint's last evaluation (at a run's end:
+    summary.json's ``best_member``); ConfigError when no member has one."""
+    returns = checkpoint.manifest.get("returns") or []
+    values = np.array([math.nan if r is None else float(r) for r in returns], np.float64)
+    if not np.isfinite(values).any():
+        raise ConfigError(f"--member: no member has a finite evaluation return in {checkpoint.path}; name one")
+    return int(np.argmax(np.where(np.isfinite(values), values, -np.inf)))
 
 
 def check_member(config: TrainConfig, member: int) -> None:

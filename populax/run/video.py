@@ -5,7 +5,7 @@
   member acts on observations normalised with its saved statistics.
 * gymnax runs: gymnax does not render. When the environment has a Gymnasium
   twin with the same dynamics, observation layout and action mapping
-  (:data:`GYMNASIUM_TWINS`, checked step by step in tests/test_video.py), the
+  (``populax.run.policy.GYMNASIUM_TWINS``, checked step by step in tests/test_video.py), the
   saved JAX policy is replayed in the twin; otherwise ``--video`` is refused.
 
 Frames are encoded as H.264 by imageio-ffmpeg (its wheel ships ffmpeg), into a
@@ -25,25 +25,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from populax.errors import ConfigError
-
-GYMNASIUM_TWINS = {
-    "Pendulum-v1": "Pendulum-v1",
-    "CartPole-v1": "CartPole-v1",
-    "Acrobot-v1": "Acrobot-v1",
-    "MountainCar-v0": "MountainCar-v0",
-    "MountainCarContinuous-v0": "MountainCarContinuous-v0",
-}
-"""gymnax id -> the Gymnasium id with the same dynamics, observations, actions and episode limit."""
+from populax.run.policy import GymnasiumSource, Policy, gymnasium_source, load_policy, make_gymnasium_env
 
 EXTRA = "populax[video]"
-
-
-class VideoSource(NamedTuple):
-    """What to render for a run: the Gymnasium id and whether it stands in for a gymnax env."""
-
-    gymnasium_id: str
-    twin_of: str | None
-    """The gymnax id replayed in its Gymnasium twin, or None for a host run."""
 
 
 class Video(NamedTuple):
@@ -53,26 +37,7 @@ class Video(NamedTuple):
     frames: int
     episode_return: float
     steps: int
-    source: VideoSource
-
-
-def video_source(env: str) -> VideoSource:
-    """The Gymnasium environment that renders a run on ``env`` (``--env`` as configured); ConfigError if none."""
-    from populax.envs.jax_envs import gymnax_ids
-    from populax.envs.routing import resolve_env
-
-    choice = resolve_env(env, gymnax_ids())
-    if choice.kind == "gymnasium":
-        return VideoSource(choice.env_id, None)
-    if choice.kind == "brax":
-        raise ConfigError(f"--video: {choice.env_id} does not render here; video works for Gymnasium/ALE runs and "
-                          f"for gymnax {', '.join(GYMNASIUM_TWINS)}")
-    if choice.env_id in GYMNASIUM_TWINS:
-        return VideoSource(GYMNASIUM_TWINS[choice.env_id], choice.env_id)
-    raise ConfigError(
-        f"--video: gymnax's {choice.env_id} does not render and has no Gymnasium twin; video works for "
-        f"Gymnasium/ALE runs and for gymnax {', '.join(GYMNASIUM_TWINS)}"
-    )
+    source: GymnasiumSource
 
 
 def check_video_path(path: str | Path) -> Path:
@@ -188,56 +153,37 @@ def record_episode(env: Any, env_id: str, act: Callable[[np.ndarray], Any], seed
     return total, steps
 
 
-def member_actor(setup: Any, state: Any, spec: Any) -> Callable[[np.ndarray], Any]:
-    """One observation -> the env action of the saved member ``state`` (either backend)."""
-    from populax.backends.host import env_actions
-
-    policy = setup.backend.member_actor(state)
-
-    def act(obs: np.ndarray) -> Any:
-        batch = np.asarray(obs, spec.obs_dtype)[None]
-        return env_actions(spec, np.asarray(policy(batch)))[0]
-
-    return act
-
-
-def record_member_video(run_dir: str | Path, member: int, path: str | Path, seed: int | None = None,
-                        warn: Callable[[str], None] = print) -> tuple[Video, Any]:
-    """Write an mp4 of one episode of ``member`` as saved in the run's newest good checkpoint.
+def record_member_video(run_dir: str | Path, member: int | None, path: str | Path, seed: int | None = None,
+                        warn: Callable[[str], None] = print) -> tuple[Video, Policy]:
+    """Write an mp4 of one episode of ``member`` (None: the best of the last evaluation) as saved in the run's
+    newest good checkpoint.
 
     Every check (member, path, renderable env, writer installed) runs before
-    anything is loaded or written. Returns the video and the checkpoint used.
+    anything is loaded or written. Returns the video and the member's :class:`~populax.run.policy.Policy`.
     """
-    from populax.envs.host_envs import make_host_spec
-    from populax.member import member_row
-    from populax.run.resume import check_member, load_checkpoint, load_config, load_setup
+    from populax.run.resume import check_member, load_config
 
     config = load_config(run_dir)
-    check_member(config, member)
+    if member is not None:
+        check_member(config, member)
     path = check_video_path(path)
-    source = video_source(config.env)
+    gymnasium_source(config.env, "--video")
     require_writer()
-    setup = load_setup(run_dir)
-    checkpoint = load_checkpoint(setup, warn)
-    state = member_row(checkpoint.population, member)
+    policy = load_policy(run_dir, member, warn)
     # pygame (classic control) draws off-screen: no display, no sound card, no complaints about either.
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-    host = source.twin_of is None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        spec = make_host_spec(source.gymnasium_id, render_mode="rgb_array",
-                              terminal_on_life_loss=config.terminal_on_life_loss if host else False,
-                              max_episode_steps=(config.max_episode_steps or None) if host else None)
-        env = spec.make()
+        env, source = make_gymnasium_env(config, render_mode="rgb_array", setting="--video")
         writer = Mp4Writer(path, float(env.metadata.get("render_fps") or 30) / steps_per_agent_step(env))
         try:
-            total, steps = record_episode(env, source.gymnasium_id, member_actor(setup, state, spec),
-                                          seed=config.seed if seed is None else seed, on_frame=writer.add)
+            total, steps = record_episode(env, source.gymnasium_id, policy, seed=config.seed if seed is None else seed,
+                                          on_frame=writer.add)
             writer.finish()
         except BaseException:
             writer.discard()
             raise
         finally:
             env.close()
-    return Video(path, writer.frames, total, steps, source), checkpoint
+    return Video(path, writer.frames, total, steps, source), policy

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from populax.agents import Algorithm, check_action_space
@@ -139,10 +140,17 @@ class CompiledBackend:
         return np.asarray(jax.jit(returns)(member.agent, member.obs_stats, key))
 
     def member_actor(self, member: Member) -> Callable[[np.ndarray], np.ndarray]:
-        """Observations [M, ...] -> agent actions of one saved member (deterministic policy; ``--obs-norm``:
-        standardised with the member's saved statistics)."""
-        policy = jax.jit(self.program.policy)
-        return lambda obs: np.asarray(policy(member.agent, member.obs_stats, np.asarray(obs, np.float32)))
+        """Observations [M, ...] -> the env actions of one saved member's deterministic policy, as the training
+        loop hands them to the environment (continuous: clipped to [-1, 1], rescaled to the env's bounds;
+        ``--obs-norm``: observations standardised with the member's saved statistics)."""
+        env = self.env
+
+        @jax.jit
+        def act(agent: Any, stats: Any, obs: jax.Array) -> jax.Array:
+            action = self.program.policy(agent, stats, obs)
+            return env.to_env_action(action if env.action.discrete else jnp.clip(action, -1.0, 1.0))
+
+        return lambda obs: np.asarray(act(member.agent, member.obs_stats, np.asarray(obs, np.float32)))
 
 
 def make_compiled_backend(config: TrainConfig, algorithm: Algorithm, env_id: str, executor: Callable,

@@ -46,6 +46,7 @@ from populax.backends.host.collector import (
     Block,
     Collector,
     collector_keys,
+    env_actions,
     eval_seed,
     evaluate,
     member_env_seeds,
@@ -374,8 +375,13 @@ class HostBackend:
             return member_returns(self.spec, self.functions, member, episodes, seed, eval_step_cap(self.config))
 
     def member_actor(self, member: Member) -> Callable[[np.ndarray], np.ndarray]:
-        """Observations [M, ...] -> agent actions of one saved member (deterministic policy)."""
-        return lambda obs: np.asarray(self.functions.member_policy(member.agent, member.obs_stats, obs))
+        """Observations [M, ...] -> the env actions of one saved member's deterministic policy, as the collector
+        hands them to the environments (``--obs-norm``: standardised with the member's saved statistics)."""
+        def act(obs: np.ndarray) -> np.ndarray:
+            obs = np.asarray(obs, self.spec.obs_dtype)
+            return env_actions(self.spec, np.asarray(self.functions.member_policy(member.agent, member.obs_stats, obs)))
+
+        return act
 
 
 def eval_step_cap(config: TrainConfig) -> int:
