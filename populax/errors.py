@@ -11,6 +11,7 @@ class ConfigError(ValueError):
 
 class UnusedSettingWarning(UserWarning):
     """A setting changed from its default that the run never reads (``--workers`` without ``--executor ray``,
-    a PBT setting under ``--strategy independent``, ...). :func:`populax.train` warns once per setting; the
+    a PBT setting under ``--strategy independent``, ...), or whose value leaves it without effect (a
+    ``--learning-starts`` the run never reaches). :func:`populax.train` warns once per setting; the
     CLI prints each as ``populax: warning: ...``. ``warnings.simplefilter("error", UnusedSettingWarning)``
     makes them errors."""

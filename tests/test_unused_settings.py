@@ -9,16 +9,18 @@ import populax
 from populax.agents import get_algorithm
 from populax.cli import main
 from populax.cohorts import split_static, static_space
+from populax.envs.host_envs import is_atari
 from populax.envs.jax_envs import gymnax_ids
 from populax.envs.routing import resolve_env
 from populax.run.config import FIELDS, TrainConfig, build_config, load_recipe
 from populax.run.recipes import RECIPE_DIR, packaged_recipes
-from populax.runtime.unused import unused_settings
+from populax.runtime.setup import prepare
+from populax.runtime.unused import ineffective_settings, run_unused_settings, unused_settings
 
 
-def flagged(host=False, on_policy=False, mixed=False, **settings) -> set[str]:
+def flagged(host=False, on_policy=False, mixed=False, atari=False, **settings) -> set[str]:
     """The settings ``unused_settings`` names for a config with ``settings`` changed."""
-    lines = unused_settings(TrainConfig(**settings), host=host, on_policy=on_policy, mixed=mixed)
+    lines = unused_settings(TrainConfig(**settings), host=host, on_policy=on_policy, mixed=mixed, atari=atari)
     return {line.split(":")[0] for line in lines}
 
 
@@ -28,6 +30,8 @@ def flagged(host=False, on_policy=False, mixed=False, **settings) -> set[str]:
     ({}, dict(vector_env="async", overlap=False, max_policy_lag=10, terminal_on_life_loss=True),
      {"--vector-env", "--overlap", "--max-policy-lag", "--terminal-on-life-loss"}),
     ({"host": True}, dict(vector_env="async", overlap=False, max_policy_lag=10), set()),
+    ({"host": True}, dict(terminal_on_life_loss=True), {"--terminal-on-life-loss"}),  # no lives to lose
+    ({"host": True, "atari": True}, dict(terminal_on_life_loss=True), set()),
     ({"host": True, "on_policy": True}, dict(vector_env="async", overlap=False, max_policy_lag=10),
      {"--overlap", "--max-policy-lag"}),
     ({}, dict(pbt_bottom=0.4, ready_interval=4000, pbt_copy="policy", pbt_cross_cohort="distill"),
@@ -52,9 +56,32 @@ def test_each_unused_setting_is_named_once(context, settings, expected):
 def test_no_packaged_recipe_sets_what_its_run_does_not_read(name):
     config = build_config([load_recipe(RECIPE_DIR / f"{name}.yaml")])
     static, _ = split_static(config.hp, config.pop, FIELDS)
-    host = resolve_env(config.env, gymnax_ids()).kind == "gymnasium"
-    assert unused_settings(config, host=host, on_policy=get_algorithm(config.algo).on_policy,
-                           mixed=static_space(static) is not None) == []
+    choice = resolve_env(config.env, gymnax_ids())
+    host, on_policy = choice.kind == "gymnasium", get_algorithm(config.algo).on_policy
+    assert unused_settings(config, host=host, on_policy=on_policy, mixed=static_space(static) is not None,
+                           atari=host and is_atari(choice.env_id)) == []
+    assert ineffective_settings(config, on_policy=on_policy, run_steps=config.total_steps) == []
+
+
+@pytest.mark.parametrize("on_policy, settings, expected", [
+    (False, dict(total_steps=400, learning_starts=1000), ["--learning-starts 1,000: the run ends at 400 env steps"]),
+    (False, dict(total_steps=400, learning_starts=399, batch_size=64), []),
+    (False, dict(buffer_size=100, batch_size=256), ["--batch-size 256: larger than the replay can ever hold (100"]),
+    (False, dict(total_steps=200, learning_starts=100), ["--batch-size 256: larger than the replay can ever hold (200"]),
+    (True, dict(total_steps=400, learning_starts=1000, batch_size=4096), []),  # on-policy: unused_settings says it
+])
+def test_replay_settings_whose_values_do_nothing_are_named(on_policy, settings, expected):
+    lines = ineffective_settings(TrainConfig(**settings), on_policy=on_policy, run_steps=settings.get("total_steps", 20_000))
+    assert len(lines) == len(expected) and all(line.startswith(e) for line, e in zip(lines, expected))
+
+
+@pytest.mark.parametrize("env, warned", [("gymnasium:CartPole-v1", True), ("ALE/Pong-v5", False)])
+def test_terminal_on_life_loss_is_named_where_there_are_no_lives(env, warned):
+    """A prepared run asks Gymnasium's registry whether its environment is an ALE game."""
+    config = build_config([dict(env=env, algo="dqn", pop=2, total_steps=2000, eval_every=1000,
+                                terminal_on_life_loss=True, progress=False)])
+    lines = run_unused_settings(prepare(config))
+    assert [line.split(":")[0] for line in lines] == (["--terminal-on-life-loss"] if warned else [])
 
 
 TINY = ["--pop", "2", "--total-steps", "500", "--eval-every", "500", "--eval-episodes", "1", "--hidden", "8",
@@ -81,3 +108,10 @@ def test_the_python_api_warns_with_a_category_users_can_filter(tmp_path):
         with pytest.raises(populax.UnusedSettingWarning):
             populax.train(populax.TrainConfig(**{**config.__dict__, "out": str(tmp_path / "strict")}))
     assert not (tmp_path / "strict").exists()  # raised before anything was written
+
+
+def test_each_cohorts_own_batch_size_is_checked_against_the_replay():
+    """A mixed-shape population: the batch size one cohort sets for its members is checked, not the run's."""
+    config = build_config([dict(env="Pendulum-v1", pop=2, total_steps=400, eval_every=200, buffer_size=300,
+                                learning_starts=100, hp={"batch-size": "32,512"}, progress=False)])
+    assert [line.split(":")[0] for line in run_unused_settings(prepare(config))] == ["--batch-size 512"]

@@ -192,7 +192,7 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
         missing = _missing_extra(registered, entry)
         if missing:
             raise ConfigError(f"--env: {env_id} needs a package that is not installed; install {missing}")
-        atari = registered.startswith("ALE/") or "ale_py" in entry
+        atari = atari_entry(registered, entry)
         make = make_env_fn(env_id, atari=atari, terminal_on_life_loss=terminal_on_life_loss,
                            max_episode_steps=max_episode_steps, render_mode=render_mode)
     try:
@@ -218,6 +218,22 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
         )
     dtype = np.uint8 if obs_space.dtype == np.uint8 else np.float32
     return HostEnvSpec(env_id, tuple(int(d) for d in obs_space.shape), dtype, action, low, high, make)
+
+
+def atari_entry(registered: str, entry_point: str) -> bool:
+    """Whether a registry id and its entry point are an ALE game (lives, AtariPreprocessing, frame stacks)."""
+    return registered.startswith("ALE/") or "ale_py" in entry_point
+
+
+def is_atari(env_id: str) -> bool:
+    """Whether a Gymnasium id names an ALE game (a user's ``py:`` environment never does); ConfigError as
+    :func:`make_host_spec` for an unknown id."""
+    if is_custom(env_id):
+        return False
+    gym = _gymnasium()
+    _register_ale(gym)
+    registered = registered_id(gym, env_id)
+    return atari_entry(registered, str(gym.registry[registered].entry_point))
 
 
 def registered_id(gym: Any, env_id: str) -> str:

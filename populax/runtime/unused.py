@@ -1,11 +1,14 @@
-"""Settings a run does not read: one line each, so that a changed value that does nothing is not taken for one
-that does (``--workers 4`` without ``--executor ray``, a PBT setting under ``--strategy independent``,
-``--batch-size`` for PPO). The run goes on: a recipe written for one path stays usable on another (a Ray
-recipe tried with ``--executor vmap``); what cannot work at all is a ConfigError elsewhere.
+"""Settings a run does not read, or whose value makes them do nothing: one line each, so that a changed value
+that does nothing is not taken for one that does (``--workers 4`` without ``--executor ray``, a PBT setting
+under ``--strategy independent``, ``--batch-size`` for PPO, ``--terminal-on-life-loss`` on an environment
+without lives, a ``--learning-starts`` the run never reaches). The run goes on: a recipe written for one path
+stays usable on another (a Ray recipe tried with ``--executor vmap``, a short smoke test of a long recipe);
+what cannot work at all is a ConfigError elsewhere.
 """
 
 from __future__ import annotations
 
+from populax.envs.host_envs import is_atari
 from populax.envs.jax_envs import gymnax_ids
 from populax.envs.routing import resolve_env
 from populax.run.config import TrainConfig
@@ -24,10 +27,10 @@ REPLAY_ONLY = ("batch_size", "buffer_size", "learning_starts", "updates_per_step
 MIXED_EXAMPLE = "a static setting given per member, e.g. --hp.hidden choice:64x64,256x256"
 
 
-def unused_settings(config: TrainConfig, *, host: bool, on_policy: bool, mixed: bool) -> list[str]:
+def unused_settings(config: TrainConfig, *, host: bool, on_policy: bool, mixed: bool, atari: bool = False) -> list[str]:
     """One line per setting changed from its default that a run of ``config`` never reads: ``host``, its
     environment runs on the host (Gymnasium/ALE); ``on_policy``, its algorithm learns from rollouts;
-    ``mixed``, its members differ in static settings."""
+    ``mixed``, its members differ in static settings; ``atari``, its environment is an ALE game."""
     defaults = TrainConfig()
     reasons: dict[str, str] = {}
 
@@ -40,8 +43,11 @@ def unused_settings(config: TrainConfig, *, host: bool, on_policy: bool, mixed: 
         unused(RAY_ONLY, f"applies to --executor ray (this run: {config.executor})")
     if not host:
         unused(HOST_ONLY, f"applies to host (Gymnasium/ALE) environments; {config.env} is compiled")
-    elif on_policy:
-        unused(COLLECTOR_ONLY, f"{config.algo} collects each rollout with its newest parameters (no overlap)")
+    else:
+        if on_policy:
+            unused(COLLECTOR_ONLY, f"{config.algo} collects each rollout with its newest parameters (no overlap)")
+        if not atari:
+            unused(("terminal_on_life_loss",), f"applies to Atari (ALE) games, which have lives; {config.env} is not one")
     if config.strategy == "independent":
         unused(STRATEGY_ONLY + MIXED_ONLY, "applies to --strategy pbt or pb2")
     else:
@@ -59,11 +65,38 @@ def unused_settings(config: TrainConfig, *, host: bool, on_policy: bool, mixed: 
     return [f"--{name.replace('_', '-')}: {why}; ignored" for name, why in reasons.items()]
 
 
+def ineffective_settings(config: TrainConfig, *, on_policy: bool, run_steps: int) -> list[str]:
+    """One line per replay setting whose value leaves it without effect in a run of ``run_steps`` env steps per
+    member (``total_steps`` rounded up to whole evaluation periods): learning that never starts, batches larger
+    than all the replay can ever hold."""
+    if on_policy:  # unused_settings names the replay settings of an on-policy run
+        return []
+    lines = []
+    if config.learning_starts >= run_steps:
+        lines.append(f"--learning-starts {config.learning_starts:,}: the run ends at {run_steps:,} env steps per "
+                     "member, before learning starts; no member will make a gradient update")
+    capacity = min(config.buffer_size, run_steps)
+    if config.batch_size > capacity:
+        lines.append(f"--batch-size {config.batch_size:,}: larger than the replay can ever hold ({capacity:,}: "
+                     "--buffer-size, at most the run's env steps per member); every batch repeats transitions")
+    return lines
+
+
 def run_unused_settings(setup: RunSetup) -> list[str]:
-    """:func:`unused_settings` of a prepared run."""
-    host = resolve_env(setup.config.env, gymnax_ids()).kind == "gymnasium"
-    return unused_settings(setup.config, host=host, on_policy=setup.algorithm.on_policy,
-                           mixed=setup.space is not None)
+    """:func:`unused_settings` and :func:`ineffective_settings` of a prepared run."""
+    choice = resolve_env(setup.config.env, gymnax_ids())
+    host = choice.kind == "gymnasium"
+    on_policy = setup.algorithm.on_policy
+    lines = unused_settings(setup.config, host=host, on_policy=on_policy, mixed=setup.space is not None,
+                            atari=host and is_atari(choice.env_id))
+    # A mixed-shape population's cohorts may set the replay settings per member (--hp.batch-size 64,512).
+    space = setup.space
+    configs = [space.config_for(setup.config, c) for c in range(len(space.settings))] if space else [setup.config]
+    for config in configs:
+        for line in ineffective_settings(config, on_policy=on_policy, run_steps=setup.num_chunks * setup.chunk_steps):
+            if line not in lines:
+                lines.append(line)
+    return lines
 
 
-__all__ = ["run_unused_settings", "unused_settings"]
+__all__ = ["ineffective_settings", "run_unused_settings", "unused_settings"]
