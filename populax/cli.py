@@ -3,7 +3,8 @@
     populax train [--env ID] [--algo td3|sac|dqn|ppo|cemrl|dvd-td3] [--pop N] [--hp.NAME VALUE] [--algo-opt.NAME VALUE] ...
     populax resume RUN
     populax report RUN
-    populax eval RUN --member K [--episodes E] [--seed S] [--video PATH]
+    populax compare RUN RUN ... [--out DIR]
+    populax eval RUN [--member K] [--episodes E] [--seed S] [--video PATH]
     populax envs
     populax bench update-step [--algo td3] [--pop 1,2,4,...] [--impl all] [--out FILE.json]
 """
@@ -193,6 +194,22 @@ def cmd_report(argv: list[str]) -> int:
     return 0
 
 
+def cmd_compare(argv: list[str]) -> int:
+    """`populax compare RUN RUN ... --out DIR`: runs side by side (medians, bands, best members; a table)."""
+    from populax.run.compare import write_comparison
+
+    parser = argparse.ArgumentParser(prog="populax compare", description="Compare runs: population median and "
+                                     "interquartile band, best member, against env steps and wall time.")
+    parser.add_argument("runs", metavar="RUN", nargs="+", help="run directories (two or more)")
+    parser.add_argument("--out", default="comparison", help="directory for comparison.md and comparison.png "
+                        "(default: ./comparison)")
+    args = parser.parse_args(argv)
+    page = write_comparison(args.runs, args.out)
+    print(page.read_text().split("![")[0].strip())
+    print(f"comparison: {page}", file=sys.stderr)
+    return 0
+
+
 def cmd_eval(argv: list[str]) -> int:
     """`populax eval RUN --member K --episodes E`: mean and std return of a saved member (or `--video PATH`)."""
     from populax.run.resume import evaluate_saved_member
@@ -287,7 +304,8 @@ def cmd_bench(argv: list[str]) -> int:
     return run(argv)
 
 
-COMMANDS = {"train": cmd_train, "resume": cmd_resume, "report": cmd_report, "eval": cmd_eval, "envs": cmd_envs, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "resume": cmd_resume, "report": cmd_report, "compare": cmd_compare, "eval": cmd_eval,
+            "envs": cmd_envs, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -154,8 +154,9 @@ def static_tables(summary: dict[str, Any], events: list[dict[str, Any]]) -> list
     return lines
 
 
-def _colors(count: int) -> list[Any]:
-    """One color per member; tab10 without its red, which marks the best member."""
+def line_colors(count: int) -> list[Any]:
+    """One color per line (a member, or a run in ``populax compare``); tab10 without its red, which marks the
+    best member."""
     import matplotlib
 
     if count <= 9:
@@ -174,7 +175,7 @@ def plot_learning_curves(records: list[dict[str, Any]], best: int, path: Path, t
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
     for ax, x, label in ((axes[0], steps, "env steps per member"), (axes[1], wall, "wall time (s)")):
         ax.fill_between(x, low, high, color="0.6", alpha=0.35, label="population IQR", lw=0)
-        for member, color in zip(range(len(values)), _colors(len(values))):
+        for member, color in zip(range(len(values)), line_colors(len(values))):
             if member != best:
                 shown = f"member {member}" if len(values) <= 9 else None
                 ax.plot(x, values[member], color=color, lw=1, alpha=0.6, label=shown)
@@ -225,7 +226,7 @@ def plot_hparams(records: list[dict[str, Any]], names: list[str], best: int, pat
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(max(7.0, 4.6 * cols), 3.4 * rows), squeeze=False)
-    colors = _colors(len(members))
+    colors = line_colors(len(members))
     for ax, name in zip(axes.flat, names):
         table = {(r["member"], r["env_step"]): r["hparams"][name] for r in records}
         for member, color in zip(members, colors):

@@ -1,0 +1,151 @@
+"""`populax compare RUN RUN ... --out DIR`: several runs side by side.
+
+The question a population run answers is comparative: did PBT beat the random search of ``--strategy
+independent``, in env steps and in wall time; does a seed change the ranking; what did a wider network buy. This
+reads only the runs' files (metrics.jsonl, summary.json, config.yaml) and writes ``DIR/comparison.png`` (each
+run's population median with its interquartile band, and the best member at each evaluation, against env steps
+per member and against wall time) and ``DIR/comparison.md`` (what each run was and how it ended). A run still
+in progress (no summary.json) is shown with the evaluations it has so far.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import yaml
+
+from populax.errors import ConfigError
+from populax.run.report import curves, line_colors, population_band, read_metrics
+
+FIGURE = "comparison.png"
+PAGE = "comparison.md"
+
+
+class RunCurves(NamedTuple):
+    """One run as the comparison draws and tabulates it."""
+
+    label: str
+    run_dir: Path
+    steps: np.ndarray
+    """Env steps per member at each evaluation."""
+    wall: np.ndarray
+    """Wall seconds at each evaluation."""
+    median: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    """Population median, 25th and 75th percentile of the evaluation return at each evaluation."""
+    best: np.ndarray
+    """The best member's return at each evaluation (whoever it was then)."""
+    config: dict[str, Any]
+    summary: dict[str, Any] | None
+    """summary.json, or None for a run that has not finished."""
+
+
+def run_labels(run_dirs: list[Path]) -> list[str]:
+    """A short unique name per run: its directory name, with as many parent directories as tell them apart."""
+    for depth in range(1, max(len(p.resolve().parts) for p in run_dirs) + 1):
+        labels = ["/".join(p.resolve().parts[-depth:]) for p in run_dirs]
+        if len(set(labels)) == len(labels):
+            return labels
+    raise ConfigError("RUN: a run directory is named twice")
+
+
+def load_run(run_dir: Path, label: str) -> RunCurves:
+    """The curves, configuration and summary of one run directory (ConfigError: not a run, or no evaluation yet)."""
+    records = read_metrics(run_dir)
+    if not records:
+        raise ConfigError(f"RUN: {run_dir / 'metrics.jsonl'} has no records yet; nothing to compare")
+    steps, wall, values = curves(records)
+    median, low, high = population_band(values)
+    with np.errstate(all="ignore"):
+        finite = np.where(np.isfinite(values), values, -np.inf)
+        best = np.where(np.isfinite(values).any(axis=0), finite.max(axis=0), np.nan)
+    config_path, summary_path = run_dir / "config.yaml", run_dir / "summary.json"
+    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    return RunCurves(label, run_dir, steps, wall, median, low, high, best, config or {}, summary)
+
+
+def describe(run: RunCurves) -> str:
+    """``td3 on Pendulum-v1, pbt, pop 8``: what a run was."""
+    config = run.config
+    return (f"{config.get('algo', '?')} on {config.get('env', '?')}, {config.get('strategy', '?')}, "
+            f"pop {config.get('pop', '?')}")
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:,.{digits}f}"
+
+
+def comparison_table(runs: list[RunCurves]) -> list[str]:
+    """A markdown table: one row per run, how it ended and how fast."""
+    lines = ["| run | algorithm, env, strategy, pop | env steps / member | final median | final best | peak best "
+             "| wall (s) | env steps/s |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for run in runs:
+        summary = run.summary or {}
+        peak = float(np.nanmax(run.best)) if np.isfinite(run.best).any() else None
+        state = "" if run.summary else " (running)"
+        lines.append(f"| {run.label}{state} | {describe(run)} | {run.steps[-1]:,.0f} | {_number(run.median[-1])} | "
+                     f"{_number(run.best[-1])} | {_number(peak)} | {_number(run.wall[-1], 0)} | "
+                     f"{_number(summary.get('env_steps_per_s'), 0)} |")
+    return lines
+
+
+def plot_comparison(runs: list[RunCurves], path: Path) -> None:
+    """Each run's median, interquartile band and best member, against env steps and against wall time."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
+    for ax, axis, name in ((axes[0], "steps", "env steps per member"), (axes[1], "wall", "wall time (s)")):
+        for run, color in zip(runs, line_colors(len(runs))):
+            x = getattr(run, axis)
+            ax.fill_between(x, run.low, run.high, color=color, alpha=0.18, lw=0)
+            ax.plot(x, run.median, color=color, lw=2, label=f"{run.label}: median")
+            ax.plot(x, run.best, color=color, lw=1.2, ls="--", label=f"{run.label}: best member")
+        ax.set_xlabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("evaluation return")
+    axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle("population median (line) with interquartile band, best member (dashed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_comparison(run_dirs: list[str | Path], out: str | Path) -> Path:
+    """Write ``out/comparison.png`` and ``out/comparison.md`` for ``run_dirs`` (two or more); returns the page.
+
+    Every run is read before anything is written, so a mistake (a directory that is not a run) writes nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    paths = [Path(p) for p in run_dirs]
+    if len(paths) < 2:
+        raise ConfigError(f"RUN: compare needs two or more run directories (got {len(paths)})")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} exists and is not a directory")
+    runs = [load_run(path, label) for path, label in zip(paths, run_labels(paths))]
+    out.mkdir(parents=True, exist_ok=True)
+    plot_comparison(runs, out / FIGURE)
+    lines = [f"# {len(runs)} runs compared", ""]
+    envs = sorted({str(run.config.get("env")) for run in runs})
+    if len(envs) > 1:
+        lines += [f"*These runs are on different environments ({', '.join(envs)}): their returns are not on one "
+                  "scale.*", ""]
+    lines += comparison_table(runs) + [""]
+    ranked = sorted(runs, key=lambda run: -np.inf if not np.isfinite(run.median[-1]) else run.median[-1], reverse=True)
+    lines += [f"Highest final population median: **{ranked[0].label}** ({_number(ranked[0].median[-1])}).", "",
+              f"![comparison]({FIGURE})", ""]
+    lines += ["Each run's own report (every member, hyperparameters): "
+              + ", ".join(f"`{run.run_dir / 'report' / 'report.md'}`" for run in runs), ""]
+    page = out / PAGE
+    page.write_text("\n".join(lines))
+    return page
+
+
+__all__ = ["RunCurves", "load_run", "write_comparison"]

@@ -1,0 +1,73 @@
+"""`populax compare`: real runs side by side; the numbers on the page are those of their metrics.jsonl."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import populax
+from populax.cli import main
+
+
+def final_returns(run_dir) -> np.ndarray:
+    """Every member's return at the run's last evaluation, from metrics.jsonl."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    last = max(r["env_step"] for r in records)
+    return np.array([r["return"] for r in records if r["env_step"] == last])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two short TD3 runs on Pendulum that differ in strategy, in directories with the same name."""
+    root = tmp_path_factory.mktemp("runs")
+    dirs = []
+    for strategy in ("independent", "pbt"):
+        out = root / strategy / "run"
+        populax.train(populax.TrainConfig(
+            env="Pendulum-v1", algo="td3", pop=4, total_steps=800, eval_every=400, eval_episodes=2, hidden=(16, 16),
+            learning_starts=200, batch_size=32, strategy=strategy, hp={"lr-actor": "loguniform:1e-4,3e-3"},
+            out=str(out), progress=False, tensorboard=False,
+            **({"ready_interval": 400} if strategy == "pbt" else {})))
+        dirs.append(out)
+    return dirs
+
+
+def test_the_page_shows_each_runs_final_median_and_best(runs, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", *map(str, runs), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    page = (out / "comparison.md").read_text()
+    assert (out / "comparison.png").stat().st_size > 10_000 and "![comparison](comparison.png)" in page
+    medians = {}
+    for run, label, strategy in zip(runs, ("independent/run", "pbt/run"), ("independent", "pbt")):
+        returns = final_returns(run)
+        medians[label] = np.median(returns)
+        row = next(line for line in page.splitlines() if line.startswith(f"| {label} |"))
+        assert f"td3 on Pendulum-v1, {strategy}, pop 4" in row and "| 800 |" in row
+        assert f"| {np.median(returns):,.1f} | {returns.max():,.1f} |" in row, row
+        assert row in printed  # the table is printed too
+    winner = max(medians, key=medians.get)
+    assert f"Highest final population median: **{winner}**" in page
+
+
+def test_an_unfinished_run_is_shown_as_running(runs, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(runs[0], partial)
+    (partial / "summary.json").unlink()
+    assert main(["compare", str(runs[1]), str(partial), "--out", str(tmp_path / "cmp")]) == 0
+    assert "| partial (running) |" in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("one run", "compare needs two or more run directories (got 1)"),
+    ("not a run", "has no metrics.jsonl"),
+])
+def test_mistakes_are_one_line_and_write_nothing(runs, tmp_path, capsys, case, fragment):
+    args = [str(runs[0])] if case == "one run" else [str(runs[0]), str(tmp_path)]
+    out = tmp_path / "cmp"
+    capsys.readouterr()
+    assert main(["compare", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0], err
+    assert not out.exists()
