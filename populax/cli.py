@@ -196,7 +196,7 @@ def cmd_report(argv: list[str]) -> int:
 
 def cmd_compare(argv: list[str]) -> int:
     """`populax compare RUN RUN ... --out DIR`: runs side by side (medians, bands, best members; a table)."""
-    from populax.run.compare import write_comparison
+    from populax.run.compare import compare_runs
 
     parser = argparse.ArgumentParser(prog="populax compare", description="Compare runs: population median and "
                                      "interquartile band, best member, against env steps and wall time.")
@@ -204,7 +204,7 @@ def cmd_compare(argv: list[str]) -> int:
     parser.add_argument("--out", default="comparison", help="directory for comparison.md and comparison.png "
                         "(default: ./comparison)")
     args = parser.parse_args(argv)
-    page = write_comparison(args.runs, args.out)
+    page = compare_runs(args.runs, args.out)
     print(page.read_text().split("![")[0].strip())
     print(f"comparison: {page}", file=sys.stderr)
     return 0

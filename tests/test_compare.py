@@ -52,11 +52,14 @@ def test_the_page_shows_each_runs_final_median_and_best(runs, tmp_path, capsys):
 
 
 def test_an_unfinished_run_is_shown_as_running(runs, tmp_path):
+    """The Python API's `populax.compare_runs`, on a run without summary.json (still training)."""
     partial = tmp_path / "partial"
     shutil.copytree(runs[0], partial)
     (partial / "summary.json").unlink()
-    assert main(["compare", str(runs[1]), str(partial), "--out", str(tmp_path / "cmp")]) == 0
-    assert "| partial (running) |" in (tmp_path / "cmp" / "comparison.md").read_text()
+    page = populax.compare_runs([runs[1], partial], tmp_path / "cmp")
+    assert page == tmp_path / "cmp" / "comparison.md"
+    row = next(line for line in page.read_text().splitlines() if line.startswith("| partial (running) |"))
+    assert f"| {np.median(final_returns(partial)):,.1f} |" in row
 
 
 @pytest.mark.parametrize("case, fragment", [

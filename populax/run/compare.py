@@ -116,7 +116,7 @@ def plot_comparison(runs: list[RunCurves], path: Path) -> None:
     plt.close(fig)
 
 
-def write_comparison(run_dirs: list[str | Path], out: str | Path) -> Path:
+def compare_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
     """Write ``out/comparison.png`` and ``out/comparison.md`` for ``run_dirs`` (two or more); returns the page.
 
     Every run is read before anything is written, so a mistake (a directory that is not a run) writes nothing."""
@@ -148,4 +148,4 @@ def write_comparison(run_dirs: list[str | Path], out: str | Path) -> Path:
     return page
 
 
-__all__ = ["RunCurves", "load_run", "write_comparison"]
+__all__ = ["RunCurves", "load_run", "compare_runs"]
