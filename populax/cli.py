@@ -4,7 +4,7 @@
     populax resume RUN
     populax report RUN
     populax compare RUN RUN ... [--out DIR]
-    populax eval RUN [--member K] [--episodes E] [--seed S] [--video PATH]
+    populax eval RUN [--member K|all] [--episodes E] [--seed S] [--video PATH]
     populax envs
     populax bench update-step [--algo td3] [--pop 1,2,4,...] [--impl all] [--out FILE.json]
 """
@@ -212,12 +212,12 @@ def cmd_compare(argv: list[str]) -> int:
 
 def cmd_eval(argv: list[str]) -> int:
     """`populax eval RUN --member K --episodes E`: mean and std return of a saved member (or `--video PATH`)."""
-    from populax.run.resume import evaluate_saved_member
+    from populax.run.resume import evaluate_saved_member, evaluate_saved_members
 
     parser = run_dir_parser("populax eval", "Evaluate a saved member with its deterministic policy.")
-    parser.add_argument("--member", type=int, default=None,
+    parser.add_argument("--member", type=member_choice, default=None,
                         help="member id (see summary.json / report.md; default: the best of the checkpoint's last "
-                             "evaluation)")
+                             "evaluation), or all: every member, ranked by the mean of these episodes")
     parser.add_argument("--episodes", type=int, default=10, help="episodes to run (default: 10)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the episodes (default: the episodes of the run's evaluation at the checkpoint)")
@@ -228,6 +228,11 @@ def cmd_eval(argv: list[str]) -> int:
     def warn(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    if args.member == "all":
+        if args.video is not None:
+            raise ConfigError("--video: records one member; name it with --member K (or leave --member out: the best)")
+        print_ranking(evaluate_saved_members(args.run, args.episodes, args.seed, warn=warn))
+        return 0
     if args.video is not None:
         from populax.run.video import record_member_video
 
@@ -241,6 +246,38 @@ def cmd_eval(argv: list[str]) -> int:
     print(f"member {member}{best_note(args.member)} ({checkpoint.path.name}, {checkpoint.manifest['env_step']:,} env "
           f"steps): mean return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes")
     return 0
+
+
+def member_choice(text: str) -> int | str:
+    """``--member``: a member id, or ``all``."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a member id or all (got {text!r})") from None
+
+
+def print_ranking(evaluations: list[Any]) -> None:
+    """`populax eval --member all`: every member's mean and std over the episodes, ranked, beside the return
+    its checkpoint's last evaluation logged."""
+    import numpy as np
+
+    checkpoint = evaluations[0].checkpoint
+    logged = checkpoint.manifest.get("returns") or [None] * len(evaluations)
+    episodes = len(evaluations[0].returns)
+    table = Table(title=f"{checkpoint.path.name} ({checkpoint.manifest['env_step']:,} env steps): every member over "
+                        f"{episodes} episodes")
+    for column in ("rank", "member", "mean return", "std", "last evaluation"):
+        table.add_column(column, justify="right")
+    ranked = sorted(evaluations, key=lambda e: -e.returns.mean() if np.isfinite(e.returns.mean()) else np.inf)
+    for rank, evaluation in enumerate(ranked, 1):
+        last = logged[evaluation.member]
+        table.add_row(str(rank), str(evaluation.member), f"{evaluation.returns.mean():.2f}",
+                      f"{evaluation.returns.std():.2f}", "-" if last is None else f"{last:.2f}")
+    Console().print(table)
+    print(f"best over these {episodes} episodes: member {ranked[0].member} "
+          f"(mean return {ranked[0].returns.mean():.2f})")
 
 
 def best_note(member: int | None) -> str:

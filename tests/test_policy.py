@@ -130,3 +130,19 @@ def test_mistakes_are_named_in_one_line(host_run, tmp_path):
         populax.load_policy(host_run.run_dir, member=3)
     with pytest.raises(populax.ConfigError, match="is not a populax run directory"):
         populax.load_policy(tmp_path)
+
+
+def test_eval_of_every_member_ranks_them_and_replays_the_logged_evaluation(host_run, capsys):
+    """`populax eval --member all` with the run's own evaluation episodes: each member's mean is the return the
+    run logged for it (the last column), the rows are ranked by it, and the top one is summary.json's best."""
+    capsys.readouterr()
+    assert main(["eval", str(host_run.run_dir), "--member", "all", "--episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+    assert [int(row[0]) for row in rows] == [1, 2, 3]
+    logged = last_returns(host_run.run_dir)
+    for _, member, mean, _, last in rows:
+        assert mean == last == f"{logged[int(member)]:.2f}"
+    means = [float(row[2]) for row in rows]
+    assert means == sorted(means, reverse=True) and int(rows[0][1]) == host_run.summary["best_member"]
+    assert f"best over these 2 episodes: member {rows[0][1]}" in out

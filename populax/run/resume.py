@@ -103,11 +103,31 @@ def evaluate_saved_member(
     setup = load_setup(run_dir)
     if member is not None:
         check_member(setup.config, member)
+    check_episodes(episodes)
+    checkpoint = load_checkpoint(setup, warn)
+    return saved_member_returns(setup, checkpoint, best_member(checkpoint) if member is None else member,
+                                episodes, seed)
+
+
+def evaluate_saved_members(run_dir: str | Path, episodes: int, seed: int | None = None,
+                           warn: Callable[[str], None] = _stderr) -> list[SavedEvaluation]:
+    """:func:`evaluate_saved_member` of every member of the run, from one load of its checkpoint: more episodes
+    than the run's evaluation used rank the members with less noise than the run's own best member did."""
+    setup = load_setup(run_dir)
+    check_episodes(episodes)
+    checkpoint = load_checkpoint(setup, warn)
+    return [saved_member_returns(setup, checkpoint, member, episodes, seed) for member in range(setup.config.pop)]
+
+
+def check_episodes(episodes: int) -> None:
+    """ConfigError unless at least one episode is asked for."""
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1 (got {episodes})")
-    checkpoint = load_checkpoint(setup, warn)
-    if member is None:
-        member = best_member(checkpoint)
+
+
+def saved_member_returns(setup: RunSetup, checkpoint: Checkpoint, member: int, episodes: int,
+                         seed: int | None) -> SavedEvaluation:
+    """Per-episode returns of ``member`` of a loaded checkpoint (see :func:`evaluate_saved_member`)."""
     state = member_row(checkpoint.population, member)
     # The run's last evaluation: of the last finished chunk (a host checkpoint may be taken inside a chunk).
     manifest = checkpoint.manifest
