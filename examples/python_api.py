@@ -1,4 +1,5 @@
-"""The Python API: a config in code, a callback that watches the population after every chunk, the result.
+"""The Python API: a config in code, a callback that watches the population after every chunk, the result, and
+the best member as a plain function played in a Gymnasium environment.
 
     python examples/python_api.py
 
@@ -6,11 +7,13 @@
 ``progress.env_steps`` (per member so far), ``progress.total_steps``, ``progress.best_return``. The returned
 ``TrainResult`` holds every member's final state (``population``), final returns, the run directory and the
 content of summary.json; the run directory has metrics.jsonl, TensorBoard files, checkpoints and a report.
+``populax.load_policy(run_dir)`` reads the best member back from its checkpoint as ``obs -> action``;
+``policy.make_env()`` is gymnax Pendulum-v1's Gymnasium twin (same dynamics, observations and actions).
 """
 
 import argparse
 
-from populax import TrainConfig, train
+from populax import TrainConfig, load_policy, train
 
 
 def main() -> None:
@@ -34,6 +37,15 @@ def main() -> None:
     best = int(result.summary["best_member"])
     print(f"{len(seen)} chunks; best member {best} (lr-actor {config.hp['lr-actor'][best]:g}) returned "
           f"{result.returns[best]:.1f}; run directory {result.run_dir}")
+
+    policy = load_policy(result.run_dir)  # the best member, from the run's newest checkpoint
+    env = policy.make_env()
+    obs, _ = env.reset(seed=0)
+    total, steps, done = 0.0, 0, False
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(policy(obs))
+        total, steps, done = total + float(reward), steps + 1, terminated or truncated
+    print(f"member {policy.member} played one Gymnasium episode: return {total:.1f} in {steps} steps")
 
 
 if __name__ == "__main__":

@@ -36,3 +36,5 @@ def test_the_python_api_example_calls_back_after_every_chunk(tmp_path):
     lines = [line for line in printed.splitlines() if "steps per member" in line]
     assert [line.split("/")[0].strip() for line in lines] == ["200", "400", "600", "800", "1,000"]
     assert "5 chunks; best member" in printed and (out / "summary.json").is_file()
+    best = json.loads((out / "summary.json").read_text())["best_member"]
+    assert f"member {best} played one Gymnasium episode: return -" in printed and "in 200 steps" in printed
