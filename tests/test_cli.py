@@ -14,6 +14,18 @@ def populax(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "populax.cli", *args], capture_output=True, text=True, cwd=cwd)
 
 
+def hparams_session(directory) -> tuple[dict[str, float], float]:
+    """(hyperparameters, final return) of one HParams-dashboard session, as TensorBoard itself reads them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(directory))
+    events.Reload()
+    content = plugin_data_pb2.HParamsPluginData.FromString(events.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    hparams = {name: value.number_value for name, value in content.session_start_info.hparams.items()}
+    return hparams, events.Scalars("hparam/final_return")[0].value
+
+
 def test_train_writes_the_documented_run_directory(tmp_path):
     out = tmp_path / "run"
     code = main(["train", "--pop", "3", "--total-steps", "600", "--eval-every", "300", "--learning-starts", "200",
@@ -34,6 +46,11 @@ def test_train_writes_the_documented_run_directory(tmp_path):
     assert summary["updates_per_s"] > 0
     event_files = list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert event_files and event_files[0].stat().st_size > 1000
+    # TensorBoard's HParams dashboard: a session per member, its final hyperparameters and final return.
+    for member in summary["members"]:
+        hparams, metric = hparams_session(out / "tensorboard" / "hparams" / f"member_{member['id']}")
+        assert hparams == pytest.approx(member["hparams"]) and "lr-actor" in hparams
+        assert metric == pytest.approx(member["final_return"])
 
     # The resolved config reruns to the same draws.
     rerun = tmp_path / "rerun"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +70,27 @@ class RunLogger:
         self._file.close()
         if self._writer is not None:
             self._writer.close()
+
+
+HPARAMS_DIR = "hparams"
+"""Under RUN/tensorboard/: one HParams-dashboard session per member (``member_K``)."""
+FINAL_RETURN_TAG = "hparam/final_return"
+"""The sessions' metric (its own tag: TensorBoard's HParams dashboard shows any scalar of that name)."""
+
+
+def write_hparams_sessions(run_dir: Path, summary: dict[str, Any]) -> Path:
+    """TensorBoard's HParams dashboard for a finished run: one session per member, with its final
+    hyperparameters (and a mixed-shape member's static settings) and its final return as the metric, so a sweep
+    reads as a sortable table and parallel coordinates. Rewritten whole: a resumed run's end replaces what an
+    earlier end wrote. Returns the sessions' directory."""
+    from tensorboardX import SummaryWriter
+
+    root = run_dir / "tensorboard" / HPARAMS_DIR
+    shutil.rmtree(root, ignore_errors=True)
+    with SummaryWriter(str(root)) as writer:
+        for member in summary["members"]:
+            final = member["final_return"]
+            writer.add_hparams({**member.get("static", {}), **member["hparams"]},
+                               {FINAL_RETURN_TAG: math.nan if final is None else float(final)},
+                               name=f"member_{member['id']}", global_step=summary["env_steps_per_member"])
+    return root

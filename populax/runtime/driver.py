@@ -43,7 +43,7 @@ from populax.member import Member, member_row, member_steps, slowest_member_step
 from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
 from populax.run.compile_clock import CompileClock
 from populax.run.config import TrainConfig
-from populax.run.logging import RunLogger
+from populax.run.logging import RunLogger, write_hparams_sessions
 from populax.run.report import member_static, write_report
 from populax.runtime.setup import RunSetup, create_run_dir, init_population, prepare
 from populax.runtime.unused import run_unused_settings
@@ -195,6 +195,8 @@ def run(
         return TrainResult(population=population, returns=returns, run_dir=setup.run_dir, summary={}, interrupted=True)
     timing = {"compile_s": progress.compile_s, "first_step_s": progress.first_step_s}
     summary = write_summary(setup, population, returns, wall, progress.first_chunk_s or 0.0, strategy, timing)
+    if config.tensorboard:
+        write_hparams_sessions(setup.run_dir, summary)
     if strategy.events:
         write_lineage_plot(setup.run_dir)
     write_report(setup.run_dir)
