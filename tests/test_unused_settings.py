@@ -60,7 +60,8 @@ def test_no_packaged_recipe_sets_what_its_run_does_not_read(name):
     host, on_policy = choice.kind == "gymnasium", get_algorithm(config.algo).on_policy
     assert unused_settings(config, host=host, on_policy=on_policy, mixed=static_space(static) is not None,
                            atari=host and is_atari(choice.env_id)) == []
-    assert ineffective_settings(config, on_policy=on_policy, run_steps=config.total_steps) == []
+    assert ineffective_settings(config, on_policy=on_policy, run_steps=config.total_steps,
+                                chunk_steps=config.eval_every) == []
 
 
 @pytest.mark.parametrize("on_policy, settings, expected", [
@@ -69,9 +70,16 @@ def test_no_packaged_recipe_sets_what_its_run_does_not_read(name):
     (False, dict(buffer_size=100, batch_size=256), ["--batch-size 256: larger than the replay can ever hold (100"]),
     (False, dict(total_steps=200, learning_starts=100), ["--batch-size 256: larger than the replay can ever hold (200"]),
     (True, dict(total_steps=400, learning_starts=1000, batch_size=4096), []),  # on-policy: unused_settings says it
+    # PBT/PB2 rounds come at multiples of the ready interval (0: two evaluation periods) before the run's end
+    (True, dict(strategy="pbt", total_steps=4000, eval_every=2000), ["--strategy pbt: its first exploit/explore "
+                                                                     "round would come after 4,000 env steps"]),
+    (True, dict(strategy="pb2", total_steps=6000, eval_every=2000), []),
+    (True, dict(strategy="pb2", total_steps=6000, eval_every=2000, ready_interval=6000), ["--strategy pb2:"]),
+    (True, dict(strategy="pbt", total_steps=6000, eval_every=2000, ready_interval=4000), []),
 ])
-def test_replay_settings_whose_values_do_nothing_are_named(on_policy, settings, expected):
-    lines = ineffective_settings(TrainConfig(**settings), on_policy=on_policy, run_steps=settings.get("total_steps", 20_000))
+def test_settings_whose_values_do_nothing_are_named(on_policy, settings, expected):
+    config = TrainConfig(**settings)
+    lines = ineffective_settings(config, on_policy=on_policy, run_steps=config.total_steps, chunk_steps=config.eval_every)
     assert len(lines) == len(expected) and all(line.startswith(e) for line, e in zip(lines, expected))
 
 

@@ -65,13 +65,20 @@ def unused_settings(config: TrainConfig, *, host: bool, on_policy: bool, mixed: 
     return [f"--{name.replace('_', '-')}: {why}; ignored" for name, why in reasons.items()]
 
 
-def ineffective_settings(config: TrainConfig, *, on_policy: bool, run_steps: int) -> list[str]:
-    """One line per replay setting whose value leaves it without effect in a run of ``run_steps`` env steps per
-    member (``total_steps`` rounded up to whole evaluation periods): learning that never starts, batches larger
-    than all the replay can ever hold."""
-    if on_policy:  # unused_settings names the replay settings of an on-policy run
-        return []
+def ineffective_settings(config: TrainConfig, *, on_policy: bool, run_steps: int, chunk_steps: int) -> list[str]:
+    """One line per setting whose value leaves it without effect in a run of ``run_steps`` env steps per member
+    (``total_steps`` rounded up to whole evaluation periods of ``chunk_steps``): a PBT/PB2 whose first round
+    would come at or after the run's end, learning that never starts, batches larger than all the replay can
+    ever hold."""
     lines = []
+    if config.strategy != "independent":
+        ready = config.ready_interval or 2 * chunk_steps
+        if ready >= run_steps:  # rounds come at multiples of the interval before the last chunk's end
+            lines.append(f"--strategy {config.strategy}: its first exploit/explore round would come after "
+                         f"{ready:,} env steps per member (--ready-interval; 0: two evaluation periods), the run "
+                         f"ends at {run_steps:,}; no round will happen, the members train independently")
+    if on_policy:  # unused_settings names the replay settings of an on-policy run
+        return lines
     if config.learning_starts >= run_steps:
         lines.append(f"--learning-starts {config.learning_starts:,}: the run ends at {run_steps:,} env steps per "
                      "member, before learning starts; no member will make a gradient update")
@@ -93,7 +100,8 @@ def run_unused_settings(setup: RunSetup) -> list[str]:
     space = setup.space
     configs = [space.config_for(setup.config, c) for c in range(len(space.settings))] if space else [setup.config]
     for config in configs:
-        for line in ineffective_settings(config, on_policy=on_policy, run_steps=setup.num_chunks * setup.chunk_steps):
+        for line in ineffective_settings(config, on_policy=on_policy, run_steps=setup.num_chunks * setup.chunk_steps,
+                                         chunk_steps=setup.chunk_steps):
             if line not in lines:
                 lines.append(line)
     return lines
