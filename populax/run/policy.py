@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from populax.errors import ConfigError
+from populax.run.config import TrainConfig
 
 GYMNASIUM_TWINS = {
     "Pendulum-v1": "Pendulum-v1",
@@ -67,7 +68,7 @@ def gymnasium_source(env: str, setting: str) -> GymnasiumSource:
                       f"gymnax {', '.join(GYMNASIUM_TWINS)} have a Gymnasium environment)")
 
 
-def make_gymnasium_env(config: Any, render_mode: str | None = None,
+def make_gymnasium_env(config: TrainConfig, render_mode: str | None = None,
                        setting: str = "make_env") -> tuple[Any, GymnasiumSource]:
     """One Gymnasium environment of a run configured as ``config``: a host run's with its training wrappers, a
     gymnax run's twin (ConfigError naming ``setting`` when it has none); and where it comes from."""
@@ -100,8 +101,8 @@ class Policy:
     """The member's traced hyperparameters at the checkpoint (after any PBT/PB2 explore), keyed by CLI name."""
     cohort: str | None
     """Mixed-shape populations: the member's static settings (its cohort's label); None otherwise."""
-    config: Any = field(repr=False)
-    """The run's :class:`populax.TrainConfig`."""
+    config: TrainConfig = field(repr=False)
+    """The run's configuration."""
     act_batch: Callable[[np.ndarray], np.ndarray] = field(repr=False)
     """Observations [B, ...] -> actions [B, ...] (the backend's ``member_actor``)."""
 
