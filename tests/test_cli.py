@@ -1,6 +1,7 @@
 """`populax` end to end: the run directory, and clear errors for bad input."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -95,3 +96,20 @@ def test_envs_lists_gymnax_ids():
     result = populax("envs")
     assert result.returncode == 0 and "Pendulum-v1" in result.stdout and "td3" in result.stdout
     assert "brax:halfcheetah" in result.stdout  # physics compiled end to end
+
+
+def test_the_python_api_reads_values_as_a_recipe_would():
+    """`TrainConfig` fields given in another form (a string for numbers or widths) are read as a YAML recipe's
+    would be; a value of the wrong kind is a one-line ConfigError naming the setting, not a JAX TypeError."""
+    from populax import ConfigError, TrainConfig
+    from populax.runtime.setup import prepare
+
+    config = prepare(TrainConfig(env="Pendulum-v1", hidden="32,32", total_steps="1000", eval_every=500.0, pop=2.0,
+                                 obs_norm="true", seed=2**60 + 1, out="unused")).config
+    assert (config.hidden, config.total_steps, config.eval_every, config.pop) == ((32, 32), 1000, 500, 2)
+    assert config.obs_norm is True and config.seed == 2**60 + 1  # a large seed stays exact
+    for settings, fragment in [(dict(pop=2.5), "--pop: cannot read 2.5 as int"),
+                               (dict(hidden=(64, 0)), "--hidden: cannot read (64, 0) as comma-separated positive"),
+                               (dict(total_steps="many"), "--total-steps: cannot read 'many' as int")]:
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            prepare(TrainConfig(env="Pendulum-v1", **settings))

@@ -179,6 +179,8 @@ def coerce(name: str, value: Any) -> Any:
                 raise ValueError
             return bool(value)
         if isinstance(default, int):
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value  # exact, also beyond float precision (a large seed)
             number = float(value)
             if number != int(number):
                 raise ValueError
@@ -189,6 +191,13 @@ def coerce(name: str, value: Any) -> Any:
     except (TypeError, ValueError):
         kind = "comma-separated positive whole numbers" if name == "hidden" else type(default).__name__
         raise ConfigError(f"{setting}: cannot read {value!r} as {kind}") from None
+
+
+def coerce_config(config: TrainConfig) -> TrainConfig:
+    """``config`` with every field read as a recipe's would be (the Python API's ``TrainConfig(hidden="64,64")``,
+    ``total_steps="1000"``); ConfigError naming the field for a value of the wrong kind (``pop=2.5``). The
+    environment must already be its setting string (``runtime.setup.with_env_setting``)."""
+    return dataclasses.replace(config, **{name: coerce(name, getattr(config, name)) for name in FIELDS})
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from populax.importpath import PY_PREFIX
 from populax.member import Member
 from populax.memory import check_population_fits
 from populax.population import executor_shards
-from populax.run.config import FIELDS, TrainConfig, check_ranges, config_to_dict
+from populax.run.config import FIELDS, TrainConfig, check_ranges, coerce_config, config_to_dict
 from populax.strategies import check_strategy_config
 from populax.strategies.space import Dim, make_space
 
@@ -133,7 +133,7 @@ def prepare(config: TrainConfig) -> RunSetup:
     ``config.env`` may be a user's environment object (the Python API): the run records its import path, or
     names it for this process only (``populax.envs.custom.env_setting``). Static settings given per member
     (``--hp.hidden choice:64x64,256x256``) make a mixed-shape population (``populax.cohorts``)."""
-    config = with_env_setting(config)
+    config = coerce_config(with_env_setting(config))
     check_ranges(config)
     algorithm = get_algorithm(config.algo)
     if algorithm.coupled and config.obs_norm:  # one shared critic learns from every member's raw observations
