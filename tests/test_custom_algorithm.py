@@ -111,3 +111,25 @@ def test_ray_refuses_an_algorithm_its_workers_cannot_find():
     register_algorithm(DDPG, replace=True)
     with pytest.raises(ConfigError, match="^--executor ray: 'ddpg' was registered in this process only"):
         prepare(TrainConfig(algo="ddpg", executor="ray", out="unused"))
+
+
+def test_the_python_api_takes_the_algorithm_object(tmp_path, capsys):
+    """`TrainConfig(algo=DDPG)`: an object bound in an importable module is recorded by its import path (other
+    processes find it alone); one that is not (a notebook's) is registered in this process, with a one-line note."""
+    from populax import TrainConfig, train
+    from populax.runtime import prepare
+
+    setup = prepare(TrainConfig(env="Pendulum-v1", algo=DDPG, out=str(tmp_path / "named")))
+    assert setup.config.algo == "py:custom_algorithm:DDPG" and setup.algorithm is DDPG
+    notebook = DDPG._replace(name="notebook-ddpg")
+    try:
+        result = train(TrainConfig(env="Pendulum-v1", algo=notebook, pop=2, total_steps=400, eval_every=200,
+                                   learning_starts=100, batch_size=32, hidden=(16, 16), eval_episodes=1,
+                                   out=str(tmp_path / "notebook"), progress=False, tensorboard=False))
+        note = [line for line in capsys.readouterr().err.splitlines() if "has no import path" in line]
+        assert len(note) == 1 and "'notebook-ddpg'" in note[0] and "py:module:NAME" in note[0]
+        assert result.summary["algo"] == "notebook-ddpg" and ALGORITHMS["notebook-ddpg"] is notebook
+    finally:
+        ALGORITHMS.pop("notebook-ddpg", None)
+    with pytest.raises(ConfigError, match=r"^--algo: expected an algorithm's name or a populax.Algorithm \(got int\)$"):
+        prepare(TrainConfig(algo=3))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -192,6 +193,27 @@ def register_algorithm(algorithm: Algorithm, replace: bool = False) -> Algorithm
     return algorithm
 
 
+def algorithm_setting(algo: Any) -> tuple[str, str | None]:
+    """The ``algo`` setting a run records for ``algo`` (a name, or an :class:`Algorithm` object given to the
+    Python API), and a one-line note when the object has no import path. An object bound to a name in an
+    importable module is recorded as ``py:module:NAME`` (``populax resume``/``eval`` and Ray workers find it
+    alone); one defined in ``__main__`` or a notebook is registered under its name in this process."""
+    if isinstance(algo, str):
+        return algo, None
+    if not isinstance(algo, Algorithm):
+        raise ConfigError(f"--algo: expected an algorithm's name or a populax.Algorithm (got {type(algo).__name__})")
+    module_name = getattr(algo.make, "__module__", None)
+    module = sys.modules.get(module_name) if module_name and module_name != "__main__" else None
+    for name, value in vars(module).items() if module is not None else ():
+        if value is algo:
+            return f"{PY_PREFIX}{module_name}:{name}", None
+    if ALGORITHMS.get(algo.name) is not algo:
+        register_algorithm(algo, replace=True)  # a notebook cell run again replaces its own algorithm
+    return algo.name, (f"populax: note: the algorithm {algo.name!r} has no import path (defined in __main__ or a "
+                       "notebook); it trains here, but `populax resume`/`eval` and Ray workers need one: pass "
+                       "py:module:NAME or register it there too")
+
+
 def get_algorithm(name: str) -> Algorithm:
     """The algorithm called ``name`` (populax's, a registered one, or ``py:package.module:ALGORITHM``), or a
     ConfigError listing the known ones."""
@@ -203,5 +225,5 @@ def get_algorithm(name: str) -> Algorithm:
     return ALGORITHMS[name]
 
 
-__all__ = ["ALGORITHMS", "ActionSpec", "Agent", "AgentSpec", "Algorithm", "Transition", "check_action_space",
-           "check_algorithm", "get_algorithm", "register_algorithm"]
+__all__ = ["ALGORITHMS", "ActionSpec", "Agent", "AgentSpec", "Algorithm", "Transition", "algorithm_setting",
+           "check_action_space", "check_algorithm", "get_algorithm", "register_algorithm"]

@@ -28,7 +28,7 @@ class TrainConfig:
     env: str = "Pendulum-v1"
     """Environment id: gymnax or brax:NAME (compiled) or any Gymnasium/ALE id (host); prefix gymnax: or gymnasium: to choose; `populax envs` lists them. Your own: py:package.module:attribute (a gymnax-API or brax env, a gymnasium.Env class, or a function building one), gymnasium:package.module:Id, or in the Python API the environment object itself."""
     algo: str = "td3"
-    """Algorithm: td3, sac, dqn, ppo, and the coupled population methods cemrl (CEM-RL) and dvd-td3 (DvD-TD3)."""
+    """Algorithm: td3, sac, dqn, ppo, and the coupled population methods cemrl (CEM-RL) and dvd-td3 (DvD-TD3). Your own: a name given to populax.register_algorithm, py:package.module:ALGORITHM, or in the Python API the populax.Algorithm itself."""
     pop: int = 8
     """Number of members in the population."""
     envs_per_member: int = 1
@@ -196,7 +196,7 @@ def coerce(name: str, value: Any) -> Any:
 def coerce_config(config: TrainConfig) -> TrainConfig:
     """``config`` with every field read as a recipe's would be (the Python API's ``TrainConfig(hidden="64,64")``,
     ``total_steps="1000"``); ConfigError naming the field for a value of the wrong kind (``pop=2.5``). The
-    environment must already be its setting string (``runtime.setup.with_env_setting``)."""
+    environment and algorithm must already be their setting strings (``runtime.setup.with_object_settings``)."""
     return dataclasses.replace(config, **{name: coerce(name, getattr(config, name)) for name in FIELDS})
 
 

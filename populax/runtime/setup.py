@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import yaml
 
-from populax.agents import BUILTIN, Algorithm, get_algorithm
+from populax.agents import BUILTIN, Algorithm, algorithm_setting, get_algorithm
 from populax.agents.options import resolve_options
 from populax.backends import Backend
 from populax.backends.cohorts import CohortBackend, can_distill
@@ -133,7 +133,7 @@ def prepare(config: TrainConfig) -> RunSetup:
     ``config.env`` may be a user's environment object (the Python API): the run records its import path, or
     names it for this process only (``populax.envs.custom.env_setting``). Static settings given per member
     (``--hp.hidden choice:64x64,256x256``) make a mixed-shape population (``populax.cohorts``)."""
-    config = coerce_config(with_env_setting(config))
+    config = coerce_config(with_object_settings(config))
     check_ranges(config)
     algorithm = get_algorithm(config.algo)
     if algorithm.coupled and config.obs_norm:  # one shared critic learns from every member's raw observations
@@ -190,13 +190,17 @@ def check_cohorts_fit(backend: CohortBackend, space: StaticSpace, keys: jax.Arra
                               settings=f"--buffer-size, --pop or {setting_flag(space.names[0])} ({label})")
 
 
-def with_env_setting(config: TrainConfig) -> TrainConfig:
-    """``config`` with an environment object replaced by the string setting a run records; the one-line note
-    for an object without an import path goes to stderr."""
-    setting, note = env_setting(config.env)
-    if note:
-        print(note, file=sys.stderr)
-    return config if setting is config.env else dataclasses.replace(config, env=setting)
+def with_object_settings(config: TrainConfig) -> TrainConfig:
+    """``config`` with an environment or algorithm object (the Python API) replaced by the string setting a run
+    records; the one-line note for an object without an import path goes to stderr."""
+    env, env_note = env_setting(config.env)
+    algo, algo_note = algorithm_setting(config.algo)
+    for note in (env_note, algo_note):
+        if note:
+            print(note, file=sys.stderr)
+    if env is config.env and algo is config.algo:
+        return config
+    return dataclasses.replace(config, env=env, algo=algo)
 
 
 def in_place(config: TrainConfig) -> bool:
