@@ -131,7 +131,7 @@ def load_policy(run_dir: str | Path, member: int | None = None,
     and strategy, and for mixed-shape populations."""
     from populax.hparams import member_hparams
     from populax.member import Cohorts, member_row
-    from populax.run.resume import best_member, check_member, load_checkpoint, load_config, load_setup
+    from populax.run.resume import check_member, checkpoint_best_member, load_checkpoint, load_config, load_setup
 
     config = load_config(run_dir)
     if member is not None:
@@ -140,7 +140,7 @@ def load_policy(run_dir: str | Path, member: int | None = None,
     checkpoint = load_checkpoint(setup, warn)
     returns = checkpoint.manifest.get("returns")
     if member is None:
-        member = best_member(checkpoint)
+        member = checkpoint_best_member(checkpoint)
     population = checkpoint.population
     state = member_row(population, member)
     last = float(returns[member]) if returns and returns[member] is not None else math.nan

@@ -105,7 +105,7 @@ def evaluate_saved_member(
         check_member(setup.config, member)
     check_episodes(episodes)
     checkpoint = load_checkpoint(setup, warn)
-    return saved_member_returns(setup, checkpoint, best_member(checkpoint) if member is None else member,
+    return saved_member_returns(setup, checkpoint, checkpoint_best_member(checkpoint) if member is None else member,
                                 episodes, seed)
 
 
@@ -136,7 +136,7 @@ def saved_member_returns(setup: RunSetup, checkpoint: Checkpoint, member: int, e
     return SavedEvaluation(returns, checkpoint, member)
 
 
-def best_member(checkpoint: Checkpoint) -> int:
+def checkpoint_best_member(checkpoint: Checkpoint) -> int:
     """The member with the highest finite return of the checkpoint's last evaluation (at a run's end:
     summary.json's ``best_member``); ConfigError when no member has one."""
     returns = checkpoint.manifest.get("returns") or []
