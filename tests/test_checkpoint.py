@@ -227,7 +227,7 @@ def test_report_writes_decodable_figures_and_a_page_linking_them(reference, tmp_
     page = (out / "report" / "report.md").read_text()
     summary = json.loads((out / "summary.json").read_text())
     assert f"Winner: member {summary['best_member']}" in page
-    for name in ("learning_curves.png", "best_member.png", "hparams.png", "lineage.png"):
+    for name in ("learning_curves.png", "best_member.png", "hparams.png", "sensitivity.png", "lineage.png"):
         assert f"]({name})" in page
         image = mpimg.imread(out / "report" / name)
         assert image.shape[0] > 300 and image.shape[1] > 400

@@ -4,7 +4,8 @@ Reads only files of the run directory (metrics.jsonl, summary.json) and writes
 ``RUN/report/``: ``learning_curves.png`` (every member, population median and
 interquartile band, against env steps and against wall time),
 ``best_member.png``, ``hparams.png`` (per-member hyperparameter trajectories,
-when any differ) and ``report.md``, which shows them with the summary table and
+when any differ), ``sensitivity.png`` (return against each varying
+hyperparameter: the sweep plot) and ``report.md``, which shows them with the summary table and
 also embeds any other PNG found there (PBT lineage, benchmark timing).
 
 A mixed-shape run (issue 25: members differ in static settings such as
@@ -27,7 +28,7 @@ from populax.errors import ConfigError
 from populax.run.logging import read_jsonl
 
 REPORT_DIR = "report"
-OWN_FIGURES = ("learning_curves.png", "best_member.png", "hparams.png")
+OWN_FIGURES = ("learning_curves.png", "best_member.png", "hparams.png", "sensitivity.png")
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -252,6 +253,104 @@ def plot_hparams(records: list[dict[str, Any]], names: list[str], best: int, pat
     plt.close(fig)
 
 
+def fixed_per_member(records: list[dict[str, Any]], name: str) -> bool:
+    """True when every member keeps one value of ``name`` all run long (a sweep; PBT/PB2 explore changes it)."""
+    seen: dict[int, float] = {}
+    return all(seen.setdefault(r["member"], r["hparams"][name]) == r["hparams"][name] for r in records)
+
+
+def final_records(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Member -> its last evaluation record."""
+    return {r["member"]: r for r in records}
+
+
+def has_return(record: dict[str, Any]) -> bool:
+    """True when the evaluation scored a finite return (a failed member's is NaN or missing)."""
+    return record.get("return") is not None and math.isfinite(record["return"])
+
+
+def value_text(value: float) -> str:
+    """A hyperparameter value as the report's tables show it."""
+    return f"{value:.4g}"
+
+
+def sweep_tables(records: list[dict[str, Any]], names: list[str]) -> list[str]:
+    """Markdown: per hyperparameter that each member kept all run and that several members share a value of
+    (a grid with repeats, e.g. seeds per learning rate), a row per value: how many members, their median,
+    best and worst final return. Empty when no such hyperparameter (every value tried once: the member table
+    already says it)."""
+    last = final_records(records)
+    lines: list[str] = []
+    for name in names:
+        by_value: dict[float, list[float]] = {}
+        for record in last.values():
+            by_value.setdefault(record["hparams"][name], []).append(record["return"] if has_return(record) else None)
+        if not fixed_per_member(records, name) or len(by_value) == len(last):
+            continue
+        header = [name, "members", "median final return", "best final return", "worst final return"]
+        lines += [f"### {name}", "", "| " + " | ".join(header) + " |", "|" + " ---: |" * len(header)]
+        for value in sorted(by_value):
+            finals = [v for v in by_value[value] if v is not None]
+            cells = [value_text(value), str(len(by_value[value])),
+                     _return_text(float(np.median(finals)) if finals else None),
+                     _return_text(max(finals) if finals else None), _return_text(min(finals) if finals else None)]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    if lines:
+        lines = ["## Sweep", "", "Members that share a hyperparameter value (it never changed in the run), "
+                 "grouped by it; failed members' returns are not counted.", "", *lines]
+    return lines
+
+
+def plot_sensitivity(records: list[dict[str, Any]], names: list[str], best: int, path: Path) -> None:
+    """One panel per varying hyperparameter: the return of every evaluation against the value that produced
+    it (colored by env steps: yellow = late in the run), each member's last evaluation ringed, the best member's a red star, and
+    for a hyperparameter each member kept whose values repeat, the median final return per value."""
+    import matplotlib.pyplot as plt
+
+    last = final_records(records)
+    scored = [r for r in records if has_return(r)]
+    steps = [r["env_step"] for r in scored]
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(7.0, 4.6 * cols + 1.2), 3.6 * rows), squeeze=False,
+                             layout="constrained")  # constrained: room for the shared colorbar and every label
+    points = None
+    for ax, name in zip(axes.flat, names):
+        xs = [r["hparams"][name] for r in scored]
+        points = ax.scatter(xs, [r["return"] for r in scored], c=steps, cmap="viridis", s=12, alpha=0.55,
+                            vmin=min(steps, default=0), vmax=max(steps, default=1), lw=0)
+        ends = [r for m, r in last.items() if m != best and has_return(r)]
+        ax.scatter([r["hparams"][name] for r in ends], [r["return"] for r in ends], s=42, facecolors="none",
+                   edgecolors="black", lw=1.1, label="a member's last evaluation")
+        if best in last and has_return(last[best]):
+            ax.scatter([last[best]["hparams"][name]], [last[best]["return"]], s=150, marker="*", color="crimson",
+                       edgecolors="black", lw=0.6, zorder=3, label=f"best: member {best}")
+        by_value: dict[float, list[float]] = {}
+        for r in last.values():
+            if has_return(r):
+                by_value.setdefault(r["hparams"][name], []).append(r["return"])
+        if fixed_per_member(records, name) and 1 < len(by_value) < len(last):
+            values = sorted(by_value)
+            ax.plot(values, [float(np.median(by_value[v])) for v in values], color="black", lw=1.5,
+                    label="median final return per value")
+        positive = [x for x in xs if x > 0]
+        if positive and len(positive) == len(xs) and max(positive) / min(positive) > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("evaluation return")
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(loc="best", fontsize=7)
+    if points is not None and steps:
+        fig.colorbar(points, ax=list(axes.flat), label="env steps per member", shrink=0.9)
+    fig.suptitle("return vs hyperparameter: every evaluation, each member's last ringed")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def member_table(records: list[dict[str, Any]], names: list[str], best: int,
                  static: dict[int, dict[str, str]] | None = None) -> list[str]:
     """Markdown rows: member, its final static settings (``static``: mixed-shape runs), its varying
@@ -300,8 +399,10 @@ def write_report(run_dir: str | Path) -> Path:
     plot_best_member(records, best, out / "best_member.png", best_hp)
     if names:
         plot_hparams(records, names, best, out / "hparams.png")
-    elif (out / "hparams.png").exists():
-        (out / "hparams.png").unlink()
+        plot_sensitivity(records, names, best, out / "sensitivity.png")
+    else:  # a resumed run's report is rewritten whole: no figure of an earlier report stays behind
+        for stale in ("hparams.png", "sensitivity.png"):
+            (out / stale).unlink(missing_ok=True)
 
     steps, _, values = curves(records)
     peak = int(np.nanargmax(values[best])) if np.isfinite(values[best]).any() else len(steps) - 1
@@ -332,7 +433,10 @@ def write_report(run_dir: str | Path) -> Path:
     lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", "",
               "## Best member", "", "![best member](best_member.png)", ""]
     if names:
-        lines += ["## Hyperparameters", "", "![hyperparameters](hparams.png)", ""]
+        lines += ["## Hyperparameters", "", "![hyperparameters](hparams.png)", "",
+                  "## Sensitivity", "", "Return against each hyperparameter that varied: every evaluation "
+                  "(colored by env steps, yellow = late), each member's last ringed, the best member's a red star.", "",
+                  "![sensitivity](sensitivity.png)", "", *sweep_tables(records, names)]
     write_coupled_plots(records, out)  # CEM-RL / DvD-TD3 figures, when the run logged their fields
     others = sorted(p.name for p in out.glob("*.png") if p.name not in OWN_FIGURES)
     for name in others:  # figures other parts of populax put here (PBT lineage, benchmark timing)
