@@ -6,6 +6,7 @@
     populax compare RUN RUN ... [--out DIR]
     populax eval RUN [--member K|all] [--episodes E] [--seed S] [--video PATH]
     populax envs
+    populax algos [ALGO]
     populax bench update-step [--algo td3] [--pop 1,2,4,...] [--impl all] [--out FILE.json]
 """
 
@@ -20,8 +21,9 @@ from rich.console import Console
 from rich.table import Table
 
 from populax.devices import use_all_cores
+from populax.docstrings import field_docs
 from populax.errors import ConfigError
-from populax.run.config import FIELDS, TrainConfig, build_config, field_docs, load_recipe
+from populax.run.config import FIELDS, TrainConfig, build_config, load_recipe
 from populax.run.progress import ProgressDisplay
 from populax.run.recipes import budget_layer, recipe_layer, resolve_config_path
 
@@ -334,6 +336,67 @@ def print_host_envs() -> None:
     Console(width=200).print(table)
 
 
+def cmd_algos(argv: list[str]) -> int:
+    """`populax algos`: every algorithm in one table; `populax algos ALGO`: its hyperparameters and options."""
+    from populax.agents import ALGORITHMS, get_algorithm
+    from populax.agents.describe import action_kinds, hparam_rows, learner_kind
+
+    if len(argv) > 1 or any(arg.startswith("-") for arg in argv):
+        raise ConfigError("usage: populax algos [ALGO] (ALGO: a name, or py:package.module:ALGORITHM)")
+    if argv:
+        print_algorithm(get_algorithm(argv[0]), argv[0])
+        return 0
+    table = Table(title="Algorithms (`populax algos ALGO` lists one's hyperparameters and options)")
+    for column in ("algo", "kind", "actions", "hyperparameters (--hp.NAME)", "tuned recipes (--config)"):
+        table.add_column(column)
+    for name, algorithm in ALGORITHMS.items():
+        names = ", ".join(row.name for row in hparam_rows(algorithm))
+        table.add_row(name, learner_kind(algorithm), action_kinds(algorithm), names, ", ".join(recipes_of(name)) or "-")
+    Console(width=200).print(table)
+    return 0
+
+
+def recipes_of(algo: str) -> list[str]:
+    """The packaged recipes written for ``algo`` (named ALGO-ENV or ALGO-pbt-ENV)."""
+    from populax.agents import ALGORITHMS
+    from populax.run.recipes import packaged_recipes
+
+    # dvd-td3-... starts with td3's name too: a recipe belongs to the longest algorithm name it starts with.
+    def owner(recipe: str) -> str | None:
+        matches = [name for name in ALGORITHMS if recipe.startswith(f"{name}-")]
+        return max(matches, key=len) if matches else None
+
+    return [recipe for recipe in packaged_recipes() if owner(recipe) == algo]
+
+
+def print_algorithm(algorithm: Any, given: str) -> None:
+    """`populax algos ALGO`: what it is, its traced hyperparameters and its static options."""
+    from populax.agents.describe import action_kinds, copied_by_policy_exploit, hparam_rows, learner_kind, option_rows
+
+    out = Console(width=200)
+    out.print(f"[bold]{given}[/bold]: {learner_kind(algorithm)}, {action_kinds(algorithm)} actions; "
+              f"--pbt-copy policy copies: {copied_by_policy_exploit(algorithm)}")
+    table = Table(title="Hyperparameters (--hp.NAME VALUE: traced, may differ per member, PBT/PB2 explore them)")
+    for column in ("name", "default", "valid", "search range", "meaning"):
+        table.add_column(column, overflow="fold")
+    for row in hparam_rows(algorithm):
+        table.add_row(*row)
+    out.print(table)
+    options = option_rows(algorithm)
+    if options:
+        table = Table(title="Options (--algo-opt.NAME VALUE: static, one value for the whole run)")
+        for column in ("name", "default", "type", "meaning"):
+            table.add_column(column, overflow="fold")
+        for row in options:
+            table.add_row(*row)
+        out.print(table)
+    else:
+        out.print("No options (--algo-opt): it declares none.")
+    recipes = recipes_of(given)
+    if recipes:
+        out.print("Tuned recipes: " + ", ".join(f"--config {name}" for name in recipes))
+
+
 def cmd_bench(argv: list[str]) -> int:
     """`populax bench update-step`: the paper's timing study (populax/bench/)."""
     from populax.bench.cli import cmd_bench as run
@@ -342,7 +405,7 @@ def cmd_bench(argv: list[str]) -> int:
 
 
 COMMANDS = {"train": cmd_train, "resume": cmd_resume, "report": cmd_report, "compare": cmd_compare, "eval": cmd_eval,
-            "envs": cmd_envs, "bench": cmd_bench}
+            "envs": cmd_envs, "algos": cmd_algos, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

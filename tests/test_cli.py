@@ -4,6 +4,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -113,3 +114,46 @@ def test_the_python_api_reads_values_as_a_recipe_would():
                                (dict(total_steps="many"), "--total-steps: cannot read 'many' as int")]:
         with pytest.raises(ConfigError, match=re.escape(fragment)):
             prepare(TrainConfig(env="Pendulum-v1", **settings))
+
+
+def test_algos_lists_every_algorithm_and_each_ones_declared_hyperparameters_and_options(capsys, monkeypatch):
+    import dataclasses
+
+    from populax.agents import ALGORITHMS
+    from populax.docstrings import field_docs
+    from populax.hparams import cli_name, hparam_infos
+    from populax.run.recipes import RECIPE_DIR
+
+    assert main(["algos"]) == 0
+    overview = capsys.readouterr().out
+    for name in ALGORITHMS:
+        assert re.search(rf"^│ {re.escape(name)} +│", overview, re.M), name
+    assert "td3-pbt-HalfCheetah-v5" in overview and "coupled population method" in overview
+
+    for name, algorithm in ALGORITHMS.items():
+        assert main(["algos", name]) == 0
+        page = capsys.readouterr().out
+        for field, info in hparam_infos(algorithm.hparams).items():
+            # name, default and the search range, as the declaration says (not a table written by hand)
+            default = str(int(info.default)) if info.integer else f"{info.default:g}"
+            low, high = info.search
+            assert re.search(rf"│ {re.escape(cli_name(field))} +│ {re.escape(default)} +│.*│ \[{low:g}, {high:g}\] "
+                             rf"{'log' if info.log else 'linear'}", page), (name, field)
+        if algorithm.options is not None:
+            docs = field_docs(algorithm.options)
+            for option in dataclasses.fields(algorithm.options):
+                assert docs.get(option.name), f"{name}: --algo-opt.{cli_name(option.name)} has no docstring"
+                assert f"│ {cli_name(option.name)} " in page
+        for recipe in re.findall(r"--config (\S+?)(?:,|$)", page, re.M):
+            assert (RECIPE_DIR / f"{recipe}.yaml").is_file() and recipe.startswith(f"{name}-")
+
+    # A user's algorithm describes itself the same way (examples/custom_algorithm.py's DDPG, by import path).
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples"))
+    assert main(["algos", "py:custom_algorithm:DDPG"]) == 0
+    page = capsys.readouterr().out
+    assert "off-policy, continuous actions" in page and "│ lr-critic" in page and "No options" in page
+
+    assert main(["algos", "nope"]) == 2
+    assert main(["algos", "td3", "sac"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "unknown algorithm 'nope'" in err[0] and "usage: populax algos" in err[1]

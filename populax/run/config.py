@@ -8,10 +8,7 @@ resolved result and can be given back to ``--config`` to rerun.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,23 +127,6 @@ class TrainConfig:
     """--executor ray: GPUs Ray reserves for each worker (1: the worker owns one GPU via CUDA_VISIBLE_DEVICES)."""
     ray_address: str = ""
     """--executor ray: address of a running Ray cluster (ray start --head); empty: start a local instance on loopback."""
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings of a dataclass (the string right after each field)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    docs = {}
-    for node, after in zip(body, body[1:]):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(after.value.value.split())
-    return docs
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
