@@ -124,7 +124,17 @@ def print_members(result) -> None:
         f"best member {summary['best_member']} (return {summary['best_return']:.1f}); "
         f"{summary['env_steps_per_s']:,.0f} env steps/s, {summary['wall_time_s']:.0f}s wall"
     )
+    if "target" in summary:
+        out.print(target_text(summary["target"]))
     out.print(f"run directory: {result.run_dir}")
+
+
+def target_text(target: dict[str, Any]) -> str:
+    """One line on --target-return: when the run reached it and ended, or that it never did."""
+    if target["reached"]:
+        return (f"target reached: {target['stat']} return {target['value']:.1f} >= {target['return']:g} at "
+                f"{target['env_step']:,} env steps per member ({target['wall_time_s']:.0f}s); the run ended there")
+    return f"target not reached: no evaluation's {target['stat']} return reached {target['return']:g}"
 
 
 def run_with_progress(total_steps: int, pop: int, enabled: bool, start: Callable[[Callable], Any],
@@ -205,8 +215,11 @@ def cmd_compare(argv: list[str]) -> int:
     parser.add_argument("runs", metavar="RUN", nargs="+", help="run directories (two or more)")
     parser.add_argument("--out", default="comparison", help="directory for comparison.md and comparison.png "
                         "(default: ./comparison)")
+    parser.add_argument("--target", type=float, default=None, help="a return: the table adds when each run's "
+                        "--target-stat return first reached it (env steps per member, wall seconds)")
+    parser.add_argument("--target-stat", default="best", help="best (any member) or median (default: best)")
     args = parser.parse_args(argv)
-    page = compare_runs(args.runs, args.out)
+    page = compare_runs(args.runs, args.out, args.target, args.target_stat)
     print(page.read_text().split("![")[0].strip())
     print(f"comparison: {page}", file=sys.stderr)
     return 0

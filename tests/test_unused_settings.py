@@ -45,6 +45,8 @@ def flagged(host=False, on_policy=False, mixed=False, atari=False, **settings) -
     ({"on_policy": True}, dict(batch_size=64, buffer_size=10, learning_starts=0, updates_per_step=2.0),
      {"--batch-size", "--buffer-size", "--learning-starts", "--updates-per-step"}),
     ({}, dict(batch_size=64, buffer_size=10, learning_starts=0, updates_per_step=2.0), set()),
+    ({}, dict(target_stat="median"), {"--target-stat"}),
+    ({}, dict(target_stat="median", target_return=100.0), set()),
     # the defaults, given explicitly, are not flagged
     ({}, dict(workers=2, pbt_bottom=0.25, vector_env="sync", on_failure="reinit"), set()),
 ])

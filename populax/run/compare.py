@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from populax.errors import ConfigError
+from populax.run.config import TARGET_STATS
 from populax.run.report import curves, line_colors, population_band, read_metrics
 
 FIGURE = "comparison.png"
@@ -80,18 +81,32 @@ def _number(value: float | None, digits: int = 1) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{value:,.{digits}f}"
 
 
-def comparison_table(runs: list[RunCurves]) -> list[str]:
-    """A markdown table: one row per run, how it ended and how fast."""
-    lines = ["| run | algorithm, env, strategy, pop | env steps / member | final median | final best | peak best "
-             "| wall (s) | env steps/s |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+def first_reach(run: RunCurves, target: float, stat: str) -> tuple[float, float] | None:
+    """(env steps per member, wall seconds) of the run's first evaluation whose ``stat`` (best or median
+    return) reaches ``target``; None if none does."""
+    values = run.best if stat == "best" else run.median
+    reached = np.flatnonzero(np.nan_to_num(values, nan=-np.inf) >= target)
+    return (float(run.steps[reached[0]]), float(run.wall[reached[0]])) if reached.size else None
+
+
+def comparison_table(runs: list[RunCurves], target: float | None = None, stat: str = "best") -> list[str]:
+    """A markdown table: one row per run, how it ended and how fast; with ``target``, when each run's ``stat``
+    return first reached it (time to threshold)."""
+    reach = [] if target is None else [f"{stat} >= {target:g} at env steps / member", f"{stat} >= {target:g} at wall (s)"]
+    header = ["run", "algorithm, env, strategy, pop", "env steps / member", "final median", "final best", "peak best",
+              "wall (s)", "env steps/s", *reach]
+    lines = ["| " + " | ".join(header) + " |", "| --- | --- |" + " ---: |" * (len(header) - 2)]
     for run in runs:
         summary = run.summary or {}
         peak = float(np.nanmax(run.best)) if np.isfinite(run.best).any() else None
         state = "" if run.summary else " (running)"
-        lines.append(f"| {run.label}{state} | {describe(run)} | {run.steps[-1]:,.0f} | {_number(run.median[-1])} | "
-                     f"{_number(run.best[-1])} | {_number(peak)} | {_number(run.wall[-1], 0)} | "
-                     f"{_number(summary.get('env_steps_per_s'), 0)} |")
+        cells = [f"{run.label}{state}", describe(run), f"{run.steps[-1]:,.0f}", _number(run.median[-1]),
+                 _number(run.best[-1]), _number(peak), _number(run.wall[-1], 0),
+                 _number(summary.get("env_steps_per_s"), 0)]
+        if target is not None:
+            when = first_reach(run, target, stat)
+            cells += ["not reached", "-"] if when is None else [f"{when[0]:,.0f}", _number(when[1], 0)]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -116,13 +131,20 @@ def plot_comparison(runs: list[RunCurves], path: Path) -> None:
     plt.close(fig)
 
 
-def compare_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
+def compare_runs(run_dirs: list[str | Path], out: str | Path, target: float | None = None,
+                 target_stat: str = "best") -> Path:
     """Write ``out/comparison.png`` and ``out/comparison.md`` for ``run_dirs`` (two or more); returns the page.
+    With ``target``, the table adds when each run's ``target_stat`` (best or median) return first reached it,
+    in env steps per member and wall seconds, and the page names the fastest.
 
     Every run is read before anything is written, so a mistake (a directory that is not a run) writes nothing."""
     import matplotlib
 
     matplotlib.use("Agg")
+    if target_stat not in TARGET_STATS:
+        raise ConfigError(f"--target-stat: unknown statistic {target_stat!r}; allowed: {', '.join(TARGET_STATS)}")
+    if target is not None and not np.isfinite(target):
+        raise ConfigError(f"--target: must be a finite number (got {target})")
     paths = [Path(p) for p in run_dirs]
     if len(paths) < 2:
         raise ConfigError(f"RUN: compare needs two or more run directories (got {len(paths)})")
@@ -137,10 +159,18 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
     if len(envs) > 1:
         lines += [f"*These runs are on different environments ({', '.join(envs)}): their returns are not on one "
                   "scale.*", ""]
-    lines += comparison_table(runs) + [""]
+    lines += comparison_table(runs, target, target_stat) + [""]
     ranked = sorted(runs, key=lambda run: -np.inf if not np.isfinite(run.median[-1]) else run.median[-1], reverse=True)
-    lines += [f"Highest final population median: **{ranked[0].label}** ({_number(ranked[0].median[-1])}).", "",
-              f"![comparison]({FIGURE})", ""]
+    lines += [f"Highest final population median: **{ranked[0].label}** ({_number(ranked[0].median[-1])}).", ""]
+    if target is not None:
+        reached = [(when, run) for run in runs if (when := first_reach(run, target, target_stat)) is not None]
+        if reached:
+            (steps, wall), first = min(reached, key=lambda pair: pair[0])
+            lines += [f"First to a {target_stat} return of {target:g}: **{first.label}** ({steps:,.0f} env steps per "
+                      f"member, {wall:,.0f} s).", ""]
+        else:
+            lines += [f"No run's {target_stat} return reached {target:g}.", ""]
+    lines += [f"![comparison]({FIGURE})", ""]
     lines += ["Each run's own report (every member, hyperparameters): "
               + ", ".join(f"`{run.run_dir / 'report' / 'report.md'}`" for run in runs), ""]
     page = out / PAGE

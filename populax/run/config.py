@@ -9,6 +9,7 @@ resolved result and can be given back to ``--config`` to rerun.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,13 @@ class TrainConfig:
     max_episode_steps: int = 0
     """Time limit per episode, every kind of env (0: the environment's own; brax's is 1000); an episode cut
     by it is truncated (bootstrapped), not terminated."""
+    target_return: float | None = None
+    """Stop the run at the first evaluation where the population's best return (--target-stat) reaches this
+    (a checkpoint is saved and the run ends complete); summary.json records the env steps per member and
+    wall seconds it took. None: train all total_steps."""
+    target_stat: str = "best"
+    """--target-return: which evaluation return must reach the target: best (any member) or median (half the
+    population)."""
     hp: dict[str, Any] = field(default_factory=dict)
     """Per-member hyperparameters: NAME -> number, N numbers, uniform:/loguniform:/choice:."""
     algo_options: dict[str, Any] = field(default_factory=dict)
@@ -130,6 +138,8 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+TARGET_STATS = ("best", "median")
+"""What --target-stat may name: the evaluation's best return, or its median over the members."""
 
 
 def coerce(name: str, value: Any) -> Any:
@@ -150,6 +160,13 @@ def coerce(name: str, value: Any) -> Any:
             return widths
         if name == "out":
             return None if value is None else str(value)
+        if name == "target_return":
+            if value is None or str(value).strip().lower() in ("", "none", "null"):
+                return None
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
         if isinstance(default, bool):
             if isinstance(value, str):
                 if value.lower() in ("1", "true", "yes", "on"):
@@ -169,7 +186,8 @@ def coerce(name: str, value: Any) -> Any:
             return float(value)
         return str(value)
     except (TypeError, ValueError):
-        kind = "comma-separated positive whole numbers" if name == "hidden" else type(default).__name__
+        kind = {"hidden": "comma-separated positive whole numbers", "target_return": "a finite number (or none)"}.get(
+            name, type(default).__name__)
         raise ConfigError(f"{setting}: cannot read {value!r} as {kind}") from None
 
 
@@ -240,6 +258,8 @@ def check_ranges(config: TrainConfig) -> None:
         raise ConfigError(f"--distill-steps must be >= 1 (got {config.distill_steps})")
     if not config.updates_per_step > 0:
         raise ConfigError(f"--updates-per-step must be > 0 (got {config.updates_per_step})")
+    if config.target_stat not in TARGET_STATS:
+        raise ConfigError(f"--target-stat: unknown statistic {config.target_stat!r}; allowed: {', '.join(TARGET_STATS)}")
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:

@@ -424,6 +424,12 @@ def write_report(run_dir: str | Path) -> Path:
             f"executor `{summary['executor']}`).",
             "",
         ]
+    target = (summary or {}).get("target")
+    if target:
+        lines += [(f"**Target reached:** {target['stat']} return {target['value']:.1f} >= {target['return']:g} at "
+                   f"{target['env_step']:,} env steps per member, {target['wall_time_s']:.0f} s; the run ended there "
+                   "(`--target-return`).") if target["reached"] else
+                  f"**Target not reached:** no evaluation's {target['stat']} return reached {target['return']:g}.", ""]
     lines += ["## Members", "", *member_table(records, names, best, static), ""]
     if not names:
         lines += ["All members share the same hyperparameters"

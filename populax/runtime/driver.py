@@ -7,10 +7,12 @@ One chunk, read top to bottom::
                                                                # in place; metrics["finite"] per member
     returns             = backend.evaluate(population, chunk)  # fresh episodes per member
     log (metrics.jsonl, TensorBoard), progress
+    reached             = check_target(config, returns, ...)   # --target-return: end after this chunk
     edits, events       = strategy.update(...)                 # failures, PBT/PB2 rounds: decided on
                                                                # returns and hyperparameters
     population          = backend.apply_edits(population, previous, edits)  # where the members live
     checkpoint(backend.gather(population) + backend.extra_state() + strategy state), when due
+                                                               # (always at the end: last chunk or target)
 
 The driver knows nothing of the backend beyond that interface
 (``populax.backends``), so strategies, failure handling, checkpoints,
@@ -46,6 +48,7 @@ from populax.run.config import TrainConfig
 from populax.run.logging import RunLogger, write_hparams_sessions
 from populax.run.report import member_static, write_report
 from populax.runtime.setup import RunSetup, create_run_dir, init_population, prepare
+from populax.runtime.target import TargetReached, check_target, reached_from_manifest, target_summary
 from populax.runtime.unused import run_unused_settings
 from populax.strategies import make_strategy
 from populax.strategies.plots import write_lineage_plot
@@ -114,6 +117,7 @@ def run(
     progress = Progress(setup)
     # PBT/PB2/failure handling between chunks; its state is checkpointed with the members.
     strategy = make_strategy(setup, setup.run_dir)
+    reached: TargetReached | None = None  # --target-return: when the population reached it
     if start is None:
         create_run_dir(setup)
         population, first_chunk, elapsed, extra = init_population(setup), 0, 0.0, None
@@ -121,6 +125,9 @@ def run(
     else:
         # chunks_done: a host run stopped inside a chunk resumes that chunk where it stopped.
         first_chunk = start.manifest.get("chunks_done", start.manifest["chunk"] + 1)
+        reached = reached_from_manifest(start.manifest)
+        if reached is not None:  # the run ended at its target: nothing left to train, the end is written again
+            first_chunk = setup.num_chunks
         population, elapsed = start.population, start.manifest["wall_time_s"]
         returns, extra = np.asarray(start.manifest["returns"], float), start.extra
         if start.strategy is not None:
@@ -171,18 +178,21 @@ def run(
                 progress.env_steps = member_steps(population)
                 progress.best_return = float(np.nanmax(returns)) if np.isfinite(returns).any() else -math.inf
                 log_chunk(logger, population, metrics, returns, progress.env_steps, time.perf_counter() - begin)
+                # The returns as logged (before PBT's edits), so metrics.jsonl shows what ended the run.
+                reached = check_target(config, returns, progress.env_steps, time.perf_counter() - begin)
                 # After logging, so each record pairs a return with the hyperparameters that produced it.
                 edits, returns, events = strategy.update(population, returns, metrics, chunk)
                 population = backend.apply_edits(population, previous, edits)
                 strategy.record(backend.take_events())  # what happened while the edits were applied
-                interrupted = stop.requested and chunk < setup.num_chunks - 1
-                if chunk == setup.num_chunks - 1 or stop.requested or policy.due(chunk):
+                last = chunk == setup.num_chunks - 1 or reached is not None
+                interrupted = stop.requested and not last
+                if last or stop.requested or policy.due(chunk):
                     save_run_checkpoint(setup, population, chunk, progress, returns, strategy,
-                                        logger.path.stat().st_size, time.perf_counter() - begin)
+                                        logger.path.stat().st_size, time.perf_counter() - begin, reached=reached)
                     policy.saved()
                 if on_chunk is not None:
                     on_chunk(progress)
-                if interrupted:
+                if interrupted or reached is not None:
                     break
         # Ray: the members from the workers (the last checkpoint's gather); buffers only with --save-buffer.
         population = backend.gather(population, experience=config.save_buffer)
@@ -194,7 +204,8 @@ def run(
     if interrupted:
         return TrainResult(population=population, returns=returns, run_dir=setup.run_dir, summary={}, interrupted=True)
     timing = {"compile_s": progress.compile_s, "first_step_s": progress.first_step_s}
-    summary = write_summary(setup, population, returns, wall, progress.first_chunk_s or 0.0, strategy, timing)
+    summary = write_summary(setup, population, returns, wall, progress.first_chunk_s or 0.0, strategy,
+                            {**timing, **target_summary(config, reached)})
     if config.tensorboard:
         write_hparams_sessions(setup.run_dir, summary)
     if strategy.events:
@@ -204,9 +215,10 @@ def run(
 
 
 def save_run_checkpoint(setup: RunSetup, population: Member, chunk: int, progress: Progress, returns: np.ndarray,
-                        strategy: Any, metrics_offset: int, wall: float, complete: bool = True) -> Path:
+                        strategy: Any, metrics_offset: int, wall: float, complete: bool = True,
+                        reached: TargetReached | None = None) -> Path:
     """Checkpoint after ``chunk`` (or inside it, ``complete=False``): members, strategy state, the backend's
-    extra state, the driver's position."""
+    extra state, the driver's position; ``reached``: the run ends here at its --target-return."""
     manifest = {
         "backend": setup.backend.kind,
         "chunks_done": chunk + 1 if complete else chunk,
@@ -219,6 +231,7 @@ def save_run_checkpoint(setup: RunSetup, population: Member, chunk: int, progres
         "returns": [float(r) for r in returns],
         "populax_version": __version__,
         "config_hash": config_hash(setup.run_dir),
+        "target_reached": None if reached is None else reached._asdict(),
     }
     config = setup.config
     population = setup.backend.gather(population, experience=config.save_buffer)

@@ -62,6 +62,8 @@ def unused_settings(config: TrainConfig, *, host: bool, on_policy: bool, mixed: 
     if on_policy:
         unused(REPLAY_ONLY, f"{config.algo} is on-policy, without a replay buffer (its minibatches: "
                             "--algo-opt.minibatches)")
+    if config.target_return is None:
+        unused(("target_stat",), "applies to --target-return")
     return [f"--{name.replace('_', '-')}: {why}; ignored" for name, why in reasons.items()]
 
 
