@@ -115,6 +115,13 @@ class TrainConfig:
     target_stat: str = "best"
     """--target-return: which evaluation return must reach the target: best (any member) or median (half the
     population)."""
+    init_from: str | None = None
+    """Warm start: a run directory whose members this run starts from (networks, targets, optimizer moments,
+    observation statistics from its newest checkpoint; the update counter at 0, so schedules span this run;
+    hyperparameters, replay and environments new). Same algorithm, networks and spaces. None: a fresh init."""
+    init_member: str = "each"
+    """--init-from: which source member each member starts from: each (member i from member i; equal --pop),
+    best (the source's best at its last evaluation, for every member) or a member id."""
     hp: dict[str, Any] = field(default_factory=dict)
     """Per-member hyperparameters: NAME -> number, N numbers, uniform:/loguniform:/choice:."""
     algo_options: dict[str, Any] = field(default_factory=dict)
@@ -158,7 +165,7 @@ def coerce(name: str, value: Any) -> Any:
             if not widths or min(widths) < 1:
                 raise ValueError
             return widths
-        if name == "out":
+        if name in ("out", "init_from"):
             return None if value is None else str(value)
         if name == "target_return":
             if value is None or str(value).strip().lower() in ("", "none", "null"):

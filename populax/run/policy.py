@@ -21,7 +21,6 @@ Which member: ``member=K``, or by default the best of the checkpoint's last eval
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 
 from populax.errors import ConfigError
 from populax.run.config import TrainConfig
+from populax.runtime.loading import warn_on_stderr
 
 GYMNASIUM_TWINS = {
     "Pendulum-v1": "Pendulum-v1",
@@ -120,18 +120,15 @@ class Policy:
         return make_gymnasium_env(self.config, render_mode)[0]
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def load_policy(run_dir: str | Path, member: int | None = None,
-                warn: Callable[[str], None] = _stderr) -> Policy:
+                warn: Callable[[str], None] = warn_on_stderr) -> Policy:
     """The deterministic policy of ``member`` (default: the best of the last evaluation) as saved in the run's
     newest good checkpoint. Works for every backend (compiled, host, Ray: loaded in this process), algorithm
     and strategy, and for mixed-shape populations."""
     from populax.hparams import member_hparams
     from populax.member import Cohorts, member_row
-    from populax.run.resume import check_member, checkpoint_best_member, load_checkpoint, load_config, load_setup
+    from populax.run.resume import check_member, checkpoint_best_member
+    from populax.runtime.loading import load_checkpoint, load_config, load_setup
 
     config = load_config(run_dir)
     if member is not None:

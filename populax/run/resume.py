@@ -12,68 +12,26 @@ docs/host_envs.md.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-import jax
 import numpy as np
 
 from populax.errors import ConfigError
-from populax.member import Cohorts, member_row
-from populax.run.checkpoint import Checkpoint, config_hash, latest_checkpoint
-from populax.run.config import TrainConfig, build_config, load_recipe
+from populax.member import member_row
+from populax.run.checkpoint import Checkpoint
+from populax.run.config import TrainConfig
 from populax.runtime.driver import Progress, TrainResult, run
-from populax.runtime.setup import RunSetup, init_population, member_keys, prepare
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def load_config(run_dir: str | Path) -> TrainConfig:
-    """RUN/config.yaml as a TrainConfig pointing at ``run_dir`` (nothing built or checked beyond parsing)."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"RUN: {run_dir} is not a populax run directory (no config.yaml)")
-    config = build_config([load_recipe(run_dir / "config.yaml")])
-    # The directory exists by definition here; nothing is replaced (no create_run_dir).
-    return dataclasses.replace(config, out=str(run_dir), force=True)
-
-
-def load_setup(run_dir: str | Path) -> RunSetup:
-    """Rebuild a run's :class:`RunSetup` from RUN/config.yaml."""
-    return prepare(load_config(run_dir))
-
-
-def load_checkpoint(setup: RunSetup, warn: Callable[[str], None] = _stderr) -> Checkpoint:
-    """The newest good checkpoint of the run, checked against its configuration."""
-    shapes = jax.eval_shape(lambda: init_population(setup))
-    template = shapes
-    if isinstance(shapes, Cohorts):  # members moved between cohorts: the blocks' sizes are the checkpoint's
-        def template(assignment: np.ndarray) -> Cohorts:
-            keys = member_keys(setup.config.seed, setup.config.pop)
-            return jax.eval_shape(lambda: setup.backend.init_blocks(keys, setup.hparams, assignment))
-    checkpoint = latest_checkpoint(setup.run_dir, template, warn=warn, initial_hparams=setup.hparams)
-    expected = config_hash(setup.run_dir)
-    if checkpoint.manifest.get("config_hash") != expected:
-        raise ConfigError(f"RUN: {setup.run_dir / 'config.yaml'} changed since {checkpoint.path.name} was written; "
-                          "restore it or start a new run")
-    if not checkpoint.manifest.get("buffer_saved", True) and jax.tree.leaves(shapes.experience):
-        config = setup.config
-        warn(f"populax: this checkpoint has no replay buffers (--save-buffer false, or over 2 GB); they refill first: "
-             f"no updates until each holds {max(config.batch_size, config.learning_starts):,} new transitions "
-             "(max of batch size and learning starts), so the resumed run will not match an uninterrupted one")
-    return checkpoint
+from populax.runtime.loading import load_checkpoint, load_setup, warn_on_stderr
+from populax.runtime.setup import RunSetup
 
 
 def resume(
     run_dir: str | Path,
     on_chunk: Callable[[Progress], None] | None = None,
-    warn: Callable[[str], None] = _stderr,
+    warn: Callable[[str], None] = warn_on_stderr,
 ) -> TrainResult:
     """Continue the run in ``run_dir`` from its newest good checkpoint."""
     setup = load_setup(run_dir)
@@ -92,7 +50,7 @@ class SavedEvaluation(NamedTuple):
 
 def evaluate_saved_member(
     run_dir: str | Path, member: int | None, episodes: int, seed: int | None = None,
-    warn: Callable[[str], None] = _stderr,
+    warn: Callable[[str], None] = warn_on_stderr,
 ) -> SavedEvaluation:
     """Per-episode returns of ``member`` (None: the best of the checkpoint's last evaluation) as saved in the run's
     newest good checkpoint.
@@ -110,7 +68,7 @@ def evaluate_saved_member(
 
 
 def evaluate_saved_members(run_dir: str | Path, episodes: int, seed: int | None = None,
-                           warn: Callable[[str], None] = _stderr) -> list[SavedEvaluation]:
+                           warn: Callable[[str], None] = warn_on_stderr) -> list[SavedEvaluation]:
     """:func:`evaluate_saved_member` of every member of the run, from one load of its checkpoint: more episodes
     than the run's evaluation used rank the members with less noise than the run's own best member did."""
     setup = load_setup(run_dir)

@@ -161,7 +161,8 @@ def record_member_video(run_dir: str | Path, member: int | None, path: str | Pat
     Every check (member, path, renderable env, writer installed) runs before
     anything is loaded or written. Returns the video and the member's :class:`~populax.run.policy.Policy`.
     """
-    from populax.run.resume import check_member, load_config
+    from populax.run.resume import check_member
+    from populax.runtime.loading import load_config
 
     config = load_config(run_dir)
     if member is not None:

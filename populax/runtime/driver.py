@@ -50,6 +50,7 @@ from populax.run.report import member_static, write_report
 from populax.runtime.setup import RunSetup, create_run_dir, init_population, prepare
 from populax.runtime.target import TargetReached, check_target, reached_from_manifest, target_summary
 from populax.runtime.unused import run_unused_settings
+from populax.runtime.warm_start import load_warm_start, warm_started
 from populax.strategies import make_strategy
 from populax.strategies.plots import write_lineage_plot
 
@@ -119,13 +120,18 @@ def run(
     strategy = make_strategy(setup, setup.run_dir)
     reached: TargetReached | None = None  # --target-return: when the population reached it
     if start is None:
+        warm = load_warm_start(setup)  # --init-from: read and checked before anything is written
         create_run_dir(setup)
         population, first_chunk, elapsed, extra = init_population(setup), 0, 0.0, None
+        if warm is not None:  # whole members (Ray: gathered; its `start` reloads them as on a resume)
+            population = warm_started(backend.gather(population, experience=True), warm)
+        init_from = None if warm is None else warm.record
         returns = np.full(config.pop, np.nan)
     else:
         # chunks_done: a host run stopped inside a chunk resumes that chunk where it stopped.
         first_chunk = start.manifest.get("chunks_done", start.manifest["chunk"] + 1)
         reached = reached_from_manifest(start.manifest)
+        init_from = start.manifest.get("init_from")
         if reached is not None:  # the run ended at its target: nothing left to train, the end is written again
             first_chunk = setup.num_chunks
         population, elapsed = start.population, start.manifest["wall_time_s"]
@@ -168,7 +174,8 @@ def run(
                     # not run when the stop came): checkpoint where it stands.
                     progress.env_steps = member_steps(population)
                     save_run_checkpoint(setup, population, chunk, progress, returns, strategy,
-                                        logger.path.stat().st_size, time.perf_counter() - begin, complete=False)
+                                        logger.path.stat().st_size, time.perf_counter() - begin, complete=False,
+                                        facts={"init_from": init_from})
                     interrupted = True
                     break
                 returns = backend.evaluate(population, chunk)
@@ -188,7 +195,9 @@ def run(
                 interrupted = stop.requested and not last
                 if last or stop.requested or policy.due(chunk):
                     save_run_checkpoint(setup, population, chunk, progress, returns, strategy,
-                                        logger.path.stat().st_size, time.perf_counter() - begin, reached=reached)
+                                        logger.path.stat().st_size, time.perf_counter() - begin,
+                                        facts={"target_reached": None if reached is None else reached._asdict(),
+                                               "init_from": init_from})
                     policy.saved()
                 if on_chunk is not None:
                     on_chunk(progress)
@@ -204,8 +213,8 @@ def run(
     if interrupted:
         return TrainResult(population=population, returns=returns, run_dir=setup.run_dir, summary={}, interrupted=True)
     timing = {"compile_s": progress.compile_s, "first_step_s": progress.first_step_s}
-    summary = write_summary(setup, population, returns, wall, progress.first_chunk_s or 0.0, strategy,
-                            {**timing, **target_summary(config, reached)})
+    facts = {**timing, **target_summary(config, reached), **({"init_from": init_from} if init_from else {})}
+    summary = write_summary(setup, population, returns, wall, progress.first_chunk_s or 0.0, strategy, facts)
     if config.tensorboard:
         write_hparams_sessions(setup.run_dir, summary)
     if strategy.events:
@@ -216,9 +225,10 @@ def run(
 
 def save_run_checkpoint(setup: RunSetup, population: Member, chunk: int, progress: Progress, returns: np.ndarray,
                         strategy: Any, metrics_offset: int, wall: float, complete: bool = True,
-                        reached: TargetReached | None = None) -> Path:
+                        facts: dict[str, Any] | None = None) -> Path:
     """Checkpoint after ``chunk`` (or inside it, ``complete=False``): members, strategy state, the backend's
-    extra state, the driver's position; ``reached``: the run ends here at its --target-return."""
+    extra state, the driver's position; ``facts``: run-level records the manifest carries to a resume
+    (``target_reached``: the run ends here at its --target-return; ``init_from``: the warm start's source)."""
     manifest = {
         "backend": setup.backend.kind,
         "chunks_done": chunk + 1 if complete else chunk,
@@ -231,7 +241,7 @@ def save_run_checkpoint(setup: RunSetup, population: Member, chunk: int, progres
         "returns": [float(r) for r in returns],
         "populax_version": __version__,
         "config_hash": config_hash(setup.run_dir),
-        "target_reached": None if reached is None else reached._asdict(),
+        **(facts or {}),
     }
     config = setup.config
     population = setup.backend.gather(population, experience=config.save_buffer)
@@ -312,12 +322,13 @@ def log_chunk(logger: RunLogger, population: Member, metrics: dict, returns: np.
 
 def write_summary(
     setup: RunSetup, population: Member, returns: np.ndarray, wall: float, first_chunk_s: float, strategy: Any = None,
-    timing: dict[str, float | None] | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> dict:
     """summary.json: members (a mixed-shape run's with their final static settings), best member, throughput,
     the strategy's lineage summary, backend facts.
 
-    ``timing``: extra timing fields (compile_s, first_step_s) copied in as they are.
+    ``facts``: further top-level entries copied in as they are (compile_s, first_step_s, the --target-return
+    entry, the --init-from source).
     """
     pop = setup.config.pop
     steps_per_member = member_steps(population)
@@ -341,7 +352,7 @@ def write_summary(
         "updates_per_member": updates_per_member,
         "wall_time_s": wall,
         "first_chunk_s": first_chunk_s,
-        **(timing or {}),
+        **(facts or {}),
         "env_steps_per_s": pop * steps_per_member / wall,
         "updates_per_s": pop * updates_per_member / wall,
         "executor": setup.config.executor,

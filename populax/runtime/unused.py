@@ -64,6 +64,8 @@ def unused_settings(config: TrainConfig, *, host: bool, on_policy: bool, mixed: 
                             "--algo-opt.minibatches)")
     if config.target_return is None:
         unused(("target_stat",), "applies to --target-return")
+    if config.init_from is None:
+        unused(("init_member",), "applies to --init-from")
     return [f"--{name.replace('_', '-')}: {why}; ignored" for name, why in reasons.items()]
 
 

@@ -1,0 +1,60 @@
+"""A run directory read back: its configuration, its setup, its newest good checkpoint (``populax resume``,
+``eval``, ``load_policy``, and ``--init-from``, which starts a new run from another's members). Below the
+driver, so the driver can read another run without an import circle; ``populax.run.resume`` re-exports it."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from populax.errors import ConfigError
+from populax.member import Cohorts
+from populax.run.checkpoint import Checkpoint, config_hash, latest_checkpoint
+from populax.run.config import TrainConfig, build_config, load_recipe
+from populax.runtime.setup import RunSetup, init_population, member_keys, prepare
+
+
+def warn_on_stderr(message: str) -> None:
+    """The default ``warn`` of the loaders: one line on stderr, flushed (it may precede a long compile)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_config(run_dir: str | Path) -> TrainConfig:
+    """RUN/config.yaml as a TrainConfig pointing at ``run_dir`` (nothing built or checked beyond parsing)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"RUN: {run_dir} is not a populax run directory (no config.yaml)")
+    config = build_config([load_recipe(run_dir / "config.yaml")])
+    # The directory exists by definition here; nothing is replaced (no create_run_dir).
+    return dataclasses.replace(config, out=str(run_dir), force=True)
+
+
+def load_setup(run_dir: str | Path) -> RunSetup:
+    """Rebuild a run's :class:`RunSetup` from RUN/config.yaml."""
+    return prepare(load_config(run_dir))
+
+
+def load_checkpoint(setup: RunSetup, warn: Callable[[str], None] = warn_on_stderr) -> Checkpoint:
+    """The newest good checkpoint of the run, checked against its configuration."""
+    shapes = jax.eval_shape(lambda: init_population(setup))
+    template = shapes
+    if isinstance(shapes, Cohorts):  # members moved between cohorts: the blocks' sizes are the checkpoint's
+        def template(assignment: np.ndarray) -> Cohorts:
+            keys = member_keys(setup.config.seed, setup.config.pop)
+            return jax.eval_shape(lambda: setup.backend.init_blocks(keys, setup.hparams, assignment))
+    checkpoint = latest_checkpoint(setup.run_dir, template, warn=warn, initial_hparams=setup.hparams)
+    expected = config_hash(setup.run_dir)
+    if checkpoint.manifest.get("config_hash") != expected:
+        raise ConfigError(f"RUN: {setup.run_dir / 'config.yaml'} changed since {checkpoint.path.name} was written; "
+                          "restore it or start a new run")
+    if not checkpoint.manifest.get("buffer_saved", True) and jax.tree.leaves(shapes.experience):
+        config = setup.config
+        warn(f"populax: this checkpoint has no replay buffers (--save-buffer false, or over 2 GB); they refill first: "
+             f"no updates until each holds {max(config.batch_size, config.learning_starts):,} new transitions "
+             "(max of batch size and learning starts), so the resumed run will not match an uninterrupted one")
+    return checkpoint
