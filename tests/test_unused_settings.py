@@ -47,6 +47,8 @@ def flagged(host=False, on_policy=False, mixed=False, atari=False, **settings) -
     ({}, dict(batch_size=64, buffer_size=10, learning_starts=0, updates_per_step=2.0), set()),
     ({}, dict(target_stat="median"), {"--target-stat"}),
     ({}, dict(target_stat="median", target_return=100.0), set()),
+    ({}, dict(init_member="best"), {"--init-member"}),
+    ({}, dict(init_member="best", init_from="runs/x"), set()),
     # the defaults, given explicitly, are not flagged
     ({}, dict(workers=2, pbt_bottom=0.25, vector_env="sync", on_failure="reinit"), set()),
 ])
