@@ -125,16 +125,11 @@ def print_members(result) -> None:
         f"{summary['env_steps_per_s']:,.0f} env steps/s, {summary['wall_time_s']:.0f}s wall"
     )
     if "target" in summary:
-        out.print(target_text(summary["target"]))
+        from populax.run.report import target_outcome
+
+        status, detail = target_outcome(summary["target"])
+        out.print(f"target {status}: {detail}")
     out.print(f"run directory: {result.run_dir}")
-
-
-def target_text(target: dict[str, Any]) -> str:
-    """One line on --target-return: when the run reached it and ended, or that it never did."""
-    if target["reached"]:
-        return (f"target reached: {target['stat']} return {target['value']:.1f} >= {target['return']:g} at "
-                f"{target['env_step']:,} env steps per member ({target['wall_time_s']:.0f}s); the run ended there")
-    return f"target not reached: no evaluation's {target['stat']} return reached {target['return']:g}"
 
 
 def run_with_progress(total_steps: int, pop: int, enabled: bool, start: Callable[[Callable], Any],

@@ -178,3 +178,30 @@ def test_ray_workers_start_from_the_source_members(td3_source, tmp_path):
     first = restore(list_checkpoints(out)[0], jax.eval_shape(lambda: populax.runtime.init_population(setup)))
     assert first.manifest["env_step"] == 400
     assert_rows_equal(source_population(td3_source).agent, on_host(first.population.agent), [best] * 3)
+
+
+@pytest.mark.extended
+@pytest.mark.parametrize("algo, env, strategy", [("sac", "Pendulum-v1", "pbt"), ("dvd-td3", "Pendulum-v1", "independent"),
+                                                 ("ppo", "gymnasium:CartPole-v1", "pb2")])
+def test_the_other_algorithms_and_strategies_start_from_the_source(tmp_path, algo, env, strategy):
+    """The rest of the matrix: SAC (its temperature is state too) under PBT, DvD-TD3 (shared critic), PPO on a
+    host environment under PB2; each warm-started run then trains to its end."""
+    settings = {**TINY, "total_steps": 1200}
+    if algo == "ppo":
+        settings = {k: v for k, v in settings.items() if k not in ("batch_size", "learning_starts")}
+    options = {"rollout-len": 50} if algo == "ppo" else {}
+    explore = {} if strategy == "independent" else {"strategy": strategy, "ready_interval": 400,
+                                                    "hp": {"gamma": "uniform:0.95,0.99"}}
+    source_dir = tmp_path / "source"
+    populax.train(populax.TrainConfig(env=env, algo=algo, pop=4, algo_options=options, out=str(source_dir), **settings))
+    source = source_population(source_dir)
+    config = populax.TrainConfig(env=env, algo=algo, pop=4, algo_options=options, init_from=str(source_dir),
+                                 out=str(tmp_path / "new"), **explore, **settings)
+    members, result = first_chunk_members(config)
+    assert_rows_equal(source.agent, members.agent, [0, 1, 2, 3])
+    assert (members.agent.updates == 0).all()
+    if source.shared is not None:
+        for new, old in zip(jax.tree.leaves(members.shared), jax.tree.leaves(source.shared)):
+            if not is_key(old):
+                np.testing.assert_array_equal(new, np.asarray(old))
+    assert result.summary["env_steps_per_member"] == 1200 and result.summary["init_from"]["members"] == [0, 1, 2, 3]

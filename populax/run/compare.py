@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from populax.errors import ConfigError
-from populax.run.config import TARGET_STATS
+from populax.run.config import check_target_stat
 from populax.run.report import curves, line_colors, population_band, read_metrics
 
 FIGURE = "comparison.png"
@@ -141,8 +141,7 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path, target: float | No
     import matplotlib
 
     matplotlib.use("Agg")
-    if target_stat not in TARGET_STATS:
-        raise ConfigError(f"--target-stat: unknown statistic {target_stat!r}; allowed: {', '.join(TARGET_STATS)}")
+    check_target_stat(target_stat)
     if target is not None and not np.isfinite(target):
         raise ConfigError(f"--target: must be a finite number (got {target})")
     paths = [Path(p) for p in run_dirs]

@@ -265,8 +265,13 @@ def check_ranges(config: TrainConfig) -> None:
         raise ConfigError(f"--distill-steps must be >= 1 (got {config.distill_steps})")
     if not config.updates_per_step > 0:
         raise ConfigError(f"--updates-per-step must be > 0 (got {config.updates_per_step})")
-    if config.target_stat not in TARGET_STATS:
-        raise ConfigError(f"--target-stat: unknown statistic {config.target_stat!r}; allowed: {', '.join(TARGET_STATS)}")
+    check_target_stat(config.target_stat)
+
+
+def check_target_stat(stat: str) -> None:
+    """ConfigError unless ``stat`` is a statistic --target-stat (and ``populax compare --target-stat``) allows."""
+    if stat not in TARGET_STATS:
+        raise ConfigError(f"--target-stat: unknown statistic {stat!r}; allowed: {', '.join(TARGET_STATS)}")
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:

@@ -127,8 +127,8 @@ def load_policy(run_dir: str | Path, member: int | None = None,
     and strategy, and for mixed-shape populations."""
     from populax.hparams import member_hparams
     from populax.member import Cohorts, member_row
-    from populax.run.resume import check_member, checkpoint_best_member
-    from populax.runtime.loading import load_checkpoint, load_config, load_setup
+    from populax.run.resume import check_member
+    from populax.runtime.loading import checkpoint_best_member, load_checkpoint, load_config, load_setup
 
     config = load_config(run_dir)
     if member is not None:

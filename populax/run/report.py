@@ -155,6 +155,16 @@ def static_tables(summary: dict[str, Any], events: list[dict[str, Any]]) -> list
     return lines
 
 
+def target_outcome(target: dict[str, Any]) -> tuple[str, str]:
+    """(``reached`` or ``not reached``, what happened) of summary.json's ``target`` entry (--target-return), as
+    the report and the CLI say it."""
+    if target["reached"]:
+        return "reached", (f"{target['stat']} return {target['value']:.1f} >= {target['return']:g} at "
+                           f"{target['env_step']:,} env steps per member ({target['wall_time_s']:.0f} s); "
+                           "the run ended there")
+    return "not reached", f"no evaluation's {target['stat']} return reached {target['return']:g}"
+
+
 def line_colors(count: int) -> list[Any]:
     """One color per line (a member, or a run in ``populax compare``); tab10 without its red, which marks the
     best member."""
@@ -264,6 +274,14 @@ def final_records(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return {r["member"]: r for r in records}
 
 
+def finals_by_value(last: dict[int, dict[str, Any]], name: str) -> dict[float, list[float | None]]:
+    """Value of ``name`` -> the final returns of the members that ended with it (None: a failed member)."""
+    grouped: dict[float, list[float | None]] = {}
+    for record in last.values():
+        grouped.setdefault(record["hparams"][name], []).append(record["return"] if has_return(record) else None)
+    return grouped
+
+
 def has_return(record: dict[str, Any]) -> bool:
     """True when the evaluation scored a finite return (a failed member's is NaN or missing)."""
     return record.get("return") is not None and math.isfinite(record["return"])
@@ -282,9 +300,7 @@ def sweep_tables(records: list[dict[str, Any]], names: list[str]) -> list[str]:
     last = final_records(records)
     lines: list[str] = []
     for name in names:
-        by_value: dict[float, list[float]] = {}
-        for record in last.values():
-            by_value.setdefault(record["hparams"][name], []).append(record["return"] if has_return(record) else None)
+        by_value = finals_by_value(last, name)
         if not fixed_per_member(records, name) or len(by_value) == len(last):
             continue
         header = [name, "members", "median final return", "best final return", "worst final return"]
@@ -304,8 +320,9 @@ def sweep_tables(records: list[dict[str, Any]], names: list[str]) -> list[str]:
 
 def plot_sensitivity(records: list[dict[str, Any]], names: list[str], best: int, path: Path) -> None:
     """One panel per varying hyperparameter: the return of every evaluation against the value that produced
-    it (colored by env steps: yellow = late in the run), each member's last evaluation ringed, the best member's a red star, and
-    for a hyperparameter each member kept whose values repeat, the median final return per value."""
+    it (colored by env steps: yellow = late in the run), each member's last evaluation ringed, the best
+    member's a red star, and for a hyperparameter each member kept whose values repeat, the median final
+    return per value."""
     import matplotlib.pyplot as plt
 
     last = final_records(records)
@@ -326,13 +343,12 @@ def plot_sensitivity(records: list[dict[str, Any]], names: list[str], best: int,
         if best in last and has_return(last[best]):
             ax.scatter([last[best]["hparams"][name]], [last[best]["return"]], s=150, marker="*", color="crimson",
                        edgecolors="black", lw=0.6, zorder=3, label=f"best: member {best}")
-        by_value: dict[float, list[float]] = {}
-        for r in last.values():
-            if has_return(r):
-                by_value.setdefault(r["hparams"][name], []).append(r["return"])
-        if fixed_per_member(records, name) and 1 < len(by_value) < len(last):
-            values = sorted(by_value)
-            ax.plot(values, [float(np.median(by_value[v])) for v in values], color="black", lw=1.5,
+        scored_finals = {value: [v for v in finals if v is not None]
+                         for value, finals in finals_by_value(last, name).items()}
+        scored_finals = {value: finals for value, finals in scored_finals.items() if finals}
+        if fixed_per_member(records, name) and 1 < len(scored_finals) < len(last):
+            values = sorted(scored_finals)
+            ax.plot(values, [float(np.median(scored_finals[v])) for v in values], color="black", lw=1.5,
                     label="median final return per value")
         positive = [x for x in xs if x > 0]
         if positive and len(positive) == len(xs) and max(positive) / min(positive) > 20:
@@ -426,10 +442,8 @@ def write_report(run_dir: str | Path) -> Path:
         ]
     target = (summary or {}).get("target")
     if target:
-        lines += [(f"**Target reached:** {target['stat']} return {target['value']:.1f} >= {target['return']:g} at "
-                   f"{target['env_step']:,} env steps per member, {target['wall_time_s']:.0f} s; the run ended there "
-                   "(`--target-return`).") if target["reached"] else
-                  f"**Target not reached:** no evaluation's {target['stat']} return reached {target['return']:g}.", ""]
+        status, detail = target_outcome(target)
+        lines += [f"**Target {status}:** {detail} (`--target-return`).", ""]
     lines += ["## Members", "", *member_table(records, names, best, static), ""]
     if not names:
         lines += ["All members share the same hyperparameters"

@@ -12,7 +12,6 @@ docs/host_envs.md.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -24,7 +23,7 @@ from populax.member import member_row
 from populax.run.checkpoint import Checkpoint
 from populax.run.config import TrainConfig
 from populax.runtime.driver import Progress, TrainResult, run
-from populax.runtime.loading import load_checkpoint, load_setup, warn_on_stderr
+from populax.runtime.loading import checkpoint_best_member, load_checkpoint, load_setup, warn_on_stderr
 from populax.runtime.setup import RunSetup
 
 
@@ -92,16 +91,6 @@ def saved_member_returns(setup: RunSetup, checkpoint: Checkpoint, member: int, e
     evaluated = max(0, manifest.get("chunks_done", manifest["chunk"] + 1) - 1)
     returns = setup.backend.member_returns(state, member, evaluated, episodes, seed)
     return SavedEvaluation(returns, checkpoint, member)
-
-
-def checkpoint_best_member(checkpoint: Checkpoint) -> int:
-    """The member with the highest finite return of the checkpoint's last evaluation (at a run's end:
-    summary.json's ``best_member``); ConfigError when no member has one."""
-    returns = checkpoint.manifest.get("returns") or []
-    values = np.array([math.nan if r is None else float(r) for r in returns], np.float64)
-    if not np.isfinite(values).any():
-        raise ConfigError(f"--member: no member has a finite evaluation return in {checkpoint.path}; name one")
-    return int(np.argmax(np.where(np.isfinite(values), values, -np.inf)))
 
 
 def check_member(config: TrainConfig, member: int) -> None:

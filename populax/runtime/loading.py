@@ -1,10 +1,11 @@
 """A run directory read back: its configuration, its setup, its newest good checkpoint (``populax resume``,
 ``eval``, ``load_policy``, and ``--init-from``, which starts a new run from another's members). Below the
-driver, so the driver can read another run without an import circle; ``populax.run.resume`` re-exports it."""
+driver, so the driver can read another run without an import circle."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -58,3 +59,13 @@ def load_checkpoint(setup: RunSetup, warn: Callable[[str], None] = warn_on_stder
              f"no updates until each holds {max(config.batch_size, config.learning_starts):,} new transitions "
              "(max of batch size and learning starts), so the resumed run will not match an uninterrupted one")
     return checkpoint
+
+
+def checkpoint_best_member(checkpoint: Checkpoint, setting: str = "--member") -> int:
+    """The member with the highest finite return of the checkpoint's last evaluation (at a run's end:
+    summary.json's ``best_member``); ConfigError naming ``setting`` when no member has one."""
+    returns = checkpoint.manifest.get("returns") or []
+    values = np.array([math.nan if r is None else float(r) for r in returns], np.float64)
+    if not np.isfinite(values).any():
+        raise ConfigError(f"{setting}: no member has a finite evaluation return in {checkpoint.path}; name one")
+    return int(np.argmax(np.where(np.isfinite(values), values, -np.inf)))

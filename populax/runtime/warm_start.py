@@ -26,10 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from populax.errors import ConfigError
-from populax.member import Cohorts, Member, take_rows
+from populax.member import Member, take_rows
 from populax.run.checkpoint import is_key
 from populax.run.config import TrainConfig
-from populax.runtime.loading import load_checkpoint, load_setup, warn_on_stderr
+from populax.runtime.loading import checkpoint_best_member, load_checkpoint, load_setup, warn_on_stderr
 from populax.runtime.setup import RunSetup, init_population
 
 INIT_MEMBER_CHOICES = "each (member i from member i; equal populations), best (the source's best member for every "\
@@ -50,8 +50,9 @@ class WarmStart(NamedTuple):
     source member each member took."""
 
 
-def source_members(choice: str, source_pop: int, pop: int, best: int) -> list[int]:
-    """The source member each of the new run's ``pop`` members takes (ConfigError for a choice that cannot be)."""
+def source_members(choice: str, source_pop: int, pop: int, best: int | None) -> list[int]:
+    """The source member each of the new run's ``pop`` members takes (ConfigError for a choice that cannot be);
+    ``best``: the source's best member (read only for ``best``)."""
     if choice == "each":
         if source_pop != pop:
             raise ConfigError(f"--init-member each: the source run has {source_pop} members, this run {pop}; "
@@ -117,12 +118,9 @@ def load_warm_start(setup: RunSetup, warn: Any = warn_on_stderr) -> WarmStart | 
                           "allowed: a run with one shape")
     checkpoint = load_checkpoint(source, warn)
     population: Member = checkpoint.population
-    returns = np.asarray(checkpoint.manifest["returns"], float)
-    best = int(np.argmax(np.where(np.isfinite(returns), returns, -np.inf)))
+    best = checkpoint_best_member(checkpoint, "--init-member best") if config.init_member == "best" else None
     rows = source_members(config.init_member, source.config.pop, config.pop, best)
-    shapes = jax.eval_shape(lambda: init_population(setup))
-    if isinstance(shapes, Cohorts):  # (a mixed-shape run is refused above; kept exact for the type)
-        raise ConfigError("--init-from: a warm start needs one shape")
+    shapes: Member = jax.eval_shape(lambda: init_population(setup))  # one shape: mixed runs are refused above
     hint = (f"the source is {source.config.algo} on {source.config.env} with --hidden "
             f"{','.join(map(str, source.config.hidden))}: the networks and the environment's spaces must match")
     index = np.asarray(rows)
