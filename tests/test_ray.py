@@ -48,7 +48,13 @@ class PoisoningWorker(BlockWorker):
         if chunk == CHUNK and MEMBER in self.members:
             local = MEMBER - int(self.members[0])
             nan = lambda x: x.at[local].set(jnp.nan) if jnp.issubdtype(x.dtype, jnp.floating) else x
-            self.block = self.block.replace(agent=jax.tree.map(nan, self.block.agent))
+            advance = self.backend.advance
+
+            def poisoned(block, *rest):  # as if inside the chunk: the worker's kept copy (taken first) stays finite
+                del self.backend.advance
+                return advance(block.replace(agent=jax.tree.map(nan, block.agent)), *rest)
+
+            self.backend.advance = poisoned
         return super().advance(chunk)
 
 
@@ -236,6 +242,39 @@ def test_ray_pbt_two_workers_equals_one_process(tmp_path):
         for got, source in zip(agent_leaves(population, event["member"]), agent_leaves(population, event["source"])):
             np.testing.assert_array_equal(got, source)
         assert member_hparams(population.hparams, event["member"]) == event["new_hparams"]
+
+
+@pytest.mark.extended  # make test-extended; CI runs it
+def test_ray_on_failure_freeze_keeps_a_failed_member_frozen_across_a_resume_as_one_process_does(tmp_path):
+    """--on-failure freeze on 2 workers: member 2 (worker 1) poisoned (NaN) in chunk 1 is put back to its state
+    before that chunk and stays there; the driver killed (-9) after that chunk's checkpoint and the run resumed
+    (the frozen mask is the strategy's, in the driver's checkpoint; the worker's kept copy is its own): every
+    final return, the lineage and every member's final weights equal a one-process run of the same blocks
+    (chunked:2) poisoned the same way."""
+    out, reference = tmp_path / "ray", tmp_path / "local"
+    args = [*SMALL, "--pop", "4", "--total-steps", "800", "--eval-every", "200", "--checkpoint-every", "200",
+            "--keep-checkpoints", "10", "--on-failure", "freeze", "--seed", "0"]
+    train = in_loopback("exec " + poisoning_train(tmp_path, 2, 1, *args, "--executor", "ray", "--workers", "2",
+                                                  "--out", str(out)))
+    kill_driver_after_checkpoint(train, out / "checkpoints" / "chunk_000001")
+    run_loopback(populax("resume", str(out), "--no-progress"))
+    expected = run(prepare(parse_train_args([*args, "--executor", "chunked:2", "--out", str(reference)])),
+                   before_chunk=poison(member=2, at_chunk=1))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["executor"] == "ray" and summary["env_steps_per_member"] == 800
+    assert [(e["event"], e["member"], e["env_step"]) for e in records(out / "lineage.jsonl")] == [("freeze", 2, 400)]
+    assert records(out / "lineage.jsonl") == records(reference / "lineage.jsonl")
+    np.testing.assert_allclose([m["final_return"] for m in summary["members"]], expected.returns, rtol=1e-5)
+    setup = load_setup(out)
+    template = jax.eval_shape(lambda: init_population(setup))
+    before, final = (restore(out / "checkpoints" / f"chunk_{c:06d}", template).population for c in (0, 3))
+    for member in range(4):
+        for got, want in zip(agent_leaves(final, member), agent_leaves(expected.population, member)):
+            np.testing.assert_allclose(got, want, rtol=1e-5)
+    # the frozen member holds its weights from before the failed chunk: chunk 0's, through chunks 1-3 and a resume
+    for got, frozen in zip(agent_leaves(final, 2), agent_leaves(before, 2)):
+        np.testing.assert_array_equal(got, frozen)
+    assert not all(np.array_equal(a, b) for a, b in zip(agent_leaves(final, 3), agent_leaves(before, 3)))
 
 
 def test_killed_worker_restarts_and_reloads_its_block(tmp_path):

@@ -11,7 +11,6 @@ from populax.runtime import prepare
     ({"workers": 9}, "--workers 9: more workers than members (--pop 8)"),
     ({"workers": 0}, "--workers must be >= 1"),
     ({"worker_cpus": 0.0}, "--worker-cpus must be > 0"),
-    ({"on_failure": "freeze"}, "--on-failure freeze: not supported with --executor ray"),
     ({"algo": "cemrl"}, "--executor ray: cemrl couples its members"),
 ])
 def test_ray_settings_are_checked_before_anything_starts(tmp_path, settings, message):

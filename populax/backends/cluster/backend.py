@@ -88,8 +88,6 @@ def check_ray_config(config: TrainConfig, algorithm: Algorithm) -> None:
                           "which blocks on separate workers cannot share; use another executor")
     if config.workers > config.pop:
         raise ConfigError(f"--workers {config.workers}: more workers than members (--pop {config.pop})")
-    if config.strategy == "independent" and config.on_failure == "freeze":
-        raise ConfigError("--on-failure freeze: not supported with --executor ray (use reinit)")
     try:
         import ray  # noqa: F401
     except ImportError:
