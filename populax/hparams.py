@@ -95,8 +95,9 @@ _SPEC_HELP = (
 )
 
 
-def parse_spec(name: str, text: str | float | int | list, pop: int) -> Distribution:
-    """Parse a user's value for hyperparameter ``name`` (CLI or YAML form)."""
+def parse_spec(name: str, text: str | float | int | list, pop: int | None) -> Distribution:
+    """Parse a user's value for hyperparameter ``name`` (CLI or YAML form); a list must give one value per
+    member of ``pop`` (None: any count, for settings already checked against the run's --pop)."""
     setting = f"--hp.{cli_name(name)}"
     if isinstance(text, bool):
         raise ConfigError(f"{setting}: got {text!r}; {_SPEC_HELP}")
@@ -117,7 +118,7 @@ def parse_spec(name: str, text: str | float | int | list, pop: int) -> Distribut
     if kind == "list":
         if len(values) == 1:
             return Distribution("const", values)
-        if len(values) != pop:
+        if pop is not None and len(values) != pop:
             raise ConfigError(
                 f"{setting}: gives {len(values)} values but --pop is {pop}; "
                 "give one value or exactly one per member"
@@ -164,7 +165,7 @@ def validate(name: str, info: HParamInfo, values: np.ndarray) -> None:
 
 
 def resolve_specs(
-    hparams_type: type, user: dict[str, Any], pop: int
+    hparams_type: type, user: dict[str, Any], pop: int | None
 ) -> dict[str, Distribution]:
     """Turn the user's hyperparameter settings into one Distribution per field.
 
@@ -182,13 +183,16 @@ def resolve_specs(
     return specs
 
 
-def zero_hparams(hparams_type: type, user: dict[str, Any], pop: int) -> frozenset[str]:
+def zero_hparams(hparams_type: type, user: dict[str, Any]) -> frozenset[str]:
     """Names of the hyperparameters fixed at 0 for every member of the run (a constant 0 spec).
 
     A strategy explores only non-constant specs and resume keeps the config, so
     such a value stays 0: an agent may leave out the computation it scales.
+    No member count: a backend over part of the run (a Ray worker's block, a
+    cohort of a mixed-shape population) asks with the run's per-member lists,
+    whose length the run checked against its --pop.
     """
-    specs = resolve_specs(hparams_type, user, pop)
+    specs = resolve_specs(hparams_type, user, None)
     return frozenset(name for name, spec in specs.items() if spec.kind == "const" and spec.values == (0.0,))
 
 

@@ -147,10 +147,10 @@ def test_dqn_alpha_zero_skips_the_target_pass_with_identical_results():
 def test_zero_hparams_are_the_constant_zero_specs():
     from populax.hparams import zero_hparams
 
-    assert "advantage_alpha" in zero_hparams(DQNHParams, {}, 4)
-    assert "advantage_alpha" in zero_hparams(DQNHParams, {"advantage-alpha": 0}, 4)
+    assert "advantage_alpha" in zero_hparams(DQNHParams, {})
+    assert "advantage_alpha" in zero_hparams(DQNHParams, {"advantage-alpha": 0})
     for spec in (0.9, "uniform:0,0.9", "0,0,0,0.5"):
-        assert "advantage_alpha" not in zero_hparams(DQNHParams, {"advantage-alpha": spec}, 4)
+        assert "advantage_alpha" not in zero_hparams(DQNHParams, {"advantage-alpha": spec})
 
 
 def test_dqn_soft_target_moves_tau_of_the_way_every_period():

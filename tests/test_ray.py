@@ -280,10 +280,12 @@ def test_ray_on_failure_freeze_keeps_a_failed_member_frozen_across_a_resume_as_o
 def test_killed_worker_restarts_and_reloads_its_block(tmp_path):
     """kill -9 of one worker mid-run: Ray restarts it, its block reloads from the last checkpoint, the run completes;
     ray.jsonl logs the restart and lineage.jsonl one block_reload per member of that block. Member 0, poisoned
-    (NaN) in chunk 0, is re-initialised on its own worker (data rolled back there) and learns on."""
+    (NaN) in chunk 0, is re-initialised on its own worker (data rolled back there) and learns on. The learning
+    rates are one per member: each worker builds its block from the run's list (refused on a worker until the
+    fifteenth session: it counted the list against its block's size)."""
     out = tmp_path / "run"
     args = [*SMALL, "--pop", "4", "--total-steps", "4000", "--eval-every", "400", "--checkpoint-every", "400",
-            "--executor", "ray", "--workers", "2", "--out", str(out)]
+            "--hp.lr-actor", "1e-3,3e-4,1e-4,3e-5", "--executor", "ray", "--workers", "2", "--out", str(out)]
     victim = kill_worker_after_checkpoint(in_loopback("exec " + poisoning_train(tmp_path, 0, 0, *args)), out,
                                           "chunk_000001")
     restarts = [r for r in records(out / "ray.jsonl") if r["event"] == "worker_restart"]
@@ -297,6 +299,7 @@ def test_killed_worker_restarts_and_reloads_its_block(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ray"]["restarts"] == 1 and summary["lineage_events"] == {"block_reload": 2, "reinit": 1}
     assert all(m["final_return"] is not None for m in summary["members"])
+    assert [m["hparams"]["lr-actor"] for m in summary["members"]] == [1e-3, 3e-4, 1e-4, 3e-5]
     # the reloaded members lost at most the steps since the checkpoint; the others ran the whole run
     assert summary["env_steps_per_member"] == 4000
 

@@ -154,4 +154,4 @@ def agent_spec(algorithm: Algorithm, config: TrainConfig, obs_shape: tuple[int, 
     return AgentSpec(obs_shape, action, hidden, options,
                      steps_per_update=shape.steps_per_phase / shape.updates_per_phase,
                      total_updates=max(1, shape.owed_updates(0, total_steps, config.learning_starts)),
-                     zero_hparams=zero_hparams(algorithm.hparams, config.hp, config.pop))
+                     zero_hparams=zero_hparams(algorithm.hparams, config.hp))
