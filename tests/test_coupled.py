@@ -565,6 +565,7 @@ def test_bandit_follows_the_reference_feedback_window_and_uniform_start():
     assert int(warm.arm) == -1 and int(warm.choices) == 0 and int(warm.seen) == 1
 
 
+@pytest.mark.extended  # a long run; make test-extended and CI run it (the full DvD Pendulum recipe; the bandit's steps are tested above)
 def test_dvd_bandit_keeps_choosing_both_arms_late_in_the_pendulum_recipe(tmp_path):
     """The DvD Pendulum recipe (seed 0; one evaluation episode, which does not touch training): both lambdas
     are still chosen in the second half of the run, by Thompson sampling (the first 5 choices are uniform).

@@ -90,7 +90,11 @@ def test_an_environment_populax_cannot_train_is_refused_in_one_line(tmp_path, en
     assert not out.exists()
 
 
-@pytest.mark.parametrize("env", ["py:custom_envs:Corridor", "gymnasium:custom_envs:CorridorGym-v0"])
+@pytest.mark.parametrize("env", [
+    # extended: the default suite's kill -9 resume of a compiled run is tests/test_checkpoint.py's
+    pytest.param("py:custom_envs:Corridor", marks=pytest.mark.extended),
+    "gymnasium:custom_envs:CorridorGym-v0",
+])
 def test_kill_9_then_resume_of_a_custom_environment(tmp_path, env):
     """The import path is all a resume needs. The compiled run resumes bitwise; the host run (Gymnasium envs are
     rebuilt, not restored) reaches the end with every evaluation once, as host resumes do."""

@@ -85,6 +85,7 @@ def lineage(run_dir):
     return [json.loads(line) for line in (run_dir / "lineage.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.extended  # a long run; make test-extended and CI run it (the default suite resumes a killed mixed run on gymnax, tests/test_cohorts.py)
 def test_a_killed_mixed_host_run_resumes_to_the_end_with_each_member_in_its_cohorts_shape(tmp_path, capsys):
     """kill -9 after the third checkpoint, then `populax resume`: until the checkpoint the run is the
     uninterrupted one (seeded: the same moves, returns and metrics); after it, the envs restart from a seed of

@@ -67,6 +67,7 @@ def test_dqn_cartpole_recipe_on_every_seed(tmp_path, seed, executor):
     assert np.median(result.returns) >= 400, result.returns
 
 
+@pytest.mark.extended  # a long run; make test-extended and CI run it (the default suite's PBT rescue is PPO's, tests/test_runtime.py)
 def test_pbt_lifts_population_with_bad_prior(tmp_path):
     """Issue 4: TD3 on Pendulum with a bad learning-rate prior (loguniform 1e-6..1e-1),
     population 8, 20k env steps per member: PBT with its DEFAULT settings lifts the

@@ -348,6 +348,7 @@ def test_ray_gymnasium_run_resumes_and_a_source_worker_dying_after_the_resume_is
             np.testing.assert_array_equal(got, source)
 
 
+@pytest.mark.extended  # a long run; make test-extended and CI run it (the default suite's Ray runs start their own instance)
 def test_ray_address_joins_a_cluster_started_with_ray_start(tmp_path):
     """`ray start --head` on loopback, then `populax train --ray-address` joins it; a run without --ray-address
     beside that cluster starts its own instance (Ray would otherwise join the cluster it finds on the machine and

@@ -84,7 +84,8 @@ def test_a_mixed_population_on_two_workers_moves_members_between_cohorts_and_wor
 
 @pytest.mark.parametrize("env", [
     pytest.param([], marks=pytest.mark.extended),  # make test-extended; CI runs it
-    ["--env", "gymnasium:Pendulum-v1", "--overlap", "false"],
+    # extended too: the default suite kills a Ray worker of a fixed-shape run (tests/test_ray.py)
+    pytest.param(["--env", "gymnasium:Pendulum-v1", "--overlap", "false"], marks=pytest.mark.extended),
 ], ids=["gymnax", "gymnasium"])
 def test_a_killed_worker_of_a_mixed_population_reloads_its_cohorts_from_the_checkpoint(tmp_path, env):
     """kill -9 of a worker after members have moved between cohorts: Ray restarts it, its block reloads from the
