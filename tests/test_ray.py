@@ -277,6 +277,25 @@ def test_ray_on_failure_freeze_keeps_a_failed_member_frozen_across_a_resume_as_o
     assert not all(np.array_equal(a, b) for a, b in zip(agent_leaves(final, 3), agent_leaves(before, 3)))
 
 
+@pytest.mark.extended  # make test-extended; CI runs it
+def test_a_brax_population_on_ray_workers_equals_one_process(tmp_path):
+    """brax physics compiled into each worker's chunk: PBT over 4 members on 2 workers gives the lineage and
+    final returns of one process running the same blocks (chunked:2)."""
+    out, reference = tmp_path / "ray", tmp_path / "local"
+    args = ["--env", "brax:inverted_pendulum", "--algo", "td3", "--pop", "4", "--total-steps", "200",
+            "--eval-every", "100", "--hidden", "16,16", "--batch-size", "32", "--learning-starts", "50",
+            "--eval-episodes", "2", "--eval-max-steps", "100", "--strategy", "pbt", "--ready-interval", "100",
+            "--hp.lr-actor", "loguniform:1e-4,1e-2", "--seed", "0", "--no-recipe", "--no-progress",
+            "--no-tensorboard"]
+    run_loopback(populax("train", *args, "--executor", "ray", "--workers", "2", "--out", str(out)))
+    expected = run(prepare(parse_train_args([*args, "--executor", "chunked:2", "--out", str(reference)])))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backend"] == "ray" and summary["worker_backend"] == "compiled"
+    assert summary["env"] == "brax:inverted_pendulum" and summary["env_steps_per_member"] == 200
+    assert records(out / "lineage.jsonl") == records(reference / "lineage.jsonl") and summary["lineage_events"]
+    np.testing.assert_allclose([m["final_return"] for m in summary["members"]], expected.returns, rtol=1e-5)
+
+
 def test_killed_worker_restarts_and_reloads_its_block(tmp_path):
     """kill -9 of one worker mid-run: Ray restarts it, its block reloads from the last checkpoint, the run completes;
     ray.jsonl logs the restart and lineage.jsonl one block_reload per member of that block. Member 0, poisoned
