@@ -36,7 +36,7 @@ def events(run_dir: Path) -> list[tuple]:
 def members_at(run_dir: Path, chunk: int, scratch: Path):
     """The run's members (a ``Cohorts``) as checkpoint ``chunk_{chunk}`` holds them: loaded from a copy of the run
     without its newer checkpoints."""
-    copy = scratch / f"at_{chunk}"
+    copy = scratch / f"{run_dir.name}_at_{chunk}"
     shutil.copytree(run_dir, copy)
     for newer in sorted((copy / "checkpoints").glob("chunk_*"))[chunk + 1:]:
         shutil.rmtree(newer)

@@ -10,9 +10,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from test_failures import members_at
 
 import populax
 from populax.cli import main
+from populax.member import member_row
 from populax.run.checkpoint import is_key, list_checkpoints, restore
 from populax.run.resume import load_checkpoint, load_setup
 from populax.runtime import prepare, run
@@ -137,7 +139,7 @@ def test_an_on_policy_and_a_coupled_population_start_from_the_source(tmp_path, a
     (["--init-member", "7"], "--init-member: the source run has members 0..2 (got 7)"),
     (["--init-member", "worst"], "--init-member: 'worst' is not one of"),
     (["--obs-norm", "false"], "--init-from: the source run has --obs-norm true, this run false"),
-    (["--hp.hidden", "16x16,32x32,16x16"], "--init-from: this run's members differ in static settings"),
+    (["--hp.hidden", "16x16,32x32,16x16"], "--init-from: member 1's algorithm state"),
 ])
 def test_a_source_that_does_not_fit_is_one_line_exit_2_nothing_written(td3_source, tmp_path, capsys, args, fragment):
     out = tmp_path / "new"
@@ -155,6 +157,66 @@ def test_a_directory_that_is_not_a_run_is_refused(tmp_path, capsys):
     assert main(["train", "--init-from", str(tmp_path), "--out", str(tmp_path / "new"), "--no-progress"]) == 2
     assert "not a populax run directory" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def agents_of(population, members) -> list[list[np.ndarray]]:
+    """Each member's algorithm state leaves but the update counter (a mixed-shape population's from its cohort)."""
+    return [[np.asarray(x) for x in jax.tree.leaves(member_row(population, m).agent.replace(updates=0))]
+            for m in members]
+
+
+def test_a_mixed_shape_run_starts_member_by_member_from_a_mixed_shape_source(tmp_path):
+    """Two widths on both sides: each member takes its source member in its own cohort's shape (a width-32 member
+    from a width-32 member); a one-width run takes the one source member of its width (--init-member 2); a
+    member of the other width is one line naming both members. No update in the new runs' first chunk
+    (learning starts at its end): their first checkpoints hold the members as they started."""
+    widths = {"hidden": "16x16,16x16,32x32,32x32"}
+    source_dir = tmp_path / "source"
+    populax.train(populax.TrainConfig(env="Pendulum-v1", algo="td3", pop=4, hp=widths, out=str(source_dir), **TINY))
+    source = source_population(source_dir)
+    settings = {**TINY, "learning_starts": 400}
+    mixed = populax.train(populax.TrainConfig(env="Pendulum-v1", algo="td3", pop=4, hp=widths, init_from=str(source_dir),
+                                              out=str(tmp_path / "mixed"), **settings))
+    assert mixed.summary["init_from"]["members"] == [0, 1, 2, 3] and mixed.summary["env_steps_per_member"] == 800
+    assert mixed.summary["cohorts"]["members"] == {"hidden=16x16": [0, 1], "hidden=32x32": [2, 3]}
+    started = members_at(tmp_path / "mixed", 0, tmp_path)
+    for new, old in zip(agents_of(started, range(4)), agents_of(source, range(4)), strict=True):
+        for a, b in zip(new, old, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert all(int(member_row(started, m).agent.updates) == 0 for m in range(4))
+
+    one = populax.train(populax.TrainConfig(env="Pendulum-v1", algo="td3", pop=2, hidden=(32, 32),
+                                            init_from=str(source_dir), init_member="2", out=str(tmp_path / "one"),
+                                            **{k: v for k, v in settings.items() if k != "hidden"}))
+    assert one.summary["init_from"]["members"] == [2, 2]
+    started = members_at(tmp_path / "one", 0, tmp_path)
+    for m in range(2):
+        for a, b in zip(agents_of(started, [m])[0], agents_of(source, [2])[0], strict=True):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(populax.ConfigError, match=r"member 0's algorithm state.*hidden=16x16 \(its member 0\), "
+                                                  r"this run's member 0 has --hidden 32,32"):
+        populax.train(populax.TrainConfig(env="Pendulum-v1", algo="td3", pop=2, hidden=(32, 32),
+                                          init_from=str(source_dir), init_member="0", out=str(tmp_path / "bad"),
+                                          **{k: v for k, v in settings.items() if k != "hidden"}))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_members_differing_in_batch_size_all_start_from_a_one_shape_source(td3_source, tmp_path):
+    """A static setting that leaves the networks' shapes alone (--hp.batch-size) makes cohorts of one network
+    shape: every member starts from its source member, observation statistics included (these take in every
+    observation acted on, so the first checkpoint's have the first chunk's too)."""
+    config = populax.TrainConfig(env="Pendulum-v1", algo="td3", pop=3, obs_norm=True, init_from=str(td3_source),
+                                 hp={"batch-size": "16,32,32"}, out=str(tmp_path / "new"),
+                                 **{**TINY, "learning_starts": 400})
+    result = populax.train(config)
+    assert result.summary["cohorts"]["members"] == {"batch-size=16": [0], "batch-size=32": [1, 2]}
+    source, started = source_population(td3_source), members_at(tmp_path / "new", 0, tmp_path)
+    for m in range(3):
+        for a, b in zip(agents_of(started, [m])[0], agents_of(source, [m])[0], strict=True):
+            np.testing.assert_array_equal(a, b)
+        # the statistics went on from the source member's: its count and the first chunk's 400 observations
+        count = float(member_row(source, m).obs_stats.count)
+        assert count > 400 and float(member_row(started, m).obs_stats.count) == count + 400
 
 
 @pytest.mark.extended
@@ -178,6 +240,31 @@ def test_ray_workers_start_from_the_source_members(td3_source, tmp_path):
     first = restore(list_checkpoints(out)[0], jax.eval_shape(lambda: populax.runtime.init_population(setup)))
     assert first.manifest["env_step"] == 400
     assert_rows_equal(source_population(td3_source).agent, on_host(first.population.agent), [best] * 3)
+
+
+@pytest.mark.extended
+def test_ray_workers_start_a_mixed_shape_run_from_a_mixed_shape_source(tmp_path):
+    """Each worker's block holds part of both widths; every member starts from its source member."""
+    from test_ray import REASON, run_loopback
+    from test_ray import populax as ray_cli
+
+    if REASON is not None:
+        pytest.skip(f"Ray runs in a loopback-only namespace: {REASON}")
+    widths = "16x16,32x32,32x32,16x16"
+    source_dir, out = tmp_path / "source", tmp_path / "ray"
+    populax.train(populax.TrainConfig(env="Pendulum-v1", algo="td3", pop=4, hp={"hidden": widths},
+                                      out=str(source_dir), **TINY))
+    run_loopback(ray_cli("train", "--env", "Pendulum-v1", "--algo", "td3", "--pop", "4", "--hp.hidden", widths,
+                         "--total-steps", "800", "--eval-every", "400", "--learning-starts", "400",
+                         "--batch-size", "32", "--eval-episodes", "2", "--checkpoint-every", "400",
+                         "--keep-checkpoints", "5", "--executor", "ray", "--workers", "2", "--init-from",
+                         str(source_dir), "--no-recipe", "--no-progress", "--no-tensorboard", "--out", str(out)))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["backend"] == "ray" and summary["init_from"]["members"] == [0, 1, 2, 3]
+    started, source = members_at(out, 0, tmp_path), source_population(source_dir)
+    for new, old in zip(agents_of(started, range(4)), agents_of(source, range(4)), strict=True):
+        for a, b in zip(new, old, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.extended

@@ -12,8 +12,11 @@ summary.json), replay buffers, environments, step counts and keys, which start a
 
 Everything is read and checked before the new run writes anything: the source's newest good checkpoint,
 the algorithm, the member choice, and every array's shape (the networks' widths and the environments'
-spaces must match). Mixed-shape populations (static settings per member) on either side are refused in one
-line: a member's cohort is drawn by the new run, not the source.
+spaces must match). Mixed-shape populations (static settings per member, ``--hp.hidden 64x64,256x256``) work
+on either side, member by member: the new run puts each member in the cohort its own settings say, and the
+member's source must have that cohort's network shape (a member may change a static setting that leaves the
+networks' shapes alone: ``--hp.batch-size 64,256`` from a one-shape source). One member that does not fit is
+one line naming both members' settings.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from populax.errors import ConfigError
-from populax.member import Member, take_rows
+from populax.member import Cohorts, Member, member_row
 from populax.run.checkpoint import is_key
 from populax.run.config import TrainConfig
 from populax.runtime.loading import checkpoint_best_member, load_checkpoint, load_setup, warn_on_stderr
@@ -39,10 +42,10 @@ INIT_MEMBER_CHOICES = "each (member i from member i; equal populations), best (t
 class WarmStart(NamedTuple):
     """The source members' states a new run starts from, in the new run's member order."""
 
-    agent: Any
-    """Algorithm states stacked over the new run's members (update counters at 0)."""
-    obs_stats: Any
-    """Observation statistics stacked the same way, or None."""
+    agents: list[Any]
+    """Per new member, its source member's algorithm state (no member axis; update counter at 0)."""
+    obs_stats: list[Any] | None
+    """Per new member, its source member's observation statistics, or None (no --obs-norm)."""
     shared: Any
     """A coupled algorithm's population-level state, or None."""
     record: dict[str, Any]
@@ -102,9 +105,6 @@ def load_warm_start(setup: RunSetup, warn: Any = warn_on_stderr) -> WarmStart | 
     config: TrainConfig = setup.config
     if config.init_from is None:
         return None
-    if setup.space is not None:
-        raise ConfigError("--init-from: this run's members differ in static settings (a mixed-shape population); "
-                          "a warm start needs one shape: give --hidden/--batch-size one value")
     source_dir = Path(config.init_from)
     if source_dir.resolve() == setup.run_dir.resolve():
         raise ConfigError(f"--init-from: {source_dir} is this run's own directory (--out); to continue it use "
@@ -113,42 +113,88 @@ def load_warm_start(setup: RunSetup, warn: Any = warn_on_stderr) -> WarmStart | 
     if source.config.algo != config.algo:
         raise ConfigError(f"--init-from: the source run trained {source.config.algo}, this run {config.algo}; "
                           "allowed: the same --algo")
-    if source.space is not None:
-        raise ConfigError("--init-from: the source run is a mixed-shape population (static settings per member); "
-                          "allowed: a run with one shape")
     checkpoint = load_checkpoint(source, warn)
-    population: Member = checkpoint.population
+    population: Member | Cohorts = checkpoint.population
     best = checkpoint_best_member(checkpoint, "--init-member best") if config.init_member == "best" else None
     rows = source_members(config.init_member, source.config.pop, config.pop, best)
-    shapes: Member = jax.eval_shape(lambda: init_population(setup))  # one shape: mixed runs are refused above
-    hint = (f"the source is {source.config.algo} on {source.config.env} with --hidden "
-            f"{','.join(map(str, source.config.hidden))}: the networks and the environment's spaces must match")
-    index = np.asarray(rows)
-    agent = take_rows(population.agent, index)
-    check_fits("algorithm state", agent, shapes.agent, hint)
-    if (population.obs_stats is None) != (shapes.obs_stats is None):
-        raise ConfigError(f"--init-from: the source run has --obs-norm {str(population.obs_stats is not None).lower()}, "
-                          f"this run {str(shapes.obs_stats is not None).lower()}; the networks' inputs must be "
-                          "normalised alike: allowed: the source's --obs-norm")
-    obs_stats = None if population.obs_stats is None else take_rows(population.obs_stats, index)
-    if obs_stats is not None:
-        check_fits("observation statistics", obs_stats, shapes.obs_stats, hint)
-    if population.shared is not None:
-        check_fits("shared state", population.shared, shapes.shared, hint, stacked=False)
+    shapes: Member | Cohorts = jax.eval_shape(lambda: init_population(setup))
+    if isinstance(shapes, Cohorts):  # traced above; the run's initial cohorts are drawn from its seed
+        shapes = shapes.replace(assignment=setup.assignment)
+    source_rows = {row: member_row(population, row) for row in dict.fromkeys(rows)}
+    with_stats = next(iter(source_rows.values())).obs_stats is not None
+    if with_stats != (member_shapes(shapes, 0).obs_stats is not None):
+        raise ConfigError(f"--init-from: the source run has --obs-norm {str(with_stats).lower()}, this run "
+                          f"{str(not with_stats).lower()}; the networks' inputs must be normalised alike: allowed: "
+                          "the source's --obs-norm")
+    mixed = isinstance(population, Cohorts) or isinstance(shapes, Cohorts)
+    for member, row in enumerate(rows):
+        # a mixed-shape population on either side: members fit one by one, and the message names them
+        whose = f"member {member}'s " if mixed else ""
+        hint = (f"the source is {source.config.algo} on {source.config.env} with "
+                f"{settings_of(source.config, population, row)}"
+                + (f" (its member {row})" if mixed else "")
+                + (f", this run's member {member} has {settings_of(config, shapes, member)}" if mixed else "")
+                + ": the networks and the environment's spaces must match")
+        target = member_shapes(shapes, member)
+        check_fits(f"{whose}algorithm state", source_rows[row].agent, target.agent, hint, stacked=False)
+        if with_stats:
+            check_fits(f"{whose}observation statistics", source_rows[row].obs_stats, target.obs_stats, hint,
+                       stacked=False)
+    shared = None if isinstance(population, Cohorts) else population.shared
+    if shared is not None:
+        check_fits("shared state", shared, shapes.shared, f"the source is {source.config.algo}", stacked=False)
     record = {"run": str(source_dir), "checkpoint": checkpoint.path.name,
               "env_step": int(checkpoint.manifest["env_step"]), "members": rows}
-    return WarmStart(reset_updates(agent), obs_stats, population.shared, record)
+    return WarmStart([reset_updates(source_rows[row].agent) for row in rows],
+                     [source_rows[row].obs_stats for row in rows] if with_stats else None, shared, record)
 
 
-def warm_started(population: Member, warm: WarmStart) -> Member:
-    """``population`` (whole members, as ``init`` made them) with the source members' states in place."""
-    def placed(new: Any, like: Any) -> Any:
-        # The new run's dtypes exactly; its own RNG keys (a coupled method's sampling key): every random draw
-        # of the new run comes from its seed.
-        return jax.tree.map(lambda x, t: t if is_key(t) else jnp.asarray(x, dtype=t.dtype), new, like)
+def member_shapes(shapes: Member | Cohorts, member: int) -> Member:
+    """One member's part of a population's shapes (``jax.eval_shape`` of its init): no member axis."""
+    if isinstance(shapes, Cohorts):
+        shapes = shapes.blocks[shapes.locate(member)[0]]
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), shapes.replace(shared=None))
 
-    return population.replace(
-        agent=placed(warm.agent, population.agent),
-        obs_stats=None if warm.obs_stats is None else placed(warm.obs_stats, population.obs_stats),
-        shared=population.shared if warm.shared is None else placed(warm.shared, population.shared),
+
+def settings_of(config: TrainConfig, population: Member | Cohorts, member: int) -> str:
+    """A member's shape-setting words for a message: its cohort's label (``hidden=64x64``) in a mixed-shape
+    population, else the run's ``--hidden``."""
+    if isinstance(population, Cohorts):
+        return population.locate(member)[0]
+    return f"--hidden {','.join(map(str, config.hidden))}"
+
+
+def stacked(rows: list[Any], like: Any) -> Any:
+    """Per-member pytrees stacked along a new member axis, in ``like``'s dtypes; ``like``'s own RNG keys (a
+    warm start takes no key: every random draw of the new run comes from its seed)."""
+    def stack(template: Any, *members: Any) -> Any:
+        # through numpy: uncommitted arrays, which the new run's programs place where they run
+        return template if is_key(template) else jnp.asarray(np.stack([np.asarray(x) for x in members]),
+                                                              dtype=template.dtype)
+
+    return jax.tree.map(stack, like, *rows)
+
+
+def warm_started(population: Member | Cohorts, warm: WarmStart) -> Member | Cohorts:
+    """``population`` (whole members, as ``init`` made them; of a mixed-shape run, its cohorts' blocks) with the
+    source members' states in place."""
+    if isinstance(population, Cohorts):
+        return population.replace(blocks={
+            label: warm_started_block(block, warm, population.members(label))
+            for label, block in population.blocks.items()})
+    block = warm_started_block(population, warm, np.arange(len(warm.agents)))
+    shared = population.shared if warm.shared is None else placed_shared(warm.shared, population.shared)
+    return block.replace(shared=shared)
+
+
+def warm_started_block(block: Member, warm: WarmStart, members: np.ndarray) -> Member:
+    """A stack of the new run's members ``members`` (in its row order) with their source members' states."""
+    return block.replace(
+        agent=stacked([warm.agents[m] for m in members], block.agent),
+        obs_stats=None if warm.obs_stats is None else stacked([warm.obs_stats[m] for m in members], block.obs_stats),
     )
+
+
+def placed_shared(shared: Any, like: Any) -> Any:
+    """A coupled algorithm's population-level state in ``like``'s dtypes, with ``like``'s own RNG keys."""
+    return jax.tree.map(lambda x, t: t if is_key(t) else jnp.asarray(x, dtype=t.dtype), shared, like)
