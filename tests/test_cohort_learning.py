@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 import populax
 
@@ -21,6 +22,7 @@ def pendulum_pbt(out, hidden):
 
 # ~2.5 min alone. Measured (same config, seed 0): mixed median -164.7 against -151.3 for 64x64 alone, a gap of
 # 8.8% of the 10% allowed; at 5 evaluation episodes it passed by seed luck only, hence 16.
+@pytest.mark.extended  # a long run (two 8-member PBT runs); make test-extended and CI run it
 def test_pbt_moves_a_two_width_population_to_the_better_width(tmp_path):
     mixed = pendulum_pbt(tmp_path / "mixed", WIDTHS)
     wide = pendulum_pbt(tmp_path / "wide", "64x64")

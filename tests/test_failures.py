@@ -91,7 +91,6 @@ def test_a_diverging_member_of_a_mixed_population_is_reinitialised_or_replaced(t
     assert all(np.isfinite(leaf).all() for m in range(4) for leaf in agent(final, m) if leaf.dtype.kind == "f")
 
 
-@pytest.mark.extended  # make test-extended; CI runs it
 @pytest.mark.skipif(REASON is not None, reason=f"Ray tests run in a loopback-only namespace: {REASON}")
 def test_a_diverging_member_of_a_mixed_population_on_ray_is_frozen_on_its_worker(tmp_path):
     """The same run on 2 Ray workers (each block holds part of both cohorts): member 2 frozen on worker 1."""

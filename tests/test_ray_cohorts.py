@@ -40,6 +40,9 @@ def decisions(path):
             for e in records(path)]
 
 
+# A long run (a Ray run, its resume and the one-process reference); make test-extended and CI run it. The default
+# suite's mixed population on Ray is tests/test_failures.py's (a member frozen on its worker).
+@pytest.mark.extended
 def test_a_mixed_population_on_two_workers_moves_members_between_cohorts_and_workers(tmp_path):
     """Pop 8 in two cohorts on 2 workers, the driver killed (-9) after its first checkpoint and resumed: the run
     completes with exploits across cohorts *and* workers (the source's worker exports it whole, the target's

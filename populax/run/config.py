@@ -118,7 +118,8 @@ class TrainConfig:
     init_from: str | None = None
     """Warm start: a run directory whose members this run starts from (networks, targets, optimizer moments,
     observation statistics from its newest checkpoint; the update counter at 0, so schedules span this run;
-    hyperparameters, replay and environments new). Same algorithm, networks and spaces. None: a fresh init."""
+    hyperparameters, replay and environments new). Same algorithm, networks and spaces (member by member where
+    either run mixes shapes: each member needs a source member of its own cohort's shape). None: a fresh init."""
     init_member: str = "each"
     """--init-from: which source member each member starts from: each (member i from member i; equal --pop),
     best (the source's best at its last evaluation, for every member) or a member id."""
