@@ -21,7 +21,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -x --durations=15 -n 2 --dist loadfile
 
-# The rest of the feature matrices (algorithm x backend x strategy cells beyond one per path); CI runs it after `test`.
+# The rest of the feature matrices (algorithm x backend x strategy cells beyond one per path) and the long runs
+# (learning comparisons, Ray recoveries) whose path has a cheaper default cell; CI runs it after `test`.
 test-extended: $(STAMP)
 	$(BIN)/python -m pytest -q -x --durations=10 -n 2 --dist loadfile -m extended
 
