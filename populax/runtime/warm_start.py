@@ -73,7 +73,7 @@ def source_members(choice: str, source_pop: int, pop: int, best: int | None) -> 
 
 
 def reset_updates(agent: Any) -> Any:
-    """``agent`` (stacked) with its update counter at 0, when it has one (a field named ``updates``)."""
+    """One member's ``agent`` with its update counter at 0, when it has one (a field named ``updates``)."""
     if hasattr(agent, "updates") and hasattr(agent, "replace"):
         return agent.replace(updates=jnp.zeros_like(agent.updates))
     if isinstance(agent, dict) and "updates" in agent:
@@ -81,9 +81,9 @@ def reset_updates(agent: Any) -> Any:
     return agent
 
 
-def check_fits(part: str, source: Any, target: Any, hint: str, stacked: bool = True) -> None:
-    """ConfigError naming the first array of ``part`` whose shape or dtype differs (or another structure);
-    ``stacked``: the arrays have a member axis first, left out of the message (a member's shape is named)."""
+def check_fits(part: str, source: Any, target: Any, hint: str) -> None:
+    """ConfigError naming the first array of ``part`` (one member's, or a population-level state) whose shape or
+    dtype differs, or another structure."""
     source_leaves, source_tree = jax.tree_util.tree_flatten_with_path(source)
     target_leaves, target_tree = jax.tree_util.tree_flatten_with_path(target)
     if source_tree != target_tree:
@@ -94,9 +94,8 @@ def check_fits(part: str, source: Any, target: Any, hint: str, stacked: bool = T
             continue
         if tuple(np.shape(a)) != tuple(b.shape) or np.asarray(a).dtype != b.dtype:
             where = jax.tree_util.keystr(path)
-            skip = 1 if stacked else 0
-            raise ConfigError(f"--init-from: {part}{where} is {np.shape(a)[skip:]} {np.asarray(a).dtype} in the source "
-                              f"run, {tuple(b.shape)[skip:]} {b.dtype} here; {hint}")
+            raise ConfigError(f"--init-from: {part}{where} is {np.shape(a)} {np.asarray(a).dtype} in the source "
+                              f"run, {tuple(b.shape)} {b.dtype} here; {hint}")
 
 
 def load_warm_start(setup: RunSetup, warn: Any = warn_on_stderr) -> WarmStart | None:
@@ -136,13 +135,12 @@ def load_warm_start(setup: RunSetup, warn: Any = warn_on_stderr) -> WarmStart | 
                 + (f", this run's member {member} has {settings_of(config, shapes, member)}" if mixed else "")
                 + ": the networks and the environment's spaces must match")
         target = member_shapes(shapes, member)
-        check_fits(f"{whose}algorithm state", source_rows[row].agent, target.agent, hint, stacked=False)
+        check_fits(f"{whose}algorithm state", source_rows[row].agent, target.agent, hint)
         if with_stats:
-            check_fits(f"{whose}observation statistics", source_rows[row].obs_stats, target.obs_stats, hint,
-                       stacked=False)
+            check_fits(f"{whose}observation statistics", source_rows[row].obs_stats, target.obs_stats, hint)
     shared = None if isinstance(population, Cohorts) else population.shared
     if shared is not None:
-        check_fits("shared state", shared, shapes.shared, f"the source is {source.config.algo}", stacked=False)
+        check_fits("shared state", shared, shapes.shared, f"the source is {source.config.algo}")
     record = {"run": str(source_dir), "checkpoint": checkpoint.path.name,
               "env_step": int(checkpoint.manifest["env_step"]), "members": rows}
     return WarmStart([reset_updates(source_rows[row].agent) for row in rows],
