@@ -384,7 +384,8 @@ def print_algorithm(algorithm: Any, given: str) -> None:
     out = Console(width=200)
     out.print(f"[bold]{given}[/bold]: {learner_kind(algorithm)}, {action_kinds(algorithm)} actions; "
               f"--pbt-copy policy copies: {copied_by_policy_exploit(algorithm)}")
-    table = Table(title="Hyperparameters (--hp.NAME VALUE: traced, may differ per member, PBT/PB2 explore them)")
+    table = Table(title="Hyperparameters (--hp.NAME VALUE: traced, may differ per member, PBT/PB2 explore them; "
+                        "--hp.NAME search draws from the search range)")
     for column in ("name", "default", "valid", "search range", "meaning"):
         table.add_column(column, overflow="fold")
     for row in hparam_rows(algorithm):

@@ -88,6 +88,9 @@ def parse_static(name: str, text: Any, pop: int) -> StaticSpec:
     """A user's ``--hp.NAME`` for static setting ``name``: one value, one per member, or ``choice:A,B,...``."""
     if isinstance(text, (list, tuple)):
         text = ",".join(value_text(name, v) if isinstance(v, (list, tuple)) else str(v) for v in text)
+    if str(text).strip() == "search":  # a shape declares no search range: its candidates are the user's to name
+        raise ConfigError(f"{setting_flag(name)}: a static setting has no declared search range; give "
+                          "choice:A,B,... or one value per member")
     kind, _, rest = str(text).strip().partition(":")
     if not rest:
         kind, rest = "list", str(text)

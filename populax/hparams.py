@@ -12,7 +12,10 @@ A user gives a value per hyperparameter as a string (``--hp.lr-actor VALUE``):
 * ``1e-4,3e-4,1e-3,3e-3``   -- one value per member (exactly N of them);
 * ``uniform:LO,HI``         -- drawn per member from the run's seeded key;
 * ``loguniform:LO,HI``      -- drawn log-uniformly;
-* ``choice:A,B,...``        -- drawn uniformly from a finite set.
+* ``choice:A,B,...``        -- drawn uniformly from a finite set;
+* ``search``                -- drawn from the algorithm's declared search range
+  (log-uniformly where the hyperparameter is declared logarithmic), the range
+  PBT/PB2 then explore (``populax algos ALGO`` lists each one's).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ class HParamInfo(NamedTuple):
     valid: tuple[float, float]
     """Closed interval of values the algorithm accepts at all."""
     search: tuple[float, float]
-    """Interval a search (PBT resampling, sweeps) explores by default."""
+    """Interval ``--hp.NAME search`` draws from, and so PBT/PB2 explore (the valid range when not declared)."""
     log: bool
     """Whether the natural scale is logarithmic (learning rates)."""
     integer: bool
@@ -91,8 +94,11 @@ class Distribution(NamedTuple):
 
 _SPEC_HELP = (
     "expected a number, N comma-separated numbers, uniform:LO,HI, "
-    "loguniform:LO,HI or choice:A,B,..."
+    "loguniform:LO,HI, choice:A,B,... or search"
 )
+
+SEARCH = "search"
+"""The value that means "the declared search range" (``--hp.lr-actor search``)."""
 
 
 def parse_spec(name: str, text: str | float | int | list, pop: int | None) -> Distribution:
@@ -135,6 +141,20 @@ def parse_spec(name: str, text: str | float | int | list, pop: int | None) -> Di
     raise ConfigError(f"{setting}: unknown distribution {kind!r}; {_SPEC_HELP}")
 
 
+def declared_search(name: str, info: HParamInfo) -> Distribution:
+    """The prior ``--hp.NAME search`` stands for: the declared search range, drawn log-uniformly where the
+    hyperparameter is declared logarithmic (and the range positive), uniformly otherwise."""
+    lo, hi = info.search
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ConfigError(
+            f"--hp.{cli_name(name)}: search: the algorithm declares no finite search range for it (valid: "
+            f"[{info.valid[0]:g}, {info.valid[1]:g}]); give uniform:LO,HI or loguniform:LO,HI"
+        )
+    if lo == hi:
+        return Distribution("const", (lo,))
+    return Distribution("loguniform" if info.log and lo > 0 else "uniform", (lo, hi))
+
+
 def draw(dist: Distribution, key: jax.Array, pop: int) -> np.ndarray:
     """Draw ``pop`` values from ``dist`` with ``key`` (deterministic per key)."""
     lo, hi = dist.bounds()
@@ -170,7 +190,8 @@ def resolve_specs(
     """Turn the user's hyperparameter settings into one Distribution per field.
 
     Unknown names raise a ConfigError listing the algorithm's names; fields the
-    user did not set take their declared default.
+    user did not set take their declared default; ``search`` becomes the declared
+    search range (:func:`declared_search`).
     """
     infos = hparam_infos(hparams_type)
     specs = {name: Distribution("const", (info.default,)) for name, info in infos.items()}
@@ -179,7 +200,8 @@ def resolve_specs(
         if name not in infos:
             known = ", ".join(cli_name(n) for n in infos)
             raise ConfigError(f"--hp.{cli_name(name)}: unknown hyperparameter; allowed: {known}")
-        specs[name] = parse_spec(name, text, pop)
+        is_search = isinstance(text, str) and text.strip() == SEARCH
+        specs[name] = declared_search(name, infos[name]) if is_search else parse_spec(name, text, pop)
     return specs
 
 

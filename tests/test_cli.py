@@ -32,10 +32,12 @@ def test_train_writes_the_documented_run_directory(tmp_path):
     out = tmp_path / "run"
     code = main(["train", "--pop", "3", "--total-steps", "600", "--eval-every", "300", "--learning-starts", "200",
                  "--hidden", "16,16", "--batch-size", "32", "--eval-episodes", "2", "--no-progress",
-                 "--hp.lr-actor", "loguniform:1e-4,1e-2", "--hp.gamma", "0.9,0.95,0.99", "--out", str(out)])
+                 "--hp.lr-actor", "loguniform:1e-4,1e-2", "--hp.gamma", "0.9,0.95,0.99", "--hp.tau", "search",
+                 "--out", str(out)])
     assert code == 0
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["pop"] == 3 and config["hidden"] == [16, 16] and config["hp"]["gamma"] == "0.9,0.95,0.99"
+    assert config["hp"]["tau"] == "loguniform:0.001,0.1"  # `search`, resolved to td3's declared range
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 2 * 3  # 2 evaluations x 3 members
     assert {"env_step", "member", "return", "hparams"} <= set(records[0])
@@ -46,6 +48,8 @@ def test_train_writes_the_documented_run_directory(tmp_path):
     assert [m["id"] for m in summary["members"]] == [0, 1, 2]
     assert {"hparams", "final_return"} <= set(summary["members"][0])
     assert summary["updates_per_s"] > 0
+    taus = [m["hparams"]["tau"] for m in summary["members"]]
+    assert all(1e-3 <= tau <= 0.1 for tau in taus) and len(set(taus)) == 3
     event_files = list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert event_files and event_files[0].stat().st_size > 1000
     # TensorBoard's HParams dashboard: a session per member, its final hyperparameters and final return.

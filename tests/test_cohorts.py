@@ -52,6 +52,7 @@ def test_static_settings_parse_per_member_and_as_choices():
     ({"hidden": "8x8,32x32"}, "--hp.hidden: gives 2 values but --pop is 4"),
     ({"hidden": "8x8,wide"}, "--hp.hidden: cannot read 'wide' as widths like 64x64"),
     ({"batch-size": "choice:0,4"}, "--hp.batch-size: cannot read '0' as a positive whole number"),
+    ({"hidden": "search"}, "--hp.hidden: a static setting has no declared search range; give choice:A,B,..."),
 ])
 def test_static_settings_that_cannot_be_read_or_mixed_are_refused(hp, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(".", r"\.")):

@@ -3,10 +3,20 @@
 import jax
 import numpy as np
 import pytest
+from flax import struct
 
 from populax.agents.td3 import TD3HParams
 from populax.errors import ConfigError
-from populax.hparams import Distribution, parse_spec, resolve_specs, sample_population, spec_to_text
+from populax.hparams import (
+    Distribution,
+    hparam,
+    hparam_infos,
+    parse_spec,
+    resolve_specs,
+    sample_population,
+    spec_to_text,
+)
+from populax.strategies.space import make_space
 
 
 @pytest.mark.parametrize(
@@ -68,3 +78,41 @@ def test_unknown_and_out_of_range_values():
     specs = {**resolve_specs(TD3HParams, {}, pop=2), "delay": Distribution("const", (0.0,))}
     with pytest.raises(ConfigError, match="--hp.delay"):
         sample_population(TD3HParams, specs, jax.random.key(0), 2)
+
+
+def test_search_draws_from_the_declared_search_range_and_pbt_explores_it():
+    """``--hp.NAME search``: the declared range, log-uniform where declared logarithmic, integers rounded."""
+    specs = resolve_specs(TD3HParams, {"lr-actor": "search", "delay": " search", "sigma": "search"}, pop=256)
+    infos = hparam_infos(TD3HParams)
+    assert specs["lr_actor"] == Distribution("loguniform", infos["lr_actor"].search) == Distribution(
+        "loguniform", (3e-5, 3e-3))
+    assert specs["delay"] == Distribution("uniform", (1, 5)) and specs["sigma"] == Distribution("uniform", (0.0, 1.0))
+    assert specs["gamma"] == Distribution("const", (0.99,))  # not asked for: the default
+    drawn = sample_population(TD3HParams, specs, jax.random.key(0), 256)
+    lr = np.asarray(drawn.lr_actor)
+    assert 3e-5 <= lr.min() and lr.max() <= 3e-3
+    assert 80 < int((lr < np.sqrt(3e-5 * 3e-3)).sum()) < 176  # log-uniform: half below the geometric mean
+    assert set(np.asarray(drawn.delay).tolist()) == {1.0, 2.0, 3.0, 4.0, 5.0}
+    # PBT/PB2 explore exactly the declared range (the strategies' space is built from the specs).
+    space = {dim.name: dim for dim in make_space(TD3HParams, specs)}
+    assert list(space) == ["lr_actor", "sigma", "delay"]
+    assert (space["lr_actor"].lo, space["lr_actor"].hi, space["lr_actor"].log) == (3e-5, 3e-3, True)
+    assert (space["delay"].lo, space["delay"].hi, space["delay"].integer) == (1, 5, True)
+    # The resolved config writes the range out, so a rerun or resume does not depend on the declaration.
+    assert spec_to_text(specs["lr_actor"]) == "loguniform:3e-05,0.003"
+
+
+@struct.dataclass
+class UnboundedHParams:
+    """An algorithm's hyperparameters, one declared without a search range."""
+
+    scale: float = hparam(1.0, "A multiplier with no natural range.")
+    rate: float = hparam(0.1, "A rate with its valid range only.", valid=(0, 1))
+
+
+def test_search_without_a_declared_finite_range_is_a_one_line_error():
+    with pytest.raises(ConfigError, match=r"^--hp.scale: search: the algorithm declares no finite search range .*"
+                                          r"give uniform:LO,HI or loguniform:LO,HI$"):
+        resolve_specs(UnboundedHParams, {"scale": "search"}, pop=2)
+    # Without a search range the valid range is the declared one (hparam's default), when finite.
+    assert resolve_specs(UnboundedHParams, {"rate": "search"}, pop=2)["rate"] == Distribution("uniform", (0, 1))

@@ -1,7 +1,8 @@
 """The search space a population strategy explores: bounds and priors per hyperparameter.
 
-Only hyperparameters the user gave as a distribution or a per-member list are
-explored (``--hp.lr-actor loguniform:1e-5,1e-2``); fixed ones stay fixed, so a
+Only hyperparameters the user gave as a distribution, a per-member list or
+``search`` (the declared search range) are explored (``--hp.lr-actor
+loguniform:1e-5,1e-2``, ``--hp.tau search``); fixed ones stay fixed, so a
 recipe says exactly what PBT/PB2 may change. Bounds are the user's
 distribution's range, clipped to what the algorithm accepts (``HParamInfo.valid``).
 Values are also mapped to a unit cube (log scale where the hyperparameter is
