@@ -92,10 +92,12 @@ def test_a_diverging_member_of_a_mixed_population_is_reinitialised_or_replaced(t
 
 
 @pytest.mark.skipif(REASON is not None, reason=f"Ray tests run in a loopback-only namespace: {REASON}")
-def test_a_diverging_member_of_a_mixed_population_on_ray_is_frozen_on_its_worker(tmp_path):
-    """The same run on 2 Ray workers (each block holds part of both cohorts): member 2 frozen on worker 1."""
+@pytest.mark.parametrize("env", ["Pendulum-v1", pytest.param("gymnasium:Pendulum-v1", marks=pytest.mark.extended)])
+def test_a_diverging_member_of_a_mixed_population_on_ray_is_frozen_on_its_worker(tmp_path, env):
+    """The same run on 2 Ray workers (each block holds part of both cohorts): member 2 frozen on worker 1;
+    compiled and host (Gymnasium) workers."""
     run_dir = tmp_path / "run"
-    args = ["--env", "Pendulum-v1", "--algo", SETTINGS["algo"], "--pop", "4", "--total-steps", "800",
+    args = ["--env", env, "--algo", SETTINGS["algo"], "--pop", "4", "--total-steps", "800",
             "--eval-every", "200", "--batch-size", "32", "--learning-starts", "100", "--eval-episodes", "2",
             "--checkpoint-every", "200", "--keep-checkpoints", "10", "--seed", "0",
             "--hp.hidden", "16x16,32x32,32x32,16x16", "--hp.diverge-at", "1e9,1e9,300,1e9", "--on-failure", "freeze",

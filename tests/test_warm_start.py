@@ -201,6 +201,37 @@ def test_a_mixed_shape_run_starts_member_by_member_from_a_mixed_shape_source(tmp
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.extended
+@pytest.mark.parametrize("env, algo, hp, compared", [
+    ("gymnasium:Pendulum-v1", "td3", {}, None),  # the host backend's cohorts
+    ("Pendulum-v1", "sac", {}, None),
+    ("CartPole-v1", "dqn", {}, None),
+    # PPO updates from its first rollout on: a learning rate of 0 keeps the networks as they started (the
+    # optimizer's moments still move), so its networks are what is compared.
+    ("Pendulum-v1", "ppo", {"lr": 0}, "params"),
+])
+def test_a_mixed_shape_warm_start_takes_each_member_in_its_shape_for_every_algorithm_and_the_host(
+        tmp_path, env, algo, hp, compared):
+    """The mixed -> mixed warm start of the TD3 test above, on the other algorithms and on a Gymnasium (host) run."""
+    widths = {"hidden": "16x16,16x16,32x32,32x32"}
+    source_dir = tmp_path / "source"
+    populax.train(populax.TrainConfig(env=env, algo=algo, pop=4, hp=widths, out=str(source_dir), **TINY))
+    source = source_population(source_dir)
+    new = populax.train(populax.TrainConfig(env=env, algo=algo, pop=4, hp={**widths, **hp}, init_from=str(source_dir),
+                                            out=str(tmp_path / "new"), **{**TINY, "learning_starts": 400}))
+    assert new.summary["init_from"]["members"] == [0, 1, 2, 3]
+    assert new.summary["backend"] == ("host" if env.startswith("gymnasium:") else "compiled")
+    started = members_at(tmp_path / "new", 0, tmp_path)
+    for m in range(4):
+        ours, theirs = member_row(started, m).agent, member_row(source, m).agent
+        if compared:
+            ours, theirs = getattr(ours, compared), getattr(theirs, compared)
+        else:
+            ours, theirs = ours.replace(updates=0), theirs.replace(updates=0)
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_members_differing_in_batch_size_all_start_from_a_one_shape_source(td3_source, tmp_path):
     """A static setting that leaves the networks' shapes alone (--hp.batch-size) makes cohorts of one network
     shape: every member starts from its source member, observation statistics included (these take in every
@@ -243,8 +274,10 @@ def test_ray_workers_start_from_the_source_members(td3_source, tmp_path):
 
 
 @pytest.mark.extended
-def test_ray_workers_start_a_mixed_shape_run_from_a_mixed_shape_source(tmp_path):
-    """Each worker's block holds part of both widths; every member starts from its source member."""
+@pytest.mark.parametrize("env", ["Pendulum-v1", "gymnasium:Pendulum-v1"])
+def test_ray_workers_start_a_mixed_shape_run_from_a_mixed_shape_source(tmp_path, env):
+    """Each worker's block holds part of both widths; every member starts from its source member; compiled and
+    host (Gymnasium) workers."""
     from test_ray import REASON, run_loopback
     from test_ray import populax as ray_cli
 
@@ -252,9 +285,9 @@ def test_ray_workers_start_a_mixed_shape_run_from_a_mixed_shape_source(tmp_path)
         pytest.skip(f"Ray runs in a loopback-only namespace: {REASON}")
     widths = "16x16,32x32,32x32,16x16"
     source_dir, out = tmp_path / "source", tmp_path / "ray"
-    populax.train(populax.TrainConfig(env="Pendulum-v1", algo="td3", pop=4, hp={"hidden": widths},
+    populax.train(populax.TrainConfig(env=env, algo="td3", pop=4, hp={"hidden": widths},
                                       out=str(source_dir), **TINY))
-    run_loopback(ray_cli("train", "--env", "Pendulum-v1", "--algo", "td3", "--pop", "4", "--hp.hidden", widths,
+    run_loopback(ray_cli("train", "--env", env, "--algo", "td3", "--pop", "4", "--hp.hidden", widths,
                          "--total-steps", "800", "--eval-every", "400", "--learning-starts", "400",
                          "--batch-size", "32", "--eval-episodes", "2", "--checkpoint-every", "400",
                          "--keep-checkpoints", "5", "--executor", "ray", "--workers", "2", "--init-from",
