@@ -180,8 +180,9 @@ def validate(name: str, info: HParamInfo, values: np.ndarray) -> None:
             f"--hp.{cli_name(name)}: {float(bad[0]):g} is outside the allowed range "
             f"[{lo:g}, {hi:g}]"
         )
-    if info.integer and np.any(values != np.round(values)):
-        raise ConfigError(f"--hp.{cli_name(name)}: must be a whole number")
+    fractional = values[values != np.round(values)] if info.integer else values[:0]
+    if fractional.size:
+        raise ConfigError(f"--hp.{cli_name(name)}: must be a whole number (got {float(fractional[0]):g})")
 
 
 def resolve_specs(
@@ -227,18 +228,26 @@ def sample_population(
     columns = {}
     for k, (name, info) in zip(keys, infos.items(), strict=True):
         values = draw(specs[name], k, pop)
-        if info.integer:
-            values = np.round(values)
+        if info.integer and specs[name].kind in ("uniform", "loguniform"):
+            values = np.round(values)  # a draw from a range lands between whole numbers; a given value must not
         validate(name, info, values)
         columns[name] = jnp.asarray(values, jnp.float32)
     return hparams_type(**columns)
+
+
+def number_text(value: float) -> str:
+    """``value`` as short as it reads back exactly: ``3e-05``, ``0.9``, ``1234567`` (not ``1.23457e+06``)."""
+    short = f"{value:g}"
+    if float(short) == value:
+        return short
+    return str(int(value)) if value == int(value) else repr(float(value))
 
 
 def spec_to_text(dist: Distribution) -> str | float:
     """The inverse of :func:`parse_spec`, used to write a resolved config."""
     if dist.kind == "const":
         return dist.values[0]
-    joined = ",".join(f"{v:g}" for v in dist.values)
+    joined = ",".join(number_text(v) for v in dist.values)
     return joined if dist.kind == "list" else f"{dist.kind}:{joined}"
 
 

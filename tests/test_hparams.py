@@ -116,3 +116,20 @@ def test_search_without_a_declared_finite_range_is_a_one_line_error():
         resolve_specs(UnboundedHParams, {"scale": "search"}, pop=2)
     # Without a search range the valid range is the declared one (hparam's default), when finite.
     assert resolve_specs(UnboundedHParams, {"rate": "search"}, pop=2)["rate"] == Distribution("uniform", (0, 1))
+
+
+def test_a_resolved_config_reads_back_every_value_exactly_and_given_integers_are_not_rounded():
+    """The resolved config.yaml reruns a run: a list of many-digit values must read back to the same values
+    (``%g`` would write 1234567 as 1.23457e+06); a fractional value of an integer hyperparameter is an error,
+    not silently rounded (a draw from a range is rounded)."""
+    given = {"eps-decay-steps": "1234567,2000000", "lr": "0.000123456789,3e-4", "gamma": "uniform:0.91234567,1"}
+    from populax.agents.dqn import DQNHParams
+
+    specs = resolve_specs(DQNHParams, given, pop=2)
+    again = resolve_specs(DQNHParams, {name: spec_to_text(spec) for name, spec in specs.items()}, pop=2)
+    assert again == specs
+    assert spec_to_text(specs["eps_decay_steps"]) == "1234567,2e+06" and spec_to_text(specs["lr"]) == (
+        "0.000123456789,0.0003")
+    for text in ("1.5", "1,2.5", "choice:1,2.5"):
+        with pytest.raises(ConfigError, match=r"^--hp.delay: must be a whole number \(got [12]\.5\)$"):
+            sample_population(TD3HParams, resolve_specs(TD3HParams, {"delay": text}, pop=2), jax.random.key(0), 2)
