@@ -4,6 +4,9 @@ algorithm (``--algo py:...``), resolved the same way in every process that reads
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+from types import ModuleType
 from typing import Any
 
 from populax.errors import ConfigError
@@ -12,15 +15,37 @@ PY_PREFIX = "py:"
 """``py:package.module:attribute``: the prefix of a setting that names an object by import path."""
 
 
+def import_user_module(module_name: str) -> ModuleType:
+    """Import a user's module, looking in the current directory too, as ``python -m`` and ``python script.py``
+    do: the ``populax`` command (a console script) does not put it on ``sys.path``, so ``populax train --algo
+    py:my_algo:ALGO`` beside ``my_algo.py`` would not find it otherwise. The directory goes last, so it shadows
+    nothing installed. Raises ImportError as ``importlib`` does."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        here = os.getcwd()
+        top = module_name.partition(".")[0]
+        if error.name != top or here in sys.path or "" in sys.path or not _found_in(here, top):
+            raise
+        sys.path.append(here)
+        return importlib.import_module(module_name)
+
+
+def _found_in(directory: str, top: str) -> bool:
+    """Whether ``directory`` holds module or package ``top``."""
+    return os.path.isfile(os.path.join(directory, f"{top}.py")) or os.path.isdir(os.path.join(directory, top))
+
+
 def load_import_path(path: str, setting: str = "--env") -> Any:
     """The object at ``package.module:attribute`` (dots in the attribute walk into it); one-line ConfigError."""
     module_name, colon, attribute = path.partition(":")
     if not colon or not module_name or not attribute:
         raise ConfigError(f"{setting}: {PY_PREFIX}{path!r} is not an import path; expected py:package.module:attribute")
     try:
-        target = importlib.import_module(module_name)
+        target = import_user_module(module_name)
     except ImportError as error:
-        raise ConfigError(f"{setting}: cannot import module {module_name!r} ({error})") from None
+        raise ConfigError(f"{setting}: cannot import module {module_name!r} ({error}; looked on PYTHONPATH and in "
+                          f"the current directory)") from None
     for name in attribute.split("."):
         if not hasattr(target, name):
             raise ConfigError(f"{setting}: module {module_name!r} has no attribute {attribute!r}")

@@ -133,3 +133,33 @@ def test_the_python_api_takes_the_algorithm_object(tmp_path, capsys):
         ALGORITHMS.pop("notebook-ddpg", None)
     with pytest.raises(ConfigError, match=r"^--algo: expected an algorithm's name or a populax.Algorithm \(got int\)$"):
         prepare(TrainConfig(algo=3))
+
+
+def test_a_module_in_the_current_directory_is_found_as_python_m_would_find_it(tmp_path, monkeypatch):
+    """The `populax` console script does not put the current directory on sys.path: `--algo py:my_algo:ALGO` and
+    `--env gymnasium:my_envs:Id` beside the user's file are looked up there too (last), and a module found nowhere
+    is one line saying where it was looked for."""
+    import gymnasium as gym
+
+    from populax.envs.host_envs import registered_id
+    from populax.importpath import load_import_path
+
+    (tmp_path / "my_cwd_algo.py").write_text("MARKER = 42\n")
+    (tmp_path / "my_cwd_envs.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('CwdPendulum-v0', entry_point='gymnasium.envs.classic_control:PendulumEnv')\n")
+    monkeypatch.chdir(tmp_path)
+    without_it = [p for p in sys.path if p not in ("", str(tmp_path))]
+    for module in ("my_cwd_algo", "my_cwd_envs"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.setattr(sys, "path", list(without_it))
+    assert load_import_path("my_cwd_algo:MARKER", "--algo") == 42
+    assert sys.path == [*without_it, str(tmp_path)]  # last: it shadows nothing installed
+    monkeypatch.setattr(sys, "path", list(without_it))
+    try:
+        assert registered_id(gym, "my_cwd_envs:CwdPendulum-v0") == "CwdPendulum-v0"
+    finally:
+        gym.registry.pop("CwdPendulum-v0", None)
+    with pytest.raises(ConfigError, match=r"^--algo: cannot import module 'no_such_user_module' \(No module named "
+                                          r"'no_such_user_module'; looked on PYTHONPATH and in the current directory\)$"):
+        load_import_path("no_such_user_module:X", "--algo")

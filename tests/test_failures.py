@@ -9,12 +9,13 @@ cannot reach a mixed population's members, which live in their cohorts' blocks.
 import json
 import shlex
 import shutil
+import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from test_ray import REASON, populax, records, run_loopback
+from test_ray import REASON, records, run_loopback
 
 from populax import TrainConfig, train
 from populax.member import member_row
@@ -103,7 +104,10 @@ def test_a_diverging_member_of_a_mixed_population_on_ray_is_frozen_on_its_worker
             "--hp.hidden", "16x16,32x32,32x32,16x16", "--hp.diverge-at", "1e9,1e9,300,1e9", "--on-failure", "freeze",
             "--no-recipe", "--no-progress", "--no-tensorboard", "--executor", "ray", "--workers", "2",
             "--out", str(run_dir)]
-    run_loopback(f"PYTHONPATH={shlex.quote(str(TESTS))}:$PYTHONPATH {populax('train', *args)}")
+    # As a user runs it: the `populax` command in the directory holding the algorithm's module, which the command
+    # and every Ray worker find there (a console script does not put the directory on sys.path by itself).
+    command = shlex.join([str(Path(sys.executable).parent / "populax"), "train", *args])
+    run_loopback(f"cd {shlex.quote(str(TESTS))} && {command}")
     assert events(run_dir) == [("freeze", 2, 400)]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["backend"] == "ray" and summary["ray"]["blocks"] == [[0, 1], [2, 3]]

@@ -24,6 +24,7 @@ import numpy as np
 from populax.agents.base import ActionSpec
 from populax.envs.custom import is_custom, resolve_custom
 from populax.errors import ConfigError
+from populax.importpath import import_user_module
 
 VECTOR_MODES = ("sync", "async")
 
@@ -242,9 +243,10 @@ def registered_id(gym: Any, env_id: str) -> str:
     module, colon, registered = env_id.partition(":")
     if colon:
         try:
-            importlib.import_module(module)
+            import_user_module(module)
         except ImportError as error:
-            raise ConfigError(f"--env: cannot import module {module!r} of {env_id!r} ({error})") from None
+            raise ConfigError(f"--env: cannot import module {module!r} of {env_id!r} ({error}; looked on PYTHONPATH "
+                              f"and in the current directory)") from None
     else:
         registered = env_id
     if registered not in gym.registry:
