@@ -155,8 +155,11 @@ def sharded_executor(fn: Callable[..., Any], donate: bool = False) -> Callable[.
     return shard_members(jax.vmap(fn), donate)
 
 
-def init_members(init: Callable[..., Any]) -> Callable[..., Any]:
-    """A member ``init(key, hparams)`` over stacked keys and hyperparameters, as a compiled loop.
+def init_members(init: Callable[..., Any], shards: int = 1) -> Callable[..., Any]:
+    """A member ``init(key, hparams)`` over stacked keys and hyperparameters, as a compiled loop; with ``shards``
+    > 1 (the devices the run's executor splits the members over, ``executor_shards``), each device runs the loop
+    over its own members and holds only their state (replay buffers included): the first chunk then finds the
+    population where it runs, and no device ever holds all of it.
 
     Never vmapped, whatever the executor: orthogonal initialisation (PPO's)
     runs a LAPACK QR, and jaxlib's batched QR kernel waits inside XLA:CPU's
@@ -165,7 +168,10 @@ def init_members(init: Callable[..., Any]) -> Callable[..., Any]:
     (observed: the suite hanging in the PPO test). Unbatched QRs do not
     nest, and an initialisation runs once, so the loop costs nothing.
     """
-    return jax.jit(lambda keys, hparams: jax.lax.map(lambda args: init(*args), (keys, hparams)))
+    def members(keys: jax.Array, hparams: Any) -> Any:
+        return jax.lax.map(lambda args: init(*args), (keys, hparams))
+
+    return shard_members(members) if shards > 1 else jax.jit(members)
 
 
 LOOP_MIN_WEIGHT = 128 * 128

@@ -22,19 +22,40 @@ from populax.runtime import init_population, prepare, train
 HP = {"lr-actor": "1e-4,3e-4,1e-3,3e-3,1e-4,3e-4,1e-3,3e-3", "delay": "1,2,3,2,1,2,3,2"}
 
 
-def run_chunks(executor: str, chunks: int = 2):
-    """Two chunks of 150 steps (learning from step 50: 250 updates per member) of a TD3 population of 8."""
+def initial(executor: str):
+    """(setup, initial members) of a TD3 population of 8 (two chunks of 150 steps, learning from step 50)."""
     config = TrainConfig(pop=8, total_steps=300, eval_every=150, learning_starts=50, hidden=(32, 32), batch_size=64,
                          executor=executor, hp=HP, out="unused")
     setup = prepare(config)
-    population = init_population(setup)
+    return setup, init_population(setup)
+
+
+def key_free(leaf) -> np.ndarray:
+    return np.asarray(jax.random.key_data(leaf) if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key) else leaf)
+
+
+def check_init_placement() -> None:
+    """The sharded init leaves each device its own 2 members (agents, replay buffers, envs), none all 8, and
+    they are the one-device init's members bit for bit."""
+    (_, reference), (_, population) = initial("vmap"), initial("sharded")
+    for ref, got in zip(jax.tree.leaves(reference), jax.tree.leaves(population), strict=True):
+        assert len(got.sharding.device_set) == 4, got.sharding
+        assert {shard.data.shape[0] for shard in got.addressable_shards} == {2}
+        np.testing.assert_array_equal(key_free(got), key_free(ref))
+
+
+def run_chunks(executor: str, chunks: int = 2):
+    """Two chunks of 150 steps (learning from step 50: 250 updates per member) of a TD3 population of 8."""
+    setup, population = initial(executor)
     for chunk in range(chunks):
         population, metrics = setup.backend.advance(population, chunk)
     return population
 
 
 def check_equality() -> None:
-    """Sharded over 4 devices equals one vmap after 250 updates (tolerances as tests/test_executors.py explains)."""
+    """Sharded over 4 devices equals one vmap after 250 updates (tolerances as tests/test_executors.py explains);
+    the members start on their devices."""
+    check_init_placement()
     reference, population = run_chunks("vmap"), run_chunks("sharded")
     assert int(np.asarray(population.agent.updates)[0]) == 250
     devices = {d for leaf in jax.tree.leaves(population.agent) for d in leaf.sharding.device_set}

@@ -25,7 +25,7 @@ from populax.coupled import mean_policy_summary
 from populax.edits import MemberEdits, apply_edits
 from populax.envs.jax_envs import JaxEnv, describe_action, make_jax_env
 from populax.member import Member, finite_population, without_shared
-from populax.population import donated, init_members, quiet_donation
+from populax.population import donated, executor_shards, init_members, quiet_donation
 from populax.run.config import TrainConfig
 
 EVAL_KEY = 3
@@ -60,7 +60,7 @@ class CompiledBackend:
             self._init = jax.jit(self.program.init_population)
         else:
             self._train_chunk = executor(self.program.train_chunk, donate=donate)
-            self._init = init_members(self.program.init)
+            self._init = init_members(self.program.init, executor_shards(config.executor, config.pop))
         self.last_metrics: dict[str, Any] = {}
         self.place = (np.arange(config.pop), config.pop)
         """(members, run's population): the members this backend runs within the run (see ``run_block``)."""

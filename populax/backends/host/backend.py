@@ -62,6 +62,7 @@ from populax.envs.jax_envs import describe_action
 from populax.errors import ConfigError
 from populax.loop.shape import agent_spec as loop_agent_spec
 from populax.member import Member, finite_population, member_steps, where_members
+from populax.population import executor_shards
 from populax.run.config import TrainConfig
 
 
@@ -133,7 +134,8 @@ class HostBackend:
                                      total_steps)
         self.agent = algorithm.make(agent_spec)
         """One member's agent functions (``Agent``: a mixed-shape population distils with them)."""
-        self.functions = make_functions(self.agent, spec, self.plan, executor, config.obs_norm)
+        self.functions = make_functions(self.agent, spec, self.plan, executor, config.obs_norm,
+                                        executor_shards(config.executor, config.pop))
         self._reset_session()
 
     place: tuple[np.ndarray | None, int | None] = (None, None)

@@ -127,10 +127,12 @@ class HostFunctions(NamedTuple):
     """(agent, stats, obs[M, ...]) -> actions of ONE member (jitted, no executor; `populax eval`)."""
 
 
-def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Callable, obs_norm: bool) -> HostFunctions:
+def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Callable, obs_norm: bool,
+                   shards: int = 1) -> HostFunctions:
     """The member loop's steps (``populax.loop``) for ONE member on host data, mapped over the population with the
     executor. Observations are normalised with the member's running statistics (``--obs-norm``) before they
-    reach a network; the replay stores them raw."""
+    reach a network; the replay stores them raw. ``shards``: the devices the executor splits the members over
+    (the init places each member's state on its own)."""
     e = plan.envs_per_member
 
     def prepare_obs(stats, obs):
@@ -200,7 +202,7 @@ def make_functions(agent: Any, spec: HostEnvSpec, plan: HostPlan, executor: Call
         return agent.policy(agent_state, prepare_obs(stats, obs))
 
     return HostFunctions(
-        init=init_members(init), init_agents=init_members(agent.init), act=executor(act), insert=insert,
+        init=init_members(init, shards), init_agents=init_members(agent.init), act=executor(act), insert=insert,
         learn=executor(learn), learn_rollout=executor(learn_from_rollout), policy=executor(policy),
         member_policy=jax.jit(policy),
     )
