@@ -10,7 +10,8 @@ A user gives a value per hyperparameter as a string (``--hp.lr-actor VALUE``):
 
 * ``3e-4``                  -- every member gets this value;
 * ``1e-4,3e-4,1e-3,3e-3``   -- one value per member (exactly N of them);
-* ``uniform:LO,HI``         -- drawn per member from the run's seeded key;
+* ``uniform:LO,HI``         -- drawn per member from the run's seeded key (for an
+  integer hyperparameter, uniformly over the whole numbers in the range);
 * ``loguniform:LO,HI``      -- drawn log-uniformly;
 * ``choice:A,B,...``        -- drawn uniformly from a finite set;
 * ``search``                -- drawn from the algorithm's declared search range
@@ -155,9 +156,12 @@ def declared_search(name: str, info: HParamInfo) -> Distribution:
     return Distribution("loguniform" if info.log and lo > 0 else "uniform", (lo, hi))
 
 
-def draw(dist: Distribution, key: jax.Array, pop: int) -> np.ndarray:
-    """Draw ``pop`` values from ``dist`` with ``key`` (deterministic per key)."""
+def draw(dist: Distribution, key: jax.Array, pop: int, integer: bool = False) -> np.ndarray:
+    """Draw ``pop`` values from ``dist`` with ``key`` (deterministic per key); ``integer``: a ``uniform`` draw is
+    uniform over the whole numbers in its range (rounding a real draw would give the two ends half the weight)."""
     lo, hi = dist.bounds()
+    if dist.kind == "uniform" and integer:
+        return np.asarray(jax.random.randint(key, (pop,), math.ceil(lo), math.floor(hi) + 1), np.float32)
     if dist.kind == "const":
         return np.full((pop,), dist.values[0], np.float32)
     if dist.kind == "list":
@@ -227,9 +231,12 @@ def sample_population(
     keys = jax.random.split(key, len(infos))
     columns = {}
     for k, (name, info) in zip(keys, infos.items(), strict=True):
-        values = draw(specs[name], k, pop)
-        if info.integer and specs[name].kind in ("uniform", "loguniform"):
-            values = np.round(values)  # a draw from a range lands between whole numbers; a given value must not
+        spec = specs[name]
+        if info.integer and spec.kind in ("uniform", "loguniform") and math.ceil(spec.bounds()[0]) > spec.bounds()[1]:
+            raise ConfigError(f"--hp.{cli_name(name)}: {spec_to_text(spec)} holds no whole number")
+        values = draw(spec, k, pop, info.integer)
+        if info.integer and spec.kind == "loguniform":  # a draw from a range lands between whole numbers
+            values = np.clip(np.round(values), math.ceil(spec.bounds()[0]), math.floor(spec.bounds()[1]))
         validate(name, info, values)
         columns[name] = jnp.asarray(values, jnp.float32)
     return hparams_type(**columns)

@@ -16,7 +16,7 @@ from populax.hparams import (
     sample_population,
     spec_to_text,
 )
-from populax.strategies.space import make_space
+from populax.strategies.space import make_space, resample
 
 
 @pytest.mark.parametrize(
@@ -92,12 +92,18 @@ def test_search_draws_from_the_declared_search_range_and_pbt_explores_it():
     lr = np.asarray(drawn.lr_actor)
     assert 3e-5 <= lr.min() and lr.max() <= 3e-3
     assert 80 < int((lr < np.sqrt(3e-5 * 3e-3)).sum()) < 176  # log-uniform: half below the geometric mean
-    assert set(np.asarray(drawn.delay).tolist()) == {1.0, 2.0, 3.0, 4.0, 5.0}
+    # every whole number of the range equally likely (rounding a real draw gave 1 and 5 half the weight of 2-4)
+    counts = np.bincount(np.asarray(drawn.delay, int), minlength=6)[1:]
+    assert counts.sum() == 256 and counts.min() > 30, counts
     # PBT/PB2 explore exactly the declared range (the strategies' space is built from the specs).
     space = {dim.name: dim for dim in make_space(TD3HParams, specs)}
     assert list(space) == ["lr_actor", "sigma", "delay"]
     assert (space["lr_actor"].lo, space["lr_actor"].hi, space["lr_actor"].log) == (3e-5, 3e-3, True)
     assert (space["delay"].lo, space["delay"].hi, space["delay"].integer) == (1, 5, True)
+    counts = np.bincount(resample(space["delay"], jax.random.key(1), 1000).astype(int), minlength=6)[1:]
+    assert counts.sum() == 1000 and counts.min() > 150, counts  # PBT's resample: uniform over 1..5 too
+    with pytest.raises(ConfigError, match=r"^--hp.delay: uniform:1.2,1.8 holds no whole number$"):
+        sample_population(TD3HParams, resolve_specs(TD3HParams, {"delay": "uniform:1.2,1.8"}, 2), jax.random.key(0), 2)
     # The resolved config writes the range out, so a rerun or resume does not depend on the declaration.
     assert spec_to_text(specs["lr_actor"]) == "loguniform:3e-05,0.003"
 

@@ -91,6 +91,8 @@ def resample(dim: Dim, key: jax.Array, count: int) -> np.ndarray:
     if dim.choices is not None:
         index = np.asarray(jax.random.randint(key, (count,), 0, len(dim.choices)))
         return np.asarray(dim.choices)[index]
+    if dim.integer and not dim.log:  # every whole number equally likely (rounding would halve the two ends)
+        return np.asarray(jax.random.randint(key, (count,), math.ceil(dim.lo), math.floor(dim.hi) + 1), np.float64)
     return from_unit(dim, np.asarray(jax.random.uniform(key, (count,))))
 
 
