@@ -70,7 +70,7 @@ def run_tune(args: argparse.Namespace) -> dict:
     from ray import tune
     from ray.tune.schedulers import PopulationBasedTraining
 
-    # address="local": a new instance even when `ray start` left a cluster on the machine (see RayBackend._connect)
+    # address="local": a new instance even when `ray start` left a cluster on the machine (see WorkerPool.connect)
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
              logging_level="warning")
     scheduler = PopulationBasedTraining(

@@ -39,7 +39,7 @@ import sys
 import jax
 import jax.numpy as jnp
 from populax import cli
-from populax.backends.cluster import backend as cluster_backend
+from populax.backends.cluster import pool as cluster_pool
 from populax.backends.cluster.worker import BlockWorker
 
 
@@ -59,7 +59,7 @@ class PoisoningWorker(BlockWorker):
 
 
 MEMBER, CHUNK = int(sys.argv[1]), int(sys.argv[2])
-cluster_backend.BlockWorker = PoisoningWorker  # a class of __main__: Ray ships it to the workers by value
+cluster_pool.BlockWorker = PoisoningWorker  # a class of __main__: Ray ships it to the workers by value
 sys.exit(cli.main(sys.argv[3:]))
 """
 
@@ -70,7 +70,7 @@ import os
 import sys
 from pathlib import Path
 from populax import cli
-from populax.backends.cluster import backend as cluster_backend
+from populax.backends.cluster import pool as cluster_pool
 from populax.backends.cluster.worker import BlockWorker
 
 
@@ -83,7 +83,7 @@ class SourceDyingWorker(BlockWorker):
 
 
 ARMED, DIED = Path(sys.argv[1]), Path(sys.argv[2])
-cluster_backend.BlockWorker = SourceDyingWorker  # a class of __main__: Ray ships it to the workers by value
+cluster_pool.BlockWorker = SourceDyingWorker  # a class of __main__: Ray ships it to the workers by value
 sys.exit(cli.main(sys.argv[3:]))
 """
 

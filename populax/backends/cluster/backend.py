@@ -36,20 +36,18 @@ lineage.jsonl. A killed driver is resumed with ``populax resume RUN``.
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import numpy as np
 
 from populax.agents import Algorithm
 from populax.backends.cluster.blocks import block_extra, block_members, block_share, has_buffers, is_whole
+from populax.backends.cluster.pool import MAX_RESTARTS, CallLost, WorkerPool
 from populax.backends.cluster.traffic import Traffic
-from populax.backends.cluster.worker import BlockWorker, from_wire, to_wire, wire_bytes
+from populax.backends.cluster.worker import from_wire, to_wire, wire_bytes
 from populax.backends.factory import make_local_backend
 from populax.edits import MemberEdits, refill_point
 from populax.errors import ConfigError
@@ -65,20 +63,8 @@ from populax.member import (
     take_rows,
 )
 from populax.population import vmap_executor
-from populax.run.config import TrainConfig, config_to_dict
+from populax.run.config import TrainConfig
 from populax.run.logging import read_jsonl
-
-MAX_RESTARTS = 3
-"""Times Ray restarts one worker before the run gives up."""
-RESTART_WAIT_S = 300.0
-"""Longest wait for a restarted worker to answer."""
-
-
-class CallLost(NamedTuple):
-    """The result of a worker call that did not complete (``RayBackend._call_all``)."""
-
-    reloaded: bool
-    """True: the worker itself died and was reloaded; False: a worker it took input from was (make it again)."""
 
 
 def check_ray_config(config: TrainConfig, algorithm: Algorithm) -> None:
@@ -115,8 +101,7 @@ class RayBackend:
         self.block_of = np.concatenate([np.full(len(b), i) for i, b in enumerate(self.blocks)])
         self.run_dir = Path(run_dir) if run_dir is not None else Path(".")
         self.traffic = Traffic(self.run_dir / "ray.jsonl")
-        self.workers: list[Any] = []
-        self.pids: list[int] = []
+        self.pool = WorkerPool(config, self.run_dir, self._reload)
         self.events: list[dict] = []
         self.template: Any = None
         """The population's shapes (a reloaded block's checkpoint is read against it)."""
@@ -138,119 +123,14 @@ class RayBackend:
         """A mixed-shape population's cohorts when the workers stopped (``summary``)."""
         self.extra: Any = None
 
-    # -- Ray: connect, start the workers, survive their deaths ----------------------------
-
-    def _connect(self) -> None:
-        import ray
-
-        if ray.is_initialized():
-            return
-        config = self.config
-        if config.ray_address:
-            ray.init(address=config.ray_address, logging_level="warning", log_to_driver=False)
-        else:  # a private instance on loopback, sized for the workers
-            # Ray starts workers at nice 15 (for its own daemons' sake); here the workers *are* the training,
-            # and on a shared machine nice 15 starves them (measured: minutes per chunk beside other jobs).
-            os.environ.setdefault("RAY_worker_niceness", "0")
-            # address="local": always a new instance; without it ray.init joins a cluster that `ray start` left
-            # on this machine (found in /tmp/ray), where num_cpus is refused.
-            ray.init(address="local", num_cpus=max(1, math.ceil(config.workers * config.worker_cpus)),
-                     include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning",
-                     log_to_driver=False)
-
-    def _start_workers(self) -> None:
-        if self.workers:
-            return
-        import ray
-
-        self._connect()
-        config = self.config
-        actor = ray.remote(BlockWorker).options(
-            num_cpus=config.worker_cpus, num_gpus=config.worker_gpus, max_restarts=MAX_RESTARTS, max_task_retries=0,
-            # one XLA device per worker: the block is its unit of work (on GPUs Ray picks the device)
-            runtime_env={"env_vars": {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}},
-        )
-        settings = config_to_dict(config)
-        self.workers = [actor.remote(settings, [int(m) for m in members], self.space,
-                                     None if self.space is None else self.assignment[members])
-                        for members in self.blocks]
-        self.pids = ray.get([worker.pid.remote() for worker in self.workers])
-        self._write_pids()
-
-    def _write_pids(self) -> None:
-        if self.run_dir.is_dir():
-            (self.run_dir / "ray_workers.json").write_text(json.dumps({"pids": self.pids}))
-
-    def _call_all(self, method: str, args: list[tuple], blocks: list[int] | None = None, retry: bool = True,
-                  depends: list[list[int]] | None = None) -> list[Any]:
-        """``method(*args[i])`` on workers ``blocks`` (default: all) at once.
-
-        A worker that died is restarted and reloaded (``_reload``) and, with
-        ``retry``, asked again: a chunk or an evaluation runs again on the
-        reloaded block; an edit is not re-applied to it (its members are the
-        checkpoint's now, not the ones the edit was made for): its result is
-        ``CallLost(reloaded=True)``. ``depends[i]``: the workers call i takes
-        input from (an edit's copy sources, through their ``export``); when
-        one of them died, it is that worker that is reloaded, not the healthy
-        one whose call failed for want of its input, and that call's result is
-        ``CallLost(reloaded=False)``, to be made again by the caller.
-        """
-        import ray
-        from ray.exceptions import RayActorError
-
-        blocks = list(range(len(self.workers))) if blocks is None else blocks
-        pending = [getattr(self.workers[b], method).remote(*a) for b, a in zip(blocks, args)]
-        results: list[Any] = []
-        reloaded: set[int] = set()
-        for i, (block, ref, arguments) in enumerate(zip(blocks, pending, args)):
-            try:
-                results.append(ray.get(ref))
-            except RayActorError as error:
-                lost = self._recover(block, depends[i] if depends else [], error, reloaded)
-                if lost.reloaded and retry:
-                    results.append(ray.get(getattr(self.workers[block], method).remote(*arguments)))
-                else:
-                    results.append(lost)
-        return results
-
-    def _recover(self, block: int, depends: list[int], error: Exception, reloaded: set[int]) -> CallLost:
-        """A call on worker ``block`` failed with ``error``: reload whichever of it and the workers it took input
-        from (``depends``) died, i.e. was restarted by Ray (a new pid), once each (``reloaded``: those already
-        reloaded during this round of calls). A failure with no restart in sight reloads ``block``, as before."""
-        dead = [b for b in dict.fromkeys([block, *depends]) if b not in reloaded and self._restarted(b)]
-        if not dead and block not in reloaded and not any(b in reloaded for b in depends):
-            dead = [block]
-        for b in dead:
-            self._reload(b, error)
-            reloaded.add(b)
-        return CallLost(reloaded=block in reloaded)
-
-    def _restarted(self, block: int) -> bool:
-        """Whether worker ``block`` died since its pid was last seen (it answers with a new one, once restarted)."""
-        return self._await_restart(block) != self.pids[block]
-
-    def _await_restart(self, block: int) -> int:
-        """The pid of worker ``block`` once Ray has restarted it."""
-        import ray
-        from ray.exceptions import RayActorError
-
-        deadline = time.monotonic() + RESTART_WAIT_S
-        while True:
-            try:
-                return ray.get(self.workers[block].pid.remote())
-            except RayActorError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-
     def _reload(self, block: int, error: Exception) -> None:
         """Worker ``block`` died: wait for Ray's restart, reload its members from the last checkpoint."""
         import ray
 
         from populax.run.checkpoint import latest_checkpoint, list_checkpoints
 
-        old_pid, start = self.pids[block], time.perf_counter()
-        self.pids[block] = self._await_restart(block)
+        old_pid, start = self.pool.pids[block], time.perf_counter()
+        self.pool.pids[block] = self.pool.await_restart(block)
         members = self.blocks[block]
         if list_checkpoints(self.run_dir):
             checkpoint = latest_checkpoint(self.run_dir, self.template, initial_hparams=self.initial_hparams)
@@ -259,16 +139,16 @@ class RayBackend:
                 rows = refill_point(self.config, rows)
             source, restored_step, hparams = checkpoint.path.name, checkpoint.manifest["env_step"], rows.hparams
             extra = block_extra(checkpoint.extra, members)
-            ray.get(self.workers[block].load_block.remote(to_wire(rows), extra))
+            ray.get(self.pool.workers[block].load_block.remote(to_wire(rows), extra))
         else:  # before the first checkpoint: the block's initial state (a resumed run has a checkpoint)
             keys, initial_hparams = self.initial
             hparams = take_rows(initial_hparams, members)
-            ray.get(self.workers[block].init_block.remote(to_wire(keys[members]), to_wire(hparams)))
+            ray.get(self.pool.workers[block].init_block.remote(to_wire(keys[members]), to_wire(hparams)))
             source, restored_step = "init", 0
-        self._write_pids()
+        self.pool.write_pids()
         self.version += 1
         self.traffic.note({"event": "worker_restart", "worker": block, "error": type(error).__name__,
-                           "old_pid": old_pid, "new_pid": self.pids[block], "reloaded_from": source,
+                           "old_pid": old_pid, "new_pid": self.pool.pids[block], "reloaded_from": source,
                            "restored_env_step": restored_step, "members": [int(m) for m in members],
                            "seconds": round(time.perf_counter() - start, 3)})
         now = member_steps(self.population) if self.population is not None else 0
@@ -293,13 +173,13 @@ class RayBackend:
             return self.local.init_population(keys, hparams)
         self.template = self._template(jax.eval_shape(self.local.init_population, keys, hparams), hparams)
         self.initial, self.initial_hparams = (keys, hparams), hparams
-        self._start_workers()
-        parts = self._call_all("init_block", [(to_wire(keys[m]), to_wire(take_rows(hparams, m))) for m in self.blocks])
+        self.pool.start(self.blocks, self.space, self.assignment)
+        parts = self.pool.call_all("init_block", [(to_wire(keys[m]), to_wire(take_rows(hparams, m))) for m in self.blocks])
         return driver_view(*concatenate_rows([from_wire(part) for part in parts]))
 
     def start(self, population: Member, extra: Any = None) -> None:
         """Start the workers; a resumed run's whole members (from its checkpoint) go to their blocks."""
-        self._start_workers()
+        self.pool.start(self.blocks, self.space, self.assignment)
         if is_whole(population):  # a resumed run's (on either backend: host members have no env field)
             import ray
 
@@ -310,11 +190,11 @@ class RayBackend:
             begin = time.perf_counter()
             rows = [to_wire(select_members(population, members)) for members in self.blocks]
             ray.get([worker.load_block.remote(part, block_extra(extra, members))
-                     for worker, part, members in zip(self.workers, rows, self.blocks)])
+                     for worker, part, members in zip(self.pool.workers, rows, self.blocks)])
             self.traffic.log("load_blocks", sum(map(wire_bytes, rows)), time.perf_counter() - begin,
                              member_state_bytes=sum(map(wire_bytes, rows)))
             self.version += 1
-        self._write_pids()
+        self.pool.write_pids()
 
     def _template(self, shapes: Member | Cohorts, hparams: Any) -> Any:
         """What a reloaded block's checkpoint is read against: the population's shapes, or of a mixed-shape
@@ -338,14 +218,14 @@ class RayBackend:
         """One compiled chunk on every block at once; step counts, hyperparameters and metrics come back."""
         self.population, self.chunk, self.version = population, chunk, self.version + 1
         begin = time.perf_counter()
-        parts = self._call_all("advance", [(chunk,)] * len(self.workers))
+        parts = self.pool.call_all("advance", [(chunk,)] * len(self.pool.workers))
         self.results = {"bytes": sum(map(wire_bytes, parts)), "advance_ms": 1000 * (time.perf_counter() - begin)}
         env_steps, hparams, metrics = concatenate_rows([from_wire(part) for part in parts])
         return driver_view(env_steps, hparams), {name: np.asarray(value) for name, value in metrics.items()}
 
     def evaluate(self, population: Member, chunk: int) -> np.ndarray:
         """Each block evaluates its members with their share of the run's evaluation keys."""
-        parts = self._call_all("evaluate", [(chunk,)] * len(self.workers))
+        parts = self.pool.call_all("evaluate", [(chunk,)] * len(self.pool.workers))
         returns = np.concatenate([np.asarray(p) for p in parts])
         self.results["bytes"] += returns.nbytes
         return returns
@@ -372,7 +252,7 @@ class RayBackend:
             for _ in range(MAX_RESTARTS + 1):  # again only for targets whose copy source died meanwhile
                 calls = [(block, *self._block_edit(edits, block)) for block in targets]  # all exports before any edit
                 pushed += sum(wire_bytes(arguments[0]) for _, arguments, _ in calls)
-                received = self._call_all("edit", [arguments for _, arguments, _ in calls], targets, retry=False,
+                received = self.pool.call_all("edit", [arguments for _, arguments, _ in calls], targets, retry=False,
                                           depends=[[source for source, _, _ in exports] for _, _, exports in calls])
                 for (_, _, exports), got in zip(calls, received):
                     sizes = [] if isinstance(got, CallLost) else got
@@ -400,7 +280,7 @@ class RayBackend:
         refs, exports = [], []
         for source_block, wanted in share.imports.items():
             start = int(self.blocks[source_block][0])
-            refs.append(self.workers[source_block].export.remote([s - start for s in wanted], share.edits.copy_fields,
+            refs.append(self.pool.workers[source_block].export.remote([s - start for s in wanted], share.edits.copy_fields,
                                                                  share.edits.copy_experience))
             exports.append((source_block, block, wanted))
         return (to_wire(share.edits), share.own_sources, share.index, *refs), exports
@@ -414,7 +294,7 @@ class RayBackend:
         if cached is not None and cached[0] == self.version and (cached[1] or not experience):
             return cached[2]
         begin = time.perf_counter()
-        parts = self._call_all("gather", [(experience,)] * len(self.workers))
+        parts = self.pool.call_all("gather", [(experience,)] * len(self.pool.workers))
         nbytes = sum(wire_bytes(block) for block, _ in parts)
         self.traffic.log("gather", nbytes, time.perf_counter() - begin, chunk=self.chunk, experience=experience,
                          member_state_bytes=nbytes)
@@ -438,13 +318,13 @@ class RayBackend:
         a cluster's is left running."""
         import ray
 
-        if self.workers and self.space is not None:  # the summary is written after the workers are gone
+        if self.pool.workers and self.space is not None:  # the summary is written after the workers are gone
             self.cohorts_at_stop = self._cohort_summary()
-        if self.workers:
-            ray.wait([worker.stop.remote() for worker in self.workers], num_returns=len(self.workers), timeout=30)
-        for worker in self.workers:
+        if self.pool.workers:
+            ray.wait([worker.stop.remote() for worker in self.pool.workers], num_returns=len(self.pool.workers), timeout=30)
+        for worker in self.pool.workers:
             ray.kill(worker, no_restart=True)
-        self.workers = []
+        self.pool.workers = []
         if ray.is_initialized():
             ray.shutdown()
 
@@ -453,7 +333,7 @@ class RayBackend:
         ray.jsonl) and the copies between blocks (lineage); of a mixed-shape population, the cohorts as one
         machine reports them (programs: compiled on all workers together; ``programs_per_worker``)."""
         summary = {} if self.space is None else {
-            "cohorts": self._cohort_summary() if self.workers else self.cohorts_at_stop}
+            "cohorts": self._cohort_summary() if self.pool.workers else self.cohorts_at_stop}
         return {**summary, "worker_backend": self.inner_kind, "ray": {
             "workers": self.config.workers,
             "blocks": [[int(m) for m in members] for members in self.blocks],
@@ -467,7 +347,7 @@ class RayBackend:
     def _cohort_summary(self) -> dict[str, Any]:
         """Every worker's cohorts (``CohortBackend.summary``) as one: members by cohort, moves and
         distillations added up."""
-        parts = self._call_all("cohort_summary", [()] * len(self.workers))
+        parts = self.pool.call_all("cohort_summary", [()] * len(self.pool.workers))
         labels = self.space.labels
         members = {label: sorted(m for part in parts for m in part["members"].get(label, [])) for label in labels}
         return {

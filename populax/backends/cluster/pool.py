@@ -1,0 +1,151 @@
+"""The Ray side of ``--executor ray``: W ``BlockWorker`` actors, started once, called all at once, and a worker
+that dies restarted by Ray (``max_restarts``) and handed to the backend to reload its block.
+
+``RayBackend`` (``backend.py``) decides what the workers do; this pool only knows how to reach them and how to
+tell a dead worker from a healthy one whose call failed for want of another's input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from populax.backends.cluster.worker import BlockWorker
+from populax.run.config import TrainConfig, config_to_dict
+
+MAX_RESTARTS = 3
+"""Times Ray restarts one worker before the run gives up."""
+RESTART_WAIT_S = 300.0
+"""Longest wait for a restarted worker to answer."""
+
+
+class CallLost(NamedTuple):
+    """The result of a worker call that did not complete (``WorkerPool.call_all``)."""
+
+    reloaded: bool
+    """True: the worker itself died and was reloaded; False: a worker it took input from was (make it again)."""
+
+
+class WorkerPool:
+    """The run's Ray workers, one per block, and their recovery."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, reload: Callable[[int, Exception], None]):
+        """``reload(block, error)``: bring worker ``block``, restarted by Ray, back to its members' state (the
+        backend's: from the last checkpoint)."""
+        self.config, self.run_dir, self.reload = config, run_dir, reload
+        self.workers: list[Any] = []
+        self.pids: list[int] = []
+
+    def connect(self) -> None:
+        """Join ``--ray-address``'s cluster, or start a private Ray instance on loopback sized for the workers."""
+        import ray
+
+        if ray.is_initialized():
+            return
+        config = self.config
+        if config.ray_address:
+            ray.init(address=config.ray_address, logging_level="warning", log_to_driver=False)
+        else:  # a private instance on loopback, sized for the workers
+            # Ray starts workers at nice 15 (for its own daemons' sake); here the workers *are* the training,
+            # and on a shared machine nice 15 starves them (measured: minutes per chunk beside other jobs).
+            os.environ.setdefault("RAY_worker_niceness", "0")
+            # address="local": always a new instance; without it ray.init joins a cluster that `ray start` left
+            # on this machine (found in /tmp/ray), where num_cpus is refused.
+            ray.init(address="local", num_cpus=max(1, math.ceil(config.workers * config.worker_cpus)),
+                     include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning",
+                     log_to_driver=False)
+
+    def start(self, blocks: list[np.ndarray], space: Any, assignment: np.ndarray | None) -> None:
+        """One ``BlockWorker`` per block (a mixed-shape population's: with the static ``space`` and its members'
+        cohorts), once; their pids go to ``RUN/ray_workers.json``."""
+        if self.workers:
+            return
+        import ray
+
+        self.connect()
+        config = self.config
+        actor = ray.remote(BlockWorker).options(
+            num_cpus=config.worker_cpus, num_gpus=config.worker_gpus, max_restarts=MAX_RESTARTS, max_task_retries=0,
+            # one XLA device per worker: the block is its unit of work (on GPUs Ray picks the device)
+            runtime_env={"env_vars": {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}},
+        )
+        settings = config_to_dict(config)
+        self.workers = [actor.remote(settings, [int(m) for m in members], space,
+                                     None if space is None else assignment[members])
+                        for members in blocks]
+        self.pids = ray.get([worker.pid.remote() for worker in self.workers])
+        self.write_pids()
+
+    def write_pids(self) -> None:
+        """The workers' process ids in ``RUN/ray_workers.json`` (what a user or a test kills to test recovery)."""
+        if self.run_dir.is_dir():
+            (self.run_dir / "ray_workers.json").write_text(json.dumps({"pids": self.pids}))
+
+    def call_all(self, method: str, args: list[tuple], blocks: list[int] | None = None, retry: bool = True,
+                  depends: list[list[int]] | None = None) -> list[Any]:
+        """``method(*args[i])`` on workers ``blocks`` (default: all) at once.
+
+        A worker that died is restarted by Ray and reloaded (the backend's ``reload``) and, with
+        ``retry``, asked again: a chunk or an evaluation runs again on the
+        reloaded block; an edit is not re-applied to it (its members are the
+        checkpoint's now, not the ones the edit was made for): its result is
+        ``CallLost(reloaded=True)``. ``depends[i]``: the workers call i takes
+        input from (an edit's copy sources, through their ``export``); when
+        one of them died, it is that worker that is reloaded, not the healthy
+        one whose call failed for want of its input, and that call's result is
+        ``CallLost(reloaded=False)``, to be made again by the caller.
+        """
+        import ray
+        from ray.exceptions import RayActorError
+
+        blocks = list(range(len(self.workers))) if blocks is None else blocks
+        pending = [getattr(self.workers[b], method).remote(*a) for b, a in zip(blocks, args)]
+        results: list[Any] = []
+        reloaded: set[int] = set()
+        for i, (block, ref, arguments) in enumerate(zip(blocks, pending, args)):
+            try:
+                results.append(ray.get(ref))
+            except RayActorError as error:
+                lost = self._recover(block, depends[i] if depends else [], error, reloaded)
+                if lost.reloaded and retry:
+                    results.append(ray.get(getattr(self.workers[block], method).remote(*arguments)))
+                else:
+                    results.append(lost)
+        return results
+
+    def _recover(self, block: int, depends: list[int], error: Exception, reloaded: set[int]) -> CallLost:
+        """A call on worker ``block`` failed with ``error``: reload whichever of it and the workers it took input
+        from (``depends``) died, i.e. was restarted by Ray (a new pid), once each (``reloaded``: those already
+        reloaded during this round of calls). A failure with no restart in sight reloads ``block``, as before."""
+        dead = [b for b in dict.fromkeys([block, *depends]) if b not in reloaded and self.restarted(b)]
+        if not dead and block not in reloaded and not any(b in reloaded for b in depends):
+            dead = [block]
+        for b in dead:
+            self.reload(b, error)
+            reloaded.add(b)
+        return CallLost(reloaded=block in reloaded)
+
+    def restarted(self, block: int) -> bool:
+        """Whether worker ``block`` died since its pid was last seen (it answers with a new one, once restarted)."""
+        return self.await_restart(block) != self.pids[block]
+
+    def await_restart(self, block: int) -> int:
+        """The pid of worker ``block`` once Ray has restarted it."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while True:
+            try:
+                return ray.get(self.workers[block].pid.remote())
+            except RayActorError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
