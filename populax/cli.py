@@ -37,7 +37,8 @@ def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="populax train",
         description="Train a population of agents. Per-member hyperparameters: --hp.NAME VALUE, "
-        "where VALUE is a number, N comma-separated numbers, uniform:LO,HI, loguniform:LO,HI or choice:A,B,...",
+        "where VALUE is a number, N comma-separated numbers, uniform:LO,HI, loguniform:LO,HI, choice:A,B,... "
+        "or search (the algorithm's declared search range: populax algos ALGO)",
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--config", metavar="RECIPE.yaml", help="YAML recipe; flags override it.")

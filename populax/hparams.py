@@ -156,12 +156,21 @@ def declared_search(name: str, info: HParamInfo) -> Distribution:
     return Distribution("loguniform" if info.log and lo > 0 else "uniform", (lo, hi))
 
 
+def draw_whole_numbers(key: jax.Array, lo: float, hi: float, count: int) -> np.ndarray:
+    """``count`` whole numbers in [lo, hi], each equally likely (rounding a real draw would give the two ends half
+    the weight); computed in float64, so a range beyond int32 (a step count of 1e10) draws as any other."""
+    first, last = math.ceil(lo), math.floor(hi)
+    span = last - first + 1
+    unit = np.asarray(jax.random.uniform(key, (count,)), np.float64)
+    return first + np.minimum(np.floor(unit * span), span - 1)
+
+
 def draw(dist: Distribution, key: jax.Array, pop: int, integer: bool = False) -> np.ndarray:
     """Draw ``pop`` values from ``dist`` with ``key`` (deterministic per key); ``integer``: a ``uniform`` draw is
-    uniform over the whole numbers in its range (rounding a real draw would give the two ends half the weight)."""
+    uniform over the whole numbers in its range (:func:`draw_whole_numbers`)."""
     lo, hi = dist.bounds()
     if dist.kind == "uniform" and integer:
-        return np.asarray(jax.random.randint(key, (pop,), math.ceil(lo), math.floor(hi) + 1), np.float32)
+        return draw_whole_numbers(key, lo, hi, pop)
     if dist.kind == "const":
         return np.full((pop,), dist.values[0], np.float32)
     if dist.kind == "list":
@@ -181,12 +190,24 @@ def validate(name: str, info: HParamInfo, values: np.ndarray) -> None:
     bad = values[(values < lo) | (values > hi)]
     if bad.size:
         raise ConfigError(
-            f"--hp.{cli_name(name)}: {float(bad[0]):g} is outside the allowed range "
+            f"--hp.{cli_name(name)}: {number_text(float(bad[0]))} is outside the allowed range "
             f"[{lo:g}, {hi:g}]"
         )
     fractional = values[values != np.round(values)] if info.integer else values[:0]
     if fractional.size:
-        raise ConfigError(f"--hp.{cli_name(name)}: must be a whole number (got {float(fractional[0]):g})")
+        raise ConfigError(f"--hp.{cli_name(name)}: must be a whole number (got {number_text(float(fractional[0]))})")
+
+
+def check_spec(name: str, info: HParamInfo, spec: Distribution) -> None:
+    """A one-line ConfigError for a user's spec that could give a member an invalid value, whatever the seed: a
+    given value (a constant, a list's, a choice's) outside ``info.valid`` or not whole where ``info.integer``; a
+    range reaching outside ``info.valid``, or holding no whole number where ``info.integer``."""
+    if spec.kind in ("uniform", "loguniform"):
+        validate(name, info._replace(integer=False), np.asarray(spec.bounds(), np.float64))
+        if info.integer and math.ceil(spec.bounds()[0]) > spec.bounds()[1]:
+            raise ConfigError(f"--hp.{cli_name(name)}: {spec_to_text(spec)} holds no whole number")
+    else:
+        validate(name, info, np.asarray(spec.values, np.float64))
 
 
 def resolve_specs(
@@ -196,7 +217,8 @@ def resolve_specs(
 
     Unknown names raise a ConfigError listing the algorithm's names; fields the
     user did not set take their declared default; ``search`` becomes the declared
-    search range (:func:`declared_search`).
+    search range (:func:`declared_search`). A value that is not allowed is refused
+    here, before any draw (:func:`check_spec`).
     """
     infos = hparam_infos(hparams_type)
     specs = {name: Distribution("const", (info.default,)) for name, info in infos.items()}
@@ -207,6 +229,7 @@ def resolve_specs(
             raise ConfigError(f"--hp.{cli_name(name)}: unknown hyperparameter; allowed: {known}")
         is_search = isinstance(text, str) and text.strip() == SEARCH
         specs[name] = declared_search(name, infos[name]) if is_search else parse_spec(name, text, pop)
+        check_spec(name, infos[name], specs[name])
     return specs
 
 
@@ -232,8 +255,6 @@ def sample_population(
     columns = {}
     for k, (name, info) in zip(keys, infos.items(), strict=True):
         spec = specs[name]
-        if info.integer and spec.kind in ("uniform", "loguniform") and math.ceil(spec.bounds()[0]) > spec.bounds()[1]:
-            raise ConfigError(f"--hp.{cli_name(name)}: {spec_to_text(spec)} holds no whole number")
         values = draw(spec, k, pop, info.integer)
         if info.integer and spec.kind == "loguniform":  # a draw from a range lands between whole numbers
             values = np.clip(np.round(values), math.ceil(spec.bounds()[0]), math.floor(spec.bounds()[1]))

@@ -31,6 +31,14 @@ def import_user_module(module_name: str) -> ModuleType:
         return importlib.import_module(module_name)
 
 
+def import_failure(module_name: str, error: ImportError) -> str:
+    """Why ``module_name`` did not import, for a one-line error: where it was looked for when it is the module
+    itself that was not found, else the module's own error (a missing dependency it imports, say)."""
+    if isinstance(error, ModuleNotFoundError) and error.name == module_name.partition(".")[0]:
+        return f"{error}; looked on PYTHONPATH and in the current directory"
+    return f"{type(error).__name__} while importing it: {error}"
+
+
 def _found_in(directory: str, top: str) -> bool:
     """Whether ``directory`` holds module or package ``top``."""
     return os.path.isfile(os.path.join(directory, f"{top}.py")) or os.path.isdir(os.path.join(directory, top))
@@ -44,8 +52,8 @@ def load_import_path(path: str, setting: str = "--env") -> Any:
     try:
         target = import_user_module(module_name)
     except ImportError as error:
-        raise ConfigError(f"{setting}: cannot import module {module_name!r} ({error}; looked on PYTHONPATH and in "
-                          f"the current directory)") from None
+        raise ConfigError(f"{setting}: cannot import module {module_name!r} ({import_failure(module_name, error)})"
+                          ) from None
     for name in attribute.split("."):
         if not hasattr(target, name):
             raise ConfigError(f"{setting}: module {module_name!r} has no attribute {attribute!r}")

@@ -22,10 +22,10 @@ from populax.runtime import init_population, prepare, train
 HP = {"lr-actor": "1e-4,3e-4,1e-3,3e-3,1e-4,3e-4,1e-3,3e-3", "delay": "1,2,3,2,1,2,3,2"}
 
 
-def initial(executor: str):
+def initial(executor: str, env: str = "Pendulum-v1"):
     """(setup, initial members) of a TD3 population of 8 (two chunks of 150 steps, learning from step 50)."""
-    config = TrainConfig(pop=8, total_steps=300, eval_every=150, learning_starts=50, hidden=(32, 32), batch_size=64,
-                         executor=executor, hp=HP, out="unused")
+    config = TrainConfig(env=env, pop=8, total_steps=300, eval_every=150, learning_starts=50, hidden=(32, 32),
+                         batch_size=64, executor=executor, hp=HP, out="unused")
     setup = prepare(config)
     return setup, init_population(setup)
 
@@ -36,12 +36,13 @@ def key_free(leaf) -> np.ndarray:
 
 def check_init_placement() -> None:
     """The sharded init leaves each device its own 2 members (agents, replay buffers, envs), none all 8, and
-    they are the one-device init's members bit for bit."""
-    (_, reference), (_, population) = initial("vmap"), initial("sharded")
-    for ref, got in zip(jax.tree.leaves(reference), jax.tree.leaves(population), strict=True):
-        assert len(got.sharding.device_set) == 4, got.sharding
-        assert {shard.data.shape[0] for shard in got.addressable_shards} == {2}
-        np.testing.assert_array_equal(key_free(got), key_free(ref))
+    they are the one-device init's members bit for bit; compiled (gymnax) and host (Gymnasium) members."""
+    for env in ("Pendulum-v1", "gymnasium:Pendulum-v1"):
+        (_, reference), (_, population) = initial("vmap", env), initial("sharded", env)
+        for ref, got in zip(jax.tree.leaves(reference), jax.tree.leaves(population), strict=True):
+            assert len(got.sharding.device_set) == 4, (env, got.sharding)
+            assert {shard.data.shape[0] for shard in got.addressable_shards} == {2}
+            np.testing.assert_array_equal(key_free(got), key_free(ref))
 
 
 def run_chunks(executor: str, chunks: int = 2):

@@ -163,3 +163,7 @@ def test_a_module_in_the_current_directory_is_found_as_python_m_would_find_it(tm
     with pytest.raises(ConfigError, match=r"^--algo: cannot import module 'no_such_user_module' \(No module named "
                                           r"'no_such_user_module'; looked on PYTHONPATH and in the current directory\)$"):
         load_import_path("no_such_user_module:X", "--algo")
+    (tmp_path / "my_cwd_broken.py").write_text("import no_such_dependency_xyz\n")  # found, but its import fails
+    with pytest.raises(ConfigError, match=r"^--algo: cannot import module 'my_cwd_broken' \(ModuleNotFoundError while "
+                                          r"importing it: No module named 'no_such_dependency_xyz'\)$"):
+        load_import_path("my_cwd_broken:X", "--algo")

@@ -72,9 +72,8 @@ def test_sampling_is_seeded_and_within_range():
 def test_unknown_and_out_of_range_values():
     with pytest.raises(ConfigError, match="unknown hyperparameter; allowed: lr-actor"):
         resolve_specs(TD3HParams, {"learning-rate": 1}, pop=2)
-    specs = resolve_specs(TD3HParams, {"lr-critic": "-0.1"}, pop=2)
     with pytest.raises(ConfigError, match=r"--hp.lr-critic: -0.1 is outside the allowed range"):
-        sample_population(TD3HParams, specs, jax.random.key(0), 2)
+        resolve_specs(TD3HParams, {"lr-critic": "-0.1"}, pop=2)
     specs = {**resolve_specs(TD3HParams, {}, pop=2), "delay": Distribution("const", (0.0,))}
     with pytest.raises(ConfigError, match="--hp.delay"):
         sample_population(TD3HParams, specs, jax.random.key(0), 2)
@@ -138,4 +137,33 @@ def test_a_resolved_config_reads_back_every_value_exactly_and_given_integers_are
         "0.000123456789,0.0003")
     for text in ("1.5", "1,2.5", "choice:1,2.5"):
         with pytest.raises(ConfigError, match=r"^--hp.delay: must be a whole number \(got [12]\.5\)$"):
-            sample_population(TD3HParams, resolve_specs(TD3HParams, {"delay": text}, pop=2), jax.random.key(0), 2)
+            resolve_specs(TD3HParams, {"delay": text}, pop=2)
+
+
+@pytest.mark.parametrize("given, fragment", [
+    # whatever the seed draws: every given value and both ends of a range are checked before any draw
+    ({"delay": "choice:1,2.5"}, "--hp.delay: must be a whole number (got 2.5)"),
+    ({"delay": "choice:1,2000"}, "--hp.delay: 2000 is outside the allowed range [1, 1000]"),
+    ({"tau": "choice:0.005,3"}, "--hp.tau: 3 is outside the allowed range [0, 1]"),
+    ({"delay": "2.0000001"}, "--hp.delay: must be a whole number (got 2.0000001)"),  # float64, not float32
+    ({"gamma": "uniform:0.9,1.5"}, "--hp.gamma: 1.5 is outside the allowed range [0, 1]"),
+    ({"delay": "uniform:1.2,1.8"}, "--hp.delay: uniform:1.2,1.8 holds no whole number"),
+])
+def test_a_value_that_some_seed_would_make_invalid_is_refused_before_drawing(given, fragment):
+    """PBT later resamples a choice as given, so a bad choice must not pass because this seed missed it."""
+    with pytest.raises(ConfigError, match="^" + fragment.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+                       .replace("]", r"\]").replace(".", r"\.") + "$"):
+        resolve_specs(TD3HParams, given, pop=2)
+
+
+@struct.dataclass
+class LongHParams:
+    """A user's algorithm with an integer hyperparameter beyond int32."""
+
+    horizon: float = hparam(10, "Steps.", valid=(1, 1e12), search=(1, 1e11), integer=True)
+
+
+def test_whole_numbers_beyond_int32_draw_without_overflow():
+    specs = resolve_specs(LongHParams, {"horizon": "uniform:1,1e10"}, pop=64)
+    drawn = np.asarray(sample_population(LongHParams, specs, jax.random.key(0), 64).horizon, np.float64)
+    assert drawn.min() >= 1 and drawn.max() <= 1e10 and drawn.max() > 2**31

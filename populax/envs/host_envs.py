@@ -24,7 +24,7 @@ import numpy as np
 from populax.agents.base import ActionSpec
 from populax.envs.custom import is_custom, resolve_custom
 from populax.errors import ConfigError
-from populax.importpath import import_user_module
+from populax.importpath import import_failure, import_user_module
 
 VECTOR_MODES = ("sync", "async")
 
@@ -245,8 +245,8 @@ def registered_id(gym: Any, env_id: str) -> str:
         try:
             import_user_module(module)
         except ImportError as error:
-            raise ConfigError(f"--env: cannot import module {module!r} of {env_id!r} ({error}; looked on PYTHONPATH "
-                              f"and in the current directory)") from None
+            raise ConfigError(f"--env: cannot import module {module!r} of {env_id!r} "
+                              f"({import_failure(module, error)})") from None
     else:
         registered = env_id
     if registered not in gym.registry:

@@ -124,7 +124,8 @@ class TrainConfig:
     """--init-from: which source member each member starts from: each (member i from member i; equal --pop),
     best (the source's best at its last evaluation, for every member) or a member id."""
     hp: dict[str, Any] = field(default_factory=dict)
-    """Per-member hyperparameters: NAME -> number, N numbers, uniform:/loguniform:/choice:."""
+    """Per-member hyperparameters: NAME -> number, N numbers, uniform:/loguniform:/choice:, or search (the declared
+    search range)."""
     algo_options: dict[str, Any] = field(default_factory=dict)
     """Static settings of the algorithm (--algo-opt.NAME VALUE), e.g. DQN's torso or PPO's rollout-len."""
     out: str | None = None

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from populax.hparams import Distribution, HParamInfo, cli_name, hparam_infos
+from populax.hparams import Distribution, HParamInfo, cli_name, draw_whole_numbers, hparam_infos
 
 
 class Dim(NamedTuple):
@@ -92,7 +92,7 @@ def resample(dim: Dim, key: jax.Array, count: int) -> np.ndarray:
         index = np.asarray(jax.random.randint(key, (count,), 0, len(dim.choices)))
         return np.asarray(dim.choices)[index]
     if dim.integer and not dim.log:  # every whole number equally likely (rounding would halve the two ends)
-        return np.asarray(jax.random.randint(key, (count,), math.ceil(dim.lo), math.floor(dim.hi) + 1), np.float64)
+        return draw_whole_numbers(key, dim.lo, dim.hi, count)
     return from_unit(dim, np.asarray(jax.random.uniform(key, (count,))))
 
 
