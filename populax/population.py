@@ -33,7 +33,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
 
 from populax.errors import ConfigError
 from populax.memory import program_budget_bytes, program_bytes
@@ -242,6 +242,14 @@ def executor_shards(executor: str, pop: int) -> int:
     if executor == "sharded":
         return jax.local_device_count()
     return auto_devices(pop) if executor == "auto" else 1
+
+
+def members_sharding(shards: int) -> Sharding:
+    """Where a block of members lives when its executor splits it over ``shards`` devices (``executor_shards``):
+    the member axis over all local devices (``shard_members``' mesh), or the first device."""
+    if shards > 1:
+        return NamedSharding(Mesh(np.asarray(jax.devices()), ("pop",)), PartitionSpec("pop"))
+    return SingleDeviceSharding(jax.devices()[0])
 
 
 def auto_plan(pop: int, stacked: Any, platform: str | None = None, devices: int | None = None) -> tuple[int, int]:

@@ -14,9 +14,9 @@ import jax
 import numpy as np
 
 from populax.hparams import member_hparams
-from populax.run.checkpoint import restore
+from populax.run.checkpoint import list_checkpoints, restore
 from populax.run.config import TrainConfig
-from populax.run.resume import load_setup
+from populax.run.resume import load_checkpoint, load_setup
 from populax.runtime import init_population, prepare, train
 
 HP = {"lr-actor": "1e-4,3e-4,1e-3,3e-3,1e-4,3e-4,1e-3,3e-3", "delay": "1,2,3,2,1,2,3,2"}
@@ -66,6 +66,22 @@ def check_equality() -> None:
         assert np.mean(np.abs(np.asarray(got, np.float64) - np.asarray(ref, np.float64))) < 1e-3
 
 
+def check_resume_placement(setup) -> None:
+    """A resumed sharded run's checkpoint is read onto the devices its init uses (2 of 8 members each, none on
+    one device whole), equal to the checkpoint read onto one device."""
+    placed = load_checkpoint(setup).population
+    whole = restore(newest_checkpoint(setup), jax.eval_shape(lambda: init_population(setup))).population
+    for got, ref in zip(jax.tree.leaves(placed), jax.tree.leaves(whole), strict=True):
+        assert len(got.sharding.device_set) == 4, got.sharding
+        assert {shard.data.shape[0] for shard in got.addressable_shards} == {2}
+        np.testing.assert_array_equal(key_free(got), key_free(ref))
+
+
+def newest_checkpoint(setup) -> Path:
+    """The run's newest checkpoint."""
+    return list_checkpoints(setup.run_dir)[-1]
+
+
 def pbt_config(executor: str, out: Path) -> TrainConfig:
     return TrainConfig(pop=8, total_steps=600, eval_every=200, learning_starts=100, hidden=(32, 32), batch_size=64,
                        eval_episodes=2, executor=executor, strategy="pbt", hp={"lr-actor": "loguniform:1e-4,1e-2"},
@@ -74,7 +90,8 @@ def pbt_config(executor: str, out: Path) -> TrainConfig:
 
 def check_pbt(out: Path) -> None:
     """A sharded PBT run (2 members per device): every copy, also between devices, holds its source's weights
-    right after the round; the round picks the same members as the vmap run. (Returns are not compared: batched
+    right after the round; the round picks the same members as the vmap run; its checkpoint is read back
+    sharded (check_resume_placement). (Returns are not compared: batched
     and sharded matmuls round differently, and a few hundred updates amplify that, see check_equality.)"""
     sharded = train(pbt_config("sharded", out / "sharded"))
     reference = train(pbt_config("vmap", out / "vmap"))
@@ -85,6 +102,7 @@ def check_pbt(out: Path) -> None:
     across = [e for e in exploits if e["member"] // 2 != e["source"] // 2]  # members 2d, 2d+1 live on device d
     assert across, exploits
     setup = load_setup(sharded.run_dir)
+    check_resume_placement(setup)
     template = jax.eval_shape(lambda: init_population(setup))
     for event in exploits:
         chunk = event["env_step"] // 200 - 1

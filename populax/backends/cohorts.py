@@ -28,7 +28,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec, SingleDeviceSharding
 
 from populax.agents import Algorithm
 from populax.backends.factory import make_local_backend
@@ -38,7 +37,7 @@ from populax.errors import ConfigError
 from populax.loop.distill import make_distill
 from populax.member import Cohorts, Member, concatenate_rows, driver_view, take_rows
 from populax.obs_norm import normalize
-from populax.population import executor_shards
+from populax.population import executor_shards, members_sharding
 from populax.run.config import TrainConfig
 
 
@@ -160,12 +159,7 @@ class CohortBackend:
         on different devices, and a plain jit would partition its computation over whatever devices its input
         is on (other numerics than the program the cohort ran before, or a resumed run runs)."""
         size = int(jax.tree.leaves(block)[0].shape[0])  # a block's (or its hyperparameters') members
-        shards = executor_shards(self.config.executor, size)
-        if shards > 1:
-            sharding = NamedSharding(Mesh(np.asarray(jax.devices()), ("pop",)), PartitionSpec("pop"))
-        else:
-            sharding = SingleDeviceSharding(jax.devices()[0])
-        return jax.device_put(block, sharding)
+        return jax.device_put(block, members_sharding(executor_shards(self.config.executor, size)))
 
     def template(self, cohort: int) -> Member:
         """One member of ``cohort`` as shapes (leading axis 1)."""

@@ -22,11 +22,13 @@ disk). Typed PRNG keys are stored as their raw key data and re-wrapped on load.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import yaml
 from flax import serialization
+from jax.sharding import Sharding
 
 from populax.coupled.dvd import bandit_init
 from populax.errors import ConfigError
@@ -48,6 +51,8 @@ FORMAT_VERSION = 2
 """2: members in the one layout of ``populax.member`` (1: the separate compiled and host layouts)."""
 BUFFER_LIMIT_BYTES = 2 * 1024**3
 """Replay buffers larger than this (all members together) are left out of checkpoints."""
+Placement = Callable[[int], Sharding]
+"""Where a block of N members is read to (``populax.population.members_sharding`` of its executor's split)."""
 
 
 @dataclass
@@ -206,7 +211,7 @@ def saved_blocks(saved: dict) -> list[dict]:
     return list(saved["blocks"].values()) if "blocks" in saved else [saved]
 
 
-def restore(path: Path, template: Any, initial_hparams: Any = None) -> Checkpoint:
+def restore(path: Path, template: Any, initial_hparams: Any = None, placement: Placement | None = None) -> Checkpoint:
     """Read the checkpoint at ``path`` into the structure of ``template``.
 
     ``template`` is the population as ``init`` makes it (arrays or
@@ -217,6 +222,9 @@ def restore(path: Path, template: Any, initial_hparams: Any = None) -> Checkpoin
     checkpoint saved without replay buffers gets the template's (empty) ones.
     A hyperparameter the checkpoint lacks (written before it existed) takes
     its value in ``initial_hparams``, the run's drawn hyperparameters.
+    ``placement(members)``: where a block of that many members goes, read
+    straight there from the host (a population split over devices is never
+    whole on the first one); None: the default device.
     Raises ValueError when the payload is damaged or does not fit the template.
     """
     manifest, data = verify(path)
@@ -232,18 +240,19 @@ def restore(path: Path, template: Any, initial_hparams: Any = None) -> Checkpoin
     if isinstance(template, Cohorts):
         if set(saved.get("blocks", {})) != set(template.blocks):
             raise ValueError("does not fit this run's configuration (other cohorts)")
-        blocks = {label: fit_members(saved["blocks"][label], block, initial_hparams)
+        blocks = {label: fit_members(saved["blocks"][label], block, initial_hparams, placement)
                   for label, block in template.blocks.items()}
         population = template.replace(blocks=blocks, assignment=jnp.asarray(saved["assignment"], jnp.int32))
     else:
-        population = fit_members(saved, template, initial_hparams)
+        population = fit_members(saved, template, initial_hparams, placement)
     return Checkpoint(path=path, manifest=manifest, population=population, strategy=payload.get("strategy"),
                       extra=payload.get("extra"))
 
 
-def fit_members(saved: dict, template: Any, initial_hparams: Any) -> Any:
-    """A saved block of members (a state dict) read into ``template``'s structure, shapes and dtypes, with
-    what older checkpoints lack filled in (see :func:`restore`); ValueError when it does not fit."""
+def fit_members(saved: dict, template: Any, initial_hparams: Any, placement: Placement | None = None) -> Any:
+    """A saved block of members (a state dict) read into ``template``'s structure, shapes and dtypes, on the
+    devices ``placement`` gives it, with what older checkpoints lack filled in (see :func:`restore`);
+    ValueError when it does not fit."""
     host_template = jax.tree.map(
         lambda t: np.zeros(jax.eval_shape(jax.random.key_data, t).shape, np.uint32) if is_key(t) else np.zeros(t.shape, t.dtype),
         template,
@@ -269,12 +278,15 @@ def fit_members(saved: dict, template: Any, initial_hparams: Any) -> Any:
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"does not fit this run's configuration ({error})") from None
 
+    members = int(jax.tree.leaves(template)[0].shape[0])
+    place = jnp.asarray if placement is None else functools.partial(jax.device_put, device=placement(members))
+
     def load(t: Any, x: Any) -> jax.Array:
         if is_key(t):
-            return jax.random.wrap_key_data(jnp.asarray(x))
+            return jax.random.wrap_key_data(place(np.asarray(x)))
         if tuple(np.shape(x)) != tuple(t.shape) or np.asarray(x).dtype != t.dtype:
             raise ValueError(f"does not fit this run's configuration (array {np.shape(x)} vs {t.shape})")
-        return jnp.asarray(x, dtype=t.dtype)
+        return place(np.asarray(x, dtype=t.dtype))
 
     return jax.tree.map(load, template, state)
 
@@ -287,15 +299,17 @@ def fresh_bandit(template: Any) -> dict:
     return serialization.to_state_dict(jax.tree.map(np.asarray, bandit))
 
 
-def latest_checkpoint(run_dir: Path, template: Any, warn: Any = print, initial_hparams: Any = None) -> Checkpoint:
-    """The newest checkpoint that verifies (``restore``); each damaged newer one is reported in one line via ``warn``.
+def latest_checkpoint(run_dir: Path, template: Any, warn: Any = print, initial_hparams: Any = None,
+                      placement: Placement | None = None) -> Checkpoint:
+    """The newest checkpoint that verifies (``restore``, read onto ``placement``'s devices); each damaged newer
+    one is reported in one line via ``warn``.
 
     Raises ConfigError when the run has no usable checkpoint.
     """
     candidates = list_checkpoints(run_dir)
     for path in reversed(candidates):
         try:
-            return restore(path, template, initial_hparams)
+            return restore(path, template, initial_hparams, placement)
         except ValueError as problem:
             warn(f"populax: checkpoint {path.relative_to(run_dir)} is corrupt or partial: {problem}; using the previous one")
     if candidates:

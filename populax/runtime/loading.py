@@ -15,7 +15,8 @@ import numpy as np
 
 from populax.errors import ConfigError
 from populax.member import Cohorts
-from populax.run.checkpoint import Checkpoint, config_hash, latest_checkpoint
+from populax.population import executor_shards, members_sharding
+from populax.run.checkpoint import Checkpoint, Placement, config_hash, latest_checkpoint
 from populax.run.config import TrainConfig, build_config, load_recipe
 from populax.runtime.setup import RunSetup, init_population, member_keys, prepare
 
@@ -40,15 +41,28 @@ def load_setup(run_dir: str | Path) -> RunSetup:
     return prepare(load_config(run_dir))
 
 
+def member_placement(setup: RunSetup) -> Placement | None:
+    """Where the run's init puts a block of members, and so where its checkpoint is read to: split over the
+    devices its executor splits that many members over (``executor_shards``; each cohort of a mixed-shape
+    population on its own), so a resumed run's first chunk finds them where it runs and no device ever holds
+    all of them. None (the first device) for a coupled algorithm, whose init runs on one device."""
+    if setup.algorithm.coupled:
+        return None
+    executor = setup.config.executor
+    return lambda members: members_sharding(executor_shards(executor, members))
+
+
 def load_checkpoint(setup: RunSetup, warn: Callable[[str], None] = warn_on_stderr) -> Checkpoint:
-    """The newest good checkpoint of the run, checked against its configuration."""
+    """The newest good checkpoint of the run, checked against its configuration, its members placed as the
+    run's init places them (:func:`member_placement`)."""
     shapes = jax.eval_shape(lambda: init_population(setup))
     template = shapes
     if isinstance(shapes, Cohorts):  # members moved between cohorts: the blocks' sizes are the checkpoint's
         def template(assignment: np.ndarray) -> Cohorts:
             keys = member_keys(setup.config.seed, setup.config.pop)
             return jax.eval_shape(lambda: setup.backend.init_blocks(keys, setup.hparams, assignment))
-    checkpoint = latest_checkpoint(setup.run_dir, template, warn=warn, initial_hparams=setup.hparams)
+    checkpoint = latest_checkpoint(setup.run_dir, template, warn=warn, initial_hparams=setup.hparams,
+                                   placement=member_placement(setup))
     expected = config_hash(setup.run_dir)
     if checkpoint.manifest.get("config_hash") != expected:
         raise ConfigError(f"RUN: {setup.run_dir / 'config.yaml'} changed since {checkpoint.path.name} was written; "
