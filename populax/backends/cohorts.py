@@ -13,6 +13,7 @@ ranks all N together. Per chunk, read top to bottom::
                      its target in the new cohort's shape: the source's weights (copy: the shapes match),
                      a fresh network distilled from the source (distill), or a fresh init (fresh)
                   3. the blocks of the cohorts whose members changed are rebuilt (rows gathered, in member order)
+                  (the three as functions of the blocks: ``backends/cohort_moves.py``)
 
 Programs are cached per (cohort, size): a cohort that returns to a size it had runs the program compiled then
 (JAX's jit cache of that backend); a new size compiles once. No padding: a cohort of k members computes k
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from populax.agents import Algorithm
+from populax.backends.cohort_moves import local_edits, rebuilt_blocks, recreated_member, same_shapes
 from populax.backends.factory import make_local_backend
 from populax.cohorts import CROSS_COHORT, StaticSpace
 from populax.edits import MemberEdits, copy_sources, kept_before_chunk
@@ -41,22 +43,10 @@ from populax.population import executor_shards, members_sharding
 from populax.run.config import TrainConfig
 
 
-def same_shapes(a: Any, b: Any) -> bool:
-    """Whether two pytrees (arrays or ``ShapeDtypeStruct``s) have one structure, shapes and dtypes."""
-    leaves_a, tree_a = jax.tree.flatten(a)
-    leaves_b, tree_b = jax.tree.flatten(b)
-    return tree_a == tree_b and all(x.shape == y.shape and x.dtype == y.dtype for x, y in zip(leaves_a, leaves_b))
-
-
 def abstract_hparams(algorithm: Algorithm, count: int) -> Any:
     """``count`` members' hyperparameters as shapes only (templates of a cohort's member layout)."""
     names = [f.name for f in dataclasses.fields(algorithm.hparams)]
     return algorithm.hparams(**{name: jax.ShapeDtypeStruct((count,), jnp.float32) for name in names})
-
-
-def can_distill(agent: Any) -> bool:
-    """Whether an algorithm's agent declares a distillation (``Agent.distill``; on-policy agents have none)."""
-    return getattr(agent, "distill", None) is not None
 
 
 def merge_metrics(parts: list[tuple[np.ndarray, dict[str, Any]]], pop: int) -> dict[str, np.ndarray]:
@@ -69,26 +59,6 @@ def merge_metrics(parts: list[tuple[np.ndarray, dict[str, Any]]], pop: int) -> d
                 merged[name] = np.zeros(pop, bool) if value.dtype == bool else np.full(pop, np.nan)
             merged[name][members] = value
     return merged
-
-
-def local_edits(edits: MemberEdits, members: np.ndarray, copies: np.ndarray) -> MemberEdits:
-    """The part of ``edits`` inside one cohort (members ``members``), in its block's row indices; ``copies``:
-    bool per copy of ``edits``, the copies between members of this cohort that stay in it."""
-    position = {int(m): i for i, m in enumerate(members)}
-    targets, sources = np.asarray(edits.targets, int), np.asarray(edits.sources, int)
-    mine = copies & np.isin(targets, members)
-    reinit = np.isin(np.asarray(edits.reinit, int), members)
-
-    def local(index: np.ndarray) -> np.ndarray:
-        # -1: a source held elsewhere (Ray), whose rows the copy is given
-        return np.asarray([position.get(int(i), -1) for i in index], np.int64)
-
-    return edits.replace(
-        hparams=take_rows(edits.hparams, members), rollback=np.asarray(edits.rollback)[members],
-        reinit=local(np.asarray(edits.reinit, int)[reinit]),
-        reinit_keys=None if not reinit.any() else edits.reinit_keys[np.flatnonzero(reinit)],
-        targets=local(targets[mine]), sources=local(sources[mine]), whole=np.asarray(edits.whole)[mine],
-        frozen=np.asarray(edits.frozen)[members], cohorts=None)
 
 
 class CohortBackend:
@@ -325,37 +295,14 @@ class CohortBackend:
         return jax.device_put(take_rows(self.blocks[cohort], np.asarray([row])), jax.devices()[0])
 
     def _recreate(self, target: int, source_cohort: int, src: Member, cohort: int, edits: MemberEdits) -> Member:
-        """``target`` re-created in ``cohort`` from ``source`` (a block of one): the agent by
-        ``--pbt-cross-cohort`` (copy only where the shapes match), the source's observation statistics; its own
-        buffer and environments where their layout fits the new cohort (a copy keeps its own, as inside a
-        cohort), else the source's, else fresh ones; its own step count; a key split from its own."""
-        own = self._row(target)
-        shape = self.template(cohort)
+        """``target`` re-created in ``cohort`` from ``src`` (:func:`~populax.backends.cohort_moves.recreated_member`;
+        a distillation learns from ``src`` on its replay)."""
         hparams = jax.device_put(take_rows(edits.hparams, np.asarray([target])), jax.devices()[0])
-        next_key, init_key, distill_key = jax.random.split(own.key[0], 3)
-        mode = self.config.pbt_cross_cohort
-        if mode == "copy" and same_shapes(src.agent, shape.agent):
-            how, agent = "copy", src.agent
-        else:
-            agent = self.backend(cohort, 1).init_agents(init_key[None], hparams)
-            how = "distill" if mode != "fresh" and can_distill(self.agent_of(cohort)) else "fresh"
-            if how == "distill":
-                agent = self._distill(source_cohort, cohort, agent, src, distill_key)
+        member, how = recreated_member(
+            self._row(target), src, self.template(cohort), hparams, self.config.pbt_cross_cohort, edits,
+            self.backend(cohort, 1), lambda student, key: self._distill(source_cohort, cohort, student, src, key))
         self.moves[how] += 1
-        fresh = None
-        mine = [src, own] if edits.copy_experience else [own, src]
-        fitting = [m for m in mine if same_shapes(m.experience, shape.experience)]
-        if fitting:
-            experience, learn_from = fitting[0].experience, fitting[0].learn_from
-        else:  # no buffer of this layout: an empty one, refilled before the member learns
-            fresh = self.backend(cohort, 1).init_population(init_key[None], hparams)
-            experience, learn_from = fresh.experience, own.env_steps + edits.refill
-        envs = [m.env for m in (own, src) if same_shapes(m.env, shape.env)]
-        if not envs:
-            fresh = fresh or self.backend(cohort, 1).init_population(init_key[None], hparams)
-            envs = [fresh.env]
-        return Member(agent=agent, hparams=hparams, obs_stats=src.obs_stats, experience=experience, env=envs[0],
-                      env_steps=own.env_steps, learn_from=learn_from, key=next_key[None])
+        return member
 
     def agent_of(self, cohort: int) -> Any:
         """``cohort``'s agent functions (``Agent``; distillation reads them)."""
@@ -375,25 +322,9 @@ class CohortBackend:
         return jax.tree.map(lambda x: x[None], taught)
 
     def _rebuild(self, after: np.ndarray, moved: dict[int, Member]) -> None:
-        """Blocks for the cohorts ``after`` assigns, with the ``moved`` members' new rows (in member order)."""
-        blocks = {}
-        for cohort in sorted(set(after.tolist())):
-            members = np.flatnonzero(after == cohort)
-            staying = np.asarray([m for m in members if m not in moved], int)
-            incoming = [m for m in members if m in moved]
-            if not incoming and np.array_equal(members, self.members(cohort)):
-                blocks[cohort] = self.blocks[cohort]
-                continue
-            parts, order = [], []
-            if staying.size:
-                rows = np.searchsorted(self.members(cohort), staying)
-                parts.append(take_rows(self.blocks[cohort], rows))
-                order += staying.tolist()
-            parts += [moved[m] for m in incoming]
-            order += incoming
-            stacked = concatenate_rows(parts)
-            blocks[cohort] = take_rows(stacked, np.argsort(np.asarray(order)))
-        self.blocks, self.assignment, self.previous = blocks, np.asarray(after, np.int64), {}
+        """The blocks of the cohorts ``after`` assigns, with the ``moved`` members' new rows."""
+        self.blocks = rebuilt_blocks(self.blocks, self.assignment, after, moved)
+        self.assignment, self.previous = np.asarray(after, np.int64), {}
 
     def gather(self, population: Member, experience: bool = True) -> Cohorts:
         """Every cohort's block (replay buffers only with ``experience``) and who is in which."""

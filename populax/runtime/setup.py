@@ -22,7 +22,8 @@ import yaml
 from populax.agents import BUILTIN, Algorithm, algorithm_setting, get_algorithm
 from populax.agents.options import resolve_options
 from populax.backends import Backend
-from populax.backends.cohorts import CohortBackend, can_distill
+from populax.backends.cohort_moves import can_distill
+from populax.backends.cohorts import CohortBackend
 from populax.backends.factory import make_local_backend
 from populax.cohorts import (
     StaticSpace,
