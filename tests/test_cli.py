@@ -97,6 +97,36 @@ def test_existing_run_is_never_overwritten_without_force(tmp_path):
     assert (out / "precious.txt").read_text() == "keep me"
 
 
+@pytest.mark.parametrize("case", ["other files", "current directory", "a file"])
+def test_force_replaces_only_an_earlier_runs_directory(tmp_path, monkeypatch, capsys, case):
+    """--force never deletes what is not a run: a directory of the user's files, the current directory (the
+    user's module beside the command), a file; each a one-line refusal, exit 2, everything kept."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "my_algo.py").write_text("ALGO = None\n")
+    (project / "data" / "x.csv").write_text("1,2\n")
+    monkeypatch.chdir(project)
+    out = {"other files": "data", "current directory": ".", "a file": "my_algo.py"}[case]
+    code = main(["train", "--pop", "2", "--total-steps", "200", "--out", out, "--force", "--no-progress"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "--out" in lines[0], lines
+    assert (project / "my_algo.py").read_text() == "ALGO = None\n" and (project / "data" / "x.csv").is_file()
+
+
+def test_force_replaces_an_earlier_run_and_an_empty_directory_is_used(tmp_path, capsys):
+    """An empty directory needs no --force; --force replaces a run's directory whole (no file of it stays)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    args = ["train", "--pop", "2", "--total-steps", "200", "--eval-every", "100", "--learning-starts", "50",
+            "--hidden", "8,8", "--batch-size", "16", "--eval-episodes", "1", "--out", str(out), "--no-progress",
+            "--no-tensorboard"]
+    assert main(args) == 0 and (out / "summary.json").is_file()
+    (out / "stale.txt").write_text("from the earlier run")
+    assert main(args) == 2 and (out / "stale.txt").is_file()
+    assert main([*args, "--force"]) == 0
+    assert (out / "summary.json").is_file() and not (out / "stale.txt").exists()
+
+
 def test_envs_lists_gymnax_ids():
     result = populax("envs")
     assert result.returncode == 0 and "Pendulum-v1" in result.stdout and "td3" in result.stdout

@@ -131,7 +131,7 @@ class TrainConfig:
     out: str | None = None
     """Run directory (default: runs/ALGO-ENV-TIMESTAMP)."""
     force: bool = False
-    """Replace an existing run directory instead of refusing."""
+    """Replace an earlier run's directory (it holds config.yaml) instead of refusing; never a directory that is not a run, nor the current one."""
     tensorboard: bool = True
     """Write TensorBoard event files into the run directory."""
     progress: bool = True

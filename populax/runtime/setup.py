@@ -169,8 +169,7 @@ def prepare(config: TrainConfig) -> RunSetup:
     else:  # members move between cohorts: every cohort must hold the whole population
         check_cohorts_fit(backend.local if ray else backend, space, keys, hparams, in_place(config),
                           shards if ray else None, separate)
-    if run_dir.exists() and not config.force:
-        raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
+    check_out_dir(run_dir, config.force)
     if config.pbt_cross_cohort == "distill" and space is not None and not can_distill((backend.local if ray else backend).agent_of(0)):
         raise ConfigError(f"--pbt-cross-cohort distill: {config.algo} declares no distillation (Agent.distill); "
                           "allowed: copy, fresh")
@@ -211,11 +210,35 @@ def in_place(config: TrainConfig) -> bool:
     return config.executor != "sequential"
 
 
+def check_out_dir(run_dir: Path, force: bool) -> None:
+    """ConfigError (one line) unless ``run_dir`` may become this run's directory: a new path, an empty
+    directory, or under ``--force`` an earlier populax run's directory (it holds config.yaml), which the run
+    replaces. ``--force`` never deletes what is not a run: another directory's files (a user's module beside
+    the command), the current directory or one above it, a file."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise ConfigError(f"--out: {run_dir} is a file; choose a directory (new, empty, or an earlier run's)")
+    if not any(run_dir.iterdir()):
+        return  # nothing in it to lose
+    if not force:
+        raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
+    here = Path.cwd().resolve()
+    if run_dir.resolve() in (here, *here.parents):
+        raise ConfigError(f"--out: {run_dir} is the current directory or holds it; --force replaces only a run's own "
+                          "directory: choose another")
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"--out: {run_dir} is not a populax run directory (no config.yaml) and --force replaces only "
+                          "a run's directory, never other files: choose another directory")
+
+
 def create_run_dir(setup: RunSetup) -> None:
-    """Make the run directory (replacing it under --force) and write config.yaml."""
-    if setup.run_dir.exists():
+    """Make the run directory (replacing an earlier run's under --force: :func:`check_out_dir`) and write
+    config.yaml."""
+    check_out_dir(setup.run_dir, setup.config.force)  # it may have changed since prepare() checked it
+    if setup.run_dir.exists() and any(setup.run_dir.iterdir()):
         shutil.rmtree(setup.run_dir)
-    setup.run_dir.mkdir(parents=True)
+    setup.run_dir.mkdir(parents=True, exist_ok=True)
     resolved = config_to_dict(setup.config)
     resolved["out"] = str(setup.run_dir)
     resolved["force"] = False
