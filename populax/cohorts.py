@@ -104,6 +104,12 @@ def parse_static(name: str, text: Any, pop: int) -> StaticSpec:
         return StaticSpec("choice", tuple(dict.fromkeys(values)))
     if len(values) == 1:
         return StaticSpec("const", values)
+    if name == "hidden" and len(set(values)) == 1 and len(values[0]) == 1:
+        # `--hp.hidden 32,32` is --hidden's "two layers of 32" habit: as a list it is one 32-layer per member
+        width = values[0][0]
+        raise ConfigError(f"{setting_flag(name)}: {rest.strip()} would give every member one layer of {width}; for "
+                          f"{len(values)} layers write {'x'.join([str(width)] * len(values))} (or --hidden "
+                          f"{rest.strip()}), for one layer {width}")
     if len(values) != pop:
         raise ConfigError(f"{setting_flag(name)}: gives {len(values)} values but --pop is {pop}; give one value, "
                           "exactly one per member, or choice:A,B,...")

@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 import subprocess
 import time
 
@@ -51,11 +52,14 @@ def test_static_settings_parse_per_member_and_as_choices():
     ({"buffer-size": "100,200,300,400"}, "--hp.buffer-size: cannot differ between members"),
     ({"hidden": "8x8,32x32"}, "--hp.hidden: gives 2 values but --pop is 4"),
     ({"hidden": "8x8,wide"}, "--hp.hidden: cannot read 'wide' as widths like 64x64"),
+    ({"hidden": "32,32,32,32"}, "--hp.hidden: 32,32,32,32 would give every member one layer of 32; for 4 layers "
+                                "write 32x32x32x32 (or --hidden 32,32,32,32), for one layer 32"),
+    ({"hidden": [32, 32, 32, 32]}, "--hp.hidden: 32,32,32,32 would give every member one layer of 32"),
     ({"batch-size": "choice:0,4"}, "--hp.batch-size: cannot read '0' as a positive whole number"),
     ({"hidden": "search"}, "--hp.hidden: a static setting has no declared search range; give choice:A,B,..."),
 ])
 def test_static_settings_that_cannot_be_read_or_mixed_are_refused(hp, fragment):
-    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
         split_static(hp, 4, FIELDS)
 
 
