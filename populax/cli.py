@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from populax.arguments import CommandParser
 from populax.devices import use_all_cores
 from populax.docstrings import field_docs
 from populax.errors import ConfigError
@@ -34,7 +35,7 @@ FLAG_FIELDS = [name for name in FIELDS if name not in ("hp", "algo_options", "fo
 def train_parser() -> argparse.ArgumentParser:
     """Flags of `populax train`, generated from TrainConfig and its docstrings."""
     docs = field_docs(TrainConfig)
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="populax train",
         description="Train a population of agents. Per-member hyperparameters: --hp.NAME VALUE, "
         "where VALUE is a number, N comma-separated numbers, uniform:LO,HI, loguniform:LO,HI, choice:A,B,... "
@@ -165,7 +166,7 @@ def cmd_train(argv: list[str]) -> int:
 
 def run_dir_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A parser whose first argument is a run directory."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = CommandParser(prog=prog, description=description)
     parser.add_argument("run", metavar="RUN", help="run directory")
     return parser
 
@@ -206,7 +207,7 @@ def cmd_compare(argv: list[str]) -> int:
     """`populax compare RUN RUN ... --out DIR`: runs side by side (medians, bands, best members; a table)."""
     from populax.run.compare import compare_runs
 
-    parser = argparse.ArgumentParser(prog="populax compare", description="Compare runs: population median and "
+    parser = CommandParser(prog="populax compare", description="Compare runs: population median and "
                                      "interquartile band, best member, against env steps and wall time.")
     parser.add_argument("runs", metavar="RUN", nargs="+", help="run directories (two or more)")
     parser.add_argument("--out", default="comparison", help="directory for comparison.md and comparison.png "

@@ -88,6 +88,22 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, fragment):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("argv, line", [
+    (["train", "--totl-steps", "100"],
+     "populax: error: populax train: unrecognized arguments: --totl-steps 100; did you mean --total-steps? "
+     "(populax train --help lists the options)"),
+    (["eval", "--membr", "2", "RUN"], "populax eval: unrecognized arguments: --membr RUN; did you mean --member?"),
+    (["eval"], "populax eval: the following arguments are required: RUN"),
+    (["train", "--pop"], "populax train: argument --pop: expected one argument"),
+    (["bench", "update-step", "--algoo", "td3"], "unrecognized arguments: --algoo td3; did you mean --algo?"),
+])
+def test_a_command_line_argparse_cannot_read_is_one_line_with_the_closest_flag(capsys, argv, line):
+    """Not argparse's 30 lines of usage before the error: one line, exit 2, the flag meant where one is close."""
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and line in lines[0], lines
+
+
 def test_existing_run_is_never_overwritten_without_force(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from populax.arguments import CommandParser
 from populax.bench.update_step import BenchConfig, parse_list
 
 
@@ -12,7 +13,7 @@ def bench_parser() -> argparse.ArgumentParser:
     from populax.bench.impls import IMPLS
 
     defaults = BenchConfig()
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="populax bench update-step",
         description="Time one population-wide update step against population size for each implementation "
         "(the paper's Figure 2), interleaved in one run; writes JSON, CSV and PNG.",

@@ -1,0 +1,37 @@
+"""The command line's argument parser: a mistyped flag is one line naming it, with the closest flag there is.
+
+argparse's own error prints the whole usage (over 30 lines for ``populax train``) before the one line that
+matters; populax's rule for a user's mistake is one line, exit 2 (``ConfigError``, printed by ``populax.cli``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+from typing import NoReturn
+
+from populax.errors import ConfigError
+
+
+def closest_flags(tokens: list[str], known: list[str]) -> list[str]:
+    """``did you mean`` notes for the unknown ``tokens`` (``--flag`` or ``--flag=value``) among ``known``."""
+    flags = [token.partition("=")[0] for token in tokens if token.startswith("--")]
+    notes = []
+    for flag in flags:
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+        if close:
+            notes.append(f"did you mean {close[0]}?" if len(flags) == 1 else f"did you mean {close[0]} for {flag}?")
+    return notes
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are a :class:`ConfigError` of one line: what is wrong, the closest
+    known flag to an unknown one, and where the options are listed."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise the one-line ConfigError (argparse calls this on any unreadable command line)."""
+        prefix = "unrecognized arguments: "
+        notes = []
+        if message.startswith(prefix):
+            notes = closest_flags(message[len(prefix):].split(), list(self._option_string_actions))
+        raise ConfigError("; ".join([f"{self.prog}: {message}", *notes]) + f" ({self.prog} --help lists the options)")
