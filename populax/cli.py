@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from populax.arguments import CommandParser
@@ -28,7 +29,13 @@ from populax.run.config import FIELDS, TrainConfig, build_config, load_recipe
 from populax.run.progress import ProgressDisplay
 from populax.run.recipes import budget_layer, recipe_layer, resolve_config_path
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a notice is one line, also in a pipe (no wrapping at 80 columns)
+
+
+def table_console() -> Console:
+    """Where tables go: the terminal's width there, 200 columns in a pipe or file (rich's 80 would cut ids
+    short, and a copied id must be whole)."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
 FLAG_FIELDS = [name for name in FIELDS if name not in ("hp", "algo_options", "force", "tensorboard", "progress", "save_buffer")]
 
 
@@ -118,7 +125,7 @@ def print_members(result) -> None:
         final = "failed" if m["final_return"] is None else f"{m['final_return']:.1f}"
         table.add_row(f"{m['id']}{mark}", *[m.get("static", {}).get(n, "-") for n in settings],
                       *[f"{m['hparams'][n]:.4g}" for n in names], final)
-    out = Console()
+    out = table_console()
     out.print(table)
     if shared:
         out.print("same for all members: " + ", ".join(f"{n}={v:.4g}" for n, v in shared.items()))
@@ -287,7 +294,7 @@ def print_ranking(evaluations: list[Any]) -> None:
         last = logged[evaluation.member]
         table.add_row(str(rank), str(evaluation.member), f"{evaluation.returns.mean():.2f}",
                       f"{evaluation.returns.std():.2f}", "-" if last is None else f"{last:.2f}")
-    Console().print(table)
+    table_console().print(table)
     print(f"best over these {episodes} episodes: member {ranked[0].member} "
           f"(mean return {ranked[0].returns.mean():.2f})")
 
@@ -304,7 +311,7 @@ def cmd_envs(argv: list[str]) -> int:
 
     table = Table(title="Environments (gymnax, compiled end to end)")
     for column in ("id", "observation", "action", "algorithms"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold" if column == "id" else "ellipsis")  # an id is copied whole
     for env_id in gymnax_ids():
         try:
             env = make_jax_env(env_id)
@@ -313,7 +320,7 @@ def cmd_envs(argv: list[str]) -> int:
             continue
         algos = [a.name for a in ALGORITHMS.values() if (a.discrete if env.action.discrete else a.continuous)]
         table.add_row(env_id, str(env.obs_shape), describe_action(env.action), ", ".join(algos) or "-")
-    Console().print(table)
+    table_console().print(table)
     print_brax_envs([a.name for a in ALGORITHMS.values() if a.continuous])
     print_host_envs()
     return 0
@@ -326,10 +333,10 @@ def print_brax_envs(continuous_algos: list[str]) -> None:
     status = "available" if brax_installed() else "needs populax[brax]"
     table = Table(title="Environments (brax physics, compiled end to end; episodes of 1000 steps)")
     for column in ("id", "action", "algorithms", "status"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold" if column == "id" else "ellipsis")  # an id is copied whole
     for env_id in brax_ids():
         table.add_row(env_id, "continuous", ", ".join(continuous_algos), status)
-    Console().print(table)
+    table_console().print(table)
 
 
 def print_host_envs() -> None:
@@ -340,10 +347,10 @@ def print_host_envs() -> None:
     compiled = set(gymnax_ids())
     table = Table(title="Environments (Gymnasium / ALE on the CPU; prefix gymnasium: for ids gymnax also has)")
     for column in ("id", "family", "status"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold" if column == "id" else "ellipsis")  # an id is copied whole
     for env_id, family, status in host_env_rows():
-        table.add_row(f"gymnasium:{env_id}" if env_id in compiled else env_id, family, status)
-    Console(width=200).print(table)
+        table.add_row(f"gymnasium:{env_id}" if env_id in compiled else env_id, family, escape(status))  # [extra]
+    table_console().print(table)
 
 
 def cmd_algos(argv: list[str]) -> int:
@@ -362,7 +369,7 @@ def cmd_algos(argv: list[str]) -> int:
     for name, algorithm in ALGORITHMS.items():
         names = ", ".join(row.name for row in hparam_rows(algorithm))
         table.add_row(name, learner_kind(algorithm), action_kinds(algorithm), names, ", ".join(recipes_of(name)) or "-")
-    Console(width=200).print(table)
+    table_console().print(table)
     return 0
 
 
@@ -383,7 +390,7 @@ def print_algorithm(algorithm: Any, given: str) -> None:
     """`populax algos ALGO`: what it is, its traced hyperparameters and its static options."""
     from populax.agents.describe import action_kinds, copied_by_policy_exploit, hparam_rows, learner_kind, option_rows
 
-    out = Console(width=200)
+    out = table_console()
     out.print(f"[bold]{given}[/bold]: {learner_kind(algorithm)}, {action_kinds(algorithm)} actions; "
               f"--pbt-copy policy copies: {copied_by_policy_exploit(algorithm)}")
     table = Table(title="Hyperparameters (--hp.NAME VALUE: traced, may differ per member, PBT/PB2 explore them; "

@@ -147,6 +147,9 @@ def test_envs_lists_gymnax_ids():
     result = populax("envs")
     assert result.returncode == 0 and "Pendulum-v1" in result.stdout and "td3" in result.stdout
     assert "brax:halfcheetah" in result.stdout  # physics compiled end to end
+    # in a pipe the ids are whole (rich's 80 columns cut them to "MountainCarContinuous…")
+    assert "brax:inverted_double_pendulum" in result.stdout and "MountainCarContinuous-v0" in result.stdout
+    assert "…" not in result.stdout
 
 
 def test_the_python_api_reads_values_as_a_recipe_would():

@@ -16,8 +16,9 @@ import populax.runtime
 from populax.backends.host.collector import Collector, collector_keys
 from populax.cli import main
 from populax.envs import gymnax_ids
-from populax.envs.host_envs import learning_terminals, make_host_spec, make_vector_env
+from populax.envs.host_envs import host_env_rows, learning_terminals, make_host_spec, make_vector_env
 from populax.envs.routing import resolve_env
+from populax.errors import ConfigError
 from populax.obs_norm import normalize, stats_init, stats_update
 from populax.run.config import TrainConfig
 from populax.runtime import prepare
@@ -56,6 +57,23 @@ def test_host_config_errors_name_the_setting(tmp_path, overrides, fragment):
         prepare(host_config(tmp_path, **overrides))
     assert fragment in str(error.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_populax_envs_says_ready_exactly_for_the_ids_a_run_accepts():
+    """`populax envs` decides each status without building the env; every non-Atari row (and Pong) is checked
+    against the spec check a run makes: ready <-> accepted (a toy-text env's Discrete observations, Pusher-v4
+    under MuJoCo 3, Box2D without its package are not 'ready'). Shimmy's old-gym adapters are not listed."""
+    rows = {env_id: status for env_id, _, status in host_env_rows()}
+    assert rows["FrozenLake-v1"] == "not trainable: non-Box observations" and rows["Pendulum-v1"] == "ready"
+    assert not any(env_id.startswith("GymV2") for env_id in rows)
+    checked = [env_id for env_id in rows if not env_id.startswith("ALE/")] + ["ALE/Pong-v5"]
+    for env_id in checked:
+        try:
+            make_host_spec(env_id)
+            accepted = True
+        except ConfigError:
+            accepted = False
+        assert accepted == (rows[env_id] == "ready"), (env_id, rows[env_id])
 
 
 def test_missing_engine_names_the_extra(tmp_path, monkeypatch):

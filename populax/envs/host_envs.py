@@ -73,7 +73,32 @@ def _missing_extra(env_id: str, entry_point: str) -> str | None:
         return None if importlib.util.find_spec("ale_py") else EXTRAS["ale_py"][1]
     if "mujoco" in entry_point:
         return None if importlib.util.find_spec("mujoco") else EXTRAS["mujoco"][1]
+    if "box2d" in entry_point:  # not a populax extra: Gymnasium's (it builds Box2D from source)
+        return None if importlib.util.find_spec("Box2D") else "gymnasium[box2d]"
     return None
+
+
+NON_BOX_OBSERVATIONS = ("toy_text",)
+"""Gymnasium families whose observations are a Discrete index or a Tuple (FrozenLake, Taxi, Blackjack...): no
+network input populax builds reads them (``host_env_spec`` refuses them)."""
+NEEDS_OLD_MUJOCO = {"Pusher-v4": "mujoco<3"}
+"""Registered ids whose Gymnasium version refuses the installed MuJoCo (Pusher-v4: use Pusher-v5)."""
+
+
+def host_env_status(env_id: str, entry_point: str) -> str:
+    """Whether ``env_id`` trains here, without building it: ``ready``, ``install X`` (an absent package), or
+    why it cannot (observations no network reads, a MuJoCo version it refuses)."""
+    missing = _missing_extra(env_id, entry_point)
+    if missing:
+        return f"install {missing}"
+    if any(family in entry_point for family in NON_BOX_OBSERVATIONS):
+        return "not trainable: non-Box observations"
+    if env_id in NEEDS_OLD_MUJOCO and importlib.util.find_spec("mujoco"):
+        import mujoco
+
+        if int(mujoco.__version__.split(".")[0]) >= 3:
+            return f"not trainable: needs {NEEDS_OLD_MUJOCO[env_id]} (use its v5)"
+    return "ready"
 
 
 @functools.cache
@@ -343,8 +368,7 @@ def host_env_rows() -> list[tuple[str, str, str]]:
     rows = []
     for env_id in sorted(gym.registry):
         entry = str(gym.registry[env_id].entry_point)
-        if "ale_py" in entry and not env_id.startswith("ALE/") or "mujoco_py" in entry:
-            continue  # legacy Atari aliases; MuJoCo v2/v3 need the retired mujoco-py
-        missing = _missing_extra(env_id, entry)
-        rows.append((env_id, family(env_id, entry), f"install {missing}" if missing else "ready"))
+        if "ale_py" in entry and not env_id.startswith("ALE/") or "mujoco_py" in entry or "shimmy" in entry:
+            continue  # legacy Atari aliases; MuJoCo v2/v3 need the retired mujoco-py; Shimmy's old-gym adapters
+        rows.append((env_id, family(env_id, entry), host_env_status(env_id, entry)))
     return rows
