@@ -4,7 +4,8 @@ the best member as a plain function played in a Gymnasium environment.
     python examples/python_api.py
 
 ``populax.train(config, on_chunk=...)`` calls ``on_chunk(progress)`` after every chunk (one evaluation period):
-``progress.env_steps`` (per member so far), ``progress.total_steps``, ``progress.best_return``. The returned
+``progress.env_steps`` (per member so far), ``progress.total_steps``, ``progress.best_return`` (the best member's
+return at this chunk's evaluation, not a running maximum). The returned
 ``TrainResult`` holds every member's final state (``population``), final returns, the run directory and the
 content of summary.json; the run directory has metrics.jsonl, TensorBoard files, checkpoints and a report.
 ``populax.load_policy(run_dir)`` reads the best member back from its checkpoint as ``obs -> action``;
@@ -24,13 +25,14 @@ def main() -> None:
     args = parser.parse_args()
 
     config = TrainConfig(env="Pendulum-v1", algo="td3", pop=4, total_steps=args.steps, eval_every=args.steps // 5,
+                         learning_starts=min(1_000, args.steps // 5),  # a short --steps learns too
                          hidden=(64, 64), hp={"lr-actor": [3e-4, 1e-3, 3e-3, 1e-2]}, out=args.out, force=True,
                          progress=False, tensorboard=False)
     seen = []
 
     def watch(progress) -> None:
         seen.append(progress.env_steps)
-        print(f"{progress.env_steps:>7,} / {progress.total_steps:,} steps per member, best return so far "
+        print(f"{progress.env_steps:>7,} / {progress.total_steps:,} steps per member, best return this evaluation "
               f"{progress.best_return:8.1f}")
 
     result = train(config, on_chunk=watch)

@@ -74,6 +74,8 @@ def split_hp_flags(argv: list[str], prefix: str = "--hp.") -> tuple[list[str], d
                 value = next(args, None)
                 if value is None:
                     raise ConfigError(f"{prefix}{name}: needs a value")
+            if name in hp:  # last-wins would silently drop one of them (a per-member list, say)
+                raise ConfigError(f"{prefix}{name}: given twice ({hp[name]} and {value}); give it once")
             hp[name] = value
         else:
             rest.append(arg)
@@ -258,11 +260,11 @@ def cmd_eval(argv: list[str]) -> int:
         video, policy = record_member_video(args.run, args.member, args.video, args.seed, warn=warn)
         twin = (f"; gymnax does not render, so replayed in Gymnasium's {video.source.gymnasium_id} (same dynamics)"
                 if video.source.twin_of else "")
-        print(f"member {policy.member}{best_note(args.member)} ({policy.checkpoint.name}, {policy.env_steps:,} env "
+        print(f"member {policy.member} ({best_note(args.member)}{policy.checkpoint.name}, {policy.env_steps:,} env "
               f"steps): one episode, return {video.episode_return:.2f} in {video.steps} steps, video {video.path}{twin}")
         return 0
     returns, checkpoint, member = evaluate_saved_member(args.run, args.member, args.episodes, args.seed, warn=warn)
-    print(f"member {member}{best_note(args.member)} ({checkpoint.path.name}, {checkpoint.manifest['env_step']:,} env "
+    print(f"member {member} ({best_note(args.member)}{checkpoint.path.name}, {checkpoint.manifest['env_step']:,} env "
           f"steps): mean return {returns.mean():.2f} +- {returns.std():.2f} over {len(returns)} episodes")
     return 0
 
@@ -301,7 +303,7 @@ def print_ranking(evaluations: list[Any]) -> None:
 
 def best_note(member: int | None) -> str:
     """What `populax eval` adds after the member it chose itself."""
-    return " (the best of the last evaluation)" if member is None else ""
+    return "the best of the last evaluation; " if member is None else ""
 
 
 def cmd_envs(argv: list[str]) -> int:

@@ -95,10 +95,12 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, fragment):
     (["eval", "--membr", "2", "RUN"], "populax eval: unrecognized arguments: --membr RUN; did you mean --member?"),
     (["eval"], "populax eval: the following arguments are required: RUN"),
     (["train", "--pop"], "populax train: argument --pop: expected one argument"),
+    (["train", "--hp.lr-actor", "1e-3", "--hp.lr-actor=1e-2"], "--hp.lr-actor: given twice (1e-3 and 1e-2); give it once"),
     (["bench", "update-step", "--algoo", "td3"], "unrecognized arguments: --algoo td3; did you mean --algo?"),
 ])
-def test_a_command_line_argparse_cannot_read_is_one_line_with_the_closest_flag(capsys, argv, line):
-    """Not argparse's 30 lines of usage before the error: one line, exit 2, the flag meant where one is close."""
+def test_a_command_line_that_cannot_be_read_is_one_line_with_the_closest_flag(capsys, argv, line):
+    """Not argparse's 30 lines of usage before the error, nor a silent last-wins of a repeated --hp flag: one line,
+    exit 2, the flag meant where one is close."""
     assert main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and line in lines[0], lines

@@ -14,6 +14,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def run_example(name: str, *args: str) -> str:
     result = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "UnusedSettingWarning" not in result.stderr, result.stderr[-3000:]  # an example sets only what it uses
     return result.stdout
 
 

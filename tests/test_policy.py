@@ -77,7 +77,7 @@ def test_the_default_member_is_the_best_and_eval_reports_it(host_run, capsys):
     capsys.readouterr()
     assert main(["eval", str(run_dir), "--episodes", "2", "--seed", "5"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"member {best} (the best of the last evaluation)")
+    assert out.startswith(f"member {best} (the best of the last evaluation; chunk_")
     named = evaluate_saved_member(run_dir, best, 2, seed=5)
     assert f"mean return {named.returns.mean():.2f}" in out
 

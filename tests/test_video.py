@@ -68,3 +68,26 @@ def test_odd_frames_are_padded_to_even_sizes():
     assert even.shape == (6, 8, 3) and even.flags["C_CONTIGUOUS"]
     np.testing.assert_array_equal(even[:5, :7], frame[..., :3])
     np.testing.assert_array_equal(even[5, :7], frame[4, :, :3])  # edge rows repeated
+
+
+def test_an_environment_that_draws_nothing_is_named_not_blamed_on_opengl():
+    """A user's Gymnasium env without render(): one line saying so (not the MuJoCo display hint); a MuJoCo-like
+    failure keeps the hint."""
+    import gymnasium
+
+    from populax.errors import ConfigError
+    from populax.run.video import render_frame
+
+    class Blind(gymnasium.Env):
+        observation_space = gymnasium.spaces.Box(-1.0, 1.0, (1,))
+        action_space = gymnasium.spaces.Box(-1.0, 1.0, (1,))
+
+    with pytest.raises(ConfigError, match=r"^--video: mine:Blind does not implement render\(\)"):
+        render_frame(Blind(), "mine:Blind")
+
+    class NoContext(Blind):
+        def render(self):
+            raise RuntimeError("")
+
+    with pytest.raises(ConfigError, match=r"cannot render here \(RuntimeError\); MuJoCo without a display needs"):
+        render_frame(NoContext(), "mine:NoContext")

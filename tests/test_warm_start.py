@@ -155,7 +155,7 @@ def test_a_source_that_does_not_fit_is_one_line_exit_2_nothing_written(td3_sourc
 
 def test_a_directory_that_is_not_a_run_is_refused(tmp_path, capsys):
     assert main(["train", "--init-from", str(tmp_path), "--out", str(tmp_path / "new"), "--no-progress"]) == 2
-    assert "not a populax run directory" in capsys.readouterr().err
+    assert f"--init-from: {tmp_path} is not a populax run directory" in capsys.readouterr().err  # not "RUN:"
     assert not (tmp_path / "new").exists()
 
 

@@ -40,7 +40,7 @@ class TrainConfig:
     eval_episodes: int = 10
     """Fresh episodes per member per evaluation, deterministic policy."""
     eval_max_steps: int = 0
-    """Most agent steps per evaluation episode, so a stuck policy cannot stall a run (0: the environment's own limit)."""
+    """Most agent steps per evaluation episode, so a stuck policy cannot stall a run (0: the environment's own limit; a Gymnasium env registered without one stops at 100,000)."""
     executor: str = "auto"
     """How the member axis runs: auto, sequential, vmap, chunked:K, sharded, ray (blocks of members on Ray workers)."""
     hidden: tuple[int, ...] = (256, 256)

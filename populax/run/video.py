@@ -129,9 +129,13 @@ def render_frame(env: Any, env_id: str) -> np.ndarray:
     except gymnasium.error.DependencyNotInstalled as error:
         raise ConfigError(f"--video: rendering {env_id} needs a package that is missing ({str(error).splitlines()[0]}); "
                           f"install {EXTRA}") from None
+    except NotImplementedError:  # gymnasium.Env's own render(): the environment draws nothing
+        raise ConfigError(f"--video: {env_id} does not implement render() (rgb_array); a video needs an "
+                          "environment that draws its frames") from None
     except Exception as error:  # MuJoCo without an OpenGL context, mostly
-        raise ConfigError(f"--video: {env_id} cannot render here ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
-                          "MuJoCo without a display needs MUJOCO_GL=egl or MUJOCO_GL=osmesa") from None
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0]}" if str(error) else type(error).__name__
+        raise ConfigError(f"--video: {env_id} cannot render here ({reason}); MuJoCo without a display needs "
+                          "MUJOCO_GL=egl or MUJOCO_GL=osmesa") from None
     if frame is None or np.ndim(frame) != 3:
         raise ConfigError(f"--video: {env_id} returned no rgb_array frame")
     return frame

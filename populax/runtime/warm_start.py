@@ -21,6 +21,7 @@ one line naming both members' settings.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -108,11 +109,14 @@ def load_warm_start(setup: RunSetup, warn: Any = warn_on_stderr) -> WarmStart | 
     if source_dir.resolve() == setup.run_dir.resolve():
         raise ConfigError(f"--init-from: {source_dir} is this run's own directory (--out); to continue it use "
                           "populax resume, or write the new run elsewhere")
-    source = load_setup(source_dir)
-    if source.config.algo != config.algo:
-        raise ConfigError(f"--init-from: the source run trained {source.config.algo}, this run {config.algo}; "
-                          "allowed: the same --algo")
-    checkpoint = load_checkpoint(source, warn)
+    try:  # what a loader says of its RUN argument is said of --init-from here
+        source = load_setup(source_dir)
+        if source.config.algo != config.algo:
+            raise ConfigError(f"--init-from: the source run trained {source.config.algo}, this run {config.algo}; "
+                              "allowed: the same --algo")
+        checkpoint = load_checkpoint(source, warn)
+    except ConfigError as error:
+        raise ConfigError(re.sub(r"^RUN: ", "--init-from: ", str(error))) from None
     population: Member | Cohorts = checkpoint.population
     best = checkpoint_best_member(checkpoint, "--init-member best") if config.init_member == "best" else None
     rows = source_members(config.init_member, source.config.pop, config.pop, best)
