@@ -9,13 +9,14 @@ import path, by the CLI processes it starts (PYTHONPATH=tests:examples). Importi
 import gymnasium
 import jax
 import jax.numpy as jnp
+import numpy as np
 from custom_gymnasium_env import GymCorridor
 from custom_jax_env import Corridor, CorridorParams
 from flax import struct
 from gymnax.environments import environment, spaces
 
-__all__ = ["Corridor", "CorridorParams", "DictObservationCorridor", "GymCorridor", "Reach", "TupleActionCorridor",
-           "make_gym_corridor"]
+__all__ = ["Corridor", "CorridorParams", "DictObservationCorridor", "GymCorridor", "OldGymApiCorridor", "Reach",
+           "TupleActionCorridor", "WrongShapeCorridor", "WrongShapeJaxCorridor", "make_gym_corridor"]
 
 
 class DictObservationCorridor(Corridor):
@@ -25,12 +26,35 @@ class DictObservationCorridor(Corridor):
         return spaces.Dict({"position": spaces.Box(0.0, 1.0, (1,), jnp.float32)})
 
 
+class WrongShapeJaxCorridor(Corridor):
+    """The JAX corridor declaring observations of shape (3,) while returning (2,): refused in one line."""
+
+    def observation_space(self, params):
+        return spaces.Box(-1.0, 1.0, (3,), jnp.float32)
+
+
 class TupleActionCorridor(GymCorridor):
     """A Gymnasium environment with a Tuple action space: refused in one line."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.action_space = gymnasium.spaces.Tuple((gymnasium.spaces.Discrete(2), gymnasium.spaces.Discrete(2)))
+
+
+class WrongShapeCorridor(GymCorridor):
+    """Declares observations of shape (3,) but returns (2,): refused in one line before the run starts."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.observation_space = gymnasium.spaces.Box(-1.0, 1.0, (3,), np.float32)
+
+
+class OldGymApiCorridor(GymCorridor):
+    """step() returns the old gym 4-tuple (observation, reward, done, info): refused in one line."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, reward, terminated or truncated, info
 
 
 def make_gym_corridor() -> gymnasium.Env:

@@ -76,6 +76,12 @@ def test_a_gymnasium_environment_trains_on_the_host_backend(tmp_path, env):
 @pytest.mark.parametrize("env, fragment", [
     ("py:custom_envs:DictObservationCorridor", "has a Dict observation space; allowed: Box"),
     ("py:custom_envs:TupleActionCorridor", "action space Tuple"),
+    ("py:custom_envs:WrongShapeCorridor", "py:custom_envs:WrongShapeCorridor's reset() returned an observation of "
+                                          "shape (2,); its observation_space is (3,)"),
+    ("py:custom_envs:WrongShapeJaxCorridor", "py:custom_envs:WrongShapeJaxCorridor's reset returned an "
+                                             "observation of shape (2,); its observation_space is (3,)"),
+    ("py:custom_envs:OldGymApiCorridor", "step() must return (observation, reward, terminated, truncated, info) "
+                                         "(the Gymnasium API; got tuple of 4)"),
     ("py:no_such_module:Env", "cannot import module 'no_such_module'"),
     ("py:custom_envs:NoSuchEnv", "has no attribute 'NoSuchEnv'"),
     ("py:custom_envs:CorridorParams", "not an environment"),

@@ -242,8 +242,44 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
         raise ConfigError(
             f"--env: {env_id} has action space {act_space}; populax handles Discrete or a bounded Box"
         )
+    if is_custom(env_id) or ":" in env_id:  # a user's environment (py:..., or Gymnasium's module:Id)
+        check_steps_in_its_spaces(make, env_id)
     dtype = np.uint8 if obs_space.dtype == np.uint8 else np.float32
     return HostEnvSpec(env_id, tuple(int(d) for d in obs_space.shape), dtype, action, low, high, make)
+
+
+def check_steps_in_its_spaces(make: Callable[[], Any], env_id: str) -> None:
+    """A user's environment built, reset and stepped once (an action drawn from its space, seeded), then closed:
+    ConfigError in one line where it does not keep to the Gymnasium API it declares, instead of numpy's "Output
+    array is the wrong shape" from inside the vector env, or a tuple unpacking error, mid-run."""
+    env = make()
+    try:
+        probe_steps(env, env_id)
+    finally:
+        env.close()
+
+
+def probe_steps(env: Any, env_id: str) -> None:
+    """One seeded reset and one step of ``env`` checked against its spaces and the Gymnasium API."""
+    obs_space, act_space = env.observation_space, env.action_space
+
+    def check_observation(obs: Any, where: str) -> None:
+        if np.shape(obs) != obs_space.shape:
+            raise ConfigError(f"--env: {env_id}'s {where} returned an observation of shape {np.shape(obs)}; its "
+                              f"observation_space is {obs_space.shape}")
+
+    first = env.reset(seed=0)
+    if not (isinstance(first, tuple) and len(first) == 2):
+        raise ConfigError(f"--env: {env_id}'s reset() must return (observation, info) (the Gymnasium API)")
+    check_observation(first[0], "reset()")
+    act_space.seed(0)
+    result = env.step(act_space.sample())
+    if not (isinstance(result, tuple) and len(result) == 5):
+        raise ConfigError(f"--env: {env_id}'s step() must return (observation, reward, terminated, truncated, info) "
+                          f"(the Gymnasium API; got {type(result).__name__} of {len(result) if isinstance(result, tuple) else 1})")
+    check_observation(result[0], "step()")
+    if np.ndim(result[1]) != 0:
+        raise ConfigError(f"--env: {env_id}'s step() returned a reward of shape {np.shape(result[1])}; it must be one number")
 
 
 def atari_entry(registered: str, entry_point: str) -> bool:

@@ -79,7 +79,7 @@ def make_jax_env(env_id: str, max_episode_steps: int = 0) -> JaxEnv:
             raise ConfigError(f"--env: {env_id} is a Gymnasium environment; it trains on the host backend")
         if is_brax_env(env):
             return brax_adapter(env, env_id, max_episode_steps)
-        return gymnax_adapter(env, env.default_params, env_id, max_episode_steps)
+        return checked_observations(gymnax_adapter(env, env.default_params, env_id, max_episode_steps))
     if is_brax_id(env_id):
         return make_brax_env(env_id, max_episode_steps)
     gymnax = _import_gymnax()
@@ -155,6 +155,27 @@ def gymnax_adapter(env: Any, params: Any, env_id: str, max_episode_steps: int = 
         step=step,
         to_env_action=to_env_action,
     )
+
+
+def checked_observations(env: JaxEnv) -> JaxEnv:
+    """``env`` (a user's) once its reset and step, traced for shapes only (nothing runs or compiles), return
+    observations of the shape its observation_space declares and one reward; else a one-line ConfigError (not
+    flax's parameter-shape error from inside the first compile)."""
+    key = jax.random.key(0)
+    obs, state = jax.eval_shape(env.reset, key)
+    where = "reset"
+    if obs.shape == env.obs_shape:
+        action = (jax.ShapeDtypeStruct((), jnp.int32) if env.action.discrete
+                  else jax.ShapeDtypeStruct((env.action.size,), jnp.float32))
+        result = jax.eval_shape(env.step, key, state, action)
+        obs, where = result.obs, "step"
+        if result.reward.shape != ():
+            raise ConfigError(f"--env: {env.name}'s step returned a reward of shape {result.reward.shape}; it must "
+                              "be one number")
+    if obs.shape != env.obs_shape:
+        raise ConfigError(f"--env: {env.name}'s {where} returned an observation of shape {obs.shape}; its "
+                          f"observation_space is {env.obs_shape}")
+    return env
 
 
 def describe_action(spec: ActionSpec) -> str:
