@@ -74,8 +74,9 @@ def split_hp_flags(argv: list[str], prefix: str = "--hp.") -> tuple[list[str], d
                 value = next(args, None)
                 if value is None:
                     raise ConfigError(f"{prefix}{name}: needs a value")
-            if name in hp:  # last-wins would silently drop one of them (a per-member list, say)
-                raise ConfigError(f"{prefix}{name}: given twice ({hp[name]} and {value}); give it once")
+            same = [given for given in hp if given.replace("_", "-") == name.replace("_", "-")]
+            if same:  # last-wins would silently drop one of them (a per-member list, say); lr_actor is lr-actor
+                raise ConfigError(f"{prefix}{name}: given twice ({hp[same[0]]} and {value}); give it once")
             hp[name] = value
         else:
             rest.append(arg)

@@ -86,6 +86,8 @@ def value_text(name: str, value: Any) -> str:
 
 def parse_static(name: str, text: Any, pop: int) -> StaticSpec:
     """A user's ``--hp.NAME`` for static setting ``name``: one value, one per member, or ``choice:A,B,...``."""
+    # [[32], [32]] says "one layer per member" unmistakably; "32,32" and [32, 32] may be --hidden's habit
+    layered = isinstance(text, (list, tuple)) and all(isinstance(v, (list, tuple)) for v in text)
     if isinstance(text, (list, tuple)):
         text = ",".join(value_text(name, v) if isinstance(v, (list, tuple)) else str(v) for v in text)
     if str(text).strip() == "search":  # a shape declares no search range: its candidates are the user's to name
@@ -104,7 +106,7 @@ def parse_static(name: str, text: Any, pop: int) -> StaticSpec:
         return StaticSpec("choice", tuple(dict.fromkeys(values)))
     if len(values) == 1:
         return StaticSpec("const", values)
-    if name == "hidden" and len(set(values)) == 1 and len(values[0]) == 1:
+    if name == "hidden" and not layered and len(set(values)) == 1 and len(values[0]) == 1:
         # `--hp.hidden 32,32` is --hidden's "two layers of 32" habit: as a list it is one 32-layer per member
         width = values[0][0]
         raise ConfigError(f"{setting_flag(name)}: {rest.strip()} would give every member one layer of {width}; for "

@@ -34,7 +34,9 @@ def import_user_module(module_name: str) -> ModuleType:
 def import_failure(module_name: str, error: ImportError) -> str:
     """Why ``module_name`` did not import, for a one-line error: where it was looked for when it is the module
     itself that was not found, else the module's own error (a missing dependency it imports, say)."""
-    if isinstance(error, ModuleNotFoundError) and error.name == module_name.partition(".")[0]:
+    missing = getattr(error, "name", None) or ""
+    if isinstance(error, ModuleNotFoundError) and (module_name == missing or module_name.startswith(missing + ".")):
+        # the module, or a package on its path, is absent (json.nosuch as much as nosuch.mod)
         return f"{error}; looked on PYTHONPATH and in the current directory"
     return f"{type(error).__name__} while importing it: {error}"
 

@@ -96,6 +96,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, fragment):
     (["eval"], "populax eval: the following arguments are required: RUN"),
     (["train", "--pop"], "populax train: argument --pop: expected one argument"),
     (["train", "--hp.lr-actor", "1e-3", "--hp.lr-actor=1e-2"], "--hp.lr-actor: given twice (1e-3 and 1e-2); give it once"),
+    (["train", "--hp.lr-actor", "1e-3", "--hp.lr_actor", "1e-2"], "--hp.lr_actor: given twice (1e-3 and 1e-2)"),
     (["bench", "update-step", "--algoo", "td3"], "unrecognized arguments: --algoo td3; did you mean --algo?"),
 ])
 def test_a_command_line_that_cannot_be_read_is_one_line_with_the_closest_flag(capsys, argv, line):
@@ -115,23 +116,33 @@ def test_existing_run_is_never_overwritten_without_force(tmp_path):
     assert (out / "precious.txt").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("case", ["other files", "current directory", "a file"])
+@pytest.mark.parametrize("case", ["other files", "a project's own config.yaml", "current directory", "a file",
+                                  "a link to a run"])
 def test_force_replaces_only_an_earlier_runs_directory(tmp_path, monkeypatch, capsys, case):
-    """--force never deletes what is not a run: a directory of the user's files, the current directory (the
-    user's module beside the command), a file; each a one-line refusal, exit 2, everything kept."""
+    """--force never deletes what is not a run: a directory of the user's files (also one with a config.yaml of
+    its own, a Hydra project's), the current directory (the user's module beside the command), a file, a link;
+    each a one-line refusal, exit 2, everything kept."""
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
+    (project / "other").mkdir()
     (project / "my_algo.py").write_text("ALGO = None\n")
     (project / "data" / "x.csv").write_text("1,2\n")
+    (project / "other" / "config.yaml").write_text("defaults:\n  - model: resnet\n")
+    (project / "run").mkdir()
+    (project / "run" / "config.yaml").write_text("algo: td3\nenv: Pendulum-v1\npop: 2\ntotal_steps: 200\n"
+                                                 "executor: auto\n")
+    (project / "link").symlink_to(project / "run")
     monkeypatch.chdir(project)
-    out = {"other files": "data", "current directory": ".", "a file": "my_algo.py"}[case]
+    out = {"other files": "data", "a project's own config.yaml": "other", "current directory": ".",
+           "a file": "my_algo.py", "a link to a run": "link"}[case]
     code = main(["train", "--pop", "2", "--total-steps", "200", "--out", out, "--force", "--no-progress"])
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "--out" in lines[0], lines
     assert (project / "my_algo.py").read_text() == "ALGO = None\n" and (project / "data" / "x.csv").is_file()
+    assert (project / "other" / "config.yaml").is_file() and (project / "run" / "config.yaml").is_file()
 
 
-def test_force_replaces_an_earlier_run_and_an_empty_directory_is_used(tmp_path, capsys):
+def test_force_replaces_an_earlier_run_and_an_empty_directory_is_used(tmp_path, capsys, monkeypatch):
     """An empty directory needs no --force; --force replaces a run's directory whole (no file of it stays)."""
     out = tmp_path / "run"
     out.mkdir()
@@ -143,6 +154,9 @@ def test_force_replaces_an_earlier_run_and_an_empty_directory_is_used(tmp_path, 
     assert main(args) == 2 and (out / "stale.txt").is_file()
     assert main([*args, "--force"]) == 0
     assert (out / "summary.json").is_file() and not (out / "stale.txt").exists()
+    # a run read back from inside its own directory is not a new run: nothing to refuse
+    monkeypatch.chdir(out)
+    assert main(["eval", ".", "--episodes", "1"]) == 0, capsys.readouterr().err
 
 
 def test_envs_lists_gymnax_ids():

@@ -33,6 +33,7 @@ def test_static_settings_parse_per_member_and_as_choices():
     assert parse_static("hidden", "choice:64x64,256x256", 8) == ("choice", ((64, 64), (256, 256)))
     assert parse_static("batch_size", "64,64,256,256", 4) == ("list", (64, 64, 256, 256))
     assert parse_static("hidden", [[8, 8], [32]], 2) == ("list", ((8, 8), (32,)))
+    assert parse_static("hidden", [[32], [32]], 2) == ("list", ((32,), (32,)))  # one layer each, unmistakably
     assert parse_static("n_step", 3, 4) == ("const", (3,))
     static, traced = split_static({"hidden": "choice:8x8,32x32", "lr-actor": "1e-3"}, 4, FIELDS)
     assert list(static) == ["hidden"] and traced == {"lr-actor": "1e-3"}

@@ -167,3 +167,5 @@ def test_a_module_in_the_current_directory_is_found_as_python_m_would_find_it(tm
     with pytest.raises(ConfigError, match=r"^--algo: cannot import module 'my_cwd_broken' \(ModuleNotFoundError while "
                                           r"importing it: No module named 'no_such_dependency_xyz'\)$"):
         load_import_path("my_cwd_broken:X", "--algo")
+    with pytest.raises(ConfigError, match=r"\(No module named 'json.nosuch'; looked on PYTHONPATH"):  # a submodule
+        load_import_path("json.nosuch:X", "--algo")

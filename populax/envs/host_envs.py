@@ -218,6 +218,9 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
         missing = _missing_extra(registered, entry)
         if missing:
             raise ConfigError(f"--env: {env_id} needs a package that is not installed; install {missing}")
+        status = host_env_status(registered, entry)
+        if status.startswith("not trainable: needs"):  # an old MuJoCo: say which, not "install populax[mujoco]"
+            raise ConfigError(f"--env: {env_id} is {status}")
         atari = atari_entry(registered, entry)
         make = make_env_fn(env_id, atari=atari, terminal_on_life_loss=terminal_on_life_loss,
                            max_episode_steps=max_episode_steps, render_mode=render_mode)

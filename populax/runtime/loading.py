@@ -38,7 +38,7 @@ def load_config(run_dir: str | Path) -> TrainConfig:
 
 def load_setup(run_dir: str | Path) -> RunSetup:
     """Rebuild a run's :class:`RunSetup` from RUN/config.yaml."""
-    return prepare(load_config(run_dir))
+    return prepare(load_config(run_dir), new_run=False)
 
 
 def member_placement(setup: RunSetup) -> Placement | None:

@@ -128,8 +128,9 @@ def check_mixed_config(config: TrainConfig, algorithm: Algorithm, space: StaticS
                           "use auto, which shards a cohort whose size the devices divide")
 
 
-def prepare(config: TrainConfig) -> RunSetup:
-    """Validate ``config`` and build the run's objects; raises ConfigError, writes nothing.
+def prepare(config: TrainConfig, new_run: bool = True) -> RunSetup:
+    """Validate ``config`` and build the run's objects; raises ConfigError, writes nothing. ``new_run``: the
+    run directory (``--out``) must be free for a new run (False: an existing run read back, ``load_setup``).
 
     ``config.env`` may be a user's environment object (the Python API): the run records its import path, or
     names it for this process only (``populax.envs.custom.env_setting``). Static settings given per member
@@ -169,7 +170,8 @@ def prepare(config: TrainConfig) -> RunSetup:
     else:  # members move between cohorts: every cohort must hold the whole population
         check_cohorts_fit(backend.local if ray else backend, space, keys, hparams, in_place(config),
                           shards if ray else None, separate)
-    check_out_dir(run_dir, config.force)
+    if new_run:
+        check_out_dir(run_dir, config.force)
     if config.pbt_cross_cohort == "distill" and space is not None and not can_distill((backend.local if ray else backend).agent_of(0)):
         raise ConfigError(f"--pbt-cross-cohort distill: {config.algo} declares no distillation (Agent.distill); "
                           "allowed: copy, fresh")
@@ -210,11 +212,40 @@ def in_place(config: TrainConfig) -> bool:
     return config.executor != "sequential"
 
 
+RUN_KEYS = ("algo", "env", "pop", "total_steps", "executor")
+"""Settings every populax config.yaml records: a directory whose config.yaml lacks them is not a run's (a
+Hydra config, a project's root)."""
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether ``path`` is a populax run's directory: its config.yaml is a mapping of a run's settings."""
+    try:
+        recorded = yaml.safe_load((path / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(recorded, dict) and all(key in recorded for key in RUN_KEYS)
+
+
+def check_replaceable(run_dir: Path) -> None:
+    """ConfigError (one line) unless deleting ``run_dir`` loses nothing but an earlier run: not a link, not the
+    current directory or one above it, and a populax run's directory (:func:`is_run_dir`)."""
+    if run_dir.is_symlink():
+        raise ConfigError(f"--out: {run_dir} is a symbolic link; --force replaces only a run's own directory: "
+                          "name the directory itself")
+    here = Path.cwd().resolve()
+    if run_dir.resolve() in (here, *here.parents):
+        raise ConfigError(f"--out: {run_dir} is the current directory or holds it; --force replaces only a run's own "
+                          "directory: choose another")
+    if not is_run_dir(run_dir):
+        raise ConfigError(f"--out: {run_dir} is not a populax run directory (no config.yaml of a run) and --force "
+                          "replaces only a run's directory, never other files: choose another directory")
+
+
 def check_out_dir(run_dir: Path, force: bool) -> None:
-    """ConfigError (one line) unless ``run_dir`` may become this run's directory: a new path, an empty
-    directory, or under ``--force`` an earlier populax run's directory (it holds config.yaml), which the run
-    replaces. ``--force`` never deletes what is not a run: another directory's files (a user's module beside
-    the command), the current directory or one above it, a file."""
+    """ConfigError (one line) unless ``run_dir`` may become a new run's directory: a new path, an empty
+    directory, or under ``--force`` an earlier populax run's directory, which the run replaces. ``--force``
+    never deletes what is not a run (:func:`check_replaceable`): another directory's files (a user's module
+    beside the command), the current directory or one above it, a file."""
     if not run_dir.exists():
         return
     if not run_dir.is_dir():
@@ -223,20 +254,14 @@ def check_out_dir(run_dir: Path, force: bool) -> None:
         return  # nothing in it to lose
     if not force:
         raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
-    here = Path.cwd().resolve()
-    if run_dir.resolve() in (here, *here.parents):
-        raise ConfigError(f"--out: {run_dir} is the current directory or holds it; --force replaces only a run's own "
-                          "directory: choose another")
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"--out: {run_dir} is not a populax run directory (no config.yaml) and --force replaces only "
-                          "a run's directory, never other files: choose another directory")
+    check_replaceable(run_dir)
 
 
 def create_run_dir(setup: RunSetup) -> None:
-    """Make the run directory (replacing an earlier run's under --force: :func:`check_out_dir`) and write
-    config.yaml."""
-    check_out_dir(setup.run_dir, setup.config.force)  # it may have changed since prepare() checked it
+    """Make the run directory (replacing an earlier run's: :func:`check_out_dir` refused anything else) and
+    write config.yaml. A setup run twice replaces its own first run."""
     if setup.run_dir.exists() and any(setup.run_dir.iterdir()):
+        check_replaceable(setup.run_dir)  # what is deleted, checked where it is deleted
         shutil.rmtree(setup.run_dir)
     setup.run_dir.mkdir(parents=True, exist_ok=True)
     resolved = config_to_dict(setup.config)
