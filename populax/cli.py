@@ -74,9 +74,9 @@ def split_hp_flags(argv: list[str], prefix: str = "--hp.") -> tuple[list[str], d
                 value = next(args, None)
                 if value is None:
                     raise ConfigError(f"{prefix}{name}: needs a value")
-            same = [given for given in hp if given.replace("_", "-") == name.replace("_", "-")]
-            if same:  # last-wins would silently drop one of them (a per-member list, say); lr_actor is lr-actor
-                raise ConfigError(f"{prefix}{name}: given twice ({hp[same[0]]} and {value}); give it once")
+            # the last one given wins, as for every other flag (a script's base arguments, then an override);
+            # lr_actor and lr-actor are one setting
+            hp = {given: text for given, text in hp.items() if given.replace("_", "-") != name.replace("_", "-")}
             hp[name] = value
         else:
             rest.append(arg)
