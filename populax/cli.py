@@ -30,13 +30,13 @@ from populax.run.progress import ProgressDisplay
 from populax.run.recipes import budget_layer, recipe_layer, resolve_config_path
 
 console = Console(stderr=True, soft_wrap=True)  # a notice is one line, also in a pipe (no wrapping at 80 columns)
+FLAG_FIELDS = [name for name in FIELDS if name not in ("hp", "algo_options", "force", "tensorboard", "progress", "save_buffer")]
 
 
 def table_console() -> Console:
     """Where tables go: the terminal's width there, 200 columns in a pipe or file (rich's 80 would cut ids
     short, and a copied id must be whole)."""
     return Console() if sys.stdout.isatty() else Console(width=200)
-FLAG_FIELDS = [name for name in FIELDS if name not in ("hp", "algo_options", "force", "tensorboard", "progress", "save_buffer")]
 
 
 def train_parser() -> argparse.ArgumentParser:

@@ -133,6 +133,11 @@ def chunked_executor(chunk: int) -> Executor:
     return executor
 
 
+def members_mesh() -> Mesh:
+    """The member axis (``pop``) over all local devices: where a sharded population lives."""
+    return Mesh(np.asarray(jax.devices()), ("pop",))
+
+
 def shard_members(mapped: Callable[..., Any], donate: bool = False) -> Callable[..., Any]:
     """Split the member axis over all local devices; ``mapped`` runs each device's share.
 
@@ -140,9 +145,8 @@ def shard_members(mapped: Callable[..., Any], donate: bool = False) -> Callable[
     check_vma=False: members never communicate, and one-member code (e.g. a
     constant returned by one branch of a cond) should not need axis annotations.
     """
-    mesh = Mesh(np.asarray(jax.devices()), ("pop",))
     spec = PartitionSpec("pop")
-    return jax.jit(jax.shard_map(mapped, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False),
+    return jax.jit(jax.shard_map(mapped, mesh=members_mesh(), in_specs=spec, out_specs=spec, check_vma=False),
                    donate_argnums=donated(donate))
 
 
@@ -246,9 +250,10 @@ def executor_shards(executor: str, pop: int) -> int:
 
 def members_sharding(shards: int) -> Sharding:
     """Where a block of members lives when its executor splits it over ``shards`` devices (``executor_shards``):
-    the member axis over all local devices (``shard_members``' mesh), or the first device."""
+    the member axis over all local devices (:func:`members_mesh`, as ``shard_members`` runs it), or the first
+    device."""
     if shards > 1:
-        return NamedSharding(Mesh(np.asarray(jax.devices()), ("pop",)), PartitionSpec("pop"))
+        return NamedSharding(members_mesh(), PartitionSpec("pop"))
     return SingleDeviceSharding(jax.devices()[0])
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from populax.bench.cases import BenchCase, Skipped, member_update
 from populax.errors import ConfigError
-from populax.population import make_executor, select_member, stack_members
+from populax.population import make_executor, members_sharding, select_member, stack_members
 
 IMPLS = ("jax-sequential", "jax-vmap", "jax-sharded", "jax-parallel", "torch-sequential", "torch-vectorized", "auto")
 
@@ -104,12 +104,10 @@ class JaxSequential:
 
 def sharded(case: BenchCase, steps_at_once: int) -> JaxPopulation:
     """The population axis split over all local devices, inputs placed there once."""
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
     devices = jax.local_device_count()
     if case.pop % devices:
         raise Skipped(f"pop {case.pop} is not a multiple of the {devices} local devices")
-    sharding = NamedSharding(Mesh(np.asarray(jax.devices()), ("pop",)), PartitionSpec("pop"))
+    sharding = members_sharding(devices)
     return JaxPopulation(case, steps_at_once, "sharded", place=lambda tree: jax.device_put(tree, sharding))
 
 

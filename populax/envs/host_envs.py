@@ -85,6 +85,15 @@ NEEDS_OLD_MUJOCO = {"Pusher-v4": "mujoco<3"}
 """Registered ids whose Gymnasium version refuses the installed MuJoCo (Pusher-v4: use Pusher-v5)."""
 
 
+def needs_old_mujoco(env_id: str) -> str | None:
+    """Why ``env_id`` cannot run on the installed MuJoCo (``needs mujoco<3 (use its v5)``), or None."""
+    if env_id not in NEEDS_OLD_MUJOCO or not importlib.util.find_spec("mujoco"):
+        return None
+    import mujoco
+
+    return f"needs {NEEDS_OLD_MUJOCO[env_id]} (use its v5)" if int(mujoco.__version__.split(".")[0]) >= 3 else None
+
+
 def host_env_status(env_id: str, entry_point: str) -> str:
     """Whether ``env_id`` trains here, without building it: ``ready``, ``install X`` (an absent package), or
     why it cannot (observations no network reads, a MuJoCo version it refuses)."""
@@ -93,12 +102,8 @@ def host_env_status(env_id: str, entry_point: str) -> str:
         return f"install {missing}"
     if any(family in entry_point for family in NON_BOX_OBSERVATIONS):
         return "not trainable: non-Box observations"
-    if env_id in NEEDS_OLD_MUJOCO and importlib.util.find_spec("mujoco"):
-        import mujoco
-
-        if int(mujoco.__version__.split(".")[0]) >= 3:
-            return f"not trainable: needs {NEEDS_OLD_MUJOCO[env_id]} (use its v5)"
-    return "ready"
+    old_mujoco = needs_old_mujoco(env_id)
+    return f"not trainable: {old_mujoco}" if old_mujoco else "ready"
 
 
 @functools.cache
@@ -218,9 +223,9 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
         missing = _missing_extra(registered, entry)
         if missing:
             raise ConfigError(f"--env: {env_id} needs a package that is not installed; install {missing}")
-        status = host_env_status(registered, entry)
-        if status.startswith("not trainable: needs"):  # an old MuJoCo: say which, not "install populax[mujoco]"
-            raise ConfigError(f"--env: {env_id} is {status}")
+        old_mujoco = needs_old_mujoco(registered)
+        if old_mujoco:  # say which MuJoCo, not Gymnasium's ImportError turned into "install populax[mujoco]"
+            raise ConfigError(f"--env: {env_id} is not trainable: {old_mujoco}")
         atari = atari_entry(registered, entry)
         make = make_env_fn(env_id, atari=atari, terminal_on_life_loss=terminal_on_life_loss,
                            max_episode_steps=max_episode_steps, render_mode=render_mode)
@@ -255,34 +260,30 @@ def check_steps_in_its_spaces(make: Callable[[], Any], env_id: str) -> None:
     """A user's environment built, reset and stepped once (an action drawn from its space, seeded), then closed:
     ConfigError in one line where it does not keep to the Gymnasium API it declares, instead of numpy's "Output
     array is the wrong shape" from inside the vector env, or a tuple unpacking error, mid-run."""
-    env = make()
-    try:
-        probe_steps(env, env_id)
-    finally:
-        env.close()
-
-
-def probe_steps(env: Any, env_id: str) -> None:
-    """One seeded reset and one step of ``env`` checked against its spaces and the Gymnasium API."""
-    obs_space, act_space = env.observation_space, env.action_space
 
     def check_observation(obs: Any, where: str) -> None:
-        if np.shape(obs) != obs_space.shape:
+        if np.shape(obs) != env.observation_space.shape:
             raise ConfigError(f"--env: {env_id}'s {where} returned an observation of shape {np.shape(obs)}; its "
-                              f"observation_space is {obs_space.shape}")
+                              f"observation_space is {env.observation_space.shape}")
 
-    first = env.reset(seed=0)
-    if not (isinstance(first, tuple) and len(first) == 2):
-        raise ConfigError(f"--env: {env_id}'s reset() must return (observation, info) (the Gymnasium API)")
-    check_observation(first[0], "reset()")
-    act_space.seed(0)
-    result = env.step(act_space.sample())
-    if not (isinstance(result, tuple) and len(result) == 5):
-        raise ConfigError(f"--env: {env_id}'s step() must return (observation, reward, terminated, truncated, info) "
-                          f"(the Gymnasium API; got {type(result).__name__} of {len(result) if isinstance(result, tuple) else 1})")
-    check_observation(result[0], "step()")
-    if np.ndim(result[1]) != 0:
-        raise ConfigError(f"--env: {env_id}'s step() returned a reward of shape {np.shape(result[1])}; it must be one number")
+    env = make()
+    try:
+        first = env.reset(seed=0)
+        if not (isinstance(first, tuple) and len(first) == 2):
+            raise ConfigError(f"--env: {env_id}'s reset() must return (observation, info) (the Gymnasium API)")
+        check_observation(first[0], "reset()")
+        env.action_space.seed(0)
+        result = env.step(env.action_space.sample())
+        if not (isinstance(result, tuple) and len(result) == 5):
+            got = f"tuple of {len(result)}" if isinstance(result, tuple) else type(result).__name__
+            raise ConfigError(f"--env: {env_id}'s step() must return (observation, reward, terminated, truncated, "
+                              f"info) (the Gymnasium API; got {got})")
+        check_observation(result[0], "step()")
+        if np.ndim(result[1]) != 0:
+            raise ConfigError(f"--env: {env_id}'s step() returned a reward of shape {np.shape(result[1])}; it must "
+                              "be one number")
+    finally:
+        env.close()
 
 
 def atari_entry(registered: str, entry_point: str) -> bool:

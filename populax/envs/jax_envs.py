@@ -161,20 +161,21 @@ def checked_observations(env: JaxEnv) -> JaxEnv:
     """``env`` (a user's) once its reset and step, traced for shapes only (nothing runs or compiles), return
     observations of the shape its observation_space declares and one reward; else a one-line ConfigError (not
     flax's parameter-shape error from inside the first compile)."""
+    def check_observation(obs: jax.ShapeDtypeStruct, where: str) -> None:
+        if obs.shape != env.obs_shape:
+            raise ConfigError(f"--env: {env.name}'s {where} returned an observation of shape {obs.shape}; its "
+                              f"observation_space is {env.obs_shape}")
+
     key = jax.random.key(0)
     obs, state = jax.eval_shape(env.reset, key)
-    where = "reset"
-    if obs.shape == env.obs_shape:
-        action = (jax.ShapeDtypeStruct((), jnp.int32) if env.action.discrete
-                  else jax.ShapeDtypeStruct((env.action.size,), jnp.float32))
-        result = jax.eval_shape(env.step, key, state, action)
-        obs, where = result.obs, "step"
-        if result.reward.shape != ():
-            raise ConfigError(f"--env: {env.name}'s step returned a reward of shape {result.reward.shape}; it must "
-                              "be one number")
-    if obs.shape != env.obs_shape:
-        raise ConfigError(f"--env: {env.name}'s {where} returned an observation of shape {obs.shape}; its "
-                          f"observation_space is {env.obs_shape}")
+    check_observation(obs, "reset")
+    action = (jax.ShapeDtypeStruct((), jnp.int32) if env.action.discrete
+              else jax.ShapeDtypeStruct((env.action.size,), jnp.float32))
+    result = jax.eval_shape(env.step, key, state, action)
+    check_observation(result.obs, "step")
+    if result.reward.shape != ():
+        raise ConfigError(f"--env: {env.name}'s step returned a reward of shape {result.reward.shape}; it must be "
+                          "one number")
     return env
 
 
