@@ -311,6 +311,7 @@ def cmd_envs(argv: list[str]) -> int:
     """`populax envs`: every environment id and which algorithms can train on it."""
     from populax.agents import ALGORITHMS
     from populax.envs import describe_action, gymnax_ids, make_jax_env
+    from populax.envs.spaces import UnusableSpaces
 
     table = Table(title="Environments (gymnax, compiled end to end)")
     for column in ("id", "observation", "action", "algorithms"):
@@ -318,7 +319,10 @@ def cmd_envs(argv: list[str]) -> int:
     for env_id in gymnax_ids():
         try:
             env = make_jax_env(env_id)
-        except Exception as error:  # an env gymnax lists but cannot build here
+        except UnusableSpaces as error:  # e.g. FrozenLake-misc's Discrete observations
+            table.add_row(env_id, "-", "-", f"not trainable: {error.what}")
+            continue
+        except Exception as error:  # an env gymnax lists but cannot build here (MNISTBandit downloads its data)
             table.add_row(env_id, "-", "-", f"unavailable ({type(error).__name__})")
             continue
         algos = [a.name for a in ALGORITHMS.values() if (a.discrete if env.action.discrete else a.continuous)]

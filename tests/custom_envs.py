@@ -15,8 +15,8 @@ from custom_jax_env import Corridor, CorridorParams
 from flax import struct
 from gymnax.environments import environment, spaces
 
-__all__ = ["Corridor", "CorridorParams", "DictObservationCorridor", "GymCorridor", "OldGymApiCorridor", "Reach",
-           "TupleActionCorridor", "WrongShapeCorridor", "WrongShapeJaxCorridor", "make_gym_corridor"]
+__all__ = ["Corridor", "CorridorParams", "DictObservationCorridor", "GymCorridor", "IntegerActionJaxCorridor",
+           "OldGymApiCorridor", "Reach", "TupleActionCorridor", "WrongShapeCorridor", "WrongShapeJaxCorridor", "make_gym_corridor"]
 
 
 class DictObservationCorridor(Corridor):
@@ -24,6 +24,14 @@ class DictObservationCorridor(Corridor):
 
     def observation_space(self, params):
         return spaces.Dict({"position": spaces.Box(0.0, 1.0, (1,), jnp.float32)})
+
+
+class IntegerActionJaxCorridor(Corridor):
+    """The JAX corridor declaring its two moves as an int32 Box (0..1), not a Discrete: a continuous agent would send
+    it fractional moves, so populax refuses it in one line."""
+
+    def action_space(self, params=None):
+        return spaces.Box(0, 1, (1,), jnp.int32)
 
 
 class WrongShapeJaxCorridor(Corridor):

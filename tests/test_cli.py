@@ -172,6 +172,8 @@ def test_envs_lists_gymnax_ids():
     # in a pipe the ids are whole (rich's 80 columns cut them to "MountainCarContinuous…")
     assert "brax:inverted_double_pendulum" in result.stdout and "MountainCarContinuous-v0" in result.stdout
     assert "…" not in result.stdout
+    # gymnax's FrozenLake-misc observes a Discrete index: its row says why it cannot train, as a run would refuse it
+    assert re.search(r"FrozenLake-misc .*not trainable: a Discrete observation space", result.stdout)
 
 
 def test_the_python_api_reads_values_as_a_recipe_would():

@@ -75,7 +75,9 @@ def test_a_gymnasium_environment_trains_on_the_host_backend(tmp_path, env):
 
 @pytest.mark.parametrize("env, fragment", [
     ("py:custom_envs:DictObservationCorridor", "has a Dict observation space; allowed: Box"),
-    ("py:custom_envs:TupleActionCorridor", "action space Tuple"),
+    ("py:custom_envs:TupleActionCorridor", "has a Tuple action space; allowed: Discrete or a bounded float Box"),
+    ("py:custom_envs:IntegerActionJaxCorridor", "has an integer Box action space (int32); allowed: Discrete or a "
+                                                "bounded float Box (integer actions are choices: declare them Discrete)"),
     ("py:custom_envs:WrongShapeCorridor", "py:custom_envs:WrongShapeCorridor's reset() returned an observation of "
                                           "shape (2,); its observation_space is (3,)"),
     ("py:custom_envs:WrongShapeJaxCorridor", "py:custom_envs:WrongShapeJaxCorridor's reset returned an "

@@ -60,11 +60,13 @@ def test_host_config_errors_name_the_setting(tmp_path, overrides, fragment):
 
 
 def test_populax_envs_says_ready_exactly_for_the_ids_a_run_accepts():
-    """`populax envs` decides each status without building the env; every non-Atari row (and Pong) is checked
-    against the spec check a run makes: ready <-> accepted (a toy-text env's Discrete observations, Pusher-v4
-    under MuJoCo 3, Box2D without its package are not 'ready'). Shimmy's old-gym adapters are not listed."""
+    """`populax envs` builds no MuJoCo or Atari env (the others' spaces are checked by building them); every
+    non-Atari row (and Pong) is checked against the spec check a run makes: ready <-> accepted (a toy-text env's
+    Discrete observations, tabular CliffWalking's int32 Box of moves, Pusher-v4 under MuJoCo 3, Box2D without its
+    package are not 'ready'). Shimmy's old-gym adapters are not listed."""
     rows = {env_id: status for env_id, _, status in host_env_rows()}
-    assert rows["FrozenLake-v1"] == "not trainable: non-Box observations" and rows["Pendulum-v1"] == "ready"
+    assert rows["FrozenLake-v1"] == "not trainable: a Discrete observation space" and rows["Pendulum-v1"] == "ready"
+    assert rows["tabular/CliffWalking-v0"] == "not trainable: an integer Box action space (int32)"
     assert not any(env_id.startswith("GymV2") for env_id in rows)
     checked = [env_id for env_id in rows if not env_id.startswith("ALE/")] + ["ALE/Pong-v5"]
     for env_id in checked:

@@ -23,6 +23,7 @@ import numpy as np
 
 from populax.agents.base import ActionSpec
 from populax.envs.custom import is_custom, resolve_custom
+from populax.envs.spaces import check_spaces, unusable_spaces
 from populax.errors import ConfigError
 from populax.importpath import import_failure, import_user_module
 
@@ -78,9 +79,10 @@ def _missing_extra(env_id: str, entry_point: str) -> str | None:
     return None
 
 
-NON_BOX_OBSERVATIONS = ("toy_text",)
-"""Gymnasium families whose observations are a Discrete index or a Tuple (FrozenLake, Taxi, Blackjack...): no
-network input populax builds reads them (``host_env_spec`` refuses them)."""
+NOT_BUILT_FOR_LISTING = ("mujoco", "ale_py")
+"""Families ``populax envs`` does not build to check their spaces (hundreds of Atari games, MuJoCo's model loads;
+their spaces are a Box of observations and Discrete or bounded float Box actions). Every other registered family
+builds in well under a second all together."""
 NEEDS_OLD_MUJOCO = {"Pusher-v4": "mujoco<3"}
 """Registered ids whose Gymnasium version refuses the installed MuJoCo (Pusher-v4: use Pusher-v5)."""
 
@@ -95,15 +97,31 @@ def needs_old_mujoco(env_id: str) -> str | None:
 
 
 def host_env_status(env_id: str, entry_point: str) -> str:
-    """Whether ``env_id`` trains here, without building it: ``ready``, ``install X`` (an absent package), or
-    why it cannot (observations no network reads, a MuJoCo version it refuses)."""
+    """Whether ``env_id`` trains here: ``ready``, ``install X`` (an absent package), or why it cannot (spaces no
+    agent reads or acts in, a MuJoCo version it refuses). MuJoCo and Atari ids are judged without being built."""
     missing = _missing_extra(env_id, entry_point)
     if missing:
         return f"install {missing}"
-    if any(family in entry_point for family in NON_BOX_OBSERVATIONS):
-        return "not trainable: non-Box observations"
     old_mujoco = needs_old_mujoco(env_id)
-    return f"not trainable: {old_mujoco}" if old_mujoco else "ready"
+    if old_mujoco:
+        return f"not trainable: {old_mujoco}"
+    if not any(family in entry_point for family in NOT_BUILT_FOR_LISTING):
+        problem = _spaces_problem(env_id)
+        if problem:
+            return f"not trainable: {problem[0]}"
+    return "ready"
+
+
+def _spaces_problem(env_id: str) -> tuple[str, str] | None:
+    """What is wrong with registered ``env_id``'s spaces (``unusable_spaces``), building it once."""
+    gym = _gymnasium()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Gymnasium's deprecation notes for old versions: the listing shows them all
+        env = gym.make(env_id)
+    try:
+        return unusable_spaces(env.observation_space, env.action_space)
+    finally:
+        env.close()
 
 
 @functools.cache
@@ -237,19 +255,13 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
         obs_space, act_space = env.observation_space, env.action_space
     finally:
         env.close()
-    spaces = gym.spaces
-    if not isinstance(obs_space, spaces.Box):
-        raise ConfigError(f"--env: {env_id} has a {type(obs_space).__name__} observation space; allowed: Box")
-    if isinstance(act_space, spaces.Discrete):
+    check_spaces(env_id, obs_space, act_space)
+    if isinstance(act_space, gym.spaces.Discrete):
         action, low, high = ActionSpec(discrete=True, size=int(act_space.n)), None, None
-    elif isinstance(act_space, spaces.Box) and np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high)):
+    else:
         action = ActionSpec(discrete=False, size=int(np.prod(act_space.shape)))
         low = np.asarray(act_space.low, np.float32).reshape(-1)
         high = np.asarray(act_space.high, np.float32).reshape(-1)
-    else:
-        raise ConfigError(
-            f"--env: {env_id} has action space {act_space}; populax handles Discrete or a bounded Box"
-        )
     if is_custom(env_id) or ":" in env_id:  # a user's environment (py:..., or Gymnasium's module:Id)
         check_steps_in_its_spaces(make, env_id)
     dtype = np.uint8 if obs_space.dtype == np.uint8 else np.float32

@@ -24,6 +24,7 @@ import numpy as np
 
 from populax.agents.base import ActionSpec
 from populax.envs.custom import is_brax_env, is_custom, resolve_custom
+from populax.envs.spaces import check_spaces
 from populax.errors import ConfigError
 
 
@@ -89,22 +90,6 @@ def make_jax_env(env_id: str, max_episode_steps: int = 0) -> JaxEnv:
         )
     env, params = gymnax.make(env_id)
     return gymnax_adapter(env, params, env_id, max_episode_steps)
-
-
-SPACES = ("Box", "Discrete")
-"""The gymnax space classes populax handles (observations: Box; actions: Discrete or a bounded Box)."""
-
-
-def check_spaces(env_id: str, observation: Any, action: Any) -> None:
-    """One-line ConfigError for spaces populax cannot train on (before anything is built or written)."""
-    if type(observation).__name__ != "Box":
-        raise ConfigError(f"--env: {env_id} has a {type(observation).__name__} observation space; allowed: Box")
-    if type(action).__name__ not in SPACES:
-        raise ConfigError(f"--env: {env_id} has a {type(action).__name__} action space; allowed: "
-                          f"{' or '.join(SPACES)}")
-    if type(action).__name__ == "Box" and not (np.all(np.isfinite(np.asarray(action.low)))
-                                               and np.all(np.isfinite(np.asarray(action.high)))):
-        raise ConfigError(f"--env: {env_id} has an unbounded Box action space; allowed: Discrete or a bounded Box")
 
 
 def gymnax_adapter(env: Any, params: Any, env_id: str, max_episode_steps: int = 0) -> JaxEnv:
