@@ -122,6 +122,21 @@ def test_existing_run_is_never_overwritten_without_force(tmp_path):
     assert (out / "precious.txt").read_text() == "keep me"
 
 
+def test_an_out_directory_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    """A file on the way to --out is found before anything runs; a directory the system refuses to make (/proc:
+    even root cannot) is one line too, not mkdir's traceback."""
+    (tmp_path / "notes.txt").write_text("keep me")
+    for out, says in ((tmp_path / "notes.txt" / "run", f"{tmp_path / 'notes.txt'} is a file"),
+                      (Path("/proc/populax-run/run"), "cannot create /proc/populax-run/run")):
+        assert main(["train", "--out", str(out), "--total-steps", "200", "--eval-every", "100", "--learning-starts", "50",
+                     "--no-progress"]) == 2
+        err = capsys.readouterr().err  # (the budget's own warnings come first: the short run is not the point)
+        errors = [line for line in err.splitlines() if line.startswith("populax: error:")]
+        assert len(errors) == 1 and errors[0].startswith("populax: error: --out:") and says in errors[0], err
+        assert "Traceback" not in err
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
 @pytest.mark.parametrize("case", ["other files", "a project's own config.yaml", "current directory", "a file",
                                   "a link to a run"])
 def test_force_replaces_only_an_earlier_runs_directory(tmp_path, monkeypatch, capsys, case):

@@ -9,6 +9,7 @@ this point asks which.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import sys
 from datetime import datetime
@@ -242,19 +243,34 @@ def check_replaceable(run_dir: Path) -> None:
 
 
 def check_out_dir(run_dir: Path, force: bool) -> None:
-    """ConfigError (one line) unless ``run_dir`` may become a new run's directory: a new path, an empty
-    directory, or under ``--force`` an earlier populax run's directory, which the run replaces. ``--force``
-    never deletes what is not a run (:func:`check_replaceable`): another directory's files (a user's module
-    beside the command), the current directory or one above it, a file."""
-    if not run_dir.exists():
-        return
-    if not run_dir.is_dir():
-        raise ConfigError(f"--out: {run_dir} is a file; choose a directory (new, empty, or an earlier run's)")
-    if not any(run_dir.iterdir()):
-        return  # nothing in it to lose
+    """ConfigError (one line) unless ``run_dir`` may become a new run's directory: a new path where a directory
+    can be made, an empty directory, or under ``--force`` an earlier populax run's directory, which the run
+    replaces. ``--force`` never deletes what is not a run (:func:`check_replaceable`): another directory's files
+    (a user's module beside the command), the current directory or one above it, a file."""
+    try:
+        if not run_dir.exists():
+            check_creatable(run_dir)
+            return
+        if not run_dir.is_dir():
+            raise ConfigError(f"--out: {run_dir} is a file; choose a directory (new, empty, or an earlier run's)")
+        if not any(run_dir.iterdir()):
+            check_creatable(run_dir)
+            return  # nothing in it to lose
+    except PermissionError as error:  # a directory this user cannot list
+        raise ConfigError(f"--out: cannot read {run_dir} ({error.strerror}); choose another directory") from None
     if not force:
         raise ConfigError(f"--out: {run_dir} already exists; choose another directory or pass --force to replace it")
     check_replaceable(run_dir)
+
+
+def check_creatable(run_dir: Path) -> None:
+    """ConfigError (one line) when the run could not write ``run_dir``: the nearest existing directory on its path
+    is a file or not writable (found before the compile, not when the first file is written)."""
+    existing = next(path for path in (run_dir, *run_dir.absolute().parents) if path.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out: cannot create {run_dir}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out: cannot create {run_dir}: {existing} is not writable; choose another directory")
 
 
 def create_run_dir(setup: RunSetup) -> None:
@@ -263,7 +279,10 @@ def create_run_dir(setup: RunSetup) -> None:
     if setup.run_dir.exists() and any(setup.run_dir.iterdir()):
         check_replaceable(setup.run_dir)  # what is deleted, checked where it is deleted
         shutil.rmtree(setup.run_dir)
-    setup.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        setup.run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # what os.access could not foresee (a read-only mount, /sys, root squash)
+        raise ConfigError(f"--out: cannot create {setup.run_dir} ({error.strerror}); choose another directory") from None
     resolved = config_to_dict(setup.config)
     resolved["out"] = str(setup.run_dir)
     resolved["force"] = False
