@@ -118,7 +118,7 @@ def print_members(result) -> None:
     shared = {n: v for n, v in members[0]["hparams"].items() if n not in names}
     # Only a mixed-shape run's members carry "static"; an ordinary run's table is as before.
     settings = list(dict.fromkeys(n for m in members for n in m.get("static", {})))
-    table = Table(title=f"{summary['algo']} on {summary['env']}: population of {summary['pop']}")
+    table = Table()  # the title is printed above it: rich wraps a title to the table's width, a few columns here
     table.add_column("member", justify="right")
     for name in [*settings, *names]:
         table.add_column(name, justify="right")
@@ -129,6 +129,7 @@ def print_members(result) -> None:
         table.add_row(f"{m['id']}{mark}", *[m.get("static", {}).get(n, "-") for n in settings],
                       *[f"{m['hparams'][n]:.4g}" for n in names], final)
     out = table_console()
+    out.print(f"{summary['algo']} on {summary['env']}: population of {summary['pop']}", markup=False, highlight=False)
     out.print(table)
     if shared:
         out.print("same for all members: " + ", ".join(f"{n}={v:.4g}" for n, v in shared.items()))
