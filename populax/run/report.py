@@ -1,6 +1,6 @@
 """`populax report RUN`: figures and a page that show at a glance who won, when, and how.
 
-Reads only files of the run directory (metrics.jsonl, summary.json) and writes
+Reads only files of the run directory (metrics.jsonl, summary.json, config.yaml) and writes
 ``RUN/report/``: ``learning_curves.png`` (every member, population median and
 interquartile band, against env steps and against wall time),
 ``best_member.png``, ``hparams.png`` (per-member hyperparameter trajectories,
@@ -82,6 +82,91 @@ def varying_hparams(records: list[dict[str, Any]]) -> list[str]:
     """Hyperparameters that differ between members or change over time."""
     names = list(records[0].get("hparams", {})) if records else []
     return [n for n in names if len({r["hparams"][n] for r in records}) > 1]
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config.yaml (empty when absent or unreadable): a stopped run's report takes its title from it."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def log_scales(config: dict[str, Any]) -> dict[str, bool]:
+    """Hyperparameter (CLI name) -> whether the report draws it on a log axis: the algorithm's declaration
+    (``hparam(..., log=True)``: learning rates, tau), or a ``loguniform:`` spec of the run (config.yaml records
+    ``--hp.NAME search`` of a logarithmic hyperparameter so). A name left out (config.yaml absent, an algorithm
+    this process cannot load) is decided by the values' spread (:func:`log_axis`)."""
+    scales: dict[str, bool] = {}
+    if config.get("algo"):
+        try:
+            from populax.agents import get_algorithm
+            from populax.hparams import cli_name, hparam_infos
+
+            infos = hparam_infos(get_algorithm(str(config["algo"])).hparams)
+            scales = {cli_name(name): info.log for name, info in infos.items()}
+        except Exception:  # noqa: BLE001 - a registered or py: algorithm missing here: the spread decides
+            scales = {}
+    for name, spec in (config.get("hp") or {}).items():
+        if isinstance(spec, str) and spec.strip().startswith("loguniform:"):
+            scales[str(name)] = True
+    return scales
+
+
+def log_axis(name: str, values: list[float], scales: dict[str, bool]) -> bool:
+    """Whether to draw hyperparameter ``name`` with ``values`` on a log axis: as ``scales`` says (the
+    declaration), else when they spread over more than a factor of 20; never with a value <= 0."""
+    if not values or min(values) <= 0:
+        return False
+    if name in scales:
+        return scales[name]
+    return max(values) / min(values) > 20
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """A few major tick values within [lo, hi] on a log axis: decades when three or more fit, else 1-2-5 steps,
+    else 1..9 multiples of powers of ten, else (a narrow range) evenly spaced round values; at most 6."""
+    from matplotlib.ticker import MaxNLocator
+
+    if lo >= hi:
+        return [lo]
+    first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    inside = (lo * (1 - 1e-9), hi * (1 + 1e-9))
+    for subs, enough in (((1,), 3), ((1, 2, 5), 3), (tuple(range(1, 10)), 2)):
+        ticks = [s * 10.0 ** e for e in range(first, last + 1) for s in subs]
+        ticks = [t for t in ticks if inside[0] <= t <= inside[1]]
+        if len(ticks) >= enough:
+            return ticks[:: math.ceil(len(ticks) / 6)]
+    ticks = [float(t) for t in MaxNLocator(nbins=3).tick_values(lo, hi) if inside[0] <= t <= inside[1]]
+    return ticks or [lo]
+
+
+def set_log_axis(ax: Any, which: str, values: list[float]) -> None:
+    """Log-scale ``ax``'s ``which`` (``x`` or ``y``) axis with readable labels: a few major ticks (:func:`log_ticks`)
+    as plain numbers, minor ticks unlabelled (matplotlib labels them where fewer than two decades show, and
+    ``2×10⁻³3×10⁻³4×10⁻³`` run together)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_locator(FixedLocator(log_ticks(min(values), max(values))))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def in_force(points: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    """A member's (env step, value) records, in step order -> the corners of a step line drawn
+    ``where="post"`` that holds each value over the steps it was in force. metrics.jsonl logs a chunk's
+    hyperparameters before the strategy edits them (runtime/driver.py), so a record's value trained the period
+    that ended at its step: from the previous record's step (the first from 0, where every run's member steps
+    start). A PBT/PB2 change made at step S so shows from S, where lineage.jsonl and lineage.png put it."""
+    if not points:
+        return [], []
+    values = [value for _, value in points]
+    return [0.0, *(float(step) for step, _ in points)], [*values, values[-1]]
 
 
 def parse_cohort_label(label: str) -> dict[str, str]:
@@ -228,26 +313,26 @@ def plot_best_member(records: list[dict[str, Any]], best: int, path: Path, hpara
     plt.close(fig)
 
 
-def plot_hparams(records: list[dict[str, Any]], names: list[str], best: int, path: Path) -> None:
-    """One panel per varying hyperparameter: each member's value over env steps."""
+def plot_hparams(records: list[dict[str, Any]], names: list[str], best: int, path: Path,
+                 scales: dict[str, bool] | None = None) -> None:
+    """One panel per varying hyperparameter: each member's value over the env steps it was in force
+    (:func:`in_force`); ``scales``: which to draw on a log axis (:func:`log_scales`)."""
     import matplotlib.pyplot as plt
 
     members = sorted({r["member"] for r in records})
-    steps = sorted({r["env_step"] for r in records})
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(max(7.0, 4.6 * cols), 3.4 * rows), squeeze=False)
     colors = line_colors(len(members))
     for ax, name in zip(axes.flat, names):
-        table = {(r["member"], r["env_step"]): r["hparams"][name] for r in records}
         for member, color in zip(members, colors):
-            ys = [table.get((member, s), np.nan) for s in steps]
+            xs, ys = in_force(sorted((r["env_step"], r["hparams"][name]) for r in records if r["member"] == member))
             is_best = member == best
-            ax.step(steps, ys, where="post", color="crimson" if is_best else color, lw=2.5 if is_best else 1,
+            ax.step(xs, ys, where="post", color="crimson" if is_best else color, lw=2.5 if is_best else 1,
                     alpha=1 if is_best else 0.7, label=f"member {member}" + (" (best)" if is_best else ""))
-        values = [v for v in table.values() if v > 0]
-        if values and max(values) / min(values) > 20:
-            ax.set_yscale("log")
+        values = [r["hparams"][name] for r in records]
+        if log_axis(name, values, scales or {}):
+            set_log_axis(ax, "y", values)
         ax.set_title(name)
         ax.set_xlabel("env steps per member")
         ax.grid(alpha=0.3)
@@ -318,11 +403,12 @@ def sweep_tables(records: list[dict[str, Any]], names: list[str]) -> list[str]:
     return lines
 
 
-def plot_sensitivity(records: list[dict[str, Any]], names: list[str], best: int, path: Path) -> None:
+def plot_sensitivity(records: list[dict[str, Any]], names: list[str], best: int, path: Path,
+                     scales: dict[str, bool] | None = None) -> None:
     """One panel per varying hyperparameter: the return of every evaluation against the value that produced
     it (colored by env steps: yellow = late in the run), each member's last evaluation ringed, the best
     member's a red star, and for a hyperparameter each member kept whose values repeat, the median final
-    return per value."""
+    return per value; ``scales``: which to draw on a log axis (:func:`log_scales`)."""
     import matplotlib.pyplot as plt
 
     last = final_records(records)
@@ -350,9 +436,9 @@ def plot_sensitivity(records: list[dict[str, Any]], names: list[str], best: int,
             values = sorted(scored_finals)
             ax.plot(values, [float(np.median(scored_finals[v])) for v in values], color="black", lw=1.5,
                     label="median final return per value")
-        positive = [x for x in xs if x > 0]
-        if positive and len(positive) == len(xs) and max(positive) / min(positive) > 20:
-            ax.set_xscale("log")
+        values = [r["hparams"][name] for r in records]
+        if log_axis(name, values, scales or {}):
+            set_log_axis(ax, "x", values)
         ax.set_xlabel(name)
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
@@ -408,14 +494,17 @@ def write_report(run_dir: str | Path) -> Path:
     static = member_static(summary)
     names = varying_hparams(records)
     best_hp = [r for r in records if r["member"] == best][-1].get("hparams", {})
-    algo = summary["algo"] if summary else "run"
-    env = summary["env"] if summary else run_dir.name
+    config = read_config(run_dir)
+    # A stopped run has no summary.json yet; config.yaml, written when it started, names the same algo and env.
+    algo = (summary or config).get("algo") or "run"
+    env = (summary or config).get("env") or run_dir.name
     title = f"{algo} on {env}"
     plot_learning_curves(records, best, out / "learning_curves.png", title)
     plot_best_member(records, best, out / "best_member.png", best_hp)
     if names:
-        plot_hparams(records, names, best, out / "hparams.png")
-        plot_sensitivity(records, names, best, out / "sensitivity.png")
+        scales = log_scales(config)
+        plot_hparams(records, names, best, out / "hparams.png", scales)
+        plot_sensitivity(records, names, best, out / "sensitivity.png", scales)
     else:  # a resumed run's report is rewritten whole: no figure of an earlier report stays behind
         for stale in ("hparams.png", "sensitivity.png"):
             (out / stale).unlink(missing_ok=True)
