@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -434,6 +435,22 @@ COMMANDS = {"train": cmd_train, "resume": cmd_resume, "report": cmd_report, "com
             "envs": cmd_envs, "algos": cmd_algos, "bench": cmd_bench}
 
 
+def print_environment_warnings() -> None:
+    """Show an EnvironmentWarning as ``populax: warning: ...``, as the unused-settings lines are (not Python's
+    ``file:line: category: message`` form); every other warning as before."""
+    from populax.errors import EnvironmentWarning
+
+    shown_before = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, EnvironmentWarning):
+            print(f"populax: warning: {message}", file=sys.stderr)
+        else:
+            shown_before(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `populax` command."""
     argv = sys.argv[1:] if argv is None else argv
@@ -441,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip() if argv and argv[0] in ("-h", "--help") or not argv else f"populax: error: unknown command {argv[0]!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     use_all_cores()  # before any JAX computation: one CPU device per core for the auto executor
+    print_environment_warnings()
     try:
         return COMMANDS[argv[0]](argv[1:])
     except ConfigError as error:

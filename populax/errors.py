@@ -1,4 +1,5 @@
-"""The one exception type a user's mistake raises, and the warning for a setting a run does not read."""
+"""The one exception type a user's mistake raises, the warning for a setting a run does not read, and the warning
+for an environment that trains but likely not as its author meant."""
 
 
 class ConfigError(ValueError):
@@ -15,3 +16,10 @@ class UnusedSettingWarning(UserWarning):
     ``--learning-starts`` the run never reaches). :func:`populax.train` warns once per setting; the
     CLI prints each as ``populax: warning: ...``. ``warnings.simplefilter("error", UnusedSettingWarning)``
     makes them errors."""
+
+
+class EnvironmentWarning(UserWarning):
+    """An environment that trains, but likely not as its author meant: no time limit (an episode lasts until it
+    terminates; an evaluation episode is cut at 100,000 steps), episodes of one step (a gymnax-API environment
+    whose params keep ``EnvParams``' default ``max_steps_in_episode = 1``). The CLI prints it as
+    ``populax: warning: ...``."""

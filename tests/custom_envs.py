@@ -15,8 +15,9 @@ from custom_jax_env import Corridor, CorridorParams
 from flax import struct
 from gymnax.environments import environment, spaces
 
-__all__ = ["Corridor", "CorridorParams", "DictObservationCorridor", "GymCorridor", "IntegerActionJaxCorridor",
-           "OldGymApiCorridor", "Reach", "TupleActionCorridor", "WrongShapeCorridor", "WrongShapeJaxCorridor", "make_gym_corridor"]
+__all__ = ["Corridor", "CorridorParams", "DictObservationCorridor", "EndlessCorridor", "EndlessJaxCorridor", "GymCorridor",
+           "IntegerActionJaxCorridor", "IntegerObservationCorridor", "OldGymApiCorridor", "OneStepJaxCorridor",
+           "Reach", "SizedCorridor", "SpacelessJaxCorridor", "SteplessCorridor", "TupleActionCorridor", "WrongShapeCorridor", "WrongShapeJaxCorridor", "make_gym_corridor"]
 
 
 class DictObservationCorridor(Corridor):
@@ -32,6 +33,28 @@ class IntegerActionJaxCorridor(Corridor):
 
     def action_space(self, params=None):
         return spaces.Box(0, 1, (1,), jnp.int32)
+
+
+class SpacelessJaxCorridor(Corridor):
+    """Leaves observation_space to gymnax's base class (NotImplementedError): refused in one line."""
+
+    observation_space = environment.Environment.observation_space
+
+
+class OneStepJaxCorridor(Corridor):
+    """Params whose max_steps_in_episode keeps gymnax's EnvParams default of 1: trains, with a warning."""
+
+    @property
+    def default_params(self) -> CorridorParams:
+        return CorridorParams(max_steps_in_episode=1)
+
+
+class EndlessJaxCorridor(Corridor):
+    """A time limit of 10**9 steps (as good as none): an evaluation is cut at populax's limit (100,000 steps)."""
+
+    @property
+    def default_params(self) -> CorridorParams:
+        return CorridorParams(max_steps_in_episode=10**9)
 
 
 class WrongShapeJaxCorridor(Corridor):
@@ -55,6 +78,39 @@ class WrongShapeCorridor(GymCorridor):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.observation_space = gymnasium.spaces.Box(-1.0, 1.0, (3,), np.float32)
+
+
+class IntegerObservationCorridor(GymCorridor):
+    """Returns int64 observations from a float32 Box: refused in one line (the replay stores the space's type)."""
+
+    def _obs(self):
+        return np.asarray([self.position, self.goal], np.int64)
+
+
+class SteplessCorridor(gymnasium.Env):
+    """Spaces and reset, but no step(): refused in one line, not gymnasium.Env's NotImplementedError mid-run."""
+
+    observation_space = gymnasium.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gymnasium.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros(2, np.float32), {}
+
+
+class SizedCorridor(GymCorridor):
+    """A constructor that needs an argument: refused in one line (populax builds a class with no arguments)."""
+
+    def __init__(self, length, render_mode=None):
+        super().__init__(length=length, render_mode=render_mode)
+
+
+class EndlessCorridor(GymCorridor):
+    """Never ends an episode (no time limit, never terminates): trains, with a warning when an evaluation is cut."""
+
+    def step(self, action):
+        obs, reward, _, _, info = super().step(action)
+        self.position = 0
+        return obs, reward, False, False, info
 
 
 class OldGymApiCorridor(GymCorridor):

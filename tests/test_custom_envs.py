@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from cli_process import cli, wait_for
 
+from populax.cli import main
 from populax.run.checkpoint import list_checkpoints
 from populax.run.config import TrainConfig
 from populax.runtime import train
@@ -84,18 +85,49 @@ def test_a_gymnasium_environment_trains_on_the_host_backend(tmp_path, env):
                                              "observation of shape (2,); its observation_space is (3,)"),
     ("py:custom_envs:OldGymApiCorridor", "step() must return (observation, reward, terminated, truncated, info) "
                                          "(the Gymnasium API; got tuple of 4)"),
+    ("py:custom_envs:IntegerObservationCorridor", "py:custom_envs:IntegerObservationCorridor's reset() returned "
+                                                  "int64 observations; its observation_space holds float32"),
+    ("py:custom_envs:SteplessCorridor", "py:custom_envs:SteplessCorridor does not implement step(action)"),
+    ("py:custom_envs:SizedCorridor", "py:custom_envs:SizedCorridor cannot be built with no arguments"),
+    ("py:custom_envs:SpacelessJaxCorridor", "py:custom_envs:SpacelessJaxCorridor does not implement "
+                                            "observation_space(params)"),
     ("py:no_such_module:Env", "cannot import module 'no_such_module'"),
     ("py:custom_envs:NoSuchEnv", "has no attribute 'NoSuchEnv'"),
     ("py:custom_envs:CorridorParams", "not an environment"),
     ("gymnasium:custom_envs:NotRegistered-v0", "did not register it"),
 ])
-def test_an_environment_populax_cannot_train_is_refused_in_one_line(tmp_path, env, fragment):
+def test_an_environment_populax_cannot_train_is_refused_in_one_line(tmp_path, capsys, env, fragment):
+    """In this process (the CLI's main; tests/ is on sys.path as a console script's current directory is)."""
     out = tmp_path / "run"
-    result = run_cli("train", "--env", env, "--out", str(out), timeout=300)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
+    assert main(["train", "--env", env, "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("populax: error: --env:") and fragment in lines[0], lines
     assert not out.exists()
+
+
+def test_an_environment_that_trains_but_not_as_meant_is_named_in_a_warning(tmp_path, capsys, monkeypatch):
+    """A gymnax-API env left with EnvParams' one-step episodes, and a Gymnasium env whose evaluation episodes
+    never end (cut at the evaluation limit, here lowered from 100,000 to 30 steps): each one line, once per run.
+    A gymnax-API env with a limit of 10**9 steps trains (its evaluations cut at 100,000)."""
+    import populax.backends.host.backend as host_backend
+    import populax.backends.host.collector as collector
+
+    short = ["--algo", "dqn", "--pop", "2", "--total-steps", "400", "--eval-every", "200", "--learning-starts", "100",
+             "--batch-size", "32", "--hidden", "16,16", "--eval-episodes", "1", "--no-progress", "--out"]
+    assert main(["train", "--env", "py:custom_envs:OneStepJaxCorridor", *short, str(tmp_path / "one")]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("populax: warning: --env:")]
+    assert warned == ["populax: warning: --env: py:custom_envs:OneStepJaxCorridor's episodes last one step: its "
+                      "params' max_steps_in_episode is 1 (the default of gymnax's EnvParams); set it in "
+                      "default_params, or pass --max-episode-steps"]
+    # a limit of 10**9 steps: the compiled evaluation is cut at 100,000 (it drew a key per step of the limit: 16 GB)
+    assert main(["train", "--env", "py:custom_envs:EndlessJaxCorridor", *short, str(tmp_path / "long")]) == 0
+    for module in (host_backend, collector):
+        monkeypatch.setattr(module, "EVAL_STEP_LIMIT", 30)
+    assert main(["train", "--env", "py:custom_envs:EndlessCorridor", *short, str(tmp_path / "endless")]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("populax: warning: --env:")]
+    assert warned == ["populax: warning: --env: py:custom_envs:EndlessCorridor: evaluation episodes still running "
+                      "after 30 steps were cut there; the environment has no time limit that ends them: set "
+                      "--max-episode-steps (it truncates training episodes too) or --eval-max-steps"]
 
 
 @pytest.mark.parametrize("env", [

@@ -23,7 +23,7 @@ import numpy as np
 
 from populax.agents.base import ActionSpec
 from populax.envs.custom import is_custom, resolve_custom
-from populax.envs.spaces import check_spaces, unusable_spaces
+from populax.envs.spaces import check_spaces, is_float, unusable_spaces
 from populax.errors import ConfigError
 from populax.importpath import import_failure, import_user_module
 
@@ -251,6 +251,11 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
         env = make()
     except (ImportError, gym.error.DependencyNotInstalled) as error:
         raise ConfigError(f"--env: {env_id} cannot be built here ({error}); install populax[mujoco] or populax[atari]") from None
+    except TypeError as error:
+        if not is_custom(env_id):
+            raise
+        raise ConfigError(f"--env: {env_id} cannot be built with no arguments ({error}); name a function that "
+                          "builds it with its arguments instead") from None
     try:
         obs_space, act_space = env.observation_space, env.action_space
     finally:
@@ -268,15 +273,30 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
     return HostEnvSpec(env_id, tuple(int(d) for d in obs_space.shape), dtype, action, low, high, make)
 
 
+def time_limit_of(env: Any) -> int | None:
+    """The steps after which ``env`` truncates an episode: its registered ``max_episode_steps`` or a ``TimeLimit``
+    among its wrappers (a user's class wrapped by hand has no spec); None when neither."""
+    limit = getattr(getattr(env, "spec", None), "max_episode_steps", None)
+    while not limit and env is not None:
+        limit = getattr(env, "_max_episode_steps", None) if type(env).__name__ == "TimeLimit" else None
+        env = getattr(env, "env", None)
+    return limit
+
+
 def check_steps_in_its_spaces(make: Callable[[], Any], env_id: str) -> None:
     """A user's environment built, reset and stepped once (an action drawn from its space, seeded), then closed:
     ConfigError in one line where it does not keep to the Gymnasium API it declares, instead of numpy's "Output
     array is the wrong shape" from inside the vector env, or a tuple unpacking error, mid-run."""
 
     def check_observation(obs: Any, where: str) -> None:
-        if np.shape(obs) != env.observation_space.shape:
+        space = env.observation_space
+        if np.shape(obs) != space.shape:
             raise ConfigError(f"--env: {env_id}'s {where} returned an observation of shape {np.shape(obs)}; its "
-                              f"observation_space is {env.observation_space.shape}")
+                              f"observation_space is {space.shape}")
+        if is_float(np.asarray(obs).dtype) != is_float(space.dtype):  # float64 for a float32 space is fine
+            raise ConfigError(f"--env: {env_id}'s {where} returned {np.asarray(obs).dtype} observations; its "
+                              f"observation_space holds {np.dtype(space.dtype).name} (the replay stores that "
+                              "type): declare the space with the type it returns, or return that type")
 
     env = make()
     try:
@@ -285,7 +305,11 @@ def check_steps_in_its_spaces(make: Callable[[], Any], env_id: str) -> None:
             raise ConfigError(f"--env: {env_id}'s reset() must return (observation, info) (the Gymnasium API)")
         check_observation(first[0], "reset()")
         env.action_space.seed(0)
-        result = env.step(env.action_space.sample())
+        try:
+            result = env.step(env.action_space.sample())
+        except NotImplementedError:  # gymnasium.Env.step's own body: the class did not define step()
+            raise ConfigError(f"--env: {env_id} does not implement step(action) (gymnasium.Env leaves it to the "
+                              "environment)") from None
         if not (isinstance(result, tuple) and len(result) == 5):
             got = f"tuple of {len(result)}" if isinstance(result, tuple) else type(result).__name__
             raise ConfigError(f"--env: {env_id}'s step() must return (observation, reward, terminated, truncated, "

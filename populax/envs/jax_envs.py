@@ -25,7 +25,7 @@ import numpy as np
 from populax.agents.base import ActionSpec
 from populax.envs.custom import is_brax_env, is_custom, resolve_custom
 from populax.envs.spaces import check_spaces
-from populax.errors import ConfigError
+from populax.errors import ConfigError, EnvironmentWarning
 
 
 class StepResult(NamedTuple):
@@ -80,7 +80,13 @@ def make_jax_env(env_id: str, max_episode_steps: int = 0) -> JaxEnv:
             raise ConfigError(f"--env: {env_id} is a Gymnasium environment; it trains on the host backend")
         if is_brax_env(env):
             return brax_adapter(env, env_id, max_episode_steps)
-        return checked_observations(gymnax_adapter(env, env.default_params, env_id, max_episode_steps))
+        params = implemented(env_id, "default_params", lambda: env.default_params)
+        adapter = checked_observations(gymnax_adapter(env, params, env_id, max_episode_steps))
+        if adapter.max_episode_steps == 1 and not max_episode_steps:
+            warnings.warn(f"--env: {env_id}'s episodes last one step: its params' max_steps_in_episode is 1 (the "
+                          "default of gymnax's EnvParams); set it in default_params, or pass --max-episode-steps",
+                          EnvironmentWarning, stacklevel=2)
+        return adapter
     if is_brax_id(env_id):
         return make_brax_env(env_id, max_episode_steps)
     gymnax = _import_gymnax()
@@ -92,15 +98,26 @@ def make_jax_env(env_id: str, max_episode_steps: int = 0) -> JaxEnv:
     return gymnax_adapter(env, params, env_id, max_episode_steps)
 
 
+def implemented(env_id: str, method: str, call: Callable[[], Any]) -> Any:
+    """``call()``, or a one-line ConfigError when it reaches gymnax's ``Environment`` base (NotImplementedError):
+    the user's environment left ``method`` out."""
+    try:
+        return call()
+    except NotImplementedError:
+        raise ConfigError(f"--env: {env_id} does not implement {method} (gymnax's Environment leaves it to the "
+                          "environment)") from None
+
+
 def gymnax_adapter(env: Any, params: Any, env_id: str, max_episode_steps: int = 0) -> JaxEnv:
     """The adapter of an environment with gymnax's API (``env.reset(key, params)``, ``env.step(key, state, action,
     params)`` returning ``obs, state, reward, terminated, truncated, info`` with ``info["final_observation"]``, as
     gymnax's ``Environment`` base class does) with ``params`` bound."""
     if max_episode_steps:  # gymnax truncates at state.time >= params.max_steps_in_episode
         params = params.replace(max_steps_in_episode=max_episode_steps)
-    space = env.action_space(params)
-    check_spaces(env_id, env.observation_space(params), space)
-    obs_shape = tuple(int(d) for d in env.observation_space(params).shape)
+    space = implemented(env_id, "action_space(params)", lambda: env.action_space(params))
+    observation_space = implemented(env_id, "observation_space(params)", lambda: env.observation_space(params))
+    check_spaces(env_id, observation_space, space)
+    obs_shape = tuple(int(d) for d in observation_space.shape)
     if hasattr(space, "n"):
         action = ActionSpec(discrete=True, size=int(space.n))
         low = high = None
@@ -152,11 +169,12 @@ def checked_observations(env: JaxEnv) -> JaxEnv:
                               f"observation_space is {env.obs_shape}")
 
     key = jax.random.key(0)
-    obs, state = jax.eval_shape(env.reset, key)
+    obs, state = implemented(env.name, "reset_env(key, params)", lambda: jax.eval_shape(env.reset, key))
     check_observation(obs, "reset")
     action = (jax.ShapeDtypeStruct((), jnp.int32) if env.action.discrete
               else jax.ShapeDtypeStruct((env.action.size,), jnp.float32))
-    result = jax.eval_shape(env.step, key, state, action)
+    result = implemented(env.name, "step_env(key, state, action, params)",
+                         lambda: jax.eval_shape(env.step, key, state, action))
     check_observation(result.obs, "step")
     if result.reward.shape != ():
         raise ConfigError(f"--env: {env.name}'s step returned a reward of shape {result.reward.shape}; it must be "

@@ -46,6 +46,11 @@ def unusable_spaces(observation: Any, action: Any) -> tuple[str, str] | None:
     return None
 
 
+def is_float(dtype: Any) -> bool:
+    """Whether ``dtype`` holds floating-point numbers (observations of a float space may come as float64)."""
+    return np.issubdtype(np.dtype(dtype), np.floating)
+
+
 def check_spaces(env_id: str, observation: Any, action: Any) -> None:
     """Raise ``UnusableSpaces`` (one line, before anything is built or written) for spaces populax cannot train on."""
     problem = unusable_spaces(observation, action)

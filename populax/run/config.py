@@ -18,6 +18,11 @@ import yaml
 
 from populax.errors import ConfigError
 
+EVAL_STEP_LIMIT = 100_000
+"""Most steps an evaluation episode lasts without ``eval_max_steps``: an environment without a time limit (or with
+a longer one, gymnax's max_steps_in_episode = 10**9) would otherwise evaluate for ever (a compiled evaluation also
+draws one key per step it may last)."""
+
 
 @dataclass
 class TrainConfig:
@@ -40,7 +45,7 @@ class TrainConfig:
     eval_episodes: int = 10
     """Fresh episodes per member per evaluation, deterministic policy."""
     eval_max_steps: int = 0
-    """Most agent steps per evaluation episode, so a stuck policy cannot stall a run (0: the environment's own limit; a Gymnasium env registered without one stops at 100,000)."""
+    """Most agent steps per evaluation episode, so a stuck policy cannot stall a run (0: the environment's own limit, and at most EVAL_STEP_LIMIT = 100,000 for an environment without one or with a longer one)."""
     executor: str = "auto"
     """How the member axis runs: auto, sequential, vmap, chunked:K, sharded, ray (blocks of members on Ray workers)."""
     hidden: tuple[int, ...] = (256, 256)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from populax.envs.jax_envs import JaxEnv
 from populax.member import EnvSlots
+from populax.run.config import EVAL_STEP_LIMIT
 
 
 def evaluate_policy(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array,
@@ -19,8 +20,9 @@ def evaluate_policy(policy: Callable, agent_state: Any, env: JaxEnv, episodes: i
 
 
 def episode_steps(env: JaxEnv, max_steps: int = 0) -> int:
-    """Steps an evaluation episode may last: the env's limit, capped by ``max_steps`` when > 0."""
-    return min(env.max_episode_steps, max_steps) if max_steps > 0 else env.max_episode_steps
+    """Steps an evaluation episode may last: the env's limit, capped by ``max_steps`` when > 0, else by
+    ``EVAL_STEP_LIMIT`` (as on the host)."""
+    return min(env.max_episode_steps, max_steps if max_steps > 0 else EVAL_STEP_LIMIT)
 
 
 def episode_returns(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array,

@@ -42,7 +42,6 @@ import numpy as np
 from populax.agents import Algorithm, check_action_space
 from populax.agents.options import resolve_options
 from populax.backends.host.collector import (
-    EVAL_STEP_LIMIT,
     Block,
     Collector,
     collector_keys,
@@ -59,11 +58,11 @@ from populax.coupled import mean_policy_summary
 from populax.edits import MemberEdits, apply_edits
 from populax.envs.host_envs import VECTOR_MODES, HostEnvSpec, make_host_spec
 from populax.envs.jax_envs import describe_action
-from populax.errors import ConfigError
+from populax.errors import ConfigError, EnvironmentWarning
 from populax.loop.shape import agent_spec as loop_agent_spec
 from populax.member import Member, finite_population, member_steps, where_members
 from populax.population import executor_shards
-from populax.run.config import TrainConfig
+from populax.run.config import EVAL_STEP_LIMIT, TrainConfig
 
 
 class Learner:
@@ -115,6 +114,7 @@ class HostBackend:
 
     def __init__(self, config: TrainConfig, algorithm: Algorithm, spec: HostEnvSpec, executor: Callable):
         self.config, self.spec = config, spec
+        self.said: set[str] = set()  # the EnvironmentWarnings shown
         options = resolve_options(algorithm.options, config.algo_options, algorithm.name)
         self.on_policy = algorithm.on_policy
         self.coupled: CoupledHooks | None = None
@@ -290,12 +290,17 @@ class HostBackend:
     def evaluate(self, population: Member, chunk: int) -> np.ndarray:
         """Mean return of ``eval_episodes`` fresh episodes per member in separate envs seeded from the chunk."""
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:  # the eval envs' Gymnasium notes, said in training
+            warnings.simplefilter("always")
             returns = evaluate(self.spec, self.functions, population, self.config.eval_episodes,
                                seed=member_env_seeds(eval_seed(self.config.seed, chunk), self.run_members,
                                                      self.config.eval_episodes),
                                max_steps=eval_step_cap(self.config))
+        for warning in caught:  # but populax's own about the environment (episodes cut): once per run (the
+            # warnings registry cannot remember it: every catch_warnings clears it)
+            if issubclass(warning.category, EnvironmentWarning) and str(warning.message) not in self.said:
+                self.said.add(str(warning.message))
+                warnings.warn(warning.message, EnvironmentWarning, stacklevel=2)
         self.eval_s += time.perf_counter() - start
         return returns
 

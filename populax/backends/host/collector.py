@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -23,8 +24,10 @@ from populax.envs.host_envs import (
     make_vector_env,
     to_env_actions,
 )
+from populax.errors import EnvironmentWarning
 from populax.member import Member, where_members
 from populax.obs_norm import RunningStats
+from populax.run.config import EVAL_STEP_LIMIT
 
 ROW_NAMES = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
 
@@ -214,10 +217,6 @@ class Collector:
         self.envs.close()
 
 
-EVAL_STEP_LIMIT = 100_000
-"""Most steps an evaluation episode lasts when no ``eval_max_steps`` is set (the env's own limit is usually lower)."""
-
-
 def collector_keys(seed: int, pop: int) -> jax.Array:
     """The collector's per-member RNG keys at the start of a run."""
     return jax.random.split(jax.random.fold_in(jax.random.key(seed), 4), pop)
@@ -264,6 +263,10 @@ def episode_totals(spec: HostEnvSpec, act: Callable[[np.ndarray], np.ndarray], n
                 break
     finally:
         envs.close()
+    if alive.any() and max_steps == EVAL_STEP_LIMIT:  # not a cut the user asked for (--eval-max-steps)
+        warnings.warn(f"--env: {spec.name}: evaluation episodes still running after {max_steps:,} steps were "
+                      "cut there; the environment has no time limit that ends them: set --max-episode-steps (it "
+                      "truncates training episodes too) or --eval-max-steps", EnvironmentWarning, stacklevel=2)
     return total
 
 

@@ -35,7 +35,7 @@ from populax.agents.base import Agent
 from populax.backends.host.collector import member_returns
 from populax.backends.host.member import HostFunctions, HostPlan, make_functions, make_plan
 from populax.coupled.shared_td3 import init_actor, skip_or
-from populax.envs.host_envs import HostEnvSpec
+from populax.envs.host_envs import HostEnvSpec, time_limit_of
 from populax.errors import ConfigError
 from populax.loop.coupled import deterministic_act, make_cemrl_steps, make_dvd_steps, noisy_act, own_critics
 from populax.loop.shape import LoopShape
@@ -67,7 +67,7 @@ def time_limit(spec: HostEnvSpec) -> int:
     """The environment's episode step limit (one env is made to read it)."""
     env = spec.make()
     try:
-        limit = getattr(getattr(env, "spec", None), "max_episode_steps", None)
+        limit = time_limit_of(env)  # a user's class under --max-episode-steps: TimeLimit, no spec
     finally:
         env.close()
     if not limit:
