@@ -28,7 +28,7 @@ from populax.docstrings import field_docs
 from populax.errors import ConfigError
 from populax.run.config import FIELDS, TrainConfig, build_config, load_recipe
 from populax.run.progress import ProgressDisplay
-from populax.run.recipes import budget_layer, recipe_layer, resolve_config_path
+from populax.run.recipes import resolve_config_path, with_tuned_recipe
 
 console = Console(stderr=True, soft_wrap=True)  # a notice is one line, also in a pipe (no wrapping at 80 columns)
 FLAG_FIELDS = [name for name in FIELDS if name not in ("hp", "algo_options", "force", "tensorboard", "progress", "save_buffer")]
@@ -100,13 +100,9 @@ def parse_train_args(argv: list[str]) -> TrainConfig:
         flags["algo_options"] = algo_options
     layers.append(flags)
     if use_tuned:
-        chosen = build_config(layers)
-        path, tuned = recipe_layer(chosen.algo, chosen.env)
+        layers, path = with_tuned_recipe(layers)
         if path is not None:
             console.print(f"using tuned recipe {path.parent.name}/{path.name} as defaults (--no-recipe to opt out)")
-            layers.insert(0, tuned)
-            resolved = build_config(layers)
-            layers.insert(1, budget_layer(chosen.algo, chosen.env, resolved.total_steps, resolved.eval_every, layers[1:]))
     return build_config(layers)
 
 

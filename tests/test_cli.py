@@ -191,6 +191,20 @@ def test_envs_lists_gymnax_ids():
     assert re.search(r"FrozenLake-misc .*not trainable: a Discrete observation space", result.stdout)
 
 
+def test_tuned_config_builds_what_populax_train_builds_from_the_same_settings():
+    """The Python API's TrainConfig is the defaults only; tuned_config layers the tuned recipe under the settings
+    as the CLI does (PPO on CartPole: 8 envs per member, the recipe's rollout), the settings winning."""
+    import populax
+    from populax.cli import parse_train_args
+
+    ours = populax.tuned_config(algo="ppo", env="CartPole-v1", pop=2, total_steps=2048, hp={"epochs": "3"})
+    cli = parse_train_args(["--algo", "ppo", "--env", "CartPole-v1", "--pop", "2", "--total-steps", "2048",
+                            "--hp.epochs", "3"])
+    assert ours == cli and ours.pop == 2 and ours.hp["epochs"] == "3"
+    assert ours.envs_per_member == 8 != populax.TrainConfig().envs_per_member
+    assert populax.tuned_config(algo="td3", env="Pendulum-v1", pop=3) == populax.TrainConfig(pop=3)  # no recipe
+
+
 def test_the_python_api_reads_values_as_a_recipe_would():
     """`TrainConfig` fields given in another form (a string for numbers or widths) are read as a YAML recipe's
     would be; a value of the wrong kind is a one-line ConfigError naming the setting, not a JAX TypeError."""

@@ -168,6 +168,12 @@ def test_an_instance_made_with_other_arguments_is_not_recorded_as_its_class(tmp_
     setting, note = env_setting(custom_envs.GymCorridor(length=5))
     assert setting.startswith("object:GymCorridor") and "no import path" in note
 
+    class NotebookGymCorridor(custom_envs.GymCorridor):  # a class no import path reaches: named by its own name
+        pass
+
+    setting, note = env_setting(NotebookGymCorridor)
+    assert setting.startswith("object:NotebookGymCorridor-") and "'NotebookGymCorridor' has no import path" in note
+
 
 def test_a_brax_env_by_import_path_gets_brax_adapter(tmp_path):
     """A brax Env object (not one of populax's brax:NAME ids) resets and steps through the compiled adapter:

@@ -87,7 +87,10 @@ def env_setting(env: Any) -> tuple[str, str | None]:
     path = import_path_of(env)
     if path is not None:
         return PY_PREFIX + path, None
-    label = getattr(env, "name", None) if isinstance(getattr(env, "name", None), str) else type(env).__name__
+    if isinstance(env, type) or callable(env) and hasattr(env, "__name__"):  # a class or a factory: its own name
+        label = env.__name__
+    else:
+        label = getattr(env, "name", None) if isinstance(getattr(env, "name", None), str) else type(env).__name__
     name = f"{OBJECT_PREFIX}{label}-{id(env):x}"
     _OBJECTS[name] = env
     return name, (f"populax: note: the environment {label!r} has no import path (defined in __main__ or a notebook); "

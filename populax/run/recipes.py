@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from populax.errors import ConfigError
-from populax.run.config import load_recipe
+from populax.run.config import TrainConfig, build_config, load_recipe
 
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -91,3 +91,27 @@ def resolve_config_path(text: str, directory: Path = RECIPE_DIR) -> Path:
             return packaged
     raise ConfigError(f"--config: no such file {text!r} and no packaged recipe of that name; "
                       f"packaged: {', '.join(packaged_recipes(directory))}")
+
+
+def with_tuned_recipe(layers: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Path | None]:
+    """(``layers`` under the tuned recipe of the (algo, env) they choose, that recipe's path): the recipe first,
+    then the budget-relative settings (``budget_layer``), then ``layers``; ``layers`` and None when no recipe
+    exists. What ``populax train`` does unless ``--no-recipe``."""
+    chosen = build_config(layers)
+    path, tuned = recipe_layer(chosen.algo, chosen.env)
+    if path is None:
+        return layers, None
+    resolved = build_config([tuned, *layers])
+    return [tuned, budget_layer(chosen.algo, chosen.env, resolved.total_steps, resolved.eval_every, layers),
+            *layers], path
+
+
+def tuned_config(**settings: Any) -> TrainConfig:
+    """The ``TrainConfig`` that ``populax train`` builds from the same settings: the tuned recipe for their
+    (algo, env) (``populax algos`` lists them) as defaults when one exists, then ``settings``, which win.
+    ``TrainConfig(...)`` itself is the library defaults only (``--no-recipe``).
+
+    >>> config = tuned_config(algo="ppo", env="CartPole-v1", pop=4, out="runs/ppo")  # + configs/ppo-CartPole-v1
+    """
+    layers, _ = with_tuned_recipe([settings])
+    return build_config(layers)
