@@ -28,10 +28,18 @@ class CommandParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are a :class:`ConfigError` of one line: what is wrong, the closest
     known flag to an unknown one, and where the options are listed."""
 
+    def __init__(self, *args, hints: dict[str, str] | None = None, **kwargs):
+        """``hints``: flag -> what to do instead, said when that flag is given to this command, which lacks it
+        (``populax resume --total-steps``: a run's budget is fixed; ``--init-from`` trains on)."""
+        super().__init__(*args, **kwargs)
+        self.hints = hints or {}
+
     def error(self, message: str) -> NoReturn:
         """Raise the one-line ConfigError (argparse calls this on any unreadable command line)."""
         prefix = "unrecognized arguments: "
         notes = []
         if message.startswith(prefix):
-            notes = closest_flags(message[len(prefix):].split(), list(self._option_string_actions))
+            tokens = message[len(prefix):].split()
+            notes = [self.hints[flag] for flag in dict.fromkeys(t.partition("=")[0] for t in tokens) if flag in self.hints]
+            notes = notes or closest_flags(tokens, list(self._option_string_actions))
         raise ConfigError("; ".join([f"{self.prog}: {message}", *notes]) + f" ({self.prog} --help lists the options)")

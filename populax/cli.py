@@ -172,9 +172,9 @@ def cmd_train(argv: list[str]) -> int:
     return finish(run_with_progress(config.total_steps, config.pop, config.progress, lambda cb: run(setup, on_chunk=cb)))
 
 
-def run_dir_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """A parser whose first argument is a run directory."""
-    parser = CommandParser(prog=prog, description=description)
+def run_dir_parser(prog: str, description: str, hints: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    """A parser whose first argument is a run directory (``hints``: see :class:`CommandParser`)."""
+    parser = CommandParser(prog=prog, description=description, hints=hints)
     parser.add_argument("run", metavar="RUN", help="run directory")
     return parser
 
@@ -184,11 +184,19 @@ def cmd_resume(argv: list[str]) -> int:
     from populax.run.resume import load_checkpoint, load_setup
     from populax.runtime import run
 
-    parser = run_dir_parser("populax resume", "Continue a stopped run from its newest good checkpoint.")
+    parser = run_dir_parser("populax resume", "Continue a stopped run from its newest good checkpoint.",
+                            hints={"--total-steps": "a run's budget is fixed (its replay capacity and schedules "
+                                                    "follow it); to train on: populax train --init-from RUN "
+                                                    "--total-steps N --out NEW"})
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="No live progress bar.")
     args = parser.parse_args(argv)
     setup = load_setup(args.run)
     checkpoint = load_checkpoint(setup, warn=lambda line: print(line, file=sys.stderr, flush=True))
+    manifest = checkpoint.manifest
+    if manifest.get("chunks_done", manifest["chunk"] + 1) >= setup.num_chunks and (setup.run_dir / "summary.json").is_file():
+        print(f"populax: {setup.run_dir} is finished ({manifest['env_step']:,} env steps per member); nothing to "
+              "resume. populax report/eval read it; populax train --init-from RUN trains on from it", file=sys.stderr)
+        return 0
     print(f"populax: resuming {setup.run_dir} from {checkpoint.path.name} "
           f"({checkpoint.manifest['env_step']:,} env steps per member)", file=sys.stderr, flush=True)
     config = setup.config

@@ -191,6 +191,26 @@ def test_envs_lists_gymnax_ids():
     assert re.search(r"FrozenLake-misc .*not trainable: a Discrete observation space", result.stdout)
 
 
+def test_resume_of_a_finished_or_edited_run_says_what_to_do(tmp_path, capsys):
+    """A finished run: nothing to resume (not a second end table). `resume --total-steps`: the budget is fixed,
+    --init-from trains on. A config.yaml edited to a longer budget: the edit is named (it sizes the replay, so
+    the checkpoints read as damaged before the config check ran)."""
+    out = tmp_path / "run"
+    assert main(["train", "--total-steps", "400", "--eval-every", "200", "--learning-starts", "100", "--batch-size",
+                 "32", "--pop", "2", "--hidden", "16,16", "--no-progress", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["resume", str(out), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "is finished (400 env steps per member); nothing to resume" in captured.err and "member" not in captured.out
+    assert main(["resume", str(out), "--total-steps", "800"]) == 2
+    assert "populax train --init-from RUN --total-steps N" in capsys.readouterr().err
+    config = out / "config.yaml"
+    config.write_text(config.read_text().replace("total_steps: 400", "total_steps: 800"))
+    assert main(["resume", str(out), "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "config.yaml changed since chunk_000001 was written" in lines[0], lines
+
+
 def test_tuned_config_builds_what_populax_train_builds_from_the_same_settings():
     """The Python API's TrainConfig is the defaults only; tuned_config layers the tuned recipe under the settings
     as the CLI does (PPO on CartPole: 8 envs per member, the recipe's rollout), the settings winning."""

@@ -157,6 +157,12 @@ def test_kill_9_then_resume_of_a_custom_environment(tmp_path, env):
         assert ours == theirs
         np.testing.assert_array_equal(json.loads((out / "summary.json").read_text())["best_return"],
                                       json.loads((reference / "summary.json").read_text())["best_return"])
+    # read back where its module does not import (no PYTHONPATH, another directory): the run's env is named
+    elsewhere = subprocess.run(cli("eval", str(reference), "--episodes", "1"), capture_output=True, text=True,
+                               cwd=tmp_path, env={k: v for k, v in ENV.items() if k != "PYTHONPATH"}, timeout=300)
+    assert elsewhere.returncode == 2 and elsewhere.stderr.count("\n") == 1, elsewhere.stderr
+    assert f"RUN: {reference}'s env {env}: cannot import module 'custom_envs'" in elsewhere.stderr
+    assert "run populax in the directory the run was trained in, or put that module on PYTHONPATH" in elsewhere.stderr
 
 
 def test_an_instance_made_with_other_arguments_is_not_recorded_as_its_class(tmp_path, capsys):

@@ -5,7 +5,9 @@ driver, so the driver can read another run without an import circle."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,14 @@ import numpy as np
 from populax.errors import ConfigError
 from populax.member import Cohorts
 from populax.population import executor_shards, members_sharding
-from populax.run.checkpoint import Checkpoint, Placement, config_hash, latest_checkpoint
+from populax.run.checkpoint import (
+    MANIFEST_FILE,
+    Checkpoint,
+    Placement,
+    config_hash,
+    latest_checkpoint,
+    list_checkpoints,
+)
 from populax.run.config import TrainConfig, build_config, load_recipe
 from populax.runtime.setup import RunSetup, init_population, member_keys, prepare
 
@@ -37,8 +46,18 @@ def load_config(run_dir: str | Path) -> TrainConfig:
 
 
 def load_setup(run_dir: str | Path) -> RunSetup:
-    """Rebuild a run's :class:`RunSetup` from RUN/config.yaml."""
-    return prepare(load_config(run_dir), new_run=False)
+    """Rebuild a run's :class:`RunSetup` from RUN/config.yaml. A user's environment or algorithm that does not
+    import here is named as the run's (no ``--env`` was given to resume, eval or report)."""
+    config = load_config(run_dir)
+    try:
+        return prepare(config, new_run=False)
+    except ConfigError as error:
+        recorded = re.fullmatch(r"--(env|algo): (cannot import .*)", str(error))
+        if recorded is None:
+            raise
+        setting, reason = recorded.groups()
+        raise ConfigError(f"RUN: {run_dir}'s {setting} {getattr(config, setting)}: {reason}; run populax in the "
+                          "directory the run was trained in, or put that module on PYTHONPATH") from None
 
 
 def member_placement(setup: RunSetup) -> Placement | None:
@@ -52,6 +71,24 @@ def member_placement(setup: RunSetup) -> Placement | None:
     return lambda members: members_sharding(executor_shards(executor, members))
 
 
+def newest_manifest(run_dir: Path) -> tuple[Path, dict] | None:
+    """(path, manifest) of the run's newest checkpoint when its manifest reads; None when there is none or it
+    is damaged (``latest_checkpoint`` then says so and falls back)."""
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        return None
+    try:
+        return checkpoints[-1], json.loads((checkpoints[-1] / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def config_changed(setup: RunSetup, checkpoint: Path) -> None:
+    """The one-line refusal of a run whose config.yaml was edited after ``checkpoint`` was written."""
+    raise ConfigError(f"RUN: {setup.run_dir / 'config.yaml'} changed since {checkpoint.name} was written; restore "
+                      "it or start a new run (a longer run: populax train --init-from RUN --total-steps N)")
+
+
 def load_checkpoint(setup: RunSetup, warn: Callable[[str], None] = warn_on_stderr) -> Checkpoint:
     """The newest good checkpoint of the run, checked against its configuration, its members placed as the
     run's init places them (:func:`member_placement`)."""
@@ -61,12 +98,15 @@ def load_checkpoint(setup: RunSetup, warn: Callable[[str], None] = warn_on_stder
         def template(assignment: np.ndarray) -> Cohorts:
             keys = member_keys(setup.config.seed, setup.config.pop)
             return jax.eval_shape(lambda: setup.backend.init_blocks(keys, setup.hparams, assignment))
+    expected = config_hash(setup.run_dir)
+    newest = newest_manifest(setup.run_dir)
+    if newest is not None and newest[1].get("config_hash") != expected:  # before the restore: an edit that
+        # changes shapes (total_steps sizes the replay) would read as damaged checkpoints, not as the edit
+        config_changed(setup, newest[0])
     checkpoint = latest_checkpoint(setup.run_dir, template, warn=warn, initial_hparams=setup.hparams,
                                    placement=member_placement(setup))
-    expected = config_hash(setup.run_dir)
     if checkpoint.manifest.get("config_hash") != expected:
-        raise ConfigError(f"RUN: {setup.run_dir / 'config.yaml'} changed since {checkpoint.path.name} was written; "
-                          "restore it or start a new run")
+        config_changed(setup, checkpoint.path)
     if not checkpoint.manifest.get("buffer_saved", True) and jax.tree.leaves(shapes.experience):
         config = setup.config
         warn(f"populax: this checkpoint has no replay buffers (--save-buffer false, or over 2 GB); they refill first: "
