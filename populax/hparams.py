@@ -81,6 +81,54 @@ def hparam_infos(hparams_type: type) -> dict[str, HParamInfo]:
     }
 
 
+def check_declarations(hparams_type: type, where: str) -> None:
+    """A one-line ConfigError naming ``where`` (the algorithm: ``py:module:NAME``) for a hyperparameter dataclass
+    that declares what no run can use: a field not made with :func:`hparam` (no default, range or doc: it would
+    reach the members unbatched), an empty range, a default or search range outside the valid range, a
+    fractional default of an integer one. A user's ``--hp.NAME`` values are checked against these
+    declarations later (:func:`check_spec`), so a wrong declaration must not read as the user's value."""
+    if not (dataclasses.is_dataclass(hparams_type) and isinstance(hparams_type, type)):
+        raise ConfigError(f"--algo: {where}'s hparams must be a flax struct.dataclass whose fields are made with "
+                          f"populax.hparams.hparam (got {hparams_type!r})")
+    plain = [f.name for f in dataclasses.fields(hparams_type) if "hparam" not in f.metadata]
+    if plain:
+        raise ConfigError(f"--algo: {where}'s hparams {hparams_type.__name__} {'has' if len(plain) == 1 else 'have'} "
+                          f"undeclared field{'s' if len(plain) > 1 else ''} {', '.join(plain)}; declare each "
+                          f"traced hyperparameter with populax.hparams.hparam(default, doc, valid=(LO, HI), "
+                          f"search=(LO, HI))")
+    try:
+        structure = jax.tree.structure(hparams_type())
+    except Exception:  # noqa: BLE001 - a field without a default fails here: the declarations say which
+        structure = None
+    if structure is None or structure.num_leaves != len(dataclasses.fields(hparams_type)):
+        raise ConfigError(f"--algo: {where}'s hparams {hparams_type.__name__} must be a flax struct.dataclass (a "
+                          f"pytree of one number per field), made with @flax.struct.dataclass")
+    for name, info in hparam_infos(hparams_type).items():
+        declares = f"--algo: {where} declares {name}'s"
+        fix = f"; fix its hparam(...) in {hparams_type.__name__}"
+        ranges = {"valid": info.valid, "search": info.search}
+        for kind, bounds in ranges.items():
+            if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2
+                    and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)):
+                raise ConfigError(f"{declares} {kind} range {bounds!r}: expected (LO, HI), two numbers{fix}")
+            if not bounds[0] <= bounds[1]:  # NaN fails too
+                raise ConfigError(f"{declares} {kind} range {range_text(bounds)} empty: LO must not exceed HI{fix}")
+        if not math.isfinite(info.default) or not info.valid[0] <= info.default <= info.valid[1]:
+            raise ConfigError(f"{declares} default {number_text(info.default)} outside its valid range "
+                              f"{range_text(info.valid)}{fix}")
+        if not info.valid[0] <= info.search[0] <= info.search[1] <= info.valid[1]:
+            raise ConfigError(f"{declares} search range {range_text(info.search)} outside its valid range "
+                              f"{range_text(info.valid)}{fix}")
+        if info.integer and info.default != round(info.default):
+            raise ConfigError(f"{declares} default {number_text(info.default)} fractional; it is declared "
+                              f"integer{fix}")
+
+
+def range_text(bounds: tuple[float, float]) -> str:
+    """A declared range as it reads in an error: ``[0, 1]``, ``[0.9, 1.5]``, ``[-inf, inf]``."""
+    return f"[{bounds[0]:g}, {bounds[1]:g}]"
+
+
 class Distribution(NamedTuple):
     """A parsed per-member value: a fixed list or a distribution to draw from."""
 

@@ -145,7 +145,8 @@ def check_action_space(algorithm: Algorithm, action: ActionSpec, env_id: str, de
 def check_algorithm(algorithm: Any, where: str) -> Algorithm:
     """``algorithm`` if it is a usable :class:`Algorithm` of one member; else a one-line ConfigError naming
     ``where`` it came from and what is wrong."""
-    from populax.hparams import hparam_infos
+    from populax.agents.checks import check_agent, check_policy_fields_declared
+    from populax.hparams import check_declarations
 
     if not isinstance(algorithm, Algorithm):
         raise ConfigError(f"--algo: {where} is {type(algorithm).__name__}, not a populax.agents.Algorithm")
@@ -153,11 +154,7 @@ def check_algorithm(algorithm: Any, where: str) -> Algorithm:
         raise ConfigError(f"--algo: {where}'s name {algorithm.name!r} must be a word (no spaces, no py: prefix)")
     if not callable(algorithm.make) or not (algorithm.continuous or algorithm.discrete):
         raise ConfigError(f"--algo: {where} needs a callable make(AgentSpec) and continuous or discrete actions")
-    try:
-        hparam_infos(algorithm.hparams)
-    except Exception as error:  # noqa: BLE001 - any malformed declaration is the user's to fix, in one line
-        raise ConfigError(f"--algo: {where}'s hparams must be a flax struct.dataclass whose fields are made with "
-                          f"populax.hparams.hparam ({type(error).__name__}: {error})") from None
+    check_declarations(algorithm.hparams, where)
     # What the member loop reads (``populax.loop``): every TD target or GAE discounts with ``hparams.gamma``;
     # GAE also takes ``gae_lambda``; a rollout is ``rollout_len`` env iterations (a static option).
     needed = ("gamma", "gae_lambda") if algorithm.on_policy else ("gamma",)
@@ -173,7 +170,15 @@ def check_algorithm(algorithm: Any, where: str) -> Algorithm:
     if algorithm.coupled:
         raise ConfigError(f"--algo: {where} is coupled; only populax's own population programs (cemrl, dvd-td3) "
                           f"couple members, a registered algorithm is one member's")
+    check_policy_fields_declared(algorithm.policy_fields, where)
+    if id(algorithm) not in CHECKED_AGENTS:  # traced once per algorithm object and process
+        check_agent(algorithm, where)
+        CHECKED_AGENTS[id(algorithm)] = algorithm  # kept: its id is not reused while it is here
     return algorithm
+
+
+CHECKED_AGENTS: dict[int, Algorithm] = {}
+"""The algorithms whose agents :func:`check_algorithm` has built and traced (``populax.agents.checks``)."""
 
 
 def register_algorithm(algorithm: Algorithm, replace: bool = False) -> Algorithm:

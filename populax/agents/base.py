@@ -126,6 +126,37 @@ class OnPolicyAgent(NamedTuple):
     update: Callable[[State, Rollout, Array, Array, Key, HParams], tuple[State, Metrics]]
 
 
+class MissingAgentFunction(TypeError):
+    """An :class:`Agent` or :class:`OnPolicyAgent` built without one of its functions: the message names the
+    missing ones and what each must do (``populax.agents.check_algorithm`` adds whose algorithm it is)."""
+
+
+def _require_functions(cls: type, signatures: dict[str, str]) -> None:
+    """Make ``cls(...)`` (a NamedTuple of an agent's functions) name a missing function and its signature, not
+    Python's ``__new__() missing 1 required positional argument``."""
+    build = cls.__new__
+
+    def checked_new(klass, *args, **kwargs):
+        given = set(cls._fields[:len(args)]) | set(kwargs)
+        missing = [name for name in cls._fields if name not in given and name not in cls._field_defaults]
+        if missing and len(args) <= len(cls._fields) and given <= set(cls._fields):
+            raise MissingAgentFunction(f"{cls.__name__}(...) without {' and '.join(missing)} (" + "; ".join(
+                signatures[name] for name in missing) + ")")
+        return build(klass, *args, **kwargs)
+
+    cls.__new__ = checked_new
+
+
+_require_functions(Agent, {
+    "init": "init(key, hparams) -> state", "act": "act(state, obs, key, hparams) -> action, exploratory",
+    "policy": "policy(state, obs) -> action, deterministic, for evaluation",
+    "update": "update(state, batch, key, hparams) -> (state, metrics)"})
+_require_functions(OnPolicyAgent, {
+    "init": "init(key, hparams) -> state", "act": "act(state, obs, key) -> (action, log_prob, value)",
+    "value": "value(state, obs) -> value", "policy": "policy(state, obs) -> action, deterministic, for evaluation",
+    "update": "update(state, rollout, advantages, returns, key, hparams) -> (state, metrics)"})
+
+
 def adam_step(
     params: Any, grads: Any, opt_state: Any, lr: Array, optimizer: Any
 ) -> tuple[Any, Any]:

@@ -1,0 +1,123 @@
+"""Algorithms a user gets wrong, for tests/test_algorithm_checks.py: each is examples/custom_algorithm.py's DDPG
+with one mistake that populax refuses in one line when it loads the algorithm (`--algo py:broken_algorithms:NAME`,
+`register_algorithm`), before a run starts. Imported by name as a user's module is (tests/ is on sys.path)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from custom_algorithm import DDPG, DDPGHParams, make_ddpg
+from flax import struct
+
+from populax import Algorithm
+from populax.agents import get_algorithm
+from populax.agents.base import Agent
+from populax.hparams import hparam
+
+
+def ddpg(name: str, **changes) -> Algorithm:
+    """DDPG under another name, with ``changes`` to its Algorithm's fields."""
+    return DDPG._replace(name=name, **changes)
+
+
+# --- the declarations ----------------------------------------------------------------------------------------
+
+POLICY_FIELD_TYPO = ddpg("ddpg-typo", policy_fields=("actr",))
+"""--pbt-copy policy would copy a field the state does not have (an AttributeError at the first exploit)."""
+
+POLICY_FIELDS_STRING = ddpg("ddpg-string", policy_fields="actor")
+"""A string where a tuple belongs: its letters would be the field names."""
+
+
+@struct.dataclass
+class PlainHParams:
+    """Fields without hparam(): no range, no doc, and sampled as one unbatched scalar for the whole population."""
+
+    lr_actor: float = 1e-3
+    lr_critic: float = 1e-3
+    gamma: float = 0.99
+    tau: float = 0.005
+    sigma: float = 0.1
+
+
+PLAIN = ddpg("ddpg-plain", hparams=PlainHParams)
+
+
+def declared(**changes) -> type:
+    """DDPGHParams with some fields declared anew (``name=hparam(...)``)."""
+    fields = {f.name: changes.get(f.name) or dataclasses.field(default=f.default, metadata=f.metadata)
+              for f in dataclasses.fields(DDPGHParams)}
+    return struct.dataclass(type("BrokenHParams", (), {"__annotations__": dict.fromkeys(fields, jax.Array),
+                                                       **fields}))
+
+
+DEFAULT_OUTSIDE = ddpg("ddpg-default", hparams=declared(
+    lr_critic=hparam(5.0, "Critic Adam learning rate.", valid=(0, 1), search=(1e-5, 1e-2), log=True)))
+SEARCH_OUTSIDE = ddpg("ddpg-search", hparams=declared(
+    gamma=hparam(0.99, "Discount factor.", valid=(0, 1), search=(0.9, 1.5))))
+EMPTY_VALID = ddpg("ddpg-empty", hparams=declared(
+    tau=hparam(0.005, "Polyak rate.", valid=(1, 0))))
+FRACTIONAL_INTEGER = ddpg("ddpg-fraction", hparams=declared(
+    sigma=hparam(0.5, "Noise.", valid=(0, 10), search=(0, 5), integer=True)))
+
+
+# --- what make and the agent's functions return --------------------------------------------------------------
+
+def make_without_policy(spec):
+    agent = make_ddpg(spec)
+    return Agent(init=agent.init, act=agent.act, update=agent.update)
+
+
+NO_POLICY = ddpg("ddpg-no-policy", make=make_without_policy)
+
+
+def make_state_only_update(spec):
+    agent = make_ddpg(spec)
+
+    def update(state, batch, key, hp):
+        state, _ = agent.update(state, batch, key, hp)
+        return state  # the metrics forgotten
+
+    return agent._replace(update=update)
+
+
+STATE_ONLY_UPDATE = ddpg("ddpg-state-only", make=make_state_only_update)
+
+
+def make_loss_as_metrics(spec):
+    agent = make_ddpg(spec)
+
+    def update(state, batch, key, hp):
+        state, metrics = agent.update(state, batch, key, hp)
+        return state, metrics["critic_loss"]
+
+    return agent._replace(update=update)
+
+
+LOSS_AS_METRICS = ddpg("ddpg-loss-metrics", make=make_loss_as_metrics)
+
+
+def make_growing_state(spec):
+    agent = make_ddpg(spec)
+
+    def update(state, batch, key, hp):
+        state, metrics = agent.update(state, batch, key, hp)
+        return state.replace(critic_opt=jax.tree.map(lambda x: jnp.stack([x, x]), state.critic_opt)), metrics
+
+    return agent._replace(update=update)
+
+
+GROWING_STATE = ddpg("ddpg-growing", make=make_growing_state)
+"""update stacks a leaf: a scan's carry would change shape."""
+
+
+def make_one_action(spec):
+    agent = make_ddpg(spec)
+    return agent._replace(act=lambda state, obs, key, hp: agent.act(state, obs, key, hp)[0])
+
+
+ONE_ACTION = ddpg("ddpg-one-action", make=make_one_action)
+"""act answers the first observation only."""
+
+ONPOLICY_AGENT = get_algorithm("ppo")._replace(name="ppo-off", on_policy=False)
+"""PPO's OnPolicyAgent declared off-policy (on_policy=True forgotten)."""

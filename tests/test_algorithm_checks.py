@@ -1,0 +1,92 @@
+"""A user's algorithm is checked when it is loaded: its hyperparameter declarations, its policy fields and what
+its agent's functions return (built for a stand-in environment, traced for shapes only). Each mistake is one line
+naming the algorithm's import path and what to fix (exit 2, nothing written), not a traceback from inside a run.
+The mistakes are tests/broken_algorithms.py's; populax's own algorithms and the example pass the same checks."""
+
+import jax
+import pytest
+from custom_algorithm import DDPG
+
+from populax import ConfigError, register_algorithm
+from populax.agents import ALGORITHMS, check_algorithm
+from populax.agents.checks import check_agent, check_policy_fields
+from populax.cli import main
+from populax.hparams import check_declarations
+
+REFUSED = [
+    ("POLICY_FIELD_TYPO", "'s policy_fields name 'actr', not a field of its agent's state (DDPGState: actor, critic, "
+                          "actor_target, critic_target, actor_opt, critic_opt)"),
+    ("POLICY_FIELDS_STRING", "'s policy_fields is the string 'actor'; give a tuple of the agent state's field names, "
+                             "('actor',)"),
+    ("PLAIN", "'s hparams PlainHParams have undeclared fields lr_actor, lr_critic, gamma, tau, sigma; declare each "
+              "traced hyperparameter with populax.hparams.hparam(default, doc, valid=(LO, HI), search=(LO, HI))"),
+    ("DEFAULT_OUTSIDE", " declares lr_critic's default 5 outside its valid range [0, 1]; fix its hparam(...) in "
+                        "BrokenHParams"),
+    ("SEARCH_OUTSIDE", " declares gamma's search range [0.9, 1.5] outside its valid range [0, 1]; fix its "
+                       "hparam(...) in BrokenHParams"),
+    ("EMPTY_VALID", " declares tau's valid range [1, 0] empty: LO must not exceed HI"),
+    ("FRACTIONAL_INTEGER", " declares sigma's default 0.5 fractional; it is declared integer"),
+    ("NO_POLICY", "'s make builds an Agent(...) without policy (policy(state, obs) -> action, deterministic, for "
+                  "evaluation)"),
+    ("STATE_ONLY_UPDATE", "'s update(state, batch, key, hparams) must return (state, metrics), the new state and a "
+                          "dict of metrics; it returned a DDPGState"),
+    ("LOSS_AS_METRICS", "must return (state, metrics) with metrics a dict of named numbers; its metrics are an "
+                        "array of shape ()"),
+    ("GROWING_STATE", "'s update(state, batch, key, hparams) changes DDPGState.critic_opt.count from int32[] "
+                      "to int32[2]; the new state must keep init's shapes and dtypes"),
+    ("ONE_ACTION", "'s act(state, obs, key, hparams) must return one action per observation (an action vector "
+                   "each: shape (4, 1) for 4 observations of a 1-dimensional space); it returned an array of "
+                   "shape (1,)"),
+    ("ONPOLICY_AGENT", "'s make must return a populax.agents.base.Agent (it is off-policy); it returned an "
+                       "OnPolicyAgent; an OnPolicyAgent is on-policy's: declare Algorithm(..., on_policy=True)"),
+]
+
+
+@pytest.mark.parametrize("name, fragment", REFUSED, ids=[name for name, _ in REFUSED])
+def test_a_broken_algorithm_is_one_line_before_anything_is_written(tmp_path, capsys, name, fragment):
+    out = tmp_path / "run"
+    algo = f"py:broken_algorithms:{name}"
+    short = ["--pop", "2", "--total-steps", "400", "--eval-every", "200", "--learning-starts", "100", "--hidden",
+             "8,8", "--no-progress", "--no-tensorboard"]  # (were it not refused)
+    assert main(["train", "--algo", algo, "--env", "Pendulum-v1", *short, "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"populax: error: --algo: {algo}") and fragment in lines[0], lines
+    assert not out.exists()
+    assert main(["algos", algo]) == 2  # `populax algos` lists nothing of it either
+    assert capsys.readouterr().err.strip() == lines[0]
+
+
+def test_register_algorithm_refuses_them_too_naming_the_registration():
+    import broken_algorithms
+
+    with pytest.raises(ConfigError, match=r"^--algo: register_algorithm\('ddpg-no-policy'\)'s make builds an "
+                                          r"Agent\(\.\.\.\) without policy"):
+        register_algorithm(broken_algorithms.NO_POLICY)
+    assert "ddpg-no-policy" not in ALGORITHMS
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_populax_own_algorithms_pass_the_checks(name):
+    """Every built-in declaration is consistent; every per-member agent builds and answers as the loops expect
+    (the coupled methods' members are their actors: their policy fields are fields of one)."""
+    algorithm = ALGORITHMS[name]
+    check_declarations(algorithm.hparams, name)
+    if algorithm.coupled:
+        from populax.agents import AgentSpec
+        from populax.agents.base import ActionSpec
+        from populax.coupled.shared_td3 import init_actor
+
+        nets = algorithm.make(AgentSpec((3,), ActionSpec(False, 1), (8,), algorithm.options()))
+        check_policy_fields(algorithm.policy_fields, jax.eval_shape(lambda: init_actor(nets, jax.random.key(0))),
+                            name)
+    else:
+        check_agent(algorithm, name)
+        check_agent(algorithm._replace(continuous=False), name)  # and on a discrete space where it has one
+        check_algorithm(algorithm, name)
+
+
+def test_the_example_passes_them_and_is_traced_once():
+    from populax.agents import CHECKED_AGENTS, get_algorithm
+
+    assert get_algorithm("py:custom_algorithm:DDPG") is DDPG and id(DDPG) in CHECKED_AGENTS
+    assert check_algorithm(DDPG, "again") is DDPG
