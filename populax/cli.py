@@ -134,6 +134,8 @@ def print_members(result) -> None:
         f"best member {summary['best_member']} (return {summary['best_return']:.1f}); "
         f"{summary['env_steps_per_s']:,.0f} env steps/s, {summary['wall_time_s']:.0f}s wall"
     )
+    if "mean_policy_return" in summary:
+        out.print(f"CEM mean actor (the distribution's mean): return {summary['mean_policy_return']:.1f}")
     if "target" in summary:
         from populax.run.report import target_outcome
 

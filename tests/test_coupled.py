@@ -88,6 +88,10 @@ def test_cemrl_pendulum_mean_policy_reaches_minus_300_within_30k_env_steps(tmp_p
     assert max(curve) >= -300, curve
     assert result.summary["mean_policy_return"] == pytest.approx(curve[-1])
     assert np.isfinite(result.returns).all()
+    # the report says it in words, not only in cem_mean_vs_best.png
+    page = (result.run_dir / "report" / "report.md").read_text()
+    assert f"**CEM mean actor:** return {result.summary['mean_policy_return']:.1f}" in page
+    assert "## CEM mean vs best" in page
 
 
 # ------------------------------------------------------------------------------------------------ DvD-TD3

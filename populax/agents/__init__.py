@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from populax.agents.base import ActionSpec, Agent, Transition
+from populax.agents.base import ActionSpec, Agent, AgentSpec, Transition
 from populax.agents.dqn import DQNConfig, DQNHParams, make_dqn
 from populax.agents.options import CEMRLOptions, DQNOptions, DvDOptions, PPOOptions, SACOptions
 from populax.agents.ppo import PPOConfig, PPOHParams, make_ppo
@@ -26,23 +26,6 @@ from populax.agents.td3 import TD3Config, TD3HParams, make_td3
 from populax.coupled.hparams import CEMRLHParams
 from populax.errors import ConfigError
 from populax.importpath import PY_PREFIX, load_import_path
-
-
-class AgentSpec(NamedTuple):
-    """What an algorithm's builder gets: shapes, widths, options and loop facts."""
-
-    obs_shape: tuple[int, ...]
-    action: ActionSpec
-    hidden: tuple[int, ...]
-    options: Any = None
-    """The algorithm's options dataclass instance (None if it has none)."""
-    steps_per_update: float = 1.0
-    """Env steps per gradient update in the off-policy loop (DQN's epsilon clock)."""
-    total_updates: int = 0
-    """Gradient steps of the whole run (learning-rate annealing)."""
-    zero_hparams: frozenset[str] = frozenset()
-    """Traced hyperparameters that are 0 for every member all run (``hparams.zero_hparams``): the agent
-    may leave out what they scale (DQN skips advantage learning's target pass at alpha 0)."""
 
 
 class Algorithm(NamedTuple):

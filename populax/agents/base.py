@@ -181,3 +181,20 @@ def all_finite(tree: Any) -> Array:
     """True when every leaf of ``tree`` is free of NaN and Inf (no host sync)."""
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+class AgentSpec(NamedTuple):
+    """What an algorithm's builder gets: shapes, widths, options and loop facts."""
+
+    obs_shape: tuple[int, ...]
+    action: ActionSpec
+    hidden: tuple[int, ...]
+    options: Any = None
+    """The algorithm's options dataclass instance (None if it has none)."""
+    steps_per_update: float = 1.0
+    """Env steps per gradient update in the off-policy loop (DQN's epsilon clock)."""
+    total_updates: int = 0
+    """Gradient steps of the whole run (learning-rate annealing)."""
+    zero_hparams: frozenset[str] = frozenset()
+    """Traced hyperparameters that are 0 for every member all run (``hparams.zero_hparams``): the agent
+    may leave out what they scale (DQN skips advantage learning's target pass at alpha 0)."""

@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from populax.agents.base import ActionSpec, Agent, MissingAgentFunction, OnPolicyAgent, Rollout, Transition
+from populax.agents.base import ActionSpec, Agent, AgentSpec, MissingAgentFunction, OnPolicyAgent, Rollout, Transition
 from populax.errors import ConfigError
 from populax.hparams import hparam_infos
 
@@ -73,8 +73,6 @@ def describe(value: Any) -> str:
 
 def probe_spec(algorithm: Any) -> Any:
     """The stand-in environment's AgentSpec: continuous actions if the algorithm takes them, else discrete."""
-    from populax.agents import AgentSpec
-
     action = ActionSpec(False, 1) if algorithm.continuous else ActionSpec(True, 2)
     options = algorithm.options() if algorithm.options is not None else None
     return AgentSpec(PROBE_OBS, action, (8,), options, total_updates=1)

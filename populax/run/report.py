@@ -529,6 +529,9 @@ def write_report(run_dir: str | Path) -> Path:
             f"executor `{summary['executor']}`).",
             "",
         ]
+    if summary is not None and "mean_policy_return" in summary:  # CEM-RL's product: the distribution's mean
+        lines += [f"**CEM mean actor:** return {summary['mean_policy_return']:.1f} at the last generation (the "
+                  "mean of the population's CEM distribution; the members above are its samples).", ""]
     target = (summary or {}).get("target")
     if target:
         status, detail = target_outcome(target)
@@ -549,7 +552,8 @@ def write_report(run_dir: str | Path) -> Path:
     write_coupled_plots(records, out)  # CEM-RL / DvD-TD3 figures, when the run logged their fields
     others = sorted(p.name for p in out.glob("*.png") if p.name not in OWN_FIGURES)
     for name in others:  # figures other parts of populax put here (PBT lineage, benchmark timing)
-        lines += [f"## {Path(name).stem.replace('_', ' ').capitalize()}", "", f"![{Path(name).stem}]({name})", ""]
+        heading = Path(name).stem.replace("_", " ").capitalize().replace("Cem ", "CEM ")  # cem_mean_vs_best.png
+        lines += [f"## {heading}", "", f"![{Path(name).stem}]({name})", ""]
     page = out / "report.md"
     page.write_text("\n".join(lines))
     return page
