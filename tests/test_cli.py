@@ -235,6 +235,14 @@ def test_the_python_api_reads_values_as_a_recipe_would():
                                  obs_norm="true", seed=2**60 + 1, out="unused")).config
     assert (config.hidden, config.total_steps, config.eval_every, config.pop) == ((32, 32), 1000, 500, 2)
     assert config.obs_norm is True and config.seed == 2**60 + 1  # a large seed stays exact
+    # numpy per-member values and --hp.hidden's 64x64 spelling of one network (a notebook's habits)
+    import numpy as np
+
+    setup = prepare(TrainConfig(env="Pendulum-v1", hidden="32x32", pop=2, out="unused",
+                                hp={"lr-actor": np.array([1e-3, 1e-4]), "tau": np.float32(0.01)}))
+    assert setup.config.hidden == (32, 32)
+    np.testing.assert_allclose(np.asarray(setup.hparams.lr_actor), [1e-3, 1e-4])
+    np.testing.assert_allclose(np.asarray(setup.hparams.tau), [0.01, 0.01])
     for settings, fragment in [(dict(pop=2.5), "--pop: cannot read 2.5 as int"),
                                (dict(hidden=(64, 0)), "--hidden: cannot read (64, 0) as comma-separated positive"),
                                (dict(total_steps="many"), "--total-steps: cannot read 'many' as int")]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,14 @@ TARGET_STATS = ("best", "median")
 """What --target-stat may name: the evaluation's best return, or its median over the members."""
 
 
+def plain(value: Any) -> Any:
+    """A per-member value as YAML would hold it: a numpy array or scalar (``np.array([1e-3, 1e-4])``) or a tuple
+    becomes a list or a Python number, which the ``--hp`` reader takes."""
+    if hasattr(value, "tolist"):  # numpy (and JAX) arrays and scalars
+        return value.tolist()
+    return list(value) if isinstance(value, tuple) else value
+
+
 def coerce(name: str, value: Any) -> Any:
     """Convert a YAML or CLI value to the type of field ``name`` (ConfigError if impossible)."""
     setting = f"--{name.replace('_', '-')}"
@@ -164,10 +173,10 @@ def coerce(name: str, value: Any) -> Any:
         if name in ("hp", "algo_options"):
             if not isinstance(value, dict):
                 raise TypeError
-            return {str(k): v for k, v in value.items()}
+            return {str(k): plain(v) for k, v in value.items()}
         if name == "hidden":
-            if isinstance(value, str):
-                value = [v for v in value.split(",") if v.strip()]
+            if isinstance(value, str):  # "64,64", or "64x64" as --hp.hidden writes one network
+                value = [v for v in re.split(r"[,x]", value) if v.strip()]
             widths = tuple(int(v) for v in value)
             if not widths or min(widths) < 1:
                 raise ValueError
