@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -470,6 +471,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"populax: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before a run installs its handler (imports, the first compile), or twice
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a further Ctrl-C while JAX shuts down: the same exit
+        print("populax: interrupted; checkpoints written before are intact (populax resume RUN continues from the "
+              "newest; a run stopped before its first has none)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # python -m populax.cli

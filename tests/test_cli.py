@@ -211,6 +211,29 @@ def test_resume_of_a_finished_or_edited_run_says_what_to_do(tmp_path, capsys):
     assert len(lines) == 1 and "config.yaml changed since chunk_000001 was written" in lines[0], lines
 
 
+def test_a_second_ctrl_c_aborts_in_one_line_not_a_traceback(tmp_path):
+    """The first SIGINT asks the run to stop after its chunk; a second aborts (as Python's KeyboardInterrupt): one
+    line saying the checkpoints written before are intact, exit 130, no traceback."""
+    import signal
+    import time
+
+    from cli_process import cli, wait_for
+
+    out = tmp_path / "run"
+    process = subprocess.Popen(cli("train", "--total-steps", "1000000", "--eval-every", "500000", "--pop", "2",
+                                   "--hidden", "16,16", "--no-progress", "--out", str(out)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (out / "config.yaml").is_file(), process)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("populax: interrupted; checkpoints written before are intact")
+    assert "Traceback" not in err
+
+
 def test_tuned_config_builds_what_populax_train_builds_from_the_same_settings():
     """The Python API's TrainConfig is the defaults only; tuned_config layers the tuned recipe under the settings
     as the CLI does (PPO on CartPole: 8 envs per member, the recipe's rollout), the settings winning."""
