@@ -62,6 +62,22 @@ def test_an_unfinished_run_is_shown_as_running(runs, tmp_path):
     assert f"| {np.median(final_returns(partial)):,.1f} |" in row
 
 
+def test_runs_of_unequal_budgets_are_flagged(runs, tmp_path):
+    """A run cut after its first evaluation (400 steps per member) beside one of 800: the page says their final
+    returns are not comparable (the curves at equal steps are)."""
+    short = tmp_path / "short"
+    shutil.copytree(runs[0], short)
+    (short / "summary.json").unlink()
+    metrics = short / "metrics.jsonl"
+    metrics.write_text("".join(line + "\n" for line in metrics.read_text().splitlines()
+                               if json.loads(line)["env_step"] <= 400))
+    page = populax.compare_runs([runs[1], short], tmp_path / "cmp", target=-1000.0).read_text()
+    assert "*These runs ended at different env steps per member (400, 800)" in page
+    assert "Highest final population median (at unequal budgets):" in page
+    same = populax.compare_runs(runs, tmp_path / "same").read_text()
+    assert "different env steps" not in same and "Highest final population median: " in same
+
+
 @pytest.mark.parametrize("case, fragment", [
     ("one run", "compare needs two or more run directories (got 1)"),
     ("not a run", "has no metrics.jsonl"),

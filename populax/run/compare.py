@@ -110,8 +110,9 @@ def comparison_table(runs: list[RunCurves], target: float | None = None, stat: s
     return lines
 
 
-def plot_comparison(runs: list[RunCurves], path: Path) -> None:
-    """Each run's median, interquartile band and best member, against env steps and against wall time."""
+def plot_comparison(runs: list[RunCurves], path: Path, target: float | None = None) -> None:
+    """Each run's median, interquartile band and best member, against env steps and against wall time; the
+    ``target`` return (``--target``) as a horizontal line."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
@@ -121,6 +122,8 @@ def plot_comparison(runs: list[RunCurves], path: Path) -> None:
             ax.fill_between(x, run.low, run.high, color=color, alpha=0.18, lw=0)
             ax.plot(x, run.median, color=color, lw=2, label=f"{run.label}: median")
             ax.plot(x, run.best, color=color, lw=1.2, ls="--", label=f"{run.label}: best member")
+        if target is not None:
+            ax.axhline(target, color="grey", lw=1, ls=":", label=f"target {target:g}")
         ax.set_xlabel(name)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("evaluation return")
@@ -152,15 +155,21 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path, target: float | No
         raise ConfigError(f"--out: {out} exists and is not a directory")
     runs = [load_run(path, label) for path, label in zip(paths, run_labels(paths))]
     out.mkdir(parents=True, exist_ok=True)
-    plot_comparison(runs, out / FIGURE)
+    plot_comparison(runs, out / FIGURE, target)
     lines = [f"# {len(runs)} runs compared", ""]
     envs = sorted({str(run.config.get("env")) for run in runs})
     if len(envs) > 1:
         lines += [f"*These runs are on different environments ({', '.join(envs)}): their returns are not on one "
                   "scale.*", ""]
+    budgets = sorted({int(run.steps[-1]) for run in runs})
+    if len(budgets) > 1:  # a final return after 8,000 steps is not comparable with one after 2,000
+        lines += [f"*These runs ended at different env steps per member ({', '.join(f'{b:,}' for b in budgets)}): "
+                  "compare their curves at equal steps (the figure's left panel), not their final returns.*", ""]
     lines += comparison_table(runs, target, target_stat) + [""]
     ranked = sorted(runs, key=lambda run: -np.inf if not np.isfinite(run.median[-1]) else run.median[-1], reverse=True)
-    lines += [f"Highest final population median: **{ranked[0].label}** ({_number(ranked[0].median[-1])}).", ""]
+    unequal = " (at unequal budgets)" if len(budgets) > 1 else ""
+    lines += [f"Highest final population median{unequal}: **{ranked[0].label}** ({_number(ranked[0].median[-1])}).",
+              ""]
     if target is not None:
         reached = [(when, run) for run in runs if (when := first_reach(run, target, target_stat)) is not None]
         if reached:
