@@ -546,7 +546,7 @@ def write_report(run_dir: str | Path) -> Path:
               "## Best member", "", "![best member](best_member.png)", ""]
     if names:
         lines += ["## Hyperparameters", "", "![hyperparameters](hparams.png)", "",
-                  "## Sensitivity", "", "Return against each hyperparameter that varied: every evaluation "
+                  "## Sensitivity", "", "Return against each traced hyperparameter that varied: every evaluation "
                   "(colored by env steps, yellow = late), each member's last ringed, the best member's a red star.", "",
                   "![sensitivity](sensitivity.png)", "", *sweep_tables(records, names)]
     write_coupled_plots(records, out)  # CEM-RL / DvD-TD3 figures, when the run logged their fields
