@@ -182,10 +182,19 @@ def run_dir_parser(prog: str, description: str, hints: dict[str, str] | None = N
     return parser
 
 
+def finished(manifest: dict, num_chunks: int) -> bool:
+    """Whether a checkpoint's manifest is a run's end: every chunk done, or its --target-return reached."""
+    from populax.runtime.target import reached_from_manifest
+
+    done = manifest.get("chunks_done", manifest["chunk"] + 1) >= num_chunks
+    return done or reached_from_manifest(manifest) is not None
+
+
 def cmd_resume(argv: list[str]) -> int:
     """`populax resume RUN`: continue a stopped run from its newest good checkpoint."""
     from populax.run.resume import load_checkpoint, load_setup
     from populax.runtime import run
+    from populax.runtime.loading import newest_manifest
 
     parser = run_dir_parser("populax resume", "Continue a stopped run from its newest good checkpoint.",
                             hints={"--total-steps": "a run's budget is fixed (its replay capacity and schedules "
@@ -194,12 +203,12 @@ def cmd_resume(argv: list[str]) -> int:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="No live progress bar.")
     args = parser.parse_args(argv)
     setup = load_setup(args.run)
-    checkpoint = load_checkpoint(setup, warn=lambda line: print(line, file=sys.stderr, flush=True))
-    manifest = checkpoint.manifest
-    if manifest.get("chunks_done", manifest["chunk"] + 1) >= setup.num_chunks and (setup.run_dir / "summary.json").is_file():
-        print(f"populax: {setup.run_dir} is finished ({manifest['env_step']:,} env steps per member); nothing to "
+    newest = newest_manifest(setup.run_dir)  # a finished run's manifest says so: no need to read its members
+    if newest is not None and (setup.run_dir / "summary.json").is_file() and finished(newest[1], setup.num_chunks):
+        print(f"populax: {setup.run_dir} is finished ({newest[1]['env_step']:,} env steps per member); nothing to "
               "resume. populax report/eval read it; populax train --init-from RUN trains on from it", file=sys.stderr)
         return 0
+    checkpoint = load_checkpoint(setup, warn=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"populax: resuming {setup.run_dir} from {checkpoint.path.name} "
           f"({checkpoint.manifest['env_step']:,} env steps per member)", file=sys.stderr, flush=True)
     config = setup.config
@@ -448,6 +457,8 @@ def print_environment_warnings() -> None:
     from populax.errors import EnvironmentWarning
 
     shown_before = warnings.showwarning
+    if getattr(shown_before, "populax", False):  # main() called again in one process: installed already
+        return
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, EnvironmentWarning):
@@ -455,11 +466,13 @@ def print_environment_warnings() -> None:
         else:
             shown_before(message, category, filename, lineno, file, line)
 
+    show.populax = True
     warnings.showwarning = show
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `populax` command."""
+    from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(__doc__.strip() if argv and argv[0] in ("-h", "--help") or not argv else f"populax: error: unknown command {argv[0]!r}; allowed: {', '.join(COMMANDS)}", file=sys.stderr)
@@ -472,9 +485,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"populax: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before a run installs its handler (imports, the first compile), or twice
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a further Ctrl-C while JAX shuts down: the same exit
-        print("populax: interrupted; checkpoints written before are intact (populax resume RUN continues from the "
-              "newest; a run stopped before its first has none)", file=sys.stderr)
+        if from_command_line:  # a further Ctrl-C while JAX shuts down: the same exit (not in a caller's process)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        runs = argv[0] in ("train", "resume")
+        print("populax: interrupted" + ("; checkpoints written before are intact (populax resume RUN continues "
+                                        "from the newest; a run stopped before its first has none)" if runs else ""),
+              file=sys.stderr)
         return 130
 
 

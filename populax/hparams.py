@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -109,7 +110,7 @@ def check_declarations(hparams_type: type, where: str) -> None:
         ranges = {"valid": info.valid, "search": info.search}
         for kind, bounds in ranges.items():
             if not (isinstance(bounds, (tuple, list)) and len(bounds) == 2
-                    and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)):
+                    and all(isinstance(b, numbers.Real) and not isinstance(b, bool) for b in bounds)):
                 raise ConfigError(f"{declares} {kind} range {bounds!r}: expected (LO, HI), two numbers{fix}")
             if not bounds[0] <= bounds[1]:  # NaN fails too
                 raise ConfigError(f"{declares} {kind} range {range_text(bounds)} empty: LO must not exceed HI{fix}")

@@ -15,9 +15,11 @@ from custom_jax_env import Corridor, CorridorParams
 from flax import struct
 from gymnax.environments import environment, spaces
 
-__all__ = ["Corridor", "CorridorParams", "DictObservationCorridor", "EndlessCorridor", "EndlessJaxCorridor", "GymCorridor",
-           "IntegerActionJaxCorridor", "IntegerObservationCorridor", "OldGymApiCorridor", "OneStepJaxCorridor",
-           "Reach", "SizedCorridor", "SpacelessJaxCorridor", "SteplessCorridor", "TupleActionCorridor", "WrongShapeCorridor", "WrongShapeJaxCorridor", "make_gym_corridor"]
+__all__ = ["Corridor", "CorridorParams", "DictObservationCorridor", "EndlessCorridor", "EndlessJaxCorridor",
+           "FloatFramesCorridor", "GymCorridor", "IntegerActionJaxCorridor", "IntegerObservationCorridor",
+           "OldGymApiCorridor", "OneStepJaxCorridor", "Reach", "SizedCorridor", "SpacelessJaxCorridor",
+           "SteplessCorridor", "TupleActionCorridor", "WrongShapeCorridor", "WrongShapeJaxCorridor",
+           "make_gym_corridor"]
 
 
 class DictObservationCorridor(Corridor):
@@ -81,10 +83,18 @@ class WrongShapeCorridor(GymCorridor):
 
 
 class IntegerObservationCorridor(GymCorridor):
-    """Returns int64 observations from a float32 Box: refused in one line (the replay stores the space's type)."""
+    """Returns int64 observations from a float32 Box (a grid world's np.array([x, y])): trains, stored as float32."""
 
     def _obs(self):
         return np.asarray([self.position, self.goal], np.int64)
+
+
+class FloatFramesCorridor(GymCorridor):
+    """Declares uint8 frames but returns floats: refused in one line (the replay would store them as uint8)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.observation_space = gymnasium.spaces.Box(0, 255, (2,), np.uint8)
 
 
 class SteplessCorridor(gymnasium.Env):

@@ -66,9 +66,13 @@ def test_register_algorithm_refuses_them_too_naming_the_registration():
 
 
 @pytest.mark.parametrize("name", list(ALGORITHMS))
-def test_populax_own_algorithms_pass_the_checks(name):
+def test_populax_own_algorithms_pass_the_checks(name, monkeypatch):
     """Every built-in declaration is consistent; every per-member agent builds and answers as the loops expect
-    (the coupled methods' members are their actors: their policy fields are fields of one)."""
+    (the coupled methods' members are their actors: their policy fields are fields of one). Strict: a probe that
+    fails to trace raises here (a user's is left to the run), so a skipped probe cannot pass."""
+    from populax.agents import checks
+
+    monkeypatch.setattr(checks, "STRICT", True)
     algorithm = ALGORITHMS[name]
     check_declarations(algorithm.hparams, name)
     if algorithm.coupled:
@@ -90,3 +94,17 @@ def test_the_example_passes_them_and_is_traced_once():
 
     assert get_algorithm("py:custom_algorithm:DDPG") is DDPG and id(DDPG) in CHECKED_AGENTS
     assert check_algorithm(DDPG, "again") is DDPG
+
+
+def test_numpy_bounds_in_a_declaration_are_numbers_too():
+    """valid=(np.float32(0), np.float32(1)) is two numbers (refused as 'expected (LO, HI)' at first)."""
+    import numpy as np
+    from flax import struct
+
+    from populax.hparams import hparam
+
+    @struct.dataclass
+    class NumpyBounds:
+        gamma: float = hparam(0.99, "Discount.", valid=(np.float32(0), np.float32(1)), search=(np.int64(0), 1))
+
+    check_declarations(NumpyBounds, "numpy-bounds")

@@ -248,7 +248,7 @@ def test_tuned_config_builds_what_populax_train_builds_from_the_same_settings():
     assert populax.tuned_config(algo="td3", env="Pendulum-v1", pop=3) == populax.TrainConfig(pop=3)  # no recipe
 
 
-def test_the_python_api_reads_values_as_a_recipe_would():
+def test_the_python_api_reads_values_as_a_recipe_would(tmp_path):
     """`TrainConfig` fields given in another form (a string for numbers or widths) are read as a YAML recipe's
     would be; a value of the wrong kind is a one-line ConfigError naming the setting, not a JAX TypeError."""
     from populax import ConfigError, TrainConfig
@@ -261,11 +261,16 @@ def test_the_python_api_reads_values_as_a_recipe_would():
     # numpy per-member values and --hp.hidden's 64x64 spelling of one network (a notebook's habits)
     import numpy as np
 
-    setup = prepare(TrainConfig(env="Pendulum-v1", hidden="32x32", pop=2, out="unused",
-                                hp={"lr-actor": np.array([1e-3, 1e-4]), "tau": np.float32(0.01)}))
+    from populax.runtime.setup import create_run_dir
+
+    setup = prepare(TrainConfig(env="Pendulum-v1", hidden="32x32", pop=2, out=str(tmp_path / "run"),
+                                hp={"lr-actor": np.array([1e-3, 1e-4]), "tau": np.float32(0.01),
+                                    "lr-critic": list(np.logspace(-4, -3, 2))}))
     assert setup.config.hidden == (32, 32)
     np.testing.assert_allclose(np.asarray(setup.hparams.lr_actor), [1e-3, 1e-4])
     np.testing.assert_allclose(np.asarray(setup.hparams.tau), [0.01, 0.01])
+    create_run_dir(setup)  # config.yaml is written with safe_dump: plain numbers only
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["hp"]["lr-critic"]
     for settings, fragment in [(dict(pop=2.5), "--pop: cannot read 2.5 as int"),
                                (dict(hidden=(64, 0)), "--hidden: cannot read (64, 0) as comma-separated positive"),
                                (dict(total_steps="many"), "--total-steps: cannot read 'many' as int")]:

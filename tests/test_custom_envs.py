@@ -85,8 +85,8 @@ def test_a_gymnasium_environment_trains_on_the_host_backend(tmp_path, env):
                                              "observation of shape (2,); its observation_space is (3,)"),
     ("py:custom_envs:OldGymApiCorridor", "step() must return (observation, reward, terminated, truncated, info) "
                                          "(the Gymnasium API; got tuple of 4)"),
-    ("py:custom_envs:IntegerObservationCorridor", "py:custom_envs:IntegerObservationCorridor's reset() returned "
-                                                  "int64 observations; its observation_space holds float32"),
+    ("py:custom_envs:FloatFramesCorridor", "py:custom_envs:FloatFramesCorridor's reset() returned float32 "
+                                           "observations; its observation_space is uint8"),
     ("py:custom_envs:SteplessCorridor", "py:custom_envs:SteplessCorridor does not implement step(action)"),
     ("py:custom_envs:SizedCorridor", "py:custom_envs:SizedCorridor cannot be built with no arguments"),
     ("py:custom_envs:SpacelessJaxCorridor", "py:custom_envs:SpacelessJaxCorridor does not implement "
@@ -103,6 +103,13 @@ def test_an_environment_populax_cannot_train_is_refused_in_one_line(tmp_path, ca
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("populax: error: --env:") and fragment in lines[0], lines
     assert not out.exists()
+
+
+def test_observations_of_another_type_than_a_float_space_are_accepted():
+    """int64 observations of a float32 Box (a grid world's np.array([x, y])) are stored as float32: accepted."""
+    from populax.envs.host_envs import make_host_spec
+
+    assert make_host_spec("py:custom_envs:IntegerObservationCorridor").obs_dtype == np.float32
 
 
 def test_an_environment_that_trains_but_not_as_meant_is_named_in_a_warning(tmp_path, capsys, monkeypatch):
@@ -126,7 +133,7 @@ def test_an_environment_that_trains_but_not_as_meant_is_named_in_a_warning(tmp_p
     assert main(["train", "--env", "py:custom_envs:EndlessCorridor", *short, str(tmp_path / "endless")]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("populax: warning: --env:")]
     assert warned == ["populax: warning: --env: py:custom_envs:EndlessCorridor: evaluation episodes still running "
-                      "after 30 steps were cut there; the environment has no time limit that ends them: set "
+                      "after 30 steps were cut there; the environment has no time limit, or a longer one: set "
                       "--max-episode-steps (it truncates training episodes too) or --eval-max-steps"]
 
 

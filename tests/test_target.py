@@ -44,7 +44,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return {"full": full.run_dir, "stopped": stopped.run_dir, "stop": stop, "target": best[stop]}
 
 
-def test_a_run_ends_at_the_first_evaluation_reaching_its_target_having_trained_the_uninterrupted_runs_prefix(runs):
+def test_a_run_ends_at_the_first_evaluation_reaching_its_target_having_trained_the_uninterrupted_runs_prefix(runs,
+                                                                                                           capsys):
     full, stopped, stop, target = runs["full"], runs["stopped"], runs["stop"], runs["target"]
     summary = json.loads((full / "summary.json").read_text())
     assert summary["target"] == {"return": 1e9, "stat": "best", "reached": False}
@@ -63,7 +64,9 @@ def test_a_run_ends_at_the_first_evaluation_reaching_its_target_having_trained_t
 
     # A run that ended at its target is complete: resuming it trains nothing more and says the same.
     before = (stopped / "metrics.jsonl").read_text()
+    capsys.readouterr()
     assert main(["resume", str(stopped), "--no-progress"]) == 0
+    assert f"is finished ({stop:,} env steps per member); nothing to resume" in capsys.readouterr().err
     assert (stopped / "metrics.jsonl").read_text() == before
     assert json.loads((stopped / "summary.json").read_text())["target"] == target_entry
 

@@ -87,6 +87,16 @@ def test_settings_whose_values_do_nothing_are_named(on_policy, settings, expecte
     assert len(lines) == len(expected) and all(line.startswith(e) for line, e in zip(lines, expected))
 
 
+def test_a_budget_that_whole_periods_round_up_by_more_than_a_tenth_is_named():
+    """--total-steps 1000 with the default --eval-every 2000 trains 2,000: named, with the multiple to give. PPO's
+    CartPole recipe rounds its 10,000-step period to whole rollouts of 256 (100,000 -> 102,400): not news."""
+    lines = run_unused_settings(prepare(TrainConfig(total_steps=1000, pop=2, learning_starts=100, batch_size=32)))
+    assert lines == ["--total-steps 1,000: a run is whole chunks of 2,000 env steps per member (one evaluation "
+                     "period, --eval-every), so it trains 2,000; give a multiple of 2,000"]
+    setup = prepare(populax.tuned_config(algo="ppo", env="CartPole-v1", pop=2))
+    assert setup.num_chunks * setup.chunk_steps == 102_400 and run_unused_settings(setup) == []
+
+
 @pytest.mark.parametrize("env, warned", [("gymnasium:CartPole-v1", True), ("ALE/Pong-v5", False)])
 def test_terminal_on_life_loss_is_named_where_there_are_no_lives(env, warned):
     """A prepared run asks Gymnasium's registry whether its environment is an ALE game."""

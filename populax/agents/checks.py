@@ -83,11 +83,18 @@ def probe_hparams(hparams_type: type) -> Any:
     return hparams_type(**{name: jax.ShapeDtypeStruct((), jnp.float32) for name in hparam_infos(hparams_type)})
 
 
+STRICT = False
+"""When True (the tests of populax's own algorithms), a function that fails on the stand-in raises instead of
+being left to the run, so a skipped probe cannot pass for a checked one."""
+
+
 def traced(fn: Any, *args: Any) -> tuple[bool, Any]:
     """``(True, shapes of fn(*args))``, or ``(False, None)`` when tracing it fails (left to the run)."""
     try:
         return True, jax.eval_shape(fn, *args)
     except Exception:  # noqa: BLE001 - it may need an environment unlike the stand-in; the run reports it
+        if STRICT:
+            raise
         return False, None
 
 
@@ -132,6 +139,8 @@ def check_agent(algorithm: Any, where: str) -> None:
     except MissingAgentFunction as error:
         raise ConfigError(f"--algo: {where}'s make builds an {error}") from None
     except Exception:  # noqa: BLE001 - it may need an environment unlike the stand-in; the run reports it
+        if STRICT:
+            raise
         return
     if not isinstance(agent, kind):
         other = Agent if algorithm.on_policy else OnPolicyAgent

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -108,16 +109,20 @@ def host_env_status(env_id: str, entry_point: str) -> str:
     if not any(family in entry_point for family in NOT_BUILT_FOR_LISTING):
         problem = _spaces_problem(env_id)
         if problem:
-            return f"not trainable: {problem[0]}"
+            return problem[0] if problem[0].startswith("unavailable") else f"not trainable: {problem[0]}"
     return "ready"
 
 
 def _spaces_problem(env_id: str) -> tuple[str, str] | None:
-    """What is wrong with registered ``env_id``'s spaces (``unusable_spaces``), building it once."""
+    """What is wrong with registered ``env_id``'s spaces (``unusable_spaces``), building it once; ``("unavailable
+    (Error)", "")`` when it cannot be built here."""
     gym = _gymnasium()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Gymnasium's deprecation notes for old versions: the listing shows them all
-        env = gym.make(env_id)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Gymnasium's deprecation notes for old versions: the listing shows all
+            env = gym.make(env_id)
+    except Exception as error:  # noqa: BLE001 - one family that cannot build here must not end the listing
+        return f"unavailable ({type(error).__name__})", ""
     try:
         return unusable_spaces(env.observation_space, env.action_space)
     finally:
@@ -252,7 +257,7 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
     except (ImportError, gym.error.DependencyNotInstalled) as error:
         raise ConfigError(f"--env: {env_id} cannot be built here ({error}); install populax[mujoco] or populax[atari]") from None
     except TypeError as error:
-        if not is_custom(env_id):
+        if not (is_custom(env_id) and needs_arguments(factory)):  # a TypeError inside it: the user's traceback
             raise
         raise ConfigError(f"--env: {env_id} cannot be built with no arguments ({error}); name a function that "
                           "builds it with its arguments instead") from None
@@ -271,6 +276,17 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
         check_steps_in_its_spaces(make, env_id)
     dtype = np.uint8 if obs_space.dtype == np.uint8 else np.float32
     return HostEnvSpec(env_id, tuple(int(d) for d in obs_space.shape), dtype, action, low, high, make)
+
+
+def needs_arguments(factory: Callable[..., Any]) -> bool:
+    """Whether ``factory()`` cannot be called as populax calls it: with no arguments."""
+    try:
+        inspect.signature(factory).bind()
+    except TypeError:
+        return True
+    except ValueError:  # no signature to read (a builtin): let the call say
+        return False
+    return False
 
 
 def time_limit_of(env: Any) -> int | None:
@@ -293,10 +309,11 @@ def check_steps_in_its_spaces(make: Callable[[], Any], env_id: str) -> None:
         if np.shape(obs) != space.shape:
             raise ConfigError(f"--env: {env_id}'s {where} returned an observation of shape {np.shape(obs)}; its "
                               f"observation_space is {space.shape}")
-        if is_float(np.asarray(obs).dtype) != is_float(space.dtype):  # float64 for a float32 space is fine
-            raise ConfigError(f"--env: {env_id}'s {where} returned {np.asarray(obs).dtype} observations; its "
-                              f"observation_space holds {np.dtype(space.dtype).name} (the replay stores that "
-                              "type): declare the space with the type it returns, or return that type")
+        returned = np.asarray(obs).dtype
+        if np.dtype(space.dtype) == np.uint8 and is_float(returned):  # other spaces are stored as float32
+            raise ConfigError(f"--env: {env_id}'s {where} returned {returned} observations; its observation_space "
+                              "is uint8, which the replay stores as uint8 frames (floats would be cut to whole "
+                              "numbers): declare a float Box, or return uint8")
 
     env = make()
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,11 +157,12 @@ TARGET_STATS = ("best", "median")
 
 
 def plain(value: Any) -> Any:
-    """A per-member value as YAML would hold it: a numpy array or scalar (``np.array([1e-3, 1e-4])``) or a tuple
-    becomes a list or a Python number, which the ``--hp`` reader takes."""
+    """A per-member value as YAML would hold it: a numpy array or scalar (``np.array([1e-3, 1e-4])``), a tuple, a
+    list of numpy numbers (``list(np.logspace(-4, -3, 4))``) become lists of Python numbers, which the ``--hp``
+    reader takes and config.yaml can write."""
     if hasattr(value, "tolist"):  # numpy (and JAX) arrays and scalars
         return value.tolist()
-    return list(value) if isinstance(value, tuple) else value
+    return [plain(item) for item in value] if isinstance(value, (list, tuple)) else value
 
 
 def coerce(name: str, value: Any) -> Any:
@@ -176,7 +176,7 @@ def coerce(name: str, value: Any) -> Any:
             return {str(k): plain(v) for k, v in value.items()}
         if name == "hidden":
             if isinstance(value, str):  # "64,64", or "64x64" as --hp.hidden writes one network
-                value = [v for v in re.split(r"[,x]", value) if v.strip()]
+                value = [v for v in value.split("," if "," in value else "x") if v.strip()]
             widths = tuple(int(v) for v in value)
             if not widths or min(widths) < 1:
                 raise ValueError

@@ -86,7 +86,8 @@ def newest_manifest(run_dir: Path) -> tuple[Path, dict] | None:
 def config_changed(setup: RunSetup, checkpoint: Path) -> None:
     """The one-line refusal of a run whose config.yaml was edited after ``checkpoint`` was written."""
     raise ConfigError(f"RUN: {setup.run_dir / 'config.yaml'} changed since {checkpoint.name} was written; restore "
-                      "it or start a new run (a longer run: populax train --init-from RUN --total-steps N)")
+                      "it, or start a new run (to train longer: restore it, then populax train --init-from RUN "
+                      "--total-steps N --out NEW)")
 
 
 def load_checkpoint(setup: RunSetup, warn: Callable[[str], None] = warn_on_stderr) -> Checkpoint:

@@ -72,14 +72,15 @@ def unused_settings(config: TrainConfig, *, host: bool, on_policy: bool, mixed: 
 def ineffective_settings(config: TrainConfig, *, on_policy: bool, run_steps: int, chunk_steps: int) -> list[str]:
     """One line per setting whose value leaves it without effect in a run of ``run_steps`` env steps per member
     (``total_steps`` rounded up to whole evaluation periods of ``chunk_steps``): a budget rounded up by more than
-    1% (``--total-steps 1000`` with the default ``--eval-every 2000`` trains 2,000), a PBT/PB2 whose first round
+    10% (``--total-steps 1000`` with the default ``--eval-every 2000`` trains 2,000), a PBT/PB2 whose first round
     would come at or after the run's end, learning that never starts, batches larger than all the replay can
     ever hold."""
     lines = []
-    if run_steps > 1.01 * config.total_steps:  # (a rollout's rounding, a few steps, is not worth a line)
-        lines.append(f"--total-steps {config.total_steps:,}: a run is whole evaluation periods of {chunk_steps:,} env "
-                     f"steps per member (--eval-every), so it trains {run_steps:,}; set --eval-every to a divisor "
-                     "of --total-steps")
+    if run_steps > 1.1 * config.total_steps:  # (a recipe's rounding to whole rollouts, a few %, is no news)
+        period = ("one evaluation period, --eval-every" if chunk_steps == config.eval_every else
+                  f"--eval-every {config.eval_every:,} rounded to whole rollouts or generations")
+        lines.append(f"--total-steps {config.total_steps:,}: a run is whole chunks of {chunk_steps:,} env steps per "
+                     f"member ({period}), so it trains {run_steps:,}; give a multiple of {chunk_steps:,}")
     if config.strategy != "independent":
         ready = config.ready_interval or 2 * chunk_steps
         if ready >= run_steps:  # rounds come at multiples of the interval before the last chunk's end

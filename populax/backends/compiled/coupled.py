@@ -51,12 +51,13 @@ from populax.backends.compiled.program import make_env_iteration, new_member
 from populax.buffers import buffer_init
 from populax.coupled.shared_td3 import ActorState, Nets, finite_rows, init_actor
 from populax.envs.jax_envs import JaxEnv
+from populax.errors import ConfigError
 from populax.loop.coupled import deterministic_act, make_cemrl_steps, make_dvd_steps, noisy_act, own_critics, per_member
 from populax.loop.offpolicy import example_transition
 from populax.loop.shape import LoopShape, offpolicy_shape
 from populax.member import Member, without_shared
 from populax.population import init_members
-from populax.run.config import TrainConfig
+from populax.run.config import EVAL_STEP_LIMIT, TrainConfig
 
 
 class PopulationProgram(NamedTuple):
@@ -110,6 +111,9 @@ def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions,
     """CEM-RL's generation as one compiled chunk (see the module docstring)."""
     envs = config.envs_per_member
     iterations = options.generation_steps or env.max_episode_steps
+    if not options.generation_steps and iterations > EVAL_STEP_LIMIT:  # a limit of 10**9 (none, in effect) would make a generation of that many
+        raise ConfigError(f"--algo-opt.generation-steps: {env.name}'s episodes last up to {env.max_episode_steps:,} "
+                          "steps; set the generation length")
     # As the reference (apourchot/CEM-RL es_grad.py, start_steps): every sampled actor is evaluated with its own
     # parameters from the first generation, so the CEM is told the returns of the actors it sampled; the warm-up
     # (members' learn_from = learning_starts) gates only the critic and actor gradient steps.

@@ -282,7 +282,8 @@ class HostBackend:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 value = mean_policy_return(self.spec, self.functions, self.coupled, population,
-                                           self.config.eval_episodes, eval_seed(self.config.seed, chunk))
+                                           self.config.eval_episodes, eval_seed(self.config.seed, chunk),
+                                           eval_step_cap(self.config))
             metrics["mean_policy_return"] = np.full(self.config.pop, value)
         self.last_metrics = metrics
         return population, metrics

@@ -265,7 +265,7 @@ def episode_totals(spec: HostEnvSpec, act: Callable[[np.ndarray], np.ndarray], n
         envs.close()
     if alive.any() and max_steps == EVAL_STEP_LIMIT:  # not a cut the user asked for (--eval-max-steps)
         warnings.warn(f"--env: {spec.name}: evaluation episodes still running after {max_steps:,} steps were "
-                      "cut there; the environment has no time limit that ends them: set --max-episode-steps (it "
+                      "cut there; the environment has no time limit, or a longer one: set --max-episode-steps (it "
                       "truncates training episodes too) or --eval-max-steps", EnvironmentWarning, stacklevel=2)
     return total
 

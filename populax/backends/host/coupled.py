@@ -158,7 +158,8 @@ def generation_plan(config: TrainConfig, iterations: int) -> HostPlan:
 
 
 def mean_policy_return(spec: HostEnvSpec, functions: HostFunctions, hooks: CoupledHooks, population: Member,
-                       episodes: int, seed: int) -> float:
-    """Mean return of the CEM mean actor over ``episodes`` fresh episodes (seeds apart from the members')."""
+                       episodes: int, seed: int, max_steps: int) -> float:
+    """Mean return of the CEM mean actor over ``episodes`` fresh episodes (seeds apart from the members'), each
+    cut at ``max_steps`` as the members' evaluation episodes are."""
     member = select_member(without_shared(population), 0).replace(agent=hooks.mean_actor(population.shared))
-    return float(np.mean(member_returns(spec, functions, member, episodes, seed + MEAN_ACTOR_SEED)))
+    return float(np.mean(member_returns(spec, functions, member, episodes, seed + MEAN_ACTOR_SEED, max_steps)))
