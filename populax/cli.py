@@ -194,7 +194,6 @@ def cmd_resume(argv: list[str]) -> int:
     """`populax resume RUN`: continue a stopped run from its newest good checkpoint."""
     from populax.run.resume import load_checkpoint, load_setup
     from populax.runtime import run
-    from populax.runtime.loading import newest_manifest
 
     parser = run_dir_parser("populax resume", "Continue a stopped run from its newest good checkpoint.",
                             hints={"--total-steps": "a run's budget is fixed (its replay capacity and schedules "
@@ -203,12 +202,14 @@ def cmd_resume(argv: list[str]) -> int:
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="No live progress bar.")
     args = parser.parse_args(argv)
     setup = load_setup(args.run)
-    newest = newest_manifest(setup.run_dir)  # a finished run's manifest says so: no need to read its members
-    if newest is not None and (setup.run_dir / "summary.json").is_file() and finished(newest[1], setup.num_chunks):
-        print(f"populax: {setup.run_dir} is finished ({newest[1]['env_step']:,} env steps per member); nothing to "
-              "resume. populax report/eval read it; populax train --init-from RUN trains on from it", file=sys.stderr)
-        return 0
+    # The newest *good* checkpoint decides: a finished run whose last checkpoint is damaged resumes from the one
+    # before and trains its last chunk again (its manifest alone would still say finished).
     checkpoint = load_checkpoint(setup, warn=lambda line: print(line, file=sys.stderr, flush=True))
+    if (setup.run_dir / "summary.json").is_file() and finished(checkpoint.manifest, setup.num_chunks):
+        print(f"populax: {setup.run_dir} is finished ({checkpoint.manifest['env_step']:,} env steps per member); "
+              "nothing to resume. populax report/eval read it; populax train --init-from RUN trains on from it",
+              file=sys.stderr)
+        return 0
     print(f"populax: resuming {setup.run_dir} from {checkpoint.path.name} "
           f"({checkpoint.manifest['env_step']:,} env steps per member)", file=sys.stderr, flush=True)
     config = setup.config
