@@ -71,43 +71,27 @@ def make_without_policy(spec):
 NO_POLICY = ddpg("ddpg-no-policy", make=make_without_policy)
 
 
-def make_state_only_update(spec):
-    agent = make_ddpg(spec)
+def ddpg_returning(name: str, returned) -> Algorithm:
+    """DDPG whose ``update`` returns ``returned(state, metrics)`` of the real update instead of (state, metrics)."""
 
-    def update(state, batch, key, hp):
-        state, _ = agent.update(state, batch, key, hp)
-        return state  # the metrics forgotten
+    def make(spec):
+        agent = make_ddpg(spec)
 
-    return agent._replace(update=update)
+        def update(state, batch, key, hp):
+            return returned(*agent.update(state, batch, key, hp))
 
+        return agent._replace(update=update)
 
-STATE_ONLY_UPDATE = ddpg("ddpg-state-only", make=make_state_only_update)
-
-
-def make_loss_as_metrics(spec):
-    agent = make_ddpg(spec)
-
-    def update(state, batch, key, hp):
-        state, metrics = agent.update(state, batch, key, hp)
-        return state, metrics["critic_loss"]
-
-    return agent._replace(update=update)
+    return ddpg(name, make=make)
 
 
-LOSS_AS_METRICS = ddpg("ddpg-loss-metrics", make=make_loss_as_metrics)
+STATE_ONLY_UPDATE = ddpg_returning("ddpg-state-only", lambda state, metrics: state)  # the metrics forgotten
 
+LOSS_AS_METRICS = ddpg_returning("ddpg-loss-metrics", lambda state, metrics: (state, metrics["critic_loss"]))
 
-def make_growing_state(spec):
-    agent = make_ddpg(spec)
-
-    def update(state, batch, key, hp):
-        state, metrics = agent.update(state, batch, key, hp)
-        return state.replace(critic_opt=jax.tree.map(lambda x: jnp.stack([x, x]), state.critic_opt)), metrics
-
-    return agent._replace(update=update)
-
-
-GROWING_STATE = ddpg("ddpg-growing", make=make_growing_state)
+GROWING_STATE = ddpg_returning(
+    "ddpg-growing", lambda state, metrics: (state.replace(critic_opt=jax.tree.map(lambda x: jnp.stack([x, x]),
+                                                                               state.critic_opt)), metrics))
 """update stacks a leaf: a scan's carry would change shape."""
 
 

@@ -107,26 +107,25 @@ def host_env_status(env_id: str, entry_point: str) -> str:
     if old_mujoco:
         return f"not trainable: {old_mujoco}"
     if not any(family in entry_point for family in NOT_BUILT_FOR_LISTING):
-        problem = _spaces_problem(env_id)
-        if problem:
-            return problem[0] if problem[0].startswith("unavailable") else f"not trainable: {problem[0]}"
+        return built_status(env_id)
     return "ready"
 
 
-def _spaces_problem(env_id: str) -> tuple[str, str] | None:
-    """What is wrong with registered ``env_id``'s spaces (``unusable_spaces``), building it once; ``("unavailable
-    (Error)", "")`` when it cannot be built here."""
+def built_status(env_id: str) -> str:
+    """``ready``, ``not trainable: <the space>`` (``unusable_spaces``) or ``unavailable (Error)`` for registered
+    ``env_id``, building it once."""
     gym = _gymnasium()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Gymnasium's deprecation notes for old versions: the listing shows all
             env = gym.make(env_id)
     except Exception as error:  # noqa: BLE001 - one family that cannot build here must not end the listing
-        return f"unavailable ({type(error).__name__})", ""
+        return f"unavailable ({type(error).__name__})"
     try:
-        return unusable_spaces(env.observation_space, env.action_space)
+        problem = unusable_spaces(env.observation_space, env.action_space)
     finally:
         env.close()
+    return "ready" if problem is None else f"not trainable: {problem[0]}"
 
 
 @functools.cache
