@@ -23,3 +23,11 @@ class EnvironmentWarning(UserWarning):
     terminates; an evaluation episode is cut at 100,000 steps), episodes of one step (a gymnax-API environment
     whose params keep ``EnvParams``' default ``max_steps_in_episode = 1``). The CLI prints it as
     ``populax: warning: ...``."""
+
+
+def evaluation_cut_warning(env_name: str, steps: int) -> EnvironmentWarning:
+    """The warning of evaluation episodes of ``env_name`` still running when populax's cut (``steps``) ended them:
+    the same words on the host and compiled paths."""
+    return EnvironmentWarning(f"--env: {env_name}: evaluation episodes still running after {steps:,} steps were cut "
+                              "there; the environment has no time limit, or a longer one: set --max-episode-steps "
+                              "(it truncates training episodes too) or --eval-max-steps")

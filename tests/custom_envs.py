@@ -52,11 +52,17 @@ class OneStepJaxCorridor(Corridor):
 
 
 class EndlessJaxCorridor(Corridor):
-    """A time limit of 10**9 steps (as good as none): an evaluation is cut at populax's limit (100,000 steps)."""
+    """A time limit of 10**9 steps (as good as none) and no end: every move leads back to the middle. An
+    evaluation is cut at populax's limit (100,000 steps), with a warning."""
 
     @property
     def default_params(self) -> CorridorParams:
         return CorridorParams(max_steps_in_episode=10**9)
+
+    def step_env(self, key, state, action, params):
+        obs, state, reward, _, info = super().step_env(key, state, action, params)
+        state = state.replace(position=jnp.zeros_like(state.position))
+        return self.get_obs(state, params), state, reward, jnp.zeros((), bool), info
 
 
 class WrongShapeJaxCorridor(Corridor):

@@ -115,7 +115,8 @@ def test_observations_of_another_type_than_a_float_space_are_accepted():
 def test_an_environment_that_trains_but_not_as_meant_is_named_in_a_warning(tmp_path, capsys, monkeypatch):
     """A gymnax-API env left with EnvParams' one-step episodes, and a Gymnasium env whose evaluation episodes
     never end (cut at the evaluation limit, here lowered from 100,000 to 30 steps): each one line, once per run.
-    A gymnax-API env with a limit of 10**9 steps trains (its evaluations cut at 100,000)."""
+    A gymnax-API env with a limit of 10**9 steps that never ends trains, its evaluations cut at 100,000 with the
+    same line."""
     import populax.backends.host.backend as host_backend
     import populax.backends.host.collector as collector
 
@@ -126,8 +127,13 @@ def test_an_environment_that_trains_but_not_as_meant_is_named_in_a_warning(tmp_p
     assert warned == ["populax: warning: --env: py:custom_envs:OneStepJaxCorridor's episodes last one step: its "
                       "params' max_steps_in_episode is 1 (the default of gymnax's EnvParams); set it in "
                       "default_params, or pass --max-episode-steps"]
-    # a limit of 10**9 steps: the compiled evaluation is cut at 100,000 (it drew a key per step of the limit: 16 GB)
+    # a limit of 10**9 steps and no end: the compiled evaluation is cut at 100,000 (it drew a key per step of the
+    # limit: 16 GB), with the host's warning
     assert main(["train", "--env", "py:custom_envs:EndlessJaxCorridor", *short, str(tmp_path / "long")]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("populax: warning: --env:")]
+    assert warned == ["populax: warning: --env: py:custom_envs:EndlessJaxCorridor: evaluation episodes still running "
+                      "after 100,000 steps were cut there; the environment has no time limit, or a longer one: set "
+                      "--max-episode-steps (it truncates training episodes too) or --eval-max-steps"]
     for module in (host_backend, collector):
         monkeypatch.setattr(module, "EVAL_STEP_LIMIT", 30)
     assert main(["train", "--env", "py:custom_envs:EndlessCorridor", *short, str(tmp_path / "endless")]) == 0

@@ -10,6 +10,7 @@ keys in the members (training) or from the seed and chunk index
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,11 +20,12 @@ import numpy as np
 
 from populax.agents import Algorithm, check_action_space
 from populax.backends.compiled.coupled import build_coupled_program
-from populax.backends.compiled.episodes import episode_returns
+from populax.backends.compiled.episodes import cut_short, episode_returns, episode_steps
 from populax.backends.compiled.program import MemberProgram, build_program
 from populax.coupled import mean_policy_summary
 from populax.edits import MemberEdits, apply_edits
 from populax.envs.jax_envs import JaxEnv, describe_action, make_jax_env
+from populax.errors import evaluation_cut_warning
 from populax.member import Member, finite_population, without_shared
 from populax.population import donated, executor_shards, init_members, quiet_donation
 from populax.run.config import TrainConfig
@@ -62,6 +64,7 @@ class CompiledBackend:
             self._train_chunk = executor(self.program.train_chunk, donate=donate)
             self._init = init_members(self.program.init, executor_shards(config.executor, config.pop))
         self.last_metrics: dict[str, Any] = {}
+        self.cut_said = False
         self.place = (np.arange(config.pop), config.pop)
         """(members, run's population): the members this backend runs within the run (see ``run_block``)."""
 
@@ -101,7 +104,9 @@ class CompiledBackend:
         """Mean return of ``eval_episodes`` fresh episodes per member (keys from the seed and chunk)."""
         members, run_pop = self.place
         keys = eval_keys(self.config.seed, chunk, run_pop)[members]
-        return np.asarray(self._evaluate(without_shared(population), keys))
+        returns, running = self._evaluate(without_shared(population), keys)
+        self.warn_if_cut(running)
+        return np.asarray(returns)
 
     def apply_edits(self, population: Member, previous: Member, edits: MemberEdits, rows: Member | None = None) -> Member:
         """A strategy's edits, on the members the driver holds (the next chunk reads them directly); ``rows``:
@@ -127,6 +132,13 @@ class CompiledBackend:
         """CEM-RL: the CEM mean actor's return at the last generation (``mean_policy_return``)."""
         return mean_policy_summary(self.last_metrics)
 
+    def warn_if_cut(self, running: Any) -> None:
+        """Once per run, as on the host: evaluation episodes cut at populax's limit (the run's warnings registry
+        cannot remember it: a catch_warnings around the call clears it)."""
+        if not self.cut_said and cut_short(self.env, running, self.config.eval_max_steps):
+            self.cut_said = True
+            warnings.warn(evaluation_cut_warning(self.env.name, episode_steps(self.env)), stacklevel=3)
+
     # -- one saved member ------------------------------------------------------------------
 
     def member_returns(self, member: Member, member_index: int, chunk: int, episodes: int,
@@ -137,7 +149,9 @@ class CompiledBackend:
             return episode_returns(lambda state, obs: self.program.policy(state, stats, obs), agent, self.env,
                                    episodes, k, self.config.eval_max_steps)
 
-        return np.asarray(jax.jit(returns)(member.agent, member.obs_stats, key))
+        totals, running = jax.jit(returns)(member.agent, member.obs_stats, key)
+        self.warn_if_cut(running)
+        return np.asarray(totals)
 
     def member_actor(self, member: Member) -> Callable[[np.ndarray], np.ndarray]:
         """Observations [M, ...] -> the env actions of one saved member's deterministic policy, as the training

@@ -150,8 +150,9 @@ def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions,
         members, fitness = jax.vmap(generation)(without_shared(population))
         population, told = steps.finish(members.replace(shared=population.shared), fitness)
         key, mean_key = jax.random.split(population.shared.key)
-        mean_return = evaluate_policy(lambda state, obs: policy(state, None, obs), steps.mean_actor(population.shared),
-                                      env, config.eval_episodes, mean_key, config.eval_max_steps)
+        mean_return, _ = evaluate_policy(lambda state, obs: policy(state, None, obs),
+                                         steps.mean_actor(population.shared), env, config.eval_episodes, mean_key,
+                                         config.eval_max_steps)
         metrics.update(told, train_return=fitness, mean_policy_return=jnp.full((config.pop,), mean_return))
         return population.replace(shared=population.shared.replace(key=key)), metrics
 

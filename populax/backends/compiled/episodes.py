@@ -7,6 +7,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from populax.envs.jax_envs import JaxEnv
 from populax.member import EnvSlots
@@ -14,9 +15,11 @@ from populax.run.config import EVAL_STEP_LIMIT
 
 
 def evaluate_policy(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array,
-                    max_steps: int = 0) -> jax.Array:
-    """Mean undiscounted return of ``episodes`` fresh episodes under ``policy(agent_state, obs)``."""
-    return jnp.mean(episode_returns(policy, agent_state, env, episodes, key, max_steps))
+                    max_steps: int = 0) -> tuple[jax.Array, jax.Array]:
+    """(mean undiscounted return of ``episodes`` fresh episodes under ``policy(agent_state, obs)``, whether one
+    of them was still running when ``episode_steps`` cut it)."""
+    totals, running = episode_returns(policy, agent_state, env, episodes, key, max_steps)
+    return jnp.mean(totals), jnp.any(running)
 
 
 def episode_steps(env: JaxEnv, max_steps: int = 0) -> int:
@@ -26,9 +29,10 @@ def episode_steps(env: JaxEnv, max_steps: int = 0) -> int:
 
 
 def episode_returns(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array,
-                    max_steps: int = 0) -> jax.Array:
-    """Undiscounted return of each of ``episodes`` fresh episodes under ``policy(agent_state, obs)``,
-    each cut after ``episode_steps(env, max_steps)`` steps."""
+                      max_steps: int = 0) -> tuple[jax.Array, jax.Array]:
+    """(undiscounted return of each of ``episodes`` fresh episodes under ``policy(agent_state, obs)``, each cut
+    after ``episode_steps(env, max_steps)`` steps; whether each was still running there, neither terminated
+    nor truncated by the env)."""
     reset_key, run_key = jax.random.split(key)
     obs, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, episodes))
 
@@ -43,8 +47,14 @@ def episode_returns(policy: Callable, agent_state: Any, env: JaxEnv, episodes: i
     zeros = jnp.zeros((episodes,), jnp.float32)
     carry = (obs, env_state, zeros, zeros + 1.0)
     keys = jax.random.split(run_key, episode_steps(env, max_steps))
-    (_, _, total, _), _ = jax.lax.scan(step, carry, keys)
-    return total
+    (_, _, total, alive), _ = jax.lax.scan(step, carry, keys)
+    return total, alive > 0
+
+
+def cut_short(env: JaxEnv, running: Any, max_steps: int) -> bool:
+    """Whether an evaluation's episodes were cut by populax's own limit (``EVAL_STEP_LIMIT``; ``running``: whether
+    each was still running at the end), not by a cut the user set (``--eval-max-steps``)."""
+    return not max_steps and bool(np.any(np.asarray(running)))
 
 
 def reset_envs(env: JaxEnv, key: jax.Array, count: int) -> EnvSlots:

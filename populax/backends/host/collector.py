@@ -24,7 +24,7 @@ from populax.envs.host_envs import (
     make_vector_env,
     to_env_actions,
 )
-from populax.errors import EnvironmentWarning
+from populax.errors import evaluation_cut_warning
 from populax.member import Member, where_members
 from populax.obs_norm import RunningStats
 from populax.run.config import EVAL_STEP_LIMIT
@@ -264,9 +264,7 @@ def episode_totals(spec: HostEnvSpec, act: Callable[[np.ndarray], np.ndarray], n
     finally:
         envs.close()
     if alive.any() and max_steps == EVAL_STEP_LIMIT:  # not a cut the user asked for (--eval-max-steps)
-        warnings.warn(f"--env: {spec.name}: evaluation episodes still running after {max_steps:,} steps were "
-                      "cut there; the environment has no time limit, or a longer one: set --max-episode-steps (it "
-                      "truncates training episodes too) or --eval-max-steps", EnvironmentWarning, stacklevel=2)
+        warnings.warn(evaluation_cut_warning(spec.name, max_steps), stacklevel=2)
     return total
 
 
