@@ -1,13 +1,14 @@
 """Atari recipes (issue 15): any ALE/* id resolves to the Nature DQN / PPO settings; evaluation's step cap."""
 
+import warnings
+
 import jax
 import numpy as np
 import pytest
 
 from populax.backends.compiled.episodes import episode_returns
 from populax.backends.compiled.program import build_program
-from populax.backends.host.backend import eval_step_cap
-from populax.backends.host.collector import EVAL_STEP_LIMIT, episode_totals
+from populax.backends.host.collector import episode_totals
 from populax.cli import main, parse_train_args
 from populax.envs.host_envs import make_host_spec
 from populax.envs.jax_envs import make_jax_env
@@ -55,10 +56,10 @@ def test_host_evaluation_step_cap_ends_a_stuck_episode():
         calls.append(len(obs))
         return np.zeros(len(obs), np.int64)
 
-    config = TrainConfig(env="ALE/Breakout-v5", algo="dqn", eval_max_steps=40)
-    totals = episode_totals(spec, stuck, 2, seed=0, max_steps=eval_step_cap(config))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a cut the user set (--eval-max-steps) is not warned of
+        totals = episode_totals(spec, stuck, 2, seed=0, max_steps=40)
     assert len(calls) == 40 and totals.shape == (2,) and np.all(totals == 0)
-    assert eval_step_cap(TrainConfig()) == EVAL_STEP_LIMIT
 
 
 def test_compiled_evaluation_step_cap():
@@ -67,8 +68,10 @@ def test_compiled_evaluation_step_cap():
     push = lambda state, obs: np.zeros(obs.shape[0], np.int32)  # noqa: E731
     key = jax.random.key(0)
     returns = jax.jit(episode_returns, static_argnums=(0, 2, 3, 5))
-    assert np.all(np.asarray(returns(push, None, env, 3, key, 0)) == -200)
-    assert np.all(np.asarray(returns(push, None, env, 3, key, 25)) == -25)
+    totals, running = returns(push, None, env, 3, key, 0)
+    assert np.all(np.asarray(totals) == -200) and not np.any(running)  # truncated by the env's own limit
+    totals, running = returns(push, None, env, 3, key, 25)
+    assert np.all(np.asarray(totals) == -25) and np.all(running)  # cut by --eval-max-steps
     from populax.agents import get_algorithm
 
     for algo in ("dqn", "ppo"):

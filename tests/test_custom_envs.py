@@ -117,7 +117,6 @@ def test_an_environment_that_trains_but_not_as_meant_is_named_in_a_warning(tmp_p
     never end (cut at the evaluation limit, here lowered from 100,000 to 30 steps): each one line, once per run.
     A gymnax-API env with a limit of 10**9 steps that never ends trains, its evaluations cut at 100,000 with the
     same line."""
-    import populax.backends.host.backend as host_backend
     import populax.backends.host.collector as collector
 
     short = ["--algo", "dqn", "--pop", "2", "--total-steps", "400", "--eval-every", "200", "--learning-starts", "100",
@@ -134,8 +133,7 @@ def test_an_environment_that_trains_but_not_as_meant_is_named_in_a_warning(tmp_p
     assert warned == ["populax: warning: --env: py:custom_envs:EndlessJaxCorridor: evaluation episodes still running "
                       "after 100,000 steps were cut there; the environment has no time limit, or a longer one: set "
                       "--max-episode-steps (it truncates training episodes too) or --eval-max-steps"]
-    for module in (host_backend, collector):
-        monkeypatch.setattr(module, "EVAL_STEP_LIMIT", 30)
+    monkeypatch.setattr(collector, "EVAL_STEP_LIMIT", 30)
     assert main(["train", "--env", "py:custom_envs:EndlessCorridor", *short, str(tmp_path / "endless")]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("populax: warning: --env:")]
     assert warned == ["populax: warning: --env: py:custom_envs:EndlessCorridor: evaluation episodes still running "

@@ -62,7 +62,7 @@ from populax.errors import ConfigError, EnvironmentWarning
 from populax.loop.shape import agent_spec as loop_agent_spec
 from populax.member import Member, finite_population, member_steps, where_members
 from populax.population import executor_shards
-from populax.run.config import EVAL_STEP_LIMIT, TrainConfig
+from populax.run.config import TrainConfig
 
 
 class Learner:
@@ -283,7 +283,7 @@ class HostBackend:
                 warnings.simplefilter("ignore")
                 value = mean_policy_return(self.spec, self.functions, self.coupled, population,
                                            self.config.eval_episodes, eval_seed(self.config.seed, chunk),
-                                           eval_step_cap(self.config))
+                                           self.config.eval_max_steps)
             metrics["mean_policy_return"] = np.full(self.config.pop, value)
         self.last_metrics = metrics
         return population, metrics
@@ -296,7 +296,7 @@ class HostBackend:
             returns = evaluate(self.spec, self.functions, population, self.config.eval_episodes,
                                seed=member_env_seeds(eval_seed(self.config.seed, chunk), self.run_members,
                                                      self.config.eval_episodes),
-                               max_steps=eval_step_cap(self.config))
+                               max_steps=self.config.eval_max_steps)
         for warning in caught:  # but populax's own about the environment (episodes cut): once per run (the
             # warnings registry cannot remember it: every catch_warnings clears it)
             if issubclass(warning.category, EnvironmentWarning) and str(warning.message) not in self.said:
@@ -380,7 +380,7 @@ class HostBackend:
             seed = eval_seed(self.config.seed, chunk) + member_index * self.config.eval_episodes
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return member_returns(self.spec, self.functions, member, episodes, seed, eval_step_cap(self.config))
+            return member_returns(self.spec, self.functions, member, episodes, seed, self.config.eval_max_steps)
 
     def member_actor(self, member: Member) -> Callable[[np.ndarray], np.ndarray]:
         """Observations [M, ...] -> the env actions of one saved member's deterministic policy, as the collector
@@ -390,11 +390,6 @@ class HostBackend:
             return env_actions(self.spec, np.asarray(self.functions.member_policy(member.agent, member.obs_stats, obs)))
 
         return act
-
-
-def eval_step_cap(config: TrainConfig) -> int:
-    """Most steps an evaluation episode may last on the host: ``eval_max_steps``, or 100,000 when 0."""
-    return config.eval_max_steps or EVAL_STEP_LIMIT
 
 
 def make_host_backend(config: TrainConfig, algorithm: Algorithm, env_id: str, executor: Callable) -> HostBackend:

@@ -240,10 +240,12 @@ def resume_reset_seed(seed: int, env_step: int) -> int:
 
 
 def episode_totals(spec: HostEnvSpec, act: Callable[[np.ndarray], np.ndarray], num_envs: int,
-                   seed: int | list[int], max_steps: int = EVAL_STEP_LIMIT) -> np.ndarray:
+                   seed: int | list[int], max_steps: int = 0) -> np.ndarray:
     """Undiscounted return of one episode in each of ``num_envs`` fresh envs (env i reset with seed + i, or
     the list's i-th).
 
+    Each episode is cut after ``max_steps`` steps (``--eval-max-steps``), or 0: after ``EVAL_STEP_LIMIT``, with
+    an EnvironmentWarning when an episode was still running there (a cut the user set is silent).
     ``act`` maps observations [num_envs, ...] to agent actions [num_envs, ...].
     Non-finite actions are passed on as they are, so a diverged member's return is not finite.
     """
@@ -252,7 +254,7 @@ def episode_totals(spec: HostEnvSpec, act: Callable[[np.ndarray], np.ndarray], n
         obs, _ = envs.reset(seed=seed)
         total = np.zeros(num_envs)
         alive = np.ones(num_envs)
-        for _ in range(max_steps):
+        for _ in range(max_steps or EVAL_STEP_LIMIT):
             actions = np.asarray(act(np.asarray(obs, spec.obs_dtype)))
             bad = ~np.isfinite(actions.reshape(num_envs, -1).astype(np.float64)).all(axis=1)
             total[bad & (alive > 0)] = np.nan
@@ -263,13 +265,13 @@ def episode_totals(spec: HostEnvSpec, act: Callable[[np.ndarray], np.ndarray], n
                 break
     finally:
         envs.close()
-    if alive.any() and max_steps == EVAL_STEP_LIMIT:  # not a cut the user asked for (--eval-max-steps)
-        warnings.warn(evaluation_cut_warning(spec.name, max_steps), stacklevel=2)
+    if alive.any() and not max_steps:
+        warnings.warn(evaluation_cut_warning(spec.name, EVAL_STEP_LIMIT), stacklevel=2)
     return total
 
 
 def evaluate(spec: HostEnvSpec, functions: HostFunctions, population: Member, episodes: int,
-             seed: int | list[int], max_steps: int = EVAL_STEP_LIMIT) -> np.ndarray:
+             seed: int | list[int], max_steps: int = 0) -> np.ndarray:
     """Mean return of ``episodes`` fresh episodes per member, deterministic policy, separate env instances.
 
     Member m's episode j runs in env ``m * episodes + j`` (seed ``seed + m * episodes + j``, or that entry of
@@ -286,7 +288,7 @@ def evaluate(spec: HostEnvSpec, functions: HostFunctions, population: Member, ep
 
 
 def member_returns(spec: HostEnvSpec, functions: HostFunctions, member: Member, episodes: int, seed: int,
-                   max_steps: int = EVAL_STEP_LIMIT) -> np.ndarray:
+                   max_steps: int = 0) -> np.ndarray:
     """Per-episode returns of ONE member (no member axis) over ``episodes`` fresh episodes (seeds seed + j)."""
 
     def act(obs: np.ndarray) -> np.ndarray:
