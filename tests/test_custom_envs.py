@@ -141,6 +141,22 @@ def test_an_environment_that_trains_but_not_as_meant_is_named_in_a_warning(tmp_p
                       "--max-episode-steps (it truncates training episodes too) or --eval-max-steps"]
 
 
+def test_a_ray_workers_environment_warning_reaches_the_driver(tmp_path):
+    """Ray workers' output is not shown (log_to_driver off): a worker's evaluation cut at 100,000 steps comes back
+    with its returns and is said once by the driver, in the same line as on one machine; and starting Ray prints
+    none of its own notes (token authentication, JAX's os.fork warning)."""
+    result = run_cli("train", "--env", "py:custom_envs:EndlessJaxCorridor", "--algo", "dqn", "--pop", "2",
+                     "--total-steps", "400", "--eval-every", "200", "--learning-starts", "100", "--batch-size", "32",
+                     "--hidden", "16,16", "--eval-episodes", "1", "--no-progress", "--executor", "ray", "--workers",
+                     "2", "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "Token authentication" not in result.stderr and "os.fork" not in result.stderr, result.stderr
+    assert [line for line in result.stderr.splitlines() if "warning" in line.lower()] == [
+        "populax: warning: --env: py:custom_envs:EndlessJaxCorridor: evaluation episodes still running after "
+        "100,000 steps were cut there; the environment has no time limit, or a longer one: set --max-episode-steps "
+        "(it truncates training episodes too) or --eval-max-steps"], result.stderr
+
+
 @pytest.mark.parametrize("env", [
     # extended: the default suite's kill -9 resume of a compiled run is tests/test_checkpoint.py's
     pytest.param("py:custom_envs:Corridor", marks=pytest.mark.extended),

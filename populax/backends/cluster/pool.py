@@ -7,11 +7,14 @@ tell a dead worker from a healthy one whose call failed for want of another's in
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,6 +27,22 @@ MAX_RESTARTS = 3
 """Times Ray restarts one worker before the run gives up."""
 RESTART_WAIT_S = 300.0
 """Longest wait for a restarted worker to answer."""
+
+
+@contextlib.contextmanager
+def quiet_ray_start() -> Iterator[None]:
+    """``ray.init`` without the two lines every run printed and no user can act on: Ray's note that token
+    authentication is on (it is, and should be), and JAX's warning that ``os.fork()`` was called (Ray's
+    ``subprocess`` launches of its daemons fork and at once exec: no JAX thread runs in the child)."""
+    token_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    level = token_log.level
+    token_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            yield
+    finally:
+        token_log.setLevel(level)
 
 
 class CallLost(NamedTuple):
@@ -50,17 +69,18 @@ class WorkerPool:
         if ray.is_initialized():
             return
         config = self.config
-        if config.ray_address:
-            ray.init(address=config.ray_address, logging_level="warning", log_to_driver=False)
-        else:  # a private instance on loopback, sized for the workers
-            # Ray starts workers at nice 15 (for its own daemons' sake); here the workers *are* the training,
-            # and on a shared machine nice 15 starves them (measured: minutes per chunk beside other jobs).
-            os.environ.setdefault("RAY_worker_niceness", "0")
-            # address="local": always a new instance; without it ray.init joins a cluster that `ray start` left
-            # on this machine (found in /tmp/ray), where num_cpus is refused.
-            ray.init(address="local", num_cpus=max(1, math.ceil(config.workers * config.worker_cpus)),
-                     include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning",
-                     log_to_driver=False)
+        with quiet_ray_start():
+            if config.ray_address:
+                ray.init(address=config.ray_address, logging_level="warning", log_to_driver=False)
+            else:  # a private instance on loopback, sized for the workers
+                # Ray starts workers at nice 15 (for its own daemons' sake); here the workers *are* the training,
+                # and on a shared machine nice 15 starves them (measured: minutes per chunk beside other jobs).
+                os.environ.setdefault("RAY_worker_niceness", "0")
+                # address="local": always a new instance; without it ray.init joins a cluster that `ray start` left
+                # on this machine (found in /tmp/ray), where num_cpus is refused.
+                ray.init(address="local", num_cpus=max(1, math.ceil(config.workers * config.worker_cpus)),
+                         include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning",
+                         log_to_driver=False)
 
     def start(self, blocks: list[np.ndarray], space: Any, assignment: np.ndarray | None) -> None:
         """One ``BlockWorker`` per block (a mixed-shape population's: with the static ``space`` and its members'

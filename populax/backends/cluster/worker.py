@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from populax.edits import MemberEdits, copy_sources, kept_before_chunk
+from populax.errors import EnvironmentWarning
 from populax.member import Member, concatenate_rows, take_rows
 
 
@@ -114,9 +116,19 @@ class BlockWorker:
         self.block, metrics = self.backend.advance(self.block, chunk)
         return to_wire((self.block.env_steps, self.block.hparams, metrics))
 
-    def evaluate(self, chunk: int) -> np.ndarray:
-        """Evaluation returns of the block after ``chunk`` (the run's keys or env seeds for these members)."""
-        return np.asarray(self.backend.evaluate(self.block, chunk))
+    def evaluate(self, chunk: int) -> tuple[np.ndarray, list[str]]:
+        """Evaluation returns of the block after ``chunk`` (the run's keys or env seeds for these members), and
+        the EnvironmentWarnings it gave (episodes cut), for the driver to say: a worker's output is not shown."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", EnvironmentWarning)
+            returns = np.asarray(self.backend.evaluate(self.block, chunk))
+        said = []
+        for warning in caught:
+            if issubclass(warning.category, EnvironmentWarning):
+                said.append(str(warning.message))
+            else:  # as if not caught
+                warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+        return returns, said
 
     def export(self, index: list[int], fields: tuple[str, ...] | None, experience: bool) -> Member:
         """What copies in other blocks take from local members ``index`` (``edits.copy_sources``); of a
