@@ -24,7 +24,9 @@ def test_any_ale_id_with_dqn_picks_the_nature_recipe(env):
     assert (config.batch_size, config.updates_per_step, config.learning_starts) == (32, 0.25, 80_000)
     assert config.buffer_size >= 100_000 and config.algo_options["torso"] == "nature_cnn"
     hp = config.hp
-    assert (hp["lr"], hp["target-period"], hp["eps-start"], hp["eps-end"]) == (1e-4, 1000, 1.0, 0.01)
+    # CleanRL's target copy every 1000 env steps: 250 updates at one update per 4 steps
+    assert (hp["lr"], hp["target-period"], hp["eps-start"], hp["eps-end"]) == (1e-4, 250, 1.0, 0.01)
+    assert config.clip_rewards and config.terminal_on_life_loss  # CleanRL's ClipRewardEnv and EpisodicLifeEnv
     assert hp["eps-decay-steps"] == 100_000  # 10% of the budget, whatever the budget
     assert config.eval_max_steps == 4500  # 5 minutes of play: a stuck policy cannot stall evaluation
 
@@ -35,6 +37,8 @@ def test_ale_id_with_ppo_picks_the_atari_ppo_recipe():
     assert config.envs_per_member == 8 and config.eval_max_steps == 4500
     assert (options["rollout-len"], options["epochs"], options["anneal-lr"], options["torso"]) == (128, 4, True, "nature_cnn")
     assert (hp["lr"], hp["clip-eps"], hp["ent-coef"]) == (2.5e-4, 0.1, 0.01)
+    assert config.clip_rewards and config.terminal_on_life_loss
+    assert not parse_train_args(["--env", "ALE/Pong-v5", "--algo", "ppo", "--clip-rewards", "false"]).clip_rewards
 
 
 def test_flags_beat_the_atari_recipe_and_short_runs_stay_short():

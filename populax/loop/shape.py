@@ -14,6 +14,9 @@ import math
 from fractions import Fraction
 from typing import Any, NamedTuple
 
+import jax.numpy as jnp
+import numpy as np
+
 from populax.agents import AgentSpec, Algorithm
 from populax.agents.base import ActionSpec
 from populax.errors import ConfigError
@@ -47,6 +50,9 @@ class LoopShape(NamedTuple):
     """Fresh episodes per member and evaluation."""
     eval_max_steps: int = 0
     """Most steps per evaluation episode (0: the environment's own limit)."""
+    clip_rewards: bool = False
+    """The learner sees each reward as its sign (``--clip-rewards``: ``learning_rewards``); episode returns and
+    evaluations keep the environment's."""
 
     @property
     def on_policy(self) -> bool:
@@ -76,6 +82,14 @@ class LoopShape(NamedTuple):
             return max(0, steps // self.steps_per_phase - learn_from // self.steps_per_phase)
 
         return self.updates_per_phase * (phases(after) - phases(before))
+
+
+def learning_rewards(reward: Any, shape: LoopShape) -> Any:
+    """The rewards a member learns from: the environment's, or their sign with ``shape.clip_rewards`` (numpy on
+    the host, jax in the compiled chunk; the training returns reported are summed from the environment's)."""
+    if not shape.clip_rewards:
+        return reward
+    return np.sign(reward) if isinstance(reward, np.ndarray) else jnp.sign(reward)
 
 
 def update_phase(envs_per_member: int, updates_per_step: float) -> tuple[int, int]:
@@ -112,6 +126,7 @@ def offpolicy_shape(
     eval_episodes: int,
     eval_max_steps: int = 0,
     n_step: int = 1,
+    clip_rewards: bool = False,
 ) -> LoopShape:
     """The off-policy loop of the compiled chunk: an update-to-data ratio and an eval period as whole scan lengths
     (see ``update_phase``); the buffer rounded to whole iterations so batched inserts never straddle its end."""
@@ -127,17 +142,18 @@ def offpolicy_shape(
         n_step=n_step,
         eval_episodes=eval_episodes,
         eval_max_steps=eval_max_steps,
+        clip_rewards=clip_rewards,
     )
 
 
 def onpolicy_shape(*, envs_per_member: int, rollout_len: int, eval_every: int, eval_episodes: int,
-                           eval_max_steps: int = 0) -> LoopShape:
+                           eval_max_steps: int = 0, clip_rewards: bool = False) -> LoopShape:
     """The on-policy loop: a phase is one rollout of ``rollout_len`` iterations and one learning step on it;
     whole rollouts per evaluation period (rounded up)."""
     per_rollout = rollout_len * envs_per_member
     return LoopShape(envs_per_member=envs_per_member, iterations_per_phase=rollout_len, updates_per_phase=1,
                      phases_per_chunk=max(1, math.ceil(eval_every / per_rollout)), eval_episodes=eval_episodes,
-                     eval_max_steps=eval_max_steps)
+                     eval_max_steps=eval_max_steps, clip_rewards=clip_rewards)
 
 
 def agent_spec(algorithm: Algorithm, config: TrainConfig, obs_shape: tuple[int, ...], action: ActionSpec,

@@ -72,7 +72,8 @@ class TrainConfig:
     pbt_bottom: float = 0.25
     """PBT/PB2: fraction of members (worst fitness) replaced at each round (the paper: 0.4)."""
     pbt_top: float = 0.25
-    """PBT/PB2: fraction of members (best fitness) a replaced member copies from."""
+    """PBT/PB2: fraction of members (best fitness) a replaced member copies from, at most 1 - pbt_bottom (the
+    paper: 0.6, every member not replaced)."""
     pbt_copy: str = "all"
     """PBT/PB2 exploit: all (actor, critics, targets, optimizer states) or policy (actor only, the paper)."""
     pbt_copy_buffer: bool = False
@@ -108,6 +109,9 @@ class TrainConfig:
     """Host envs: most env steps per member the acting parameters may lag behind the collected data."""
     obs_norm: bool = False
     """Normalise observations with running per-member statistics (every kind of env; not cemrl or dvd-td3)."""
+    clip_rewards: bool = False
+    """The learner sees each reward as its sign (-1, 0 or +1), as DQN and PPO are trained on Atari (Mnih et al.
+    2015; the Atari recipes turn it on); training and evaluation returns stay the environment's own score."""
     terminal_on_life_loss: bool = False
     """Atari: a lost life ends the training episode (no bootstrap) while the game goes on; evaluation plays whole games."""
     max_episode_steps: int = 0

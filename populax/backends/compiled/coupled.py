@@ -122,7 +122,8 @@ def make_cemrl_program(config: TrainConfig, env: JaxEnv, options: CEMRLOptions,
     shape = LoopShape(envs_per_member=envs, iterations_per_phase=iterations, updates_per_phase=0,
                          phases_per_chunk=1, batch_size=config.batch_size,
                          buffer_size=min(config.buffer_size, config.total_steps), n_step=config.n_step,
-                         eval_episodes=config.eval_episodes, eval_max_steps=config.eval_max_steps)
+                         eval_episodes=config.eval_episodes, eval_max_steps=config.eval_max_steps,
+                         clip_rewards=config.clip_rewards)
     steps = make_cemrl_steps(config, nets, options, shape.chunk_steps)
     init_member = member_init(nets, env, shape.buffer_size, envs, config.learning_starts)
     env_iteration = make_env_iteration(deterministic_act(nets), env, shape, store=finite_rows)
@@ -167,7 +168,8 @@ def make_dvd_program(config: TrainConfig, env: JaxEnv, options: DvDOptions, nets
     shape = offpolicy_shape(envs_per_member=config.envs_per_member, updates_per_step=config.updates_per_step,
                              eval_every=config.eval_every, learning_starts=config.learning_starts,
                              batch_size=config.batch_size, buffer_size=min(config.buffer_size, config.total_steps),
-                             eval_episodes=config.eval_episodes, eval_max_steps=config.eval_max_steps)
+                             eval_episodes=config.eval_episodes, eval_max_steps=config.eval_max_steps,
+                             clip_rewards=config.clip_rewards)
     steps = make_dvd_steps(config, nets, options)
     own = own_critics(options)
     init_member = member_init(nets, env, shape.buffer_size, config.envs_per_member, config.learning_starts, own)

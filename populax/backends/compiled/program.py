@@ -31,7 +31,7 @@ from populax.buffers import buffer_init
 from populax.envs.jax_envs import JaxEnv
 from populax.loop.offpolicy import PrepareObs, example_transition, exploring, make_offpolicy_loop, observe
 from populax.loop.onpolicy import make_onpolicy_loop
-from populax.loop.shape import LoopShape, agent_spec, offpolicy_shape, onpolicy_shape
+from populax.loop.shape import LoopShape, agent_spec, learning_rewards, offpolicy_shape, onpolicy_shape
 from populax.member import EnvSlots, Member
 from populax.obs_norm import normalize, stats_init, stats_update
 from populax.run.config import TrainConfig
@@ -94,7 +94,8 @@ def make_env_iteration(act: Callable, env: JaxEnv, shape: Any,
         action = explore(member.agent, prepare_obs(stats, member.env.obs), member.hparams, warming_up, act_key,
                          random_key)
         result = step_envs(jax.random.split(step_key, num_envs), member.env.state, action)
-        transition = Transition(member.env.obs, action, result.reward, result.final_obs, result.terminated)
+        transition = Transition(member.env.obs, action, learning_rewards(result.reward, shape), result.final_obs,
+                                result.terminated)
         member = member.replace(
             obs_stats=stats,
             experience=observe(member.experience, store(transition)),
@@ -158,8 +159,9 @@ def make_onpolicy_program(agent: OnPolicyAgent, env: JaxEnv, shape: LoopShape, o
         action, log_prob, value = loop.act(member.agent, obs, act_key)
         env_action = action if env.action.discrete else jnp.clip(action, -1.0, 1.0)
         result = step_envs(jax.random.split(step_key, num_envs), member.env.state, env_action)
-        step = loop.observe(member.agent, obs, action, log_prob, value, result.reward, result.terminated,
-                            result.truncated, prepare_obs(member.obs_stats, result.final_obs), member.hparams.gamma)
+        step = loop.observe(member.agent, obs, action, log_prob, value, learning_rewards(result.reward, shape),
+                            result.terminated, result.truncated, prepare_obs(member.obs_stats, result.final_obs),
+                            member.hparams.gamma)
         acted_on = member.env.obs  # raw: what the statistics take in after the rollout
         member = member.replace(env=advance_episodes(member.env, result), env_steps=member.env_steps + num_envs, key=key)
         return member, (step, acted_on)
@@ -205,12 +207,13 @@ def build_program(algorithm: Algorithm, config: TrainConfig, env: JaxEnv) -> tup
     if algorithm.on_policy:
         shape = onpolicy_shape(envs_per_member=config.envs_per_member, rollout_len=options.rollout_len,
                                        eval_every=config.eval_every, eval_episodes=config.eval_episodes,
-                                       eval_max_steps=config.eval_max_steps)
+                                       eval_max_steps=config.eval_max_steps, clip_rewards=config.clip_rewards)
     else:
         shape = offpolicy_shape(envs_per_member=config.envs_per_member, updates_per_step=config.updates_per_step,
                               eval_every=config.eval_every, learning_starts=config.learning_starts,
                               batch_size=config.batch_size, buffer_size=min(config.buffer_size, config.total_steps),
                               eval_episodes=config.eval_episodes, eval_max_steps=config.eval_max_steps,
+                              clip_rewards=config.clip_rewards,
                               n_step=config.n_step)
     total_steps = math.ceil(config.total_steps / shape.chunk_steps) * shape.chunk_steps
     agent = algorithm.make(agent_spec(algorithm, config, env.obs_shape, env.action, options, shape, total_steps))

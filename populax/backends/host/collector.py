@@ -25,6 +25,7 @@ from populax.envs.host_envs import (
     to_env_actions,
 )
 from populax.errors import evaluation_cut_warning
+from populax.loop.shape import learning_rewards
 from populax.member import Member, where_members
 from populax.obs_norm import RunningStats
 from populax.run.config import EVAL_STEP_LIMIT
@@ -183,7 +184,7 @@ class Collector:
             done = np.logical_or(terminated, truncated)
             rows["obs"].append(self.obs)
             rows["action"].append(actions)
-            rows["reward"].append(np.asarray(reward, np.float32))
+            rows["reward"].append(learning_rewards(np.asarray(reward, np.float32), self.plan.loop))
             rows["next_obs"].append(np.asarray(final_observations(next_obs, done, info), self.spec.obs_dtype))
             # A lost life ends the *training* episode (no bootstrap) while the game goes on (--terminal-on-life-loss).
             rows["terminated"].append(learning_terminals(terminated, info))

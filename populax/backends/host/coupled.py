@@ -152,7 +152,8 @@ def generation_plan(config: TrainConfig, iterations: int) -> HostPlan:
     loop = LoopShape(envs_per_member=config.envs_per_member, iterations_per_phase=iterations, updates_per_phase=0,
                      phases_per_chunk=1, learning_starts=config.learning_starts, batch_size=config.batch_size,
                      buffer_size=max(steps, min(config.buffer_size, total_steps)), n_step=config.n_step,
-                     eval_episodes=config.eval_episodes, eval_max_steps=config.eval_max_steps)
+                     eval_episodes=config.eval_episodes, eval_max_steps=config.eval_max_steps,
+                     clip_rewards=config.clip_rewards)
     return HostPlan(loop=loop, block_iterations=iterations, chunk_blocks=1, update_chunk=1, max_policy_lag=steps,
                     random_warmup=False)
 

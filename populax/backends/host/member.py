@@ -93,7 +93,8 @@ def make_plan(config: TrainConfig, on_policy: bool, rollout_len: int = 0) -> Hos
                      learning_starts=0 if on_policy else config.learning_starts,
                      batch_size=0 if on_policy else config.batch_size,
                      buffer_size=0 if on_policy else max(block_steps, min(config.buffer_size, total_steps)),
-                     n_step=config.n_step, eval_episodes=config.eval_episodes, eval_max_steps=config.eval_max_steps)
+                     n_step=config.n_step, eval_episodes=config.eval_episodes, eval_max_steps=config.eval_max_steps,
+                     clip_rewards=config.clip_rewards)
     return HostPlan(
         loop=loop,
         block_iterations=block_iterations,
