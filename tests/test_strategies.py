@@ -121,6 +121,22 @@ def test_exploit_copies_whole_member_and_explores_within_bounds(tmp_path):
     assert leaves_equal(select_member(policy_copy.agent.critic, 1), select_member(before.agent.critic, 1))
 
 
+def test_the_papers_sources_are_every_member_not_replaced(tmp_path):
+    """--pbt-bottom 0.4 --pbt-top 0.6 (Flajolet et al. 2022's code: a replaced member copies one drawn from all the
+    members above the bottom 40%): of 10 members the worst 4 are replaced, each by one of the other 6, and the
+    draws reach past the best quarter (which is all the earlier cap of half, and --pbt-top <= 0.5, allowed)."""
+    setup = prepare(tiny_config(tmp_path, "paper", pop=10, pbt_bottom=0.4, pbt_top=0.6, fitness_window=1,
+                                hp={**LR_PRIOR, "delay": "choice:1,2,3,4"}))
+    strategy = make_strategy(setup)
+    population = init_population(setup)
+    population, metrics = setup.backend.advance(population, 0)
+    returns = -100.0 * np.arange(10.0)  # member 0 best, member 9 worst
+    _, _, events = strategy.update(population, returns, {k: np.asarray(v) for k, v in metrics.items()}, chunk=0)
+    assert sorted(e["member"] for e in events) == [6, 7, 8, 9]
+    sources = [e["source"] for e in events]
+    assert set(sources) <= set(range(6)) and max(sources) >= 3, sources
+
+
 def test_pbt_lineage_is_reproducible_and_bounded(tmp_path):
     lineages = []
     for name in ("a", "b"):
@@ -265,6 +281,7 @@ def test_nan_member_is_detected_and_handled(tmp_path, strategy, on_failure, kind
     ({"strategy": "cma"}, "--strategy"),
     ({"ready_interval": 750}, "--ready-interval"),
     ({"pbt_bottom": 0.7}, "--pbt-bottom"),
+    ({"pbt_bottom": 0.4, "pbt_top": 0.7}, r"--pbt-top must be a fraction in \(0, 1 - --pbt-bottom\] = \(0, 0.6\]"),
     ({"pbt_copy": "critic"}, "--pbt-copy"),
     ({"on_failure": "ignore"}, "--on-failure"),
     ({"strategy": "pb2", "hp": {}}, "--strategy pb2"),

@@ -11,8 +11,11 @@ At a ready round, read top to bottom::
                 prior with probability p, clipped to its bounds
 
 The reference paper's variant (Flajolet et al. 2022: copy the policy only,
-always resample, replace the bottom 40%) is ``pbt_copy=policy``,
-``pbt_explore=resample``, ``pbt_bottom=0.4``.
+always resample, replace the bottom 40% by copies of members drawn from all
+the others) is ``pbt_copy=policy``, ``pbt_explore=resample``,
+``pbt_bottom=0.4``, ``pbt_top=0.6``. One difference stays: its learners reset
+a replaced member's optimizer states, populax copies the source's actor
+optimizer with the actor (and keeps the member's own critic optimizer).
 """
 
 from __future__ import annotations
@@ -31,6 +34,12 @@ PERTURB_FACTORS = (0.8, 1.2)
 def fraction_count(fraction: float, pop: int) -> int:
     """Members in a fraction of the population: at least one, at most half (rounded)."""
     return min(max(1, round(fraction * pop)), pop // 2) if pop > 1 else 0
+
+
+def source_count(fraction: float, pop: int, n_bottom: int) -> int:
+    """Members a replaced member may copy: the best ``fraction`` (rounded), at least one, at most every member that
+    is not replaced (``--pbt-top 0.6`` with ``--pbt-bottom 0.4``: the paper's "any member above the bottom")."""
+    return min(max(1, round(fraction * pop)), pop - n_bottom) if pop > 1 else 0
 
 
 def truncation_selection(

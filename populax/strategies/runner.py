@@ -41,7 +41,7 @@ import populax.strategies.pbt as pbt
 from populax.cohorts import CROSS_COHORT, StaticSpace
 from populax.edits import MemberEdits, no_edits
 from populax.errors import ConfigError
-from populax.hparams import cli_name, member_hparams
+from populax.hparams import member_hparams
 from populax.population import copy_members
 from populax.strategies.space import Dim, from_unit, get_values, set_values, to_unit
 
@@ -67,10 +67,11 @@ def check_strategy_config(config: Any, chunk_steps: int, dims: list[Dim]) -> int
         raise ConfigError(f"--pbt-copy: got {config.pbt_copy!r}; allowed: {', '.join(COPY_MODES)}")
     if config.pbt_explore not in EXPLORE_MODES:
         raise ConfigError(f"--pbt-explore: got {config.pbt_explore!r}; allowed: {', '.join(EXPLORE_MODES)}")
-    for name in ("pbt_bottom", "pbt_top"):
-        value = getattr(config, name)
-        if not 0 < value <= 0.5:
-            raise ConfigError(f"--{cli_name(name)} must be a fraction in (0, 0.5] (got {value})")
+    if not 0 < config.pbt_bottom <= 0.5:
+        raise ConfigError(f"--pbt-bottom must be a fraction in (0, 0.5] (got {config.pbt_bottom})")
+    if not 0 < config.pbt_top <= 1 - config.pbt_bottom + 1e-9:
+        raise ConfigError(f"--pbt-top must be a fraction in (0, 1 - --pbt-bottom] = (0, {1 - config.pbt_bottom:g}] "
+                          f"(got {config.pbt_top}): the members copied from are not the ones replaced")
     if config.pbt_cross_cohort not in CROSS_COHORT:
         raise ConfigError(f"--pbt-cross-cohort: got {config.pbt_cross_cohort!r}; allowed: {', '.join(CROSS_COHORT)}")
     if not 0 <= config.pbt_resample_prob <= 1:
@@ -241,7 +242,7 @@ class PopulationStrategy:
                 self._record_improvements(values, fitness)
         n_bottom = pbt.fraction_count(self.config.pbt_bottom, pop) if ready else 0
         replaced, sources = pbt.truncation_selection(
-            fitness, n_bottom, pbt.fraction_count(self.config.pbt_top, pop), select_key
+            fitness, n_bottom, pbt.source_count(self.config.pbt_top, pop, n_bottom), select_key
         )
         if replaced.size == 0:
             return edits, []
