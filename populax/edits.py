@@ -156,6 +156,9 @@ class MemberEdits:
     from another cohort moves its target there), else None."""
     policy_fields: tuple[str, ...] | None = struct.field(pytree_node=False, default=None)
     """Agent fields a policy-only copy takes (None: every copy takes the whole agent)."""
+    fresh_fields: tuple[str, ...] = struct.field(pytree_node=False, default=())
+    """Agent fields a copy's target takes fresh (a new member's) instead of from its source: the optimizer
+    states it copied, under ``--pbt-reset-optimizer``."""
     copy_experience: bool = struct.field(pytree_node=False, default=False)
     """Copies take their source's replay buffer too (``--pbt-copy-buffer``)."""
     refill: int = struct.field(pytree_node=False, default=0)
@@ -223,6 +226,18 @@ def copy_rows(population: Member, edits: MemberEdits, rows: Member) -> Member:
                               experience=experience, learn_from=learn_from)
 
 
+def fresh_rows(population: Member, edits: MemberEdits, init_agents: Any) -> Member:
+    """The copies' targets with ``edits.fresh_fields`` as a new member's (optimizer states: Adam's moments at 0
+    and its step count at 0, whatever the parameters; the new parameters ``init_agents`` draws for it, from a
+    fixed key, are thrown away)."""
+    targets = jnp.asarray(edits.targets)
+    keys = jax.random.split(jax.random.key(0), len(edits.targets))
+    fresh = init_agents(keys, take_rows(edits.hparams, targets))
+    agent = population.agent.replace(**{name: set_rows(getattr(population.agent, name), targets, getattr(fresh, name))
+                                        for name in edits.fresh_fields})
+    return population.replace(agent=agent)
+
+
 @partial(jax.jit, donate_argnums=0)
 def _set_rows_in_place(stacked: Any, index: jax.Array, rows: Any) -> Any:
     return set_rows(stacked, index, rows)
@@ -246,6 +261,8 @@ def apply_edits(population: Member, kept: Member, edits: MemberEdits, init_agent
         if rows is None:
             rows = copy_sources(population, jnp.asarray(edits.sources), edits.copy_fields, edits.copy_experience)
         population = copy_rows(population, edits, rows)
+        if edits.fresh_fields:
+            population = fresh_rows(population, edits, init_agents)
     population = population.replace(hparams=edits.hparams)
     frozen = np.asarray(edits.frozen, bool)
     if frozen.any():  # a member rolled back this chunk has lost the chunk's transitions already

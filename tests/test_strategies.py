@@ -137,6 +137,47 @@ def test_the_papers_sources_are_every_member_not_replaced(tmp_path):
     assert set(sources) <= set(range(6)) and max(sources) >= 3, sources
 
 
+@pytest.mark.parametrize("env", ["Pendulum-v1", "gymnasium:Pendulum-v1"])
+def test_reset_optimizer_gives_the_copied_actor_fresh_adam_state(tmp_path, env):
+    """--pbt-copy policy --pbt-reset-optimizer (the paper's learners): the target takes its source's actor with
+    Adam's moments and step count at 0, where a plain policy copy takes the source's; its critic and the critic's
+    optimizer stay its own. On the compiled and the host backend (their apply_edits)."""
+    host = dict(overlap=False) if env.startswith("gymnasium:") else {}
+    agents = {}
+    for reset in (False, True):
+        setup = prepare(tiny_config(tmp_path, f"reset-{reset}", env=env, total_steps=1_000, pbt_copy="policy",
+                                    pbt_reset_optimizer=reset, **host))
+        strategy = make_strategy(setup)
+        population = init_population(setup)
+        setup.backend.start(population)
+        try:
+            population, metrics = setup.backend.advance(population, 0)
+            before = setup.backend.gather(population)
+            edits, _, events = strategy.update(population, np.array([-500.0, -900.0, -100.0, -300.0]),
+                                               {k: np.asarray(v) for k, v in metrics.items()}, chunk=0)
+            after = setup.backend.gather(setup.backend.apply_edits(population, before, edits))
+        finally:
+            setup.backend.stop()
+        assert [(e["member"], e["source"]) for e in events] == [(1, 2)]
+        agents[reset] = (select_member(before.agent, 2), select_member(before.agent, 1), select_member(after.agent, 1))
+    for reset, (source, own, copied) in agents.items():
+        assert leaves_equal(copied.actor, source.actor) and leaves_equal(copied.critic, own.critic)
+        assert leaves_equal(copied.critic_opt, own.critic_opt)
+        assert int(source.actor_opt.count) > 0  # the source has learned
+        if reset:
+            assert int(copied.actor_opt.count) == 0
+            assert all(not np.any(np.asarray(x)) for x in jax.tree.leaves(copied.actor_opt))
+        else:
+            assert leaves_equal(copied.actor_opt, source.actor_opt)
+
+
+def test_reset_optimizer_is_refused_for_an_algorithm_that_declares_no_optimizer_states(tmp_path):
+    with pytest.raises(ConfigError, match="--pbt-reset-optimizer: dqn does not declare its optimizer states"):
+        prepare(tiny_config(tmp_path, "dqn", env="CartPole-v1", algo="dqn", pbt_reset_optimizer=True,
+                            hp={"lr": "loguniform:1e-4,1e-2"}))
+    assert not (tmp_path / "dqn").exists()
+
+
 def test_pbt_lineage_is_reproducible_and_bounded(tmp_path):
     lineages = []
     for name in ("a", "b"):

@@ -47,6 +47,9 @@ class Algorithm(NamedTuple):
     policy_fields: tuple[str, ...] | None = None
     """Agent-state fields that make up the policy (``--pbt-copy policy`` copies only these);
     None: the policy is the whole network (single-network agents such as DQN and PPO)."""
+    optimizer_fields: tuple[str, ...] | None = None
+    """Agent-state fields that hold optimizer states (``--pbt-reset-optimizer`` gives a copy's fresh ones);
+    None: not declared, and that setting is refused."""
     coupled: bool = False
     """True: the members share state inside the update (CEM-RL, DvD-TD3); trained by a population
     program (``backends/compiled/coupled.py``) instead of a mapped member program."""
@@ -100,10 +103,11 @@ def _make_coupled_nets(spec: AgentSpec) -> Any:
 ALGORITHMS: dict[str, Algorithm] = {
     # The actor, its target and its optimizer state; the critics stay the member's own.
     "td3": Algorithm("td3", TD3HParams, _make_td3, continuous=True, discrete=False,
-                     policy_fields=("actor", "actor_target", "actor_opt")),
+                     policy_fields=("actor", "actor_target", "actor_opt"), optimizer_fields=("actor_opt", "critic_opt")),
     # The actor and its optimizer state, with the temperature that shapes its entropy.
     "sac": Algorithm("sac", SACHParams, _make_sac, continuous=True, discrete=False, options=SACOptions,
-                     policy_fields=("actor", "actor_opt", "log_alpha", "alpha_opt")),
+                     policy_fields=("actor", "actor_opt", "log_alpha", "alpha_opt"),
+                     optimizer_fields=("actor_opt", "critic_opt", "alpha_opt")),
     "dqn": Algorithm("dqn", DQNHParams, _make_dqn, continuous=False, discrete=True, options=DQNOptions),
     "ppo": Algorithm("ppo", PPOHParams, _make_ppo, continuous=True, discrete=True, options=PPOOptions, on_policy=True),
     # Coupled methods: per-member actors, one shared critic (the members' state is the actor alone).

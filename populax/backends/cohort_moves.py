@@ -69,6 +69,9 @@ def recreated_member(own: Member, source: Member, shape: Member, hparams: Any, m
     next_key, init_key, distill_key = jax.random.split(own.key[0], 3)
     if mode == "copy" and same_shapes(source.agent, shape.agent):
         how, agent = "copy", source.agent
+        if edits.fresh_fields:  # --pbt-reset-optimizer: the copied optimizer states start fresh, as in a cohort
+            new = backend.init_agents(init_key[None], hparams)
+            agent = agent.replace(**{name: getattr(new, name) for name in edits.fresh_fields})
     else:
         agent = backend.init_agents(init_key[None], hparams)
         how = "distill" if mode != "fresh" and can_distill(backend.agent) else "fresh"

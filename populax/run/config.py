@@ -76,6 +76,9 @@ class TrainConfig:
     paper: 0.6, every member not replaced)."""
     pbt_copy: str = "all"
     """PBT/PB2 exploit: all (actor, critics, targets, optimizer states) or policy (actor only, the paper)."""
+    pbt_reset_optimizer: bool = False
+    """PBT/PB2 exploit: the optimizer states a copy takes (--pbt-copy policy: the actor's) start fresh instead of
+    being the source's, as the paper's learners reset them (td3, sac: the algorithms that declare them)."""
     pbt_copy_buffer: bool = False
     """PBT/PB2 exploit: also copy the source's replay buffer."""
     pbt_explore: str = "perturb"

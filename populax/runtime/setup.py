@@ -45,6 +45,7 @@ from populax.memory import check_population_fits
 from populax.population import executor_shards
 from populax.run.config import FIELDS, TrainConfig, check_ranges, coerce_config, config_to_dict
 from populax.strategies import check_strategy_config
+from populax.strategies.runner import fresh_fields
 from populax.strategies.space import Dim, make_space
 
 HPARAM_KEY, INIT_KEY = 1, 2
@@ -153,6 +154,7 @@ def prepare(config: TrainConfig, new_run: bool = True) -> RunSetup:
                                 config.pop)
     dims = make_space(algorithm.hparams, specs)
     ready = check_strategy_config(config, backend.chunk_steps, dims)
+    fresh_fields(config, algorithm.policy_fields, algorithm.optimizer_fields)  # --pbt-reset-optimizer refused early
     if algorithm.coupled and config.strategy != "independent":
         raise ConfigError(f"--strategy: {config.algo} couples its members itself (shared critic); "
                           f"allowed: independent (got {config.strategy})")

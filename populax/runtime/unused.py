@@ -19,7 +19,7 @@ HOST_ONLY = ("vector_env", "overlap", "max_policy_lag", "terminal_on_life_loss")
 COLLECTOR_ONLY = ("overlap", "max_policy_lag")
 """What only the off-policy host collector reads (PPO collects each rollout with its newest parameters)."""
 STRATEGY_ONLY = ("ready_interval", "fitness_window", "pbt_bottom", "pbt_top", "pbt_copy", "pbt_copy_buffer",
-                 "pbt_explore", "pbt_resample_prob")
+                 "pbt_reset_optimizer", "pbt_explore", "pbt_resample_prob")
 PBT_EXPLORE_ONLY = ("pbt_explore", "pbt_resample_prob")
 MIXED_ONLY = ("pbt_cross_cohort", "pbt_static_explore", "distill_steps")
 REPLAY_ONLY = ("batch_size", "buffer_size", "learning_starts", "updates_per_step", "save_buffer")

@@ -37,6 +37,7 @@ def make_strategy(setup: Any, run_dir: Path | None = None) -> PopulationStrategy
         hparams=setup.hparams,
         run_dir=run_dir,
         policy_fields=setup.algorithm.policy_fields,
+        optimizer_fields=setup.algorithm.optimizer_fields,
         space=setup.space,
         assignment=setup.assignment,
     )

@@ -13,9 +13,10 @@ At a ready round, read top to bottom::
 The reference paper's variant (Flajolet et al. 2022: copy the policy only,
 always resample, replace the bottom 40% by copies of members drawn from all
 the others) is ``pbt_copy=policy``, ``pbt_explore=resample``,
-``pbt_bottom=0.4``, ``pbt_top=0.6``. One difference stays: its learners reset
-a replaced member's optimizer states, populax copies the source's actor
-optimizer with the actor (and keeps the member's own critic optimizer).
+``pbt_bottom=0.4``, ``pbt_top=0.6``, ``pbt_reset_optimizer=True`` (the copied
+actor's optimizer starts fresh). One difference stays: its learners set the
+copied actor's target to the copied actor, populax copies the source's actor
+target.
 """
 
 from __future__ import annotations

@@ -54,6 +54,20 @@ STATIC_EXPLORE_KEY = 1
 """fold_in constant of a round's key for the explore of static settings (beside the round's split keys)."""
 
 
+def fresh_fields(config: Any, policy_fields: tuple[str, ...] | None,
+                 optimizer_fields: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The agent fields an exploit's target takes fresh (``--pbt-reset-optimizer``): the optimizer states it
+    copies (``--pbt-copy policy``: those among the policy's fields; else all of them)."""
+    if not config.pbt_reset_optimizer or config.strategy == "independent":  # independent: never copies
+        return ()
+    if optimizer_fields is None:
+        raise ConfigError(f"--pbt-reset-optimizer: {config.algo} does not declare its optimizer states "
+                          "(Algorithm.optimizer_fields); allowed for td3, sac and algorithms that declare them")
+    if config.pbt_copy == "policy" and policy_fields is not None:
+        return tuple(name for name in optimizer_fields if name in policy_fields)
+    return tuple(optimizer_fields)
+
+
 def check_strategy_config(config: Any, chunk_steps: int, dims: list[Dim]) -> int:
     """Validate the strategy settings (ConfigError naming the setting); return the ready interval."""
     if config.strategy not in STRATEGIES:
@@ -120,6 +134,7 @@ class PopulationStrategy:
         hparams: Any,
         run_dir: Path | None,
         policy_fields: tuple[str, ...] | None = None,
+        optimizer_fields: tuple[str, ...] | None = None,
         space: StaticSpace | None = None,
         assignment: np.ndarray | None = None,
     ):
@@ -127,6 +142,7 @@ class PopulationStrategy:
         ``space``, ``assignment``: a mixed-shape population's static settings and each member's first cohort."""
         self.config = config
         self.policy_fields = policy_fields
+        self.fresh_fields = fresh_fields(config, policy_fields, optimizer_fields)
         self.dims = dims
         self.ready_interval = ready_interval
         self.num_chunks = num_chunks
@@ -194,7 +210,7 @@ class PopulationStrategy:
         frozen = np.asarray(self.frozen, bool)
         failed = detect_failures(metrics, returns) & ~frozen
         edits = no_edits(population.hparams, self.config.pop, self.policy_fields,
-                                self.config.pbt_copy_buffer, self.refill).replace(rollback=failed)
+                         self.config.pbt_copy_buffer, self.refill).replace(rollback=failed, fresh_fields=self.fresh_fields)
         for i in np.flatnonzero(~failed & ~frozen):
             self.history[i].append(float(returns[i]))
             if self.baseline[i] is None:
