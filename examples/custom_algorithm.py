@@ -96,7 +96,7 @@ def make_ddpg(spec: AgentSpec) -> Agent:
 
 
 DDPG = Algorithm("ddpg", DDPGHParams, make_ddpg, continuous=True, discrete=False,
-                 policy_fields=("actor", "actor_target", "actor_opt"))
+                 policy_fields=("actor", "actor_target", "actor_opt"), optimizer_fields=("actor_opt", "critic_opt"))
 """--algo py:custom_algorithm:DDPG finds it in any process; register_algorithm(DDPG) makes --algo ddpg work here."""
 
 

@@ -28,6 +28,9 @@ POLICY_FIELD_TYPO = ddpg("ddpg-typo", policy_fields=("actr",))
 POLICY_FIELDS_STRING = ddpg("ddpg-string", policy_fields="actor")
 """A string where a tuple belongs: its letters would be the field names."""
 
+OPTIMIZER_FIELD_TYPO = ddpg("ddpg-opt-typo", optimizer_fields=("actor_optim", "critic_opt"))
+"""--pbt-reset-optimizer would reset a field the state does not have."""
+
 
 @struct.dataclass
 class PlainHParams:

@@ -18,6 +18,8 @@ REFUSED = [
                           "actor_target, critic_target, actor_opt, critic_opt)"),
     ("POLICY_FIELDS_STRING", "'s policy_fields is the string 'actor'; give a tuple of the agent state's field names, "
                              "('actor',)"),
+    ("OPTIMIZER_FIELD_TYPO", "'s optimizer_fields name 'actor_optim', not a field of its agent's state (DDPGState: "
+                             "actor, critic, actor_target, critic_target, actor_opt, critic_opt)"),
     ("PLAIN", "'s hparams PlainHParams have undeclared fields lr_actor, lr_critic, gamma, tau, sigma; declare each "
               "traced hyperparameter with populax.hparams.hparam(default, doc, valid=(LO, HI), search=(LO, HI))"),
     ("DEFAULT_OUTSIDE", " declares lr_critic's default 5 outside its valid range [0, 1]; fix its hparam(...) in "

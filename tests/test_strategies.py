@@ -172,10 +172,13 @@ def test_reset_optimizer_gives_the_copied_actor_fresh_adam_state(tmp_path, env):
 
 
 def test_reset_optimizer_is_refused_for_an_algorithm_that_declares_no_optimizer_states(tmp_path):
-    with pytest.raises(ConfigError, match="--pbt-reset-optimizer: dqn does not declare its optimizer states"):
-        prepare(tiny_config(tmp_path, "dqn", env="CartPole-v1", algo="dqn", pbt_reset_optimizer=True,
-                            hp={"lr": "loguniform:1e-4,1e-2"}))
-    assert not (tmp_path / "dqn").exists()
+    from custom_algorithm import DDPG
+
+    undeclared = DDPG._replace(name="ddpg-undeclared", optimizer_fields=None)
+    with pytest.raises(ConfigError, match="--pbt-reset-optimizer: ddpg-undeclared does not declare its optimizer"):
+        prepare(tiny_config(tmp_path, "ddpg", algo=undeclared, pbt_reset_optimizer=True,
+                            hp={"lr-actor": "loguniform:1e-6,1e-1"}))
+    assert not (tmp_path / "ddpg").exists()
 
 
 def test_pbt_lineage_is_reproducible_and_bounded(tmp_path):

@@ -108,8 +108,12 @@ ALGORITHMS: dict[str, Algorithm] = {
     "sac": Algorithm("sac", SACHParams, _make_sac, continuous=True, discrete=False, options=SACOptions,
                      policy_fields=("actor", "actor_opt", "log_alpha", "alpha_opt"),
                      optimizer_fields=("actor_opt", "critic_opt", "alpha_opt")),
-    "dqn": Algorithm("dqn", DQNHParams, _make_dqn, continuous=False, discrete=True, options=DQNOptions),
-    "ppo": Algorithm("ppo", PPOHParams, _make_ppo, continuous=True, discrete=True, options=PPOOptions, on_policy=True),
+    # Single-network agents: the policy is the whole state; Adam's state is ``opt`` (the update counter that
+    # drives epsilon, the target period and the learning-rate annealing is ``updates``, never reset).
+    "dqn": Algorithm("dqn", DQNHParams, _make_dqn, continuous=False, discrete=True, options=DQNOptions,
+                     optimizer_fields=("opt",)),
+    "ppo": Algorithm("ppo", PPOHParams, _make_ppo, continuous=True, discrete=True, options=PPOOptions, on_policy=True,
+                     optimizer_fields=("opt",)),
     # Coupled methods: per-member actors, one shared critic (the members' state is the actor alone).
     "cemrl": Algorithm("cemrl", CEMRLHParams, _make_coupled_nets, continuous=True, discrete=False,
                        options=CEMRLOptions, policy_fields=("actor", "actor_target", "actor_opt"), coupled=True),
@@ -158,6 +162,7 @@ def check_algorithm(algorithm: Any, where: str) -> Algorithm:
         raise ConfigError(f"--algo: {where} is coupled; only populax's own population programs (cemrl, dvd-td3) "
                           f"couple members, a registered algorithm is one member's")
     check_policy_fields_declared(algorithm.policy_fields, where)
+    check_policy_fields_declared(algorithm.optimizer_fields, where, "optimizer_fields")
     if id(algorithm) not in CHECKED_AGENTS:  # traced once per algorithm object and process
         check_agent(algorithm, where)
         CHECKED_AGENTS[id(algorithm)] = algorithm  # kept: its id is not reused while it is here

@@ -31,30 +31,37 @@ PROBE_ENVS = 2
 """Envs of a probe rollout (its length is the algorithm's ``rollout_len``)."""
 
 
-def check_policy_fields_declared(policy_fields: Any, where: str) -> None:
-    """``policy_fields`` must be None or a non-empty tuple of field names (``("actor",)``, not ``"actor"``)."""
+FIELD_DECLARATIONS = {"policy_fields": "None for the whole state", "optimizer_fields": "None when not declared"}
+"""The Algorithm's declarations of agent-state field names, and what None means for each."""
+
+
+def check_policy_fields_declared(policy_fields: Any, where: str, what: str = "policy_fields") -> None:
+    """``policy_fields`` (or the declaration ``what``: ``FIELD_DECLARATIONS``) must be None or a non-empty tuple
+    of field names (``("actor",)``, not ``"actor"``)."""
     if policy_fields is None:
         return
     if isinstance(policy_fields, str):
-        raise ConfigError(f"--algo: {where}'s policy_fields is the string {policy_fields!r}; give a tuple of the "
+        raise ConfigError(f"--algo: {where}'s {what} is the string {policy_fields!r}; give a tuple of the "
                           f"agent state's field names, ({policy_fields!r},)")
     if not isinstance(policy_fields, (tuple, list)) or not policy_fields or not all(
             isinstance(name, str) for name in policy_fields):
-        raise ConfigError(f"--algo: {where}'s policy_fields must be a non-empty tuple of the agent state's field "
-                          f"names, or None for the whole state (got {policy_fields!r})")
+        raise ConfigError(f"--algo: {where}'s {what} must be a non-empty tuple of the agent state's field "
+                          f"names, or {FIELD_DECLARATIONS[what]} (got {policy_fields!r})")
 
 
-def check_policy_fields(policy_fields: tuple[str, ...] | None, state: Any, where: str) -> None:
-    """Every name in ``policy_fields`` (what ``--pbt-copy policy`` copies) is a field of the agent ``state``."""
+def check_policy_fields(policy_fields: tuple[str, ...] | None, state: Any, where: str,
+                        what: str = "policy_fields") -> None:
+    """Every name in ``policy_fields`` (what ``--pbt-copy policy`` copies; or the declaration ``what``) is a
+    field of the agent ``state``."""
     if policy_fields is None:
         return
     if not (dataclasses.is_dataclass(state) and hasattr(state, "replace")):
-        raise ConfigError(f"--algo: {where} declares policy_fields, but its init returns {describe(state)}; the "
-                          f"fields are copied from a flax struct.dataclass state (or declare policy_fields=None)")
+        raise ConfigError(f"--algo: {where} declares {what}, but its init returns {describe(state)}; the "
+                          f"fields are copied from a flax struct.dataclass state (or declare {what}=None)")
     fields = [f.name for f in dataclasses.fields(state)]
     unknown = [name for name in policy_fields if name not in fields]
     if unknown:
-        raise ConfigError(f"--algo: {where}'s policy_fields name {', '.join(map(repr, unknown))}, not "
+        raise ConfigError(f"--algo: {where}'s {what} name {', '.join(map(repr, unknown))}, not "
                           f"{'a field' if len(unknown) == 1 else 'fields'} of its agent's state "
                           f"({type(state).__name__}: {', '.join(fields)})")
 
@@ -158,6 +165,7 @@ def check_agent(algorithm: Any, where: str) -> None:
     if not built:
         return
     check_policy_fields(algorithm.policy_fields, state, where)
+    check_policy_fields(algorithm.optimizer_fields, state, where, "optimizer_fields")
     obs = jax.ShapeDtypeStruct((PROBE_BATCH, *PROBE_OBS), jnp.float32)
     if algorithm.on_policy:
         check_onpolicy(agent, state, obs, key, hparams, spec, where)

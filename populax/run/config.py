@@ -78,7 +78,7 @@ class TrainConfig:
     """PBT/PB2 exploit: all (actor, critics, targets, optimizer states) or policy (actor only, the paper)."""
     pbt_reset_optimizer: bool = False
     """PBT/PB2 exploit: the optimizer states a copy takes (--pbt-copy policy: the actor's) start fresh instead of
-    being the source's, as the paper's learners reset them (td3, sac: the algorithms that declare them)."""
+    being the source's, as the paper's learners reset them (every algorithm that declares them: td3, sac, dqn, ppo)."""
     pbt_copy_buffer: bool = False
     """PBT/PB2 exploit: also copy the source's replay buffer."""
     pbt_explore: str = "perturb"

@@ -62,7 +62,7 @@ def fresh_fields(config: Any, policy_fields: tuple[str, ...] | None,
         return ()
     if optimizer_fields is None:
         raise ConfigError(f"--pbt-reset-optimizer: {config.algo} does not declare its optimizer states "
-                          "(Algorithm.optimizer_fields); allowed for td3, sac and algorithms that declare them")
+                          "(Algorithm.optimizer_fields: names of its state's optimizer fields)")
     if config.pbt_copy == "policy" and policy_fields is not None:
         return tuple(name for name in optimizer_fields if name in policy_fields)
     return tuple(optimizer_fields)
