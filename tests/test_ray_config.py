@@ -1,9 +1,10 @@
 """``--executor ray`` settings: what it refuses, in one line naming the setting, before anything starts."""
 
 import pytest
+import yaml
 
 from populax.errors import ConfigError
-from populax.run.config import TrainConfig
+from populax.run.config import TrainConfig, config_to_dict
 from populax.runtime import prepare
 
 
@@ -18,6 +19,42 @@ def test_ray_settings_are_checked_before_anything_starts(tmp_path, settings, mes
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         prepare(config)
     assert not (tmp_path / "run").exists()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--ray-address", "notahost"], "--ray-address: expected HOST:PORT of a running cluster's head"),
+    (["--ray-address", "127.0.0.1:{port}"], "--ray-address: cannot reach 127.0.0.1:{port} (Connection refused)"),
+    (["--worker-gpus", "1"], "--worker-gpus 1: 2 workers need 2 GPUs and the Ray instance has 0"),
+])
+def test_ray_that_cannot_run_is_one_line_and_an_earlier_run_stays(tmp_path, capsys, flags, message):
+    """An unreachable or malformed --ray-address, and GPUs the instance does not have, made Ray retry or wait for
+    ever (a malformed address: a ValueError traceback), after --force had deleted the earlier run. Now each is one
+    line, exit 2, checked before the earlier run's directory is touched."""
+    import json
+
+    from populax.cli import main
+
+    port = free_port()
+    flags, message = [f.format(port=port) for f in flags], message.format(port=port)
+    earlier = tmp_path / "run"
+    earlier.mkdir()
+    (earlier / "config.yaml").write_text(yaml.safe_dump(config_to_dict(TrainConfig(out=str(earlier)))))
+    (earlier / "summary.json").write_text(json.dumps({"best_return": 1.0}))
+    assert main(["train", "--pop", "2", "--total-steps", "400", "--eval-every", "200", "--hidden", "8,8", "--learning-starts", "100",
+                 "--no-progress", "--executor", "ray", "--workers", "2", *flags, "--out", str(earlier),
+                 "--force"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("populax: error: ") and message in err and "\n" not in err, err
+    assert sorted(p.name for p in earlier.iterdir()) == ["config.yaml", "summary.json"]
 
 
 def test_ray_backend_splits_members_into_contiguous_blocks():

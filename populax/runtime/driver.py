@@ -121,6 +121,8 @@ def run(
     reached: TargetReached | None = None  # --target-return: when the population reached it
     if start is None:
         warm = load_warm_start(setup)  # --init-from: read and checked before anything is written
+        if config.executor == "ray":  # Ray reached, its resources checked, before --force replaces an earlier run
+            backend.connect()
         create_run_dir(setup)
         population, first_chunk, elapsed, extra = init_population(setup), 0, 0.0, None
         if warm is not None:  # whole members (Ray: gathered; its `start` reloads them as on a resume)

@@ -217,6 +217,11 @@ class RayBackend:
         template, ``populax resume``): the driver's local cohort backend, no worker."""
         return self.local.init_blocks(keys, hparams, assignment)
 
+    def connect(self) -> None:
+        """Join --ray-address's cluster or start the private instance, and check its resources (ConfigError
+        before anything is written: an unreachable address or missing GPUs made Ray wait for ever)."""
+        self.pool.connect()
+
     def advance(self, population: Member, chunk: int, should_stop: Any = None) -> tuple[Member, dict[str, Any]]:
         """One compiled chunk on every block at once; step counts, hyperparameters and metrics come back."""
         self.population, self.chunk, self.version = population, chunk, self.version + 1

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -21,12 +22,42 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from populax.backends.cluster.worker import BlockWorker
+from populax.errors import ConfigError
 from populax.run.config import TrainConfig, config_to_dict
 
 MAX_RESTARTS = 3
 """Times Ray restarts one worker before the run gives up."""
 RESTART_WAIT_S = 300.0
 """Longest wait for a restarted worker to answer."""
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """ConfigError (one line) unless ``address`` (``--ray-address``) is HOST:PORT where something answers, or a
+    form Ray resolves itself (``auto``, ``ray://...``): an unreachable address made ray.init retry for ever."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address: expected HOST:PORT of a running cluster's head (`ray start --head "
+                          f"--port PORT`), or auto; got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConfigError(f"--ray-address: cannot reach {address} ({error.strerror or error}); start the cluster "
+                          "with `ray start --head --port PORT`, or leave --ray-address out for a private Ray instance "
+                          "on this machine") from None
+
+
+def check_resources(config: TrainConfig, resources: dict[str, float]) -> None:
+    """ConfigError (one line) when the Ray instance has fewer CPUs or GPUs than the workers ask for: Ray would
+    wait for them for ever, silently."""
+    for name, flag, per_worker in (("GPU", "--worker-gpus", config.worker_gpus),
+                                   ("CPU", "--worker-cpus", config.worker_cpus)):
+        needed, present = config.workers * per_worker, float(resources.get(name, 0.0))
+        if needed > present + 1e-9:
+            raise ConfigError(f"{flag} {per_worker:g}: {config.workers} workers need {needed:g} {name}s and the Ray "
+                              f"instance has {present:g}; lower {flag} or --workers"
+                              + (", or add nodes to the cluster" if config.ray_address else ""))
 
 
 @contextlib.contextmanager
@@ -71,7 +102,14 @@ class WorkerPool:
         config = self.config
         with quiet_ray_start():
             if config.ray_address:
-                ray.init(address=config.ray_address, logging_level="warning", log_to_driver=False)
+                check_reachable(config.ray_address)
+                try:
+                    ray.init(address=config.ray_address, logging_level="warning", log_to_driver=False)
+                except (ConnectionError, ValueError) as error:
+                    raise ConfigError(
+                        f"--ray-address: Ray could not join the cluster at {config.ray_address} "
+                        f"({str(error).splitlines()[0]}); a cluster that `ray start` began uses token authentication: "
+                        "run populax with RAY_AUTH_MODE=token and the cluster's token (~/.ray/auth_token)") from None
             else:  # a private instance on loopback, sized for the workers
                 # Ray starts workers at nice 15 (for its own daemons' sake); here the workers *are* the training,
                 # and on a shared machine nice 15 starves them (measured: minutes per chunk beside other jobs).
@@ -81,6 +119,11 @@ class WorkerPool:
                 ray.init(address="local", num_cpus=max(1, math.ceil(config.workers * config.worker_cpus)),
                          include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="warning",
                          log_to_driver=False)
+        try:
+            check_resources(config, ray.cluster_resources())
+        except ConfigError:
+            ray.shutdown()
+            raise
 
     def start(self, blocks: list[np.ndarray], space: Any, assignment: np.ndarray | None) -> None:
         """One ``BlockWorker`` per block (a mixed-shape population's: with the static ``space`` and its members'
