@@ -86,10 +86,31 @@ def test_truncated_newest_checkpoint_is_reported_and_the_previous_one_used(tmp_p
     capsys.readouterr()
     assert main(["resume", str(out), "--no-progress"]) == 0
     err = capsys.readouterr().err
+    assert "device(s)" not in err  # resumed over the devices it was trained on: no layout warning
     problems = [line for line in err.splitlines() if "corrupt" in line]
     assert len(problems) == 1 and newest.name in problems[0] and "checksum" in problems[0], err
     assert f"from {previous.name}" in err
     assert_same_run(out, reference)  # the last chunk was trained again, identically
+
+
+def test_a_resume_over_another_device_count_says_its_numbers_will_differ(tmp_path, reference):
+    """--executor auto splits the members over every device (on a CPU one per core): a run resumed where there
+    are fewer lays them out differently, and its numbers drift from the uninterrupted run's. A user trial found
+    a difference of 112 in the final returns with no word of it; the resume now says so in one line."""
+    import os
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    shutil.rmtree(list_checkpoints(out)[-1])  # stopped before its last checkpoint
+    (out / "summary.json").unlink()
+    one_device = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    result = subprocess.run(cli("resume", str(out), "--no-progress"), capture_output=True, text=True, env=one_device)
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "device(s)" in line]
+    assert warned == ["populax: this run was trained with its members split over 2 cpu device(s) and resumes over "
+                      "1 cpu: --executor auto lays them out differently here, so the numbers will not equal an "
+                      "uninterrupted run's (--executor vmap lays them out alike on every machine)"], result.stderr
 
 
 def test_a_checkpoint_from_before_a_hyperparameter_existed_resumes_with_its_default(tmp_path, reference):

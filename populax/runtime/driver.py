@@ -47,7 +47,7 @@ from populax.run.compile_clock import CompileClock
 from populax.run.config import TrainConfig
 from populax.run.logging import RunLogger, write_hparams_sessions
 from populax.run.report import member_static, write_report
-from populax.runtime.setup import RunSetup, create_run_dir, init_population, prepare
+from populax.runtime.setup import RunSetup, create_run_dir, device_layout, init_population, prepare
 from populax.runtime.target import TargetReached, check_target, reached_from_manifest, target_summary
 from populax.runtime.unused import run_unused_settings
 from populax.runtime.warm_start import load_warm_start, warm_started
@@ -243,6 +243,7 @@ def save_run_checkpoint(setup: RunSetup, population: Member, chunk: int, progres
         "returns": [float(r) for r in returns],
         "populax_version": __version__,
         "config_hash": config_hash(setup.run_dir),
+        "layout": device_layout(setup.config),
         **(facts or {}),
     }
     config = setup.config

@@ -27,7 +27,7 @@ from populax.run.checkpoint import (
     list_checkpoints,
 )
 from populax.run.config import TrainConfig, build_config, load_recipe
-from populax.runtime.setup import RunSetup, init_population, member_keys, prepare
+from populax.runtime.setup import RunSetup, device_layout, init_population, member_keys, prepare
 
 
 def warn_on_stderr(message: str) -> None:
@@ -108,6 +108,12 @@ def load_checkpoint(setup: RunSetup, warn: Callable[[str], None] = warn_on_stder
                                    placement=member_placement(setup))
     if checkpoint.manifest.get("config_hash") != expected:
         config_changed(setup, checkpoint.path)
+    saved, here = checkpoint.manifest.get("layout"), device_layout(setup.config)
+    if saved is not None and saved != here:  # auto/sharded split the members over the devices there are
+        warn(f"populax: this run was trained with its members split over {saved['devices']} {saved['platform']} "
+             f"device(s) and resumes over {here['devices']} {here['platform']}: --executor {setup.config.executor} "
+             "lays them out differently here, so the numbers will not equal an uninterrupted run's (--executor vmap "
+             "lays them out alike on every machine)")
     if not checkpoint.manifest.get("buffer_saved", True) and jax.tree.leaves(shapes.experience):
         config = setup.config
         warn(f"populax: this checkpoint has no replay buffers (--save-buffer false, or over 2 GB); they refill first: "

@@ -294,6 +294,13 @@ def create_run_dir(setup: RunSetup) -> None:
     (setup.run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
 
+def device_layout(config: TrainConfig) -> dict[str, Any]:
+    """The platform and the number of devices the run's executor splits its members over (``auto`` and ``sharded``
+    use every local device: on a CPU one per core): what a checkpoint records, so a resume elsewhere can say
+    its numbers will not be an uninterrupted run's."""
+    return {"platform": jax.default_backend(), "devices": executor_shards(config.executor, config.pop)}
+
+
 def member_keys(seed: int, pop: int) -> jax.Array:
     """Every member's init key, from the run's seed."""
     return jax.random.split(jax.random.fold_in(jax.random.key(seed), INIT_KEY), pop)
