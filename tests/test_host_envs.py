@@ -330,3 +330,24 @@ def test_learning_terminals_reads_the_mask_and_the_final_info_of_reset_envs():
     }
     np.testing.assert_array_equal(learning_terminals(terminated, info), np.array([1, 1, 1, 0], np.float32))
     np.testing.assert_array_equal(learning_terminals(terminated, {}), terminated.astype(np.float32))
+
+
+def test_a_mujoco_gl_renderer_that_cannot_load_is_one_line(tmp_path):
+    """MUJOCO_GL=osmesa where libOSMesa is missing made `import mujoco` raise an AttributeError inside PyOpenGL: a
+    traceback from any MuJoCo run (a user trial got it from the hint of `populax eval --video`). Now one line,
+    exit 2, naming the renderers this machine has."""
+    import ctypes.util
+    import os
+    import subprocess
+
+    from cli_process import cli
+
+    if ctypes.util.find_library("OSMesa"):
+        pytest.skip("libOSMesa is installed here: MUJOCO_GL=osmesa loads")
+    result = subprocess.run(
+        cli("train", "--env", "InvertedPendulum-v5", "--algo", "td3", "--pop", "2", "--total-steps", "400", "--out",
+            str(tmp_path / "run")),
+        capture_output=True, text=True, env={**os.environ, "MUJOCO_GL": "osmesa"}, timeout=300)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("populax: error: MUJOCO_GL=osmesa: MuJoCo cannot load that renderer here (")
+    assert not (tmp_path / "run").exists()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -78,6 +79,28 @@ def _missing_extra(env_id: str, entry_point: str) -> str | None:
     if "box2d" in entry_point:  # not a populax extra: Gymnasium's (it builds Box2D from source)
         return None if importlib.util.find_spec("Box2D") else "gymnasium[box2d]"
     return None
+
+
+def headless_gl_backends() -> list[str]:
+    """The MUJOCO_GL values this machine has the library for (egl: libEGL, osmesa: libOSMesa)."""
+    import ctypes.util
+
+    return [name for name, library in (("egl", "EGL"), ("osmesa", "OSMesa")) if ctypes.util.find_library(library)]
+
+
+def check_mujoco_gl() -> None:
+    """ConfigError (one line) when ``import mujoco`` fails under the user's MUJOCO_GL (osmesa without libOSMesa
+    raised an AttributeError from PyOpenGL at import, a traceback from any MuJoCo run)."""
+    gl = os.environ.get("MUJOCO_GL")
+    if not gl:
+        return
+    try:
+        import mujoco  # noqa: F401  (the import is the check: it loads the MUJOCO_GL renderer)
+    except Exception as error:
+        others = [name for name in headless_gl_backends() if name != gl]
+        raise ConfigError(f"MUJOCO_GL={gl}: MuJoCo cannot load that renderer here ({type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''}); unset MUJOCO_GL"
+                          + (f" or set it to {' or '.join(others)}" if others else "")) from None
 
 
 NOT_BUILT_FOR_LISTING = ("mujoco", "ale_py")
@@ -245,6 +268,8 @@ def make_host_spec(env_id: str, *, terminal_on_life_loss: bool = False, max_epis
         missing = _missing_extra(registered, entry)
         if missing:
             raise ConfigError(f"--env: {env_id} needs a package that is not installed; install {missing}")
+        if "mujoco" in entry:
+            check_mujoco_gl()
         old_mujoco = needs_old_mujoco(registered)
         if old_mujoco:  # say which MuJoCo, not Gymnasium's ImportError turned into "install populax[mujoco]"
             raise ConfigError(f"--env: {env_id} is not trainable: {old_mujoco}")
