@@ -90,3 +90,29 @@ def test_mistakes_are_one_line_and_write_nothing(runs, tmp_path, capsys, case, f
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0], err
     assert not out.exists()
+
+
+def test_seeds_of_one_setting_are_grouped_with_their_mean_and_spread(runs, tmp_path):
+    """A second seed of the independent run (its only other difference: where it is written): the page groups the
+    two as one setting, with the mean +- std of their final population medians and best members over the seeds,
+    and draws seeds.png; the PBT run is a group of one."""
+    seed_1 = tmp_path / "seed1" / "run"
+    populax.train(populax.TrainConfig(
+        env="Pendulum-v1", algo="td3", pop=4, total_steps=800, eval_every=400, eval_episodes=2, hidden=(16, 16),
+        learning_starts=200, batch_size=32, strategy="independent", hp={"lr-actor": "loguniform:1e-4,3e-3"},
+        seed=1, out=str(seed_1), progress=False, tensorboard=False))
+    out = tmp_path / "cmp"
+    page = populax.compare_runs([runs[0], seed_1, runs[1]], out).read_text()
+    assert "## Across seeds" in page and (out / "seeds.png").stat().st_size > 10_000
+    medians = [float(np.median(final_returns(run))) for run in (runs[0], seed_1)]
+    bests = [float(final_returns(run).max()) for run in (runs[0], seed_1)]
+    row = next(line for line in page.splitlines() if line.startswith("| ready_interval=0, strategy=independent |"))
+    assert (f"| 0, 1 | 800 | {np.mean(medians):,.1f} +- {np.std(medians, ddof=1):,.1f} (2) | "
+            f"{np.mean(bests):,.1f} +- {np.std(bests, ddof=1):,.1f} (2) |") in row, row
+    pbt = next(line for line in page.splitlines() if line.startswith("| ready_interval=400, strategy=pbt |"))
+    assert pbt.endswith(f"| {np.median(final_returns(runs[1])):,.1f} (1) | {final_returns(runs[1]).max():,.1f} (1) |")
+
+
+def test_runs_of_different_settings_only_have_no_seed_section(runs, tmp_path):
+    page = populax.compare_runs(runs, tmp_path / "cmp").read_text()
+    assert "Across seeds" not in page and not (tmp_path / "cmp" / "seeds.png").exists()

@@ -4,8 +4,9 @@ The question a population run answers is comparative: did PBT beat the random se
 independent``, in env steps and in wall time; does a seed change the ranking; what did a wider network buy. This
 reads only the runs' files (metrics.jsonl, summary.json, config.yaml) and writes ``DIR/comparison.png`` (each
 run's population median with its interquartile band, and the best member at each evaluation, against env steps
-per member and against wall time) and ``DIR/comparison.md`` (what each run was and how it ended). A run still
-in progress (no summary.json) is shown with the evaluations it has so far.
+per member and against wall time) and ``DIR/comparison.md`` (what each run was and how it ended). Runs that differ only in their seed are
+grouped (``seed_groups``): the page adds each setting's mean +- std over its seeds and ``DIR/seeds.png``. A run
+still in progress (no summary.json) is shown with the evaluations it has so far.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from populax.run.config import check_target_stat
 from populax.run.report import curves, line_colors, population_band, read_metrics
 
 FIGURE = "comparison.png"
+SEEDS_FIGURE = "seeds.png"
 PAGE = "comparison.md"
+NOT_IDENTITY = ("seed", "out", "force", "progress", "tensorboard")
+"""config.yaml settings that do not make runs different experiments: runs that differ only in these are seeds of
+one setting (``seed_groups``)."""
 
 
 class RunCurves(NamedTuple):
@@ -110,6 +115,68 @@ def comparison_table(runs: list[RunCurves], target: float | None = None, stat: s
     return lines
 
 
+def seed_groups(runs: list[RunCurves]) -> list[tuple[str, list[RunCurves]]]:
+    """The runs grouped by setting: runs whose config.yaml differ only in ``NOT_IDENTITY`` (the seed, where they
+    were written) are seeds of one group, named by the settings that tell the groups apart
+    (``strategy=pbt``), in the order of their first run."""
+    names = sorted({name for run in runs for name in run.config} - set(NOT_IDENTITY))
+    value = lambda run, name: yaml.safe_dump(run.config.get(name))  # noqa: E731  (lists and dicts compare too)
+    differing = [name for name in names if len({value(run, name) for run in runs}) > 1]
+    groups: dict[tuple[str, ...], list[RunCurves]] = {}
+    for run in runs:
+        groups.setdefault(tuple(value(run, name) for name in differing), []).append(run)
+    def label(run: RunCurves) -> str:
+        return ", ".join(f"{name}={run.config.get(name)}" for name in differing) or "all runs"
+    return [(label(members[0]), members) for members in groups.values()]
+
+
+def mean_std(values: list[float]) -> str:
+    """``mean +- std (n)`` of the finite ``values`` (sample std, ddof 1)."""
+    finite = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
+    if finite.size == 0:
+        return "-"
+    spread = f" +- {finite.std(ddof=1):,.1f}" if finite.size > 1 else ""
+    return f"{finite.mean():,.1f}{spread} ({finite.size})"
+
+
+def seeds_table(groups: list[tuple[str, list[RunCurves]]]) -> list[str]:
+    """One row per group of seeds: its seeds, and the mean +- std over them of the final population median and
+    final best member."""
+    lines = ["| setting | seeds | env steps / member | final median, mean +- std (n) | final best, mean +- std (n) |",
+             "| --- | --- | ---: | ---: | ---: |"]
+    for label, members in groups:
+        seeds = ", ".join(str(run.config.get("seed", "?")) for run in members)
+        steps = sorted({int(run.steps[-1]) for run in members})
+        lines.append(f"| {label} | {seeds} | {' / '.join(f'{s:,}' for s in steps)} | "
+                     f"{mean_std([float(run.median[-1]) for run in members])} | "
+                     f"{mean_std([float(run.best[-1]) for run in members])} |")
+    return lines
+
+
+def plot_seeds(groups: list[tuple[str, list[RunCurves]]], path: Path) -> None:
+    """Each group's population median averaged over its seeds (line) with the seeds' lowest and highest median
+    (band), at the evaluations every seed of the group has."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for (label, members), color in zip(groups, line_colors(len(groups))):
+        steps = sorted(set.intersection(*(set(run.steps.tolist()) for run in members)))
+        medians = np.array([[run.median[list(run.steps).index(s)] for s in steps] for run in members])
+        with np.errstate(all="ignore"):
+            ax.fill_between(steps, np.nanmin(medians, axis=0), np.nanmax(medians, axis=0), color=color, alpha=0.18,
+                            lw=0)
+            seeds = f"{len(members)} seed{'s' if len(members) > 1 else ''}"
+            ax.plot(steps, np.nanmean(medians, axis=0), color=color, lw=2, label=f"{label} ({seeds})")
+    ax.set_xlabel("env steps per member")
+    ax.set_ylabel("population median return")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title("mean over seeds (line), lowest to highest seed (band)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_comparison(runs: list[RunCurves], path: Path, target: float | None = None) -> None:
     """Each run's median, interquartile band and best member, against env steps and against wall time; the
     ``target`` return (``--target``) as a horizontal line."""
@@ -179,6 +246,12 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path, target: float | No
         else:
             lines += [f"No run's {target_stat} return reached {target:g}.", ""]
     lines += [f"![comparison]({FIGURE})", ""]
+    groups = seed_groups(runs)
+    if any(len(members) > 1 for _, members in groups):  # seeds of one setting: their spread, not one seed's luck
+        plot_seeds(groups, out / SEEDS_FIGURE)
+        lines += ["## Across seeds", "",
+                  "Runs that differ only in `--seed` (and where they were written) are seeds of one setting:", "",
+                  *seeds_table(groups), "", f"![seeds]({SEEDS_FIGURE})", ""]
     lines += ["Each run's own report (every member, hyperparameters): "
               + ", ".join(f"`{run.run_dir / 'report' / 'report.md'}`" for run in runs), ""]
     page = out / PAGE
