@@ -7,9 +7,9 @@ from populax.run.compare import compare_runs
 from populax.run.config import TrainConfig
 from populax.run.policy import Policy, load_policy
 from populax.run.recipes import tuned_config
-from populax.run.resume import evaluate_saved_member, resume
+from populax.run.resume import evaluate_saved_member, load_run_checkpoint, resume
 from populax.runtime import TrainResult, train
 
 __all__ = ["AgentSpec", "Algorithm", "ConfigError", "EnvironmentWarning", "Policy", "TrainConfig", "TrainResult",
-           "UnusedSettingWarning", "__version__", "compare_runs", "evaluate_saved_member", "load_policy",
+           "UnusedSettingWarning", "__version__", "compare_runs", "evaluate_saved_member", "load_policy", "load_run_checkpoint",
            "register_algorithm", "resume", "train", "tuned_config"]

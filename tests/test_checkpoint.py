@@ -155,6 +155,26 @@ def test_sigint_leaves_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert len(lines) == 4 * (checkpoint.manifest["chunk"] + 1)
 
 
+def test_a_whole_population_loads_from_python(reference):
+    """populax.load_run_checkpoint: every member's state as the run holds it (a user trial found only
+    load_policy, one actor: critics and optimizer states needed a raw msgpack read)."""
+    import jax
+
+    import populax
+
+    checkpoint = populax.load_run_checkpoint(reference)
+    population = checkpoint.population
+    assert checkpoint.path == list_checkpoints(reference)[-1] and checkpoint.manifest["env_step"] == 12_000
+    assert np.asarray(population.env_steps).tolist() == [12_000] * 4
+    assert {"actor", "critic", "actor_opt", "critic_opt"} <= set(vars(population.agent))
+    saved = final_state(reference)  # the file's own leaves: the loaded networks are those numbers
+    for network in (population.agent.actor, population.agent.critic):
+        leaf = np.asarray(jax.tree.leaves(network)[0])
+        assert any(a.shape == leaf.shape and np.array_equal(a, leaf) for a in saved)
+    summary = json.loads((reference / "summary.json").read_text())
+    np.testing.assert_allclose(checkpoint.manifest["returns"], [m["final_return"] for m in summary["members"]])
+
+
 def test_only_the_newest_checkpoints_are_kept(reference, tmp_path):
     names = [p.name for p in list_checkpoints(reference)]
     assert names == ["chunk_000022", "chunk_000023"]  # --keep-checkpoints 2, the last is the final chunk

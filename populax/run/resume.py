@@ -37,6 +37,14 @@ def resume(
     return run(setup, on_chunk, start=load_checkpoint(setup, warn))
 
 
+def load_run_checkpoint(run_dir: str | Path, warn: Callable[[str], None] = warn_on_stderr) -> Checkpoint:
+    """The newest good checkpoint of the run in ``run_dir``, read back as the run holds it: ``population`` is every
+    member's state stacked on the member axis (``agent``: networks, targets, optimizer states; ``hparams``;
+    ``experience``: replay buffers if saved; ``obs_stats``; a mixed-shape run's ``Cohorts``), ``manifest`` the
+    checkpoint's facts (``env_step``, ``returns``...). No pickle: the file is msgpack, checked by its sha256."""
+    return load_checkpoint(load_setup(run_dir), warn)
+
+
 class SavedEvaluation(NamedTuple):
     """What ``populax eval`` measured of a saved member."""
 
