@@ -10,8 +10,8 @@ import pytest
 import populax
 from populax.run.logging import read_jsonl
 
-ENVS = ["Pendulum-v1", "gymnasium:Pendulum-v1"]
-"""The gymnax (compiled) and Gymnasium (host) Pendulum."""
+ENVS = ["Pendulum-v1", pytest.param("gymnasium:Pendulum-v1", marks=pytest.mark.extended)]
+"""The gymnax (compiled) and Gymnasium (host) Pendulum (the host cells in `make test-extended`: the suite's time)."""
 
 
 def run(tmp_path, name: str, env: str, **settings) -> populax.TrainResult:

@@ -304,7 +304,8 @@ def test_a_short_run_on_gymnasium_pendulum_completes(tmp_path, algo, options):
     ("dvd-td3-Humanoid-v5", "dvd-td3", "independent", set()),
     ("cemrl-Pendulum-v1", "cemrl", "independent", set()),
     ("dvd-td3-Pendulum-v1", "dvd-td3", "independent", set()),
-    ("td3-pbt-HalfCheetah-v5", "td3", "pbt", {"lr_actor", "lr_critic", "gamma", "sigma", "target_noise", "delay"}),
+    ("td3-pbt-HalfCheetah-v5", "td3", "pbt", {"lr_actor", "lr_critic", "gamma", "sigma", "target_noise", "noise_clip",
+                                             "delay"}),
     ("sac-pbt-HalfCheetah-v5", "sac", "pbt", {"lr_actor", "lr_critic", "gamma", "reward_scale"}),
 ])
 def test_the_papers_experiments_are_recipes_that_resolve(tmp_path, recipe, algo, strategy, explored):

@@ -141,6 +141,7 @@ def test_an_environment_that_trains_but_not_as_meant_is_named_in_a_warning(tmp_p
                       "--max-episode-steps (it truncates training episodes too) or --eval-max-steps"]
 
 
+@pytest.mark.extended  # a Ray start (17 s): in `make test-extended`, which CI runs too
 def test_a_ray_workers_environment_warning_reaches_the_driver(tmp_path):
     """Ray workers' output is not shown (log_to_driver off): a worker's evaluation cut at 100,000 steps comes back
     with its returns and is said once by the driver, in the same line as on one machine; and starting Ray prints

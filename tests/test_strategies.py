@@ -137,7 +137,7 @@ def test_the_papers_sources_are_every_member_not_replaced(tmp_path):
     assert set(sources) <= set(range(6)) and max(sources) >= 3, sources
 
 
-@pytest.mark.parametrize("env", ["Pendulum-v1", "gymnasium:Pendulum-v1"])
+@pytest.mark.parametrize("env", ["Pendulum-v1", pytest.param("gymnasium:Pendulum-v1", marks=pytest.mark.extended)])
 def test_reset_optimizer_gives_the_copied_actor_fresh_adam_state(tmp_path, env):
     """--pbt-copy policy --pbt-reset-optimizer (the paper's learners): the target takes its source's actor with
     Adam's moments and step count at 0, where a plain policy copy takes the source's; its critic and the critic's
