@@ -192,7 +192,7 @@ def finished(manifest: dict, num_chunks: int) -> bool:
 
 def cmd_resume(argv: list[str]) -> int:
     """`populax resume RUN`: continue a stopped run from its newest good checkpoint."""
-    from populax.run.resume import load_checkpoint, load_setup
+    from populax.run.resume import layout_change, load_checkpoint, load_setup
     from populax.runtime import run
 
     parser = run_dir_parser("populax resume", "Continue a stopped run from its newest good checkpoint.",
@@ -212,6 +212,9 @@ def cmd_resume(argv: list[str]) -> int:
         return 0
     print(f"populax: resuming {setup.run_dir} from {checkpoint.path.name} "
           f"({checkpoint.manifest['env_step']:,} env steps per member)", file=sys.stderr, flush=True)
+    change = layout_change(setup, checkpoint)
+    if change:
+        print(change, file=sys.stderr, flush=True)
     config = setup.config
     return finish(run_with_progress(config.total_steps, config.pop, args.progress and config.progress,
                                     lambda cb: run(setup, on_chunk=cb, start=checkpoint),

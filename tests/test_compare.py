@@ -116,3 +116,24 @@ def test_seeds_of_one_setting_are_grouped_with_their_mean_and_spread(runs, tmp_p
 def test_runs_of_different_settings_only_have_no_seed_section(runs, tmp_path):
     page = populax.compare_runs(runs, tmp_path / "cmp").read_text()
     assert "Across seeds" not in page and not (tmp_path / "cmp" / "seeds.png").exists()
+
+
+def test_seeds_are_grouped_across_a_missing_setting_and_how_they_were_run():
+    """config.yaml of a run written before a setting existed lacks it (its default then); where and how a run
+    was executed and checkpointed is not the experiment: neither splits seeds of one setting."""
+    from pathlib import Path
+
+    from populax.run.compare import RunCurves, seed_groups
+    from populax.run.config import TrainConfig, config_to_dict
+
+    def run(label, **changes):
+        config = {**config_to_dict(TrainConfig()), **changes}
+        return RunCurves(label, Path(label), *([np.zeros(1)] * 6), config, None)
+
+    old = run("old", seed=0)
+    del old.config["clip_rewards"]
+    runs = [old, run("new", seed=1, executor="vmap", keep_checkpoints=5, checkpoint_every=1000),
+            run("pbt", seed=0, strategy="pbt")]
+    groups = seed_groups(runs)
+    assert [(label, [r.label for r in members]) for label, members in groups] == [
+        ("strategy=independent", ["old", "new"]), ("strategy=pbt", ["pbt"])]

@@ -332,7 +332,8 @@ def test_learning_terminals_reads_the_mask_and_the_final_info_of_reset_envs():
     np.testing.assert_array_equal(learning_terminals(terminated, {}), terminated.astype(np.float32))
 
 
-def test_a_mujoco_gl_renderer_that_cannot_load_is_one_line(tmp_path):
+@pytest.mark.parametrize("env", ["InvertedPendulum-v5", "brax:halfcheetah"])  # Gymnasium's MuJoCo, brax's MJX
+def test_a_mujoco_gl_renderer_that_cannot_load_is_one_line(tmp_path, env):
     """MUJOCO_GL=osmesa where libOSMesa is missing made `import mujoco` raise an AttributeError inside PyOpenGL: a
     traceback from any MuJoCo run (a user trial got it from the hint of `populax eval --video`). Now one line,
     exit 2, naming the renderers this machine has."""
@@ -345,7 +346,7 @@ def test_a_mujoco_gl_renderer_that_cannot_load_is_one_line(tmp_path):
     if ctypes.util.find_library("OSMesa"):
         pytest.skip("libOSMesa is installed here: MUJOCO_GL=osmesa loads")
     result = subprocess.run(
-        cli("train", "--env", "InvertedPendulum-v5", "--algo", "td3", "--pop", "2", "--total-steps", "400", "--out",
+        cli("train", "--env", env, "--algo", "td3", "--pop", "2", "--total-steps", "400", "--out",
             str(tmp_path / "run")),
         capture_output=True, text=True, env={**os.environ, "MUJOCO_GL": "osmesa"}, timeout=300)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr

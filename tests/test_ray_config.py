@@ -33,7 +33,7 @@ def free_port() -> int:
 @pytest.mark.parametrize("flags, message", [
     (["--ray-address", "notahost"], "--ray-address: expected HOST:PORT of a running cluster's head"),
     (["--ray-address", "127.0.0.1:{port}"], "--ray-address: cannot reach 127.0.0.1:{port} (Connection refused)"),
-    (["--worker-gpus", "1"], "--worker-gpus 1: 2 workers need 2 GPUs and the Ray instance has 0"),
+    (["--worker-gpus", "1000"], "--worker-gpus 1000: 2 workers need 2000 GPUs and the Ray instance has "),
 ])
 def test_ray_that_cannot_run_is_one_line_and_an_earlier_run_stays(tmp_path, capsys, flags, message):
     """An unreachable or malformed --ray-address, and GPUs the instance does not have, made Ray retry or wait for

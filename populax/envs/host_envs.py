@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
-import os
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -25,6 +24,7 @@ import numpy as np
 
 from populax.agents.base import ActionSpec
 from populax.envs.custom import is_custom, resolve_custom
+from populax.envs.mujoco_gl import check_mujoco_gl
 from populax.envs.spaces import check_spaces, is_float, unusable_spaces
 from populax.errors import ConfigError
 from populax.importpath import import_failure, import_user_module
@@ -79,28 +79,6 @@ def _missing_extra(env_id: str, entry_point: str) -> str | None:
     if "box2d" in entry_point:  # not a populax extra: Gymnasium's (it builds Box2D from source)
         return None if importlib.util.find_spec("Box2D") else "gymnasium[box2d]"
     return None
-
-
-def headless_gl_backends() -> list[str]:
-    """The MUJOCO_GL values this machine has the library for (egl: libEGL, osmesa: libOSMesa)."""
-    import ctypes.util
-
-    return [name for name, library in (("egl", "EGL"), ("osmesa", "OSMesa")) if ctypes.util.find_library(library)]
-
-
-def check_mujoco_gl() -> None:
-    """ConfigError (one line) when ``import mujoco`` fails under the user's MUJOCO_GL (osmesa without libOSMesa
-    raised an AttributeError from PyOpenGL at import, a traceback from any MuJoCo run)."""
-    gl = os.environ.get("MUJOCO_GL")
-    if not gl:
-        return
-    try:
-        import mujoco  # noqa: F401  (the import is the check: it loads the MUJOCO_GL renderer)
-    except Exception as error:
-        others = [name for name in headless_gl_backends() if name != gl]
-        raise ConfigError(f"MUJOCO_GL={gl}: MuJoCo cannot load that renderer here ({type(error).__name__}: "
-                          f"{str(error).splitlines()[0] if str(error) else ''}); unset MUJOCO_GL"
-                          + (f" or set it to {' or '.join(others)}" if others else "")) from None
 
 
 NOT_BUILT_FOR_LISTING = ("mujoco", "ale_py")

@@ -24,6 +24,7 @@ import numpy as np
 
 from populax.agents.base import ActionSpec
 from populax.envs.custom import is_brax_env, is_custom, resolve_custom
+from populax.envs.mujoco_gl import check_mujoco_gl
 from populax.envs.spaces import check_spaces
 from populax.errors import ConfigError, EnvironmentWarning
 
@@ -212,6 +213,7 @@ def _import_brax():
     import contextlib
     import io
 
+    check_mujoco_gl()  # brax imports MuJoCo (MJX): a MUJOCO_GL it cannot load is one line, not PyOpenGL's traceback
     try:
         # MJX prints "Failed to import warp" (an optional GPU kernel library) on import: not news to a user.
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):

@@ -19,15 +19,17 @@ import numpy as np
 import yaml
 
 from populax.errors import ConfigError
-from populax.run.config import check_target_stat
+from populax.run.config import TrainConfig, check_target_stat, config_to_dict
 from populax.run.report import curves, line_colors, population_band, read_metrics
 
 FIGURE = "comparison.png"
 SEEDS_FIGURE = "seeds.png"
 PAGE = "comparison.md"
-NOT_IDENTITY = ("seed", "out", "force", "progress", "tensorboard")
-"""config.yaml settings that do not make runs different experiments: runs that differ only in these are seeds of
-one setting (``seed_groups``)."""
+NOT_IDENTITY = ("seed", "out", "force", "progress", "tensorboard", "checkpoint_every", "keep_checkpoints",
+                "save_buffer", "executor", "workers", "worker_cpus", "worker_gpus", "ray_address")
+"""config.yaml settings that do not make runs different experiments (the seed, where and how often a run was
+written, how its members were run): runs that differ only in these are seeds of one setting (``seed_groups``).
+``init_from`` is a setting: runs warm-started from different runs are different experiments."""
 
 
 class RunCurves(NamedTuple):
@@ -119,14 +121,15 @@ def seed_groups(runs: list[RunCurves]) -> list[tuple[str, list[RunCurves]]]:
     """The runs grouped by setting: runs whose config.yaml differ only in ``NOT_IDENTITY`` (the seed, where they
     were written) are seeds of one group, named by the settings that tell the groups apart
     (``strategy=pbt``), in the order of their first run."""
-    names = sorted({name for run in runs for name in run.config} - set(NOT_IDENTITY))
-    value = lambda run, name: yaml.safe_dump(run.config.get(name))  # noqa: E731  (lists and dicts compare too)
+    defaults = config_to_dict(TrainConfig())  # a run written before a setting existed had its default
+    names = sorted(({name for run in runs for name in run.config} | set(defaults)) - set(NOT_IDENTITY))
+    value = lambda run, name: yaml.safe_dump(run.config.get(name, defaults.get(name)))  # noqa: E731  (lists, dicts too)
     differing = [name for name in names if len({value(run, name) for run in runs}) > 1]
     groups: dict[tuple[str, ...], list[RunCurves]] = {}
     for run in runs:
         groups.setdefault(tuple(value(run, name) for name in differing), []).append(run)
     def label(run: RunCurves) -> str:
-        return ", ".join(f"{name}={run.config.get(name)}" for name in differing) or "all runs"
+        return ", ".join(f"{name}={run.config.get(name, defaults.get(name))}" for name in differing) or "all runs"
     return [(label(members[0]), members) for members in groups.values()]
 
 

@@ -23,7 +23,13 @@ from populax.member import member_row
 from populax.run.checkpoint import Checkpoint
 from populax.run.config import TrainConfig
 from populax.runtime.driver import Progress, TrainResult, run
-from populax.runtime.loading import checkpoint_best_member, load_checkpoint, load_setup, warn_on_stderr
+from populax.runtime.loading import (
+    checkpoint_best_member,
+    layout_change,
+    load_checkpoint,
+    load_setup,
+    warn_on_stderr,
+)
 from populax.runtime.setup import RunSetup
 
 
@@ -34,7 +40,11 @@ def resume(
 ) -> TrainResult:
     """Continue the run in ``run_dir`` from its newest good checkpoint."""
     setup = load_setup(run_dir)
-    return run(setup, on_chunk, start=load_checkpoint(setup, warn))
+    checkpoint = load_checkpoint(setup, warn)
+    change = layout_change(setup, checkpoint)
+    if change:
+        warn(change)
+    return run(setup, on_chunk, start=checkpoint)
 
 
 def load_run_checkpoint(run_dir: str | Path, warn: Callable[[str], None] = warn_on_stderr) -> Checkpoint:

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from populax.envs.host_envs import headless_gl_backends
+from populax.envs.mujoco_gl import headless_gl_backends
 from populax.errors import ConfigError
 from populax.run.policy import GymnasiumSource, Policy, gymnasium_source, load_policy, make_gymnasium_env
 
@@ -135,7 +135,7 @@ def render_frame(env: Any, env_id: str) -> np.ndarray:
                           "environment that draws its frames") from None
     except Exception as error:  # MuJoCo without an OpenGL context, mostly
         reason = f"{type(error).__name__}: {str(error).splitlines()[0]}" if str(error) else type(error).__name__
-        usable = headless_gl_backends()
+        usable = [name for name in headless_gl_backends() if name != os.environ.get("MUJOCO_GL")]  # not the failing one
         raise ConfigError(f"--video: {env_id} cannot render here ({reason}); MuJoCo without a display needs "
                           + (" or ".join(f"MUJOCO_GL={name}" for name in usable) if usable else
                              "MUJOCO_GL=egl or MUJOCO_GL=osmesa, and this machine has neither libEGL nor libOSMesa")) from None

@@ -243,7 +243,7 @@ def save_run_checkpoint(setup: RunSetup, population: Member, chunk: int, progres
         "returns": [float(r) for r in returns],
         "populax_version": __version__,
         "config_hash": config_hash(setup.run_dir),
-        "layout": device_layout(setup.config),
+        "layout": device_layout(setup),
         **(facts or {}),
     }
     config = setup.config

@@ -108,18 +108,28 @@ def load_checkpoint(setup: RunSetup, warn: Callable[[str], None] = warn_on_stder
                                    placement=member_placement(setup))
     if checkpoint.manifest.get("config_hash") != expected:
         config_changed(setup, checkpoint.path)
-    saved, here = checkpoint.manifest.get("layout"), device_layout(setup.config)
-    if saved is not None and saved != here:  # auto/sharded split the members over the devices there are
-        warn(f"populax: this run was trained with its members split over {saved['devices']} {saved['platform']} "
-             f"device(s) and resumes over {here['devices']} {here['platform']}: --executor {setup.config.executor} "
-             "lays them out differently here, so the numbers will not equal an uninterrupted run's (--executor vmap "
-             "lays them out alike on every machine)")
     if not checkpoint.manifest.get("buffer_saved", True) and jax.tree.leaves(shapes.experience):
         config = setup.config
         warn(f"populax: this checkpoint has no replay buffers (--save-buffer false, or over 2 GB); they refill first: "
              f"no updates until each holds {max(config.batch_size, config.learning_starts):,} new transitions "
              "(max of batch size and learning starts), so the resumed run will not match an uninterrupted one")
     return checkpoint
+
+
+def layout_change(setup: RunSetup, checkpoint: Checkpoint) -> str | None:
+    """What a resume from ``checkpoint`` says when the run's members are laid out otherwise here than where it
+    was trained (``device_layout``: the platform, the devices its executor splits them over): its numbers will not
+    equal an uninterrupted run's. None when the layout is the same, or the checkpoint predates the record."""
+    saved, here = checkpoint.manifest.get("layout"), device_layout(setup)
+    if saved is None or saved == here:
+        return None
+    if saved["devices"] == here["devices"]:  # the same split on another platform: other floating-point kernels
+        return (f"populax: this run was trained on {saved['platform']} and resumes on {here['platform']}: the "
+                "numbers will not equal an uninterrupted run's")
+    return (f"populax: this run was trained with its members split over {saved['devices']} {saved['platform']} "
+            f"device(s) and resumes over {here['devices']} {here['platform']}: --executor {setup.config.executor} "
+            "lays them out differently here, so the numbers will not equal an uninterrupted run's (--executor vmap "
+            "lays them out alike on every machine)")
 
 
 def checkpoint_best_member(checkpoint: Checkpoint, setting: str = "--member") -> int:

@@ -154,10 +154,10 @@ def prepare(config: TrainConfig, new_run: bool = True) -> RunSetup:
                                 config.pop)
     dims = make_space(algorithm.hparams, specs)
     ready = check_strategy_config(config, backend.chunk_steps, dims)
-    fresh_fields(config, algorithm.policy_fields, algorithm.optimizer_fields)  # --pbt-reset-optimizer refused early
     if algorithm.coupled and config.strategy != "independent":
         raise ConfigError(f"--strategy: {config.algo} couples its members itself (shared critic); "
                           f"allowed: independent (got {config.strategy})")
+    fresh_fields(config, algorithm.policy_fields, algorithm.optimizer_fields)  # --pbt-reset-optimizer refused early
     if algorithm.coupled:
         check_shared_hparams(hparams, config.algo, resolve_options(algorithm.options, config.algo_options, config.algo))
     # Before anything is allocated: N members' replay buffers must fit (shapes only, nothing is built).
@@ -294,11 +294,13 @@ def create_run_dir(setup: RunSetup) -> None:
     (setup.run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
 
 
-def device_layout(config: TrainConfig) -> dict[str, Any]:
+def device_layout(setup: RunSetup) -> dict[str, Any]:
     """The platform and the number of devices the run's executor splits its members over (``auto`` and ``sharded``
-    use every local device: on a CPU one per core): what a checkpoint records, so a resume elsewhere can say
-    its numbers will not be an uninterrupted run's."""
-    return {"platform": jax.default_backend(), "devices": executor_shards(config.executor, config.pop)}
+    use every local device: on a CPU one per core; a coupled algorithm's population program runs on one): what a
+    checkpoint records, so a resume elsewhere can say its numbers will not be an uninterrupted run's."""
+    config = setup.config
+    devices = 1 if setup.algorithm.coupled else executor_shards(config.executor, config.pop)
+    return {"platform": jax.default_backend(), "devices": devices}
 
 
 def member_keys(seed: int, pop: int) -> jax.Array:

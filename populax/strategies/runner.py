@@ -64,7 +64,12 @@ def fresh_fields(config: Any, policy_fields: tuple[str, ...] | None,
         raise ConfigError(f"--pbt-reset-optimizer: {config.algo} does not declare its optimizer states "
                           "(Algorithm.optimizer_fields: names of its state's optimizer fields)")
     if config.pbt_copy == "policy" and policy_fields is not None:
-        return tuple(name for name in optimizer_fields if name in policy_fields)
+        copied = tuple(name for name in optimizer_fields if name in policy_fields)
+        if not copied:  # nothing to reset: say so rather than do nothing
+            raise ConfigError(f"--pbt-reset-optimizer: --pbt-copy policy copies none of {config.algo}'s optimizer "
+                              f"states (its policy_fields {', '.join(policy_fields)} hold none of "
+                              f"{', '.join(optimizer_fields)}); use --pbt-copy all, or leave it out")
+        return copied
     return tuple(optimizer_fields)
 
 

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -33,7 +34,8 @@ RESTART_WAIT_S = 300.0
 
 def check_reachable(address: str, timeout_s: float = 10.0) -> None:
     """ConfigError (one line) unless ``address`` (``--ray-address``) is HOST:PORT where something answers, or a
-    form Ray resolves itself (``auto``, ``ray://...``): an unreachable address made ray.init retry for ever."""
+    form Ray resolves itself (``auto``, ``ray://...``: not checked here, and Ray retries an unreachable one for
+    ever): an unreachable HOST:PORT made ray.init retry for ever."""
     if address == "auto" or "://" in address:
         return
     host, _, port = address.rpartition(":")
@@ -49,15 +51,19 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
 
 
 def check_resources(config: TrainConfig, resources: dict[str, float]) -> None:
-    """ConfigError (one line) when the Ray instance has fewer CPUs or GPUs than the workers ask for: Ray would
-    wait for them for ever, silently."""
+    """When the Ray instance has fewer CPUs or GPUs in all than the workers ask for, Ray waits for them for ever,
+    silently: the private instance (sized by populax) refuses in one line (ConfigError); a cluster
+    (``--ray-address``), which may be one that an autoscaler grows, gets a warning line and the run waits."""
     for name, flag, per_worker in (("GPU", "--worker-gpus", config.worker_gpus),
                                    ("CPU", "--worker-cpus", config.worker_cpus)):
         needed, present = config.workers * per_worker, float(resources.get(name, 0.0))
-        if needed > present + 1e-9:
-            raise ConfigError(f"{flag} {per_worker:g}: {config.workers} workers need {needed:g} {name}s and the Ray "
-                              f"instance has {present:g}; lower {flag} or --workers"
-                              + (", or add nodes to the cluster" if config.ray_address else ""))
+        if needed <= present + 1e-9:
+            continue
+        short = f"{flag} {per_worker:g}: {config.workers} workers need {needed:g} {name}s and the Ray instance has {present:g}"
+        if not config.ray_address:
+            raise ConfigError(f"{short}; lower {flag} or --workers")
+        print(f"populax: warning: {short} now; the run waits until the cluster has them (an autoscaler adds "
+              "nodes; a fixed cluster never will: stop with Ctrl-C and lower it)", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -106,10 +112,12 @@ class WorkerPool:
                 try:
                     ray.init(address=config.ray_address, logging_level="warning", log_to_driver=False)
                 except (ConnectionError, ValueError) as error:
-                    raise ConfigError(
-                        f"--ray-address: Ray could not join the cluster at {config.ray_address} "
-                        f"({str(error).splitlines()[0]}); a cluster that `ray start` began uses token authentication: "
-                        "run populax with RAY_AUTH_MODE=token and the cluster's token (~/.ray/auth_token)") from None
+                    hint = ("; if the cluster uses token authentication (`ray start`'s default), run populax with "
+                            "RAY_AUTH_MODE=token and the cluster's token (~/.ray/auth_token)"
+                            if os.environ.get("RAY_AUTH_MODE") != "token" else
+                            "; RAY_AUTH_MODE=token is set: check that the token is the cluster's")
+                    raise ConfigError(f"--ray-address: Ray could not join the cluster at {config.ray_address} "
+                                      f"({str(error).splitlines()[0]}){hint}") from None
             else:  # a private instance on loopback, sized for the workers
                 # Ray starts workers at nice 15 (for its own daemons' sake); here the workers *are* the training,
                 # and on a shared machine nice 15 starves them (measured: minutes per chunk beside other jobs).

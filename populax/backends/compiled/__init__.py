@@ -135,7 +135,7 @@ class CompiledBackend:
     def warn_if_cut(self, running: Any) -> None:
         """Once per run, as on the host: evaluation episodes cut at populax's limit (the run's warnings registry
         cannot remember it: a catch_warnings around the call clears it)."""
-        if not self.cut_said and cut_short(self.env, running, self.config.eval_max_steps):
+        if not self.cut_said and cut_short(running, self.config.eval_max_steps):
             self.cut_said = True
             warnings.warn(evaluation_cut_warning(self.env.name, episode_steps(self.env)), stacklevel=3)
 

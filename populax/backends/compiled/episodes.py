@@ -51,7 +51,7 @@ def episode_returns(policy: Callable, agent_state: Any, env: JaxEnv, episodes: i
     return total, alive > 0
 
 
-def cut_short(env: JaxEnv, running: Any, max_steps: int) -> bool:
+def cut_short(running: Any, max_steps: int) -> bool:
     """Whether an evaluation's episodes were cut by populax's own limit (``EVAL_STEP_LIMIT``; ``running``: whether
     each was still running at the end), not by a cut the user set (``--eval-max-steps``)."""
     return not max_steps and bool(np.any(np.asarray(running)))
