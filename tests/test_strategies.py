@@ -179,6 +179,10 @@ def test_reset_optimizer_is_refused_for_an_algorithm_that_declares_no_optimizer_
         prepare(tiny_config(tmp_path, "ddpg", algo=undeclared, pbt_reset_optimizer=True,
                             hp={"lr-actor": "loguniform:1e-6,1e-1"}))
     assert not (tmp_path / "ddpg").exists()
+    actor_only = DDPG._replace(name="ddpg-actor-only", policy_fields=("actor",))  # its policy holds no optimizer
+    with pytest.raises(ConfigError, match="--pbt-reset-optimizer: --pbt-copy policy copies none of ddpg-actor-only"):
+        prepare(tiny_config(tmp_path, "actor-only", algo=actor_only, pbt_reset_optimizer=True, pbt_copy="policy",
+                            hp={"lr-actor": "loguniform:1e-6,1e-1"}))
 
 
 def test_pbt_lineage_is_reproducible_and_bounded(tmp_path):
