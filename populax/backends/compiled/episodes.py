@@ -29,7 +29,7 @@ def episode_steps(env: JaxEnv, max_steps: int = 0) -> int:
 
 
 def episode_returns(policy: Callable, agent_state: Any, env: JaxEnv, episodes: int, key: jax.Array,
-                      max_steps: int = 0) -> tuple[jax.Array, jax.Array]:
+                    max_steps: int = 0) -> tuple[jax.Array, jax.Array]:
     """(undiscounted return of each of ``episodes`` fresh episodes under ``policy(agent_state, obs)``, each cut
     after ``episode_steps(env, max_steps)`` steps; whether each was still running there, neither terminated
     nor truncated by the env)."""
