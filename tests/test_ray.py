@@ -88,6 +88,31 @@ sys.exit(cli.main(sys.argv[3:]))
 """
 
 
+DYING_TRAIN = """
+import os
+import sys
+from pathlib import Path
+from populax import cli
+from populax.backends.cluster import pool as cluster_pool
+from populax.backends.cluster.worker import BlockWorker
+
+
+def dies_in(method):
+    def call(self, chunk, *rest):
+        if chunk == CHUNK and 0 not in self.members and not DIED.exists():  # worker 1, once
+            DIED.touch()
+            os._exit(1)  # as a kill -9 would: no reply, no cleanup
+        return getattr(BlockWorker, method)(self, chunk, *rest)
+    return call
+
+
+METHOD, CHUNK, DIED = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+DyingWorker = type("DyingWorker", (BlockWorker,), {METHOD: dies_in(METHOD)})
+cluster_pool.BlockWorker = DyingWorker  # a class of __main__: Ray ships it to the workers by value
+sys.exit(cli.main(sys.argv[4:]))
+"""
+
+
 def poisoning_train(tmp_path: Path, member: int, at_chunk: int, *args: str) -> str:
     """Shell words of ``populax train ARGS`` whose Ray worker writes NaN into ``member``'s agent before chunk
     ``at_chunk`` (fault injection on the worker, as ``poison`` does on the driver of a one-process run)."""
@@ -321,6 +346,44 @@ def test_killed_worker_restarts_and_reloads_its_block(tmp_path):
     assert [m["hparams"]["lr-actor"] for m in summary["members"]] == [1e-3, 3e-4, 1e-4, 3e-5]
     # the reloaded members lost at most the steps since the checkpoint; the others ran the whole run
     assert summary["env_steps_per_member"] == 4000
+
+
+@pytest.mark.parametrize("method, chunk, checkpoint_every", [
+    ("evaluate", 3, "400"),  # after its chunk ran, with the last checkpoint 2 chunks old
+    pytest.param("advance", 2, "1200", marks=pytest.mark.extended),  # before the first checkpoint: from init
+], ids=["evaluate-stale-checkpoint", "advance-no-checkpoint"])
+def test_a_worker_dying_chunks_after_the_checkpoint_catches_up_and_the_run_equals_one_process(tmp_path, method,
+                                                                                            chunk, checkpoint_every):
+    """A worker dies (exit, no reply) in chunk ``chunk``'s ``method`` while the last checkpoint is older than the
+    chunk before: the reloaded block runs the chunks since then again up to where the other block stands
+    (ray.jsonl's block_replay), and the run completes. Until the twentieth session the block stayed chunks
+    behind and the driver ended the run as if stopped (exit 0, no summary.json), the default checkpoint
+    cadence (2 minutes) making it the common case. Independent members with saved buffers replay exactly:
+    every logged return equals an uninterrupted one-process run of the same blocks (chunked:2)."""
+    out, reference, died = tmp_path / "ray", tmp_path / "local", tmp_path / "died"
+    args = [*SMALL, "--pop", "4", "--total-steps", "1200", "--eval-every", "200", "--checkpoint-every",
+            checkpoint_every, "--keep-checkpoints", "10", "--seed", "0", "--hp.lr-actor", "1e-3,3e-4,1e-4,3e-5"]
+    script = tmp_path / "dying_train.py"
+    script.write_text(DYING_TRAIN)
+    run_loopback(shlex.join([sys.executable, str(script), method, str(chunk), str(died), "train", *args,
+                             "--executor", "ray", "--workers", "2", "--out", str(out)]))
+    assert died.exists()
+    restarts = [r for r in records(out / "ray.jsonl") if r["event"] == "worker_restart"]
+    replays = [r for r in records(out / "ray.jsonl") if r["event"] == "block_replay"]
+    restored = 400 if method == "evaluate" else 0
+    assert [(r["worker"], r["restored_env_step"]) for r in restarts] == [(1, restored)], restarts
+    due = 200 * (chunk + 1 if method == "evaluate" else chunk)  # after the chunk ran / before it
+    assert [(r["worker"], r["from_env_step"], r["to_env_step"]) for r in replays] == [(1, restored, due)], replays
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env_steps_per_member"] == 1200 and summary["ray"]["restarts"] == 1
+    run(prepare(parse_train_args([*args, "--executor", "chunked:2", "--out", str(reference)])))
+
+    def logged_returns(run_dir: Path) -> list[tuple[int, int, float]]:
+        return [(r["env_step"], r["member"], r["return"]) for r in records(run_dir / "metrics.jsonl") if "member" in r]
+
+    got, expected = logged_returns(out), logged_returns(reference)
+    assert [g[:2] for g in got] == [e[:2] for e in expected] and len(got) == 4 * 6
+    np.testing.assert_allclose([g[2] for g in got], [e[2] for e in expected], rtol=1e-5)
 
 
 def test_ray_gymnasium_run_resumes_and_a_source_worker_dying_after_the_resume_is_reloaded(tmp_path):

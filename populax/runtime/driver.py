@@ -173,7 +173,12 @@ def run(
                     population, metrics = backend.advance(population, chunk, should_stop)
                 if slowest_member_steps(population) < (chunk + 1) * setup.chunk_steps:
                     # A backend that stopped inside the chunk (host: after a block; mixed shapes: a cohort that had
-                    # not run when the stop came): checkpoint where it stands.
+                    # not run when the stop came): checkpoint where it stands. Without a stop request, members
+                    # behind are a backend's fault, never a reason to end the run as if stopped.
+                    if not stop.requested:
+                        raise RuntimeError(f"chunk {chunk}: members stand at env steps "
+                                           f"{np.asarray(population.env_steps).tolist()}, short of "
+                                           f"{(chunk + 1) * setup.chunk_steps}, with no stop requested")
                     progress.env_steps = member_steps(population)
                     save_run_checkpoint(setup, population, chunk, progress, returns, strategy,
                                         logger.path.stat().st_size, time.perf_counter() - begin, complete=False,

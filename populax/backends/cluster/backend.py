@@ -29,8 +29,10 @@ Every transfer is counted in ``RUN/ray.jsonl`` (bytes, milliseconds; one
 ``chunk`` record per chunk with its ``member_state_bytes``) and summed in
 summary.json. A worker process that dies is restarted by Ray
 (``max_restarts``); its block reloads from the run's last checkpoint (or its
-initial state before the first one) and the chunk is run again on it; the
-restart goes to ray.jsonl and one ``block_reload`` event per member to
+initial state before the first one), runs the chunks since then again up to
+where the other blocks stand, and the call it died in is made again (an edit
+too: the caught-up members are at the step the strategy decided on); the restart and the
+replay go to ray.jsonl and one ``block_reload`` event per member to
 lineage.jsonl. A killed driver is resumed with ``populax resume RUN``.
 """
 
@@ -125,10 +127,15 @@ class RayBackend:
         self.cohorts_at_stop: dict[str, Any] | None = None
         """A mixed-shape population's cohorts when the workers stopped (``summary``)."""
         self.extra: Any = None
+        self.steps_due: np.ndarray | None = None
+        """Each member's env steps where the driver stands (before a chunk's advance, after it once it has
+        returned): what a reloaded block catches up to. None before the first chunk."""
 
     def _reload(self, block: int, error: Exception) -> None:
-        """Worker ``block`` died: wait for Ray's restart, reload its members from the last checkpoint."""
+        """Worker ``block`` died: wait for Ray's restart, reload its members from the last checkpoint and run
+        their chunks since then again, up to where the other blocks stand (``_catch_up``)."""
         import ray
+        from ray.exceptions import RayActorError
 
         from populax.run.checkpoint import latest_checkpoint, list_checkpoints
 
@@ -163,6 +170,39 @@ class RayBackend:
                 "fitness": None, "source_fitness": None,
                 "worker": block, "reloaded_from": source, "restored_env_step": int(restored_step),
             })
+        try:
+            self._catch_up(block, int(restored_step))
+        except RayActorError as again:  # it died again while catching up: Ray restarts it (up to MAX_RESTARTS)
+            self._reload(block, again)
+
+    def _catch_up(self, block: int, steps: int) -> None:
+        """Run a reloaded block's chunks again, from its checkpoint's ``steps`` to where the driver stands.
+
+        Members advance in lockstep, and a compiled chunk is a fixed number of
+        steps: a block reloaded from a checkpoint some chunks old (the default
+        cadence is every 2 minutes) or after the chunk it died in had run
+        (in the evaluation, an edit, a gather) would stay behind the others for
+        the rest of the run; until the twentieth session the driver then
+        ended the run as if stopped, exit 0, without a summary. The edits
+        the strategy made to these members between the checkpoint and this
+        chunk are not replayed (``block_reload`` in lineage.jsonl says so); with
+        ``--strategy independent`` and the buffers saved, the replayed chunks
+        are the ones the dead worker ran. One ``block_replay`` record per
+        catch-up goes to ray.jsonl.
+        """
+        import ray
+
+        target = int(np.max(self.steps_due[self.blocks[block]])) if self.steps_due is not None else 0
+        begin, start, chunks = time.perf_counter(), steps, 0
+        while steps < target:
+            env_steps, _, _ = from_wire(ray.get(self.pool.workers[block].advance.remote(steps // self.chunk_steps)))
+            reached = int(np.min(np.asarray(env_steps)))
+            if reached <= steps:
+                raise RuntimeError(f"worker {block}: a chunk from env step {steps} did not advance its block")
+            steps, chunks = reached, chunks + 1
+        if chunks:
+            self.traffic.note({"event": "block_replay", "worker": block, "chunks": chunks, "from_env_step": start,
+                               "to_env_step": steps, "seconds": round(time.perf_counter() - begin, 3)})
 
     # -- what the driver calls -------------------------------------------------------------
 
@@ -225,10 +265,12 @@ class RayBackend:
     def advance(self, population: Member, chunk: int, should_stop: Any = None) -> tuple[Member, dict[str, Any]]:
         """One compiled chunk on every block at once; step counts, hyperparameters and metrics come back."""
         self.population, self.chunk, self.version = population, chunk, self.version + 1
+        self.steps_due = np.asarray(population.env_steps)  # a block dying in this chunk catches up to its start
         begin = time.perf_counter()
         parts = self.pool.call_all("advance", [(chunk,)] * len(self.pool.workers))
         self.results = {"bytes": sum(map(wire_bytes, parts)), "advance_ms": 1000 * (time.perf_counter() - begin)}
         env_steps, hparams, metrics = concatenate_rows([from_wire(part) for part in parts])
+        self.steps_due = np.asarray(env_steps)  # ... and after it, to its end
         return driver_view(env_steps, hparams), {name: np.asarray(value) for name, value in metrics.items()}
 
     def evaluate(self, population: Member, chunk: int) -> np.ndarray:
@@ -254,7 +296,8 @@ class RayBackend:
         moved (0 without copies between blocks), one ``member_copy`` record
         per export. A source worker that dies before its export is read is
         reloaded (its failure, not the target's), and the healthy target's
-        edit is made again with exports from the reloaded source.
+        edit is made again with exports from the reloaded source; a target
+        that dies is reloaded, caught up, and its edit made again.
         """
         population = population.replace(hparams=edits.hparams)
         begin, edited = time.perf_counter(), edits.edited()
@@ -272,7 +315,10 @@ class RayBackend:
                         self.traffic.log("member_copy", nbytes, 0.0, chunk=self.chunk, sources=sources,
                                          from_worker=source_block, to_worker=target_block, member_state_bytes=nbytes)
                         copied += nbytes
-                targets = [block for block, got in zip(targets, received) if isinstance(got, CallLost) and not got.reloaded]
+                # Again for every lost edit: a target reloaded (and caught up to this chunk's end) takes the edit
+                # the strategy made for it, as a healthy target whose copy source died does, so lineage.jsonl
+                # holds for every member.
+                targets = [block for block, got in zip(targets, received) if isinstance(got, CallLost)]
                 if not targets:
                     break
             self.version += 1

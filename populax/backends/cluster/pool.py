@@ -86,7 +86,8 @@ class CallLost(NamedTuple):
     """The result of a worker call that did not complete (``WorkerPool.call_all``)."""
 
     reloaded: bool
-    """True: the worker itself died and was reloaded; False: a worker it took input from was (make it again)."""
+    """True: the worker itself died and was reloaded; False: a worker it took input from was. Either way the
+    caller makes the call again."""
 
 
 class WorkerPool:
@@ -163,15 +164,16 @@ class WorkerPool:
                   depends: list[list[int]] | None = None) -> list[Any]:
         """``method(*args[i])`` on workers ``blocks`` (default: all) at once.
 
-        A worker that died is restarted by Ray and reloaded (the backend's ``reload``) and, with
-        ``retry``, asked again: a chunk or an evaluation runs again on the
-        reloaded block; an edit is not re-applied to it (its members are the
-        checkpoint's now, not the ones the edit was made for): its result is
-        ``CallLost(reloaded=True)``. ``depends[i]``: the workers call i takes
-        input from (an edit's copy sources, through their ``export``); when
-        one of them died, it is that worker that is reloaded, not the healthy
-        one whose call failed for want of its input, and that call's result is
-        ``CallLost(reloaded=False)``, to be made again by the caller.
+        A worker that died is restarted by Ray and reloaded (the backend's ``reload``: its block back to where
+        the others stand) and, with ``retry``, asked again: a chunk, an
+        evaluation or a gather runs again on the reloaded block. Without
+        ``retry`` (an edit, whose copy sources are exports made for that one
+        call) its result is ``CallLost(reloaded=True)``, for the caller to make
+        again with new exports. ``depends[i]``: the workers call i takes input
+        from (an edit's copy sources, through their ``export``); when one of
+        them died, it is that worker that is reloaded, not the healthy one
+        whose call failed for want of its input, and that call's result is
+        ``CallLost(reloaded=False)``.
         """
         import ray
         from ray.exceptions import RayActorError
