@@ -55,3 +55,21 @@ def test_ppo_learns_from_each_rewards_sign(tmp_path, env):
     raw = run(tmp_path, "raw", env, **settings)
     assert 10 * reported(clipped, "value_loss").mean() < reported(raw, "value_loss").mean()
     assert reported(clipped, "train_return").max() < -250
+
+
+@pytest.mark.parametrize("algo, env", [
+    ("cemrl", "Pendulum-v1"),
+    pytest.param("dvd-td3", "Pendulum-v1", marks=pytest.mark.extended),
+    pytest.param("cemrl", "gymnasium:Pendulum-v1", marks=pytest.mark.extended),
+    pytest.param("dvd-td3", "gymnasium:Pendulum-v1", marks=pytest.mark.extended),
+])
+def test_a_coupled_methods_replay_holds_each_rewards_sign(tmp_path, algo, env):
+    """CEM-RL and DvD-TD3 store their members' steps through their own loops (a generation; the shared critic's
+    replay): the rewards stored are signs there too, and the returns reported stay the environment's."""
+    settings = dict(algo=algo, total_steps=400, eval_every=200, learning_starts=100, batch_size=32)
+    clipped = run(tmp_path, "clipped", env, clip_rewards=True, **settings)
+    experience = clipped.population.experience
+    for member in range(2):
+        stored = np.asarray(experience.data.reward[member][:int(experience.size[member])])
+        assert stored.size >= 100 and set(np.unique(stored)) <= {-1.0, 0.0} and (stored == -1.0).any()
+    assert reported(clipped, "return").max() < -250
