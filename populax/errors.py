@@ -1,6 +1,8 @@
 """The one exception type a user's mistake raises, the warning for a setting a run does not read, and the warning
 for an environment that trains but likely not as its author meant."""
 
+import warnings
+
 
 class ConfigError(ValueError):
     """A setting a user gave is invalid.
@@ -31,3 +33,21 @@ def evaluation_cut_warning(env_name: str, steps: int) -> EnvironmentWarning:
     return EnvironmentWarning(f"--env: {env_name}: evaluation episodes still running after {steps:,} steps were cut "
                               "there; the environment has no time limit, or a longer one: set --max-episode-steps "
                               "(it truncates training episodes too) or --eval-max-steps")
+
+
+class SaidOnce:
+    """The EnvironmentWarnings a run has shown, so each is shown once per run: Python's warnings registry cannot
+    remember them, since every ``catch_warnings`` around a call (an evaluation's, a worker's) clears it."""
+
+    def __init__(self) -> None:
+        self.messages: set[str] = set()
+
+    def __contains__(self, message: object) -> bool:
+        return str(message) in self.messages
+
+    def warn(self, message: str | EnvironmentWarning, stacklevel: int = 2) -> None:
+        """Show ``message`` as an EnvironmentWarning (pointing ``stacklevel`` frames above the caller) unless this
+        run showed it already."""
+        if message not in self:
+            self.messages.add(str(message))
+            warnings.warn(EnvironmentWarning(str(message)), stacklevel=stacklevel + 1)

@@ -39,7 +39,6 @@ lineage.jsonl. A killed driver is resumed with ``populax resume RUN``.
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,7 @@ from populax.backends.cluster.traffic import Traffic
 from populax.backends.cluster.worker import from_wire, to_wire, wire_bytes
 from populax.backends.factory import make_local_backend
 from populax.edits import MemberEdits, refill_point
-from populax.errors import ConfigError, EnvironmentWarning
+from populax.errors import ConfigError, SaidOnce
 from populax.hparams import member_hparams
 from populax.member import (
     Cohorts,
@@ -106,7 +105,7 @@ class RayBackend:
         self.traffic = Traffic(self.run_dir / "ray.jsonl")
         self.pool = WorkerPool(config, self.run_dir, self._reload)
         self.events: list[dict] = []
-        self.said: set[str] = set()
+        self.said = SaidOnce()
         """The workers' EnvironmentWarnings said so far (each once per run)."""
         self.template: Any = None
         """The population's shapes (a reloaded block's checkpoint is read against it)."""
@@ -276,10 +275,8 @@ class RayBackend:
     def evaluate(self, population: Member, chunk: int) -> np.ndarray:
         """Each block evaluates its members with their share of the run's evaluation keys."""
         parts = self.pool.call_all("evaluate", [(chunk,)] * len(self.pool.workers))
-        for message in dict.fromkeys(m for _, said in parts for m in said):  # the workers' output is not shown
-            if message not in self.said:
-                self.said.add(message)
-                warnings.warn(EnvironmentWarning(message), stacklevel=2)
+        for message in (m for _, said in parts for m in said):  # the workers' output is not shown
+            self.said.warn(message)
         returns = np.concatenate([np.asarray(p) for p, _ in parts])
         self.results["bytes"] += returns.nbytes
         return returns

@@ -10,7 +10,6 @@ keys in the members (training) or from the seed and chunk index
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,7 +24,7 @@ from populax.backends.compiled.program import MemberProgram, build_program
 from populax.coupled import mean_policy_summary
 from populax.edits import MemberEdits, apply_edits
 from populax.envs.jax_envs import JaxEnv, describe_action, make_jax_env
-from populax.errors import evaluation_cut_warning
+from populax.errors import SaidOnce, evaluation_cut_warning
 from populax.member import Member, finite_population, without_shared
 from populax.population import donated, executor_shards, init_members, quiet_donation
 from populax.run.config import TrainConfig
@@ -64,7 +63,7 @@ class CompiledBackend:
             self._train_chunk = executor(self.program.train_chunk, donate=donate)
             self._init = init_members(self.program.init, executor_shards(config.executor, config.pop))
         self.last_metrics: dict[str, Any] = {}
-        self.cut_said = False
+        self.said = SaidOnce()
         self.place = (np.arange(config.pop), config.pop)
         """(members, run's population): the members this backend runs within the run (see ``run_block``)."""
 
@@ -135,9 +134,9 @@ class CompiledBackend:
     def warn_if_cut(self, running: Any) -> None:
         """Once per run, as on the host: evaluation episodes cut at populax's limit (the run's warnings registry
         cannot remember it: a catch_warnings around the call clears it)."""
-        if not self.cut_said and cut_short(running, self.config.eval_max_steps):
-            self.cut_said = True
-            warnings.warn(evaluation_cut_warning(self.env.name, episode_steps(self.env)), stacklevel=3)
+        message = evaluation_cut_warning(self.env.name, episode_steps(self.env))
+        if message not in self.said and cut_short(running, self.config.eval_max_steps):  # no host sync once said
+            self.said.warn(message, stacklevel=3)
 
     # -- one saved member ------------------------------------------------------------------
 

@@ -58,7 +58,7 @@ from populax.coupled import mean_policy_summary
 from populax.edits import MemberEdits, apply_edits
 from populax.envs.host_envs import VECTOR_MODES, HostEnvSpec, make_host_spec
 from populax.envs.jax_envs import describe_action
-from populax.errors import ConfigError, EnvironmentWarning
+from populax.errors import ConfigError, EnvironmentWarning, SaidOnce
 from populax.loop.shape import agent_spec as loop_agent_spec
 from populax.member import Member, finite_population, member_steps, where_members
 from populax.population import executor_shards
@@ -114,7 +114,7 @@ class HostBackend:
 
     def __init__(self, config: TrainConfig, algorithm: Algorithm, spec: HostEnvSpec, executor: Callable):
         self.config, self.spec = config, spec
-        self.said: set[str] = set()  # the EnvironmentWarnings shown
+        self.said = SaidOnce()
         options = resolve_options(algorithm.options, config.algo_options, algorithm.name)
         self.on_policy = algorithm.on_policy
         self.coupled: CoupledHooks | None = None
@@ -297,11 +297,9 @@ class HostBackend:
                                seed=member_env_seeds(eval_seed(self.config.seed, chunk), self.run_members,
                                                      self.config.eval_episodes),
                                max_steps=self.config.eval_max_steps)
-        for warning in caught:  # but populax's own about the environment (episodes cut): once per run (the
-            # warnings registry cannot remember it: every catch_warnings clears it)
-            if issubclass(warning.category, EnvironmentWarning) and str(warning.message) not in self.said:
-                self.said.add(str(warning.message))
-                warnings.warn(warning.message, EnvironmentWarning, stacklevel=2)
+        for warning in caught:  # but populax's own about the environment (episodes cut): once per run
+            if issubclass(warning.category, EnvironmentWarning):
+                self.said.warn(warning.message)
         self.eval_s += time.perf_counter() - start
         return returns
 
