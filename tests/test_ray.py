@@ -270,6 +270,33 @@ def test_ray_pbt_two_workers_equals_one_process(tmp_path):
 
 
 @pytest.mark.extended  # make test-extended; CI runs it
+def test_ray_pbt_reset_optimizer_copies_across_workers_with_fresh_adam_state_as_one_process(tmp_path):
+    """--pbt-copy policy --pbt-reset-optimizer on 2 workers: every exploited member, in the checkpoint written
+    right after its round, holds its source's actor with Adam's step count and moments at 0 (copies between the
+    workers' blocks among them: the reset is made on the target's worker, after the rows arrive), and the run's
+    returns equal the same blocks in one process (chunked:4)."""
+    out, reference = tmp_path / "ray", tmp_path / "local"
+    args = [*[a for a in PBT if a not in ("--pbt-copy-buffer", "true")], "--pbt-copy", "policy",
+            "--pbt-reset-optimizer", "true"]
+    run_loopback(populax("train", *args, "--executor", "ray", "--workers", "2", "--out", str(out)))
+    run(prepare(parse_train_args([*args, "--executor", "chunked:4", "--out", str(reference)])))
+    exploits = [e for e in records(out / "lineage.jsonl") if e["event"] == "exploit"]
+    assert any((e["member"] < 4) != (e["source"] < 4) for e in exploits), exploits
+    setup = load_setup(reference)  # the same shapes, in one process
+    template = jax.eval_shape(lambda: init_population(setup))
+    for event in exploits:
+        agent = restore(out / "checkpoints" / f"chunk_{event['env_step'] // 200 - 1:06d}", template).population.agent
+        target, source = event["member"], event["source"]
+        for leaf in jax.tree.leaves(agent.actor):
+            np.testing.assert_array_equal(np.asarray(leaf[target]), np.asarray(leaf[source]))
+        assert all(not np.any(np.asarray(leaf[target])) for leaf in jax.tree.leaves(agent.actor_opt)), event
+        assert int(agent.actor_opt.count[source]) > 0  # what a plain copy would have taken
+    np.testing.assert_allclose([m["final_return"] for m in json.loads((out / "summary.json").read_text())["members"]],
+                               [m["final_return"] for m in json.loads((reference / "summary.json").read_text())["members"]],
+                               rtol=1e-5)
+
+
+@pytest.mark.extended  # make test-extended; CI runs it
 def test_ray_on_failure_freeze_keeps_a_failed_member_frozen_across_a_resume_as_one_process_does(tmp_path):
     """--on-failure freeze on 2 workers: member 2 (worker 1) poisoned (NaN) in chunk 1 is put back to its state
     before that chunk and stays there; the driver killed (-9) after that chunk's checkpoint and the run resumed
