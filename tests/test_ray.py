@@ -92,25 +92,40 @@ DYING_TRAIN = """
 import os
 import sys
 from pathlib import Path
+import numpy as np
 from populax import cli
 from populax.backends.cluster import pool as cluster_pool
 from populax.backends.cluster.worker import BlockWorker
 
 
 def dies_in(method):
-    def call(self, chunk, *rest):
-        if chunk == CHUNK and 0 not in self.members and not DIED.exists():  # worker 1, once
+    def call(self, *args):
+        at = int(np.max(np.asarray(self.block.env_steps)))  # where its block stands when called
+        if at >= STEPS and 0 not in self.members and not DIED.exists():  # worker 1, once
             DIED.touch()
             os._exit(1)  # as a kill -9 would: no reply, no cleanup
-        return getattr(BlockWorker, method)(self, chunk, *rest)
+        return getattr(BlockWorker, method)(self, *args)
     return call
 
 
-METHOD, CHUNK, DIED = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+METHOD, STEPS, DIED = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 DyingWorker = type("DyingWorker", (BlockWorker,), {METHOD: dies_in(METHOD)})
 cluster_pool.BlockWorker = DyingWorker  # a class of __main__: Ray ships it to the workers by value
 sys.exit(cli.main(sys.argv[4:]))
 """
+
+
+def dying_train(tmp_path: Path, method: str, steps: int, *args: str) -> str:
+    """Shell words of ``populax train ARGS`` whose worker 1 exits (no reply, as if killed) in its first call of
+    ``method`` made when its block stands at ``steps`` env steps or more; ``tmp_path / "died"`` marks it."""
+    script = tmp_path / "dying_train.py"
+    script.write_text(DYING_TRAIN)
+    return shlex.join([sys.executable, str(script), method, str(steps), str(tmp_path / "died"), "train", *args])
+
+
+def logged_returns(run_dir: Path) -> list[tuple[int, int, float]]:
+    """(env step, member, return) of every evaluation metrics.jsonl logged."""
+    return [(r["env_step"], r["member"], r["return"]) for r in records(run_dir / "metrics.jsonl") if "member" in r]
 
 
 def poisoning_train(tmp_path: Path, member: int, at_chunk: int, *args: str) -> str:
@@ -375,39 +390,60 @@ def test_killed_worker_restarts_and_reloads_its_block(tmp_path):
     assert summary["env_steps_per_member"] == 4000
 
 
-@pytest.mark.parametrize("method, chunk, checkpoint_every", [
-    ("evaluate", 3, "400"),  # after its chunk ran, with the last checkpoint 2 chunks old
-    pytest.param("advance", 2, "1200", marks=pytest.mark.extended),  # before the first checkpoint: from init
+@pytest.mark.parametrize("method, steps, checkpoint_every, restored, due", [
+    ("evaluate", 800, "400", 400, 800),  # after its chunk ran (600-800), the last checkpoint 2 chunks old
+    pytest.param("advance", 400, "1200", 0, 400, marks=pytest.mark.extended),  # before the first checkpoint
 ], ids=["evaluate-stale-checkpoint", "advance-no-checkpoint"])
-def test_a_worker_dying_chunks_after_the_checkpoint_catches_up_and_the_run_equals_one_process(tmp_path, method,
-                                                                                            chunk, checkpoint_every):
-    """A worker dies (exit, no reply) in chunk ``chunk``'s ``method`` while the last checkpoint is older than the
-    chunk before: the reloaded block runs the chunks since then again up to where the other block stands
-    (ray.jsonl's block_replay), and the run completes. Until the twentieth session the block stayed chunks
+def test_a_worker_dying_chunks_after_the_checkpoint_catches_up_and_the_run_equals_one_process(
+        tmp_path, method, steps, checkpoint_every, restored, due):
+    """A worker dies (exit, no reply) in ``method`` while the last checkpoint is older than the chunk before:
+    the reloaded block runs the chunks since then again up to where the other block stands (ray.jsonl's
+    block_replay, from ``restored`` to ``due`` env steps), and the run completes. Before this, the block stayed
     behind and the driver ended the run as if stopped (exit 0, no summary.json), the default checkpoint
-    cadence (2 minutes) making it the common case. Independent members with saved buffers replay exactly:
-    every logged return equals an uninterrupted one-process run of the same blocks (chunked:2)."""
-    out, reference, died = tmp_path / "ray", tmp_path / "local", tmp_path / "died"
+    cadence (2 minutes) making it the common case. Independent members with saved buffers on a JAX env replay
+    exactly: every logged return equals an uninterrupted one-process run of the same blocks (chunked:2)."""
+    out, reference = tmp_path / "ray", tmp_path / "local"
     args = [*SMALL, "--pop", "4", "--total-steps", "1200", "--eval-every", "200", "--checkpoint-every",
             checkpoint_every, "--keep-checkpoints", "10", "--seed", "0", "--hp.lr-actor", "1e-3,3e-4,1e-4,3e-5"]
-    script = tmp_path / "dying_train.py"
-    script.write_text(DYING_TRAIN)
-    run_loopback(shlex.join([sys.executable, str(script), method, str(chunk), str(died), "train", *args,
-                             "--executor", "ray", "--workers", "2", "--out", str(out)]))
-    assert died.exists()
+    run_loopback(dying_train(tmp_path, method, steps, *args, "--executor", "ray", "--workers", "2", "--out", str(out)))
+    assert (tmp_path / "died").exists()
     restarts = [r for r in records(out / "ray.jsonl") if r["event"] == "worker_restart"]
     replays = [r for r in records(out / "ray.jsonl") if r["event"] == "block_replay"]
-    restored = 400 if method == "evaluate" else 0
     assert [(r["worker"], r["restored_env_step"]) for r in restarts] == [(1, restored)], restarts
-    due = 200 * (chunk + 1 if method == "evaluate" else chunk)  # after the chunk ran / before it
     assert [(r["worker"], r["from_env_step"], r["to_env_step"]) for r in replays] == [(1, restored, due)], replays
     summary = json.loads((out / "summary.json").read_text())
     assert summary["env_steps_per_member"] == 1200 and summary["ray"]["restarts"] == 1
     run(prepare(parse_train_args([*args, "--executor", "chunked:2", "--out", str(reference)])))
+    got, expected = logged_returns(out), logged_returns(reference)
+    assert [g[:2] for g in got] == [e[:2] for e in expected] and len(got) == 4 * 6
+    np.testing.assert_allclose([g[2] for g in got], [e[2] for e in expected], rtol=1e-5)
 
-    def logged_returns(run_dir: Path) -> list[tuple[int, int, float]]:
-        return [(r["env_step"], r["member"], r["return"]) for r in records(run_dir / "metrics.jsonl") if "member" in r]
 
+@pytest.mark.parametrize("method, steps", [
+    ("gather", 600),  # the checkpoint after chunk 2's edits: they are made again on the caught-up block
+    pytest.param("edit", 400, marks=pytest.mark.extended),  # a target of an edit: the edit is made again
+])
+def test_a_worker_dying_after_its_chunk_takes_the_rounds_edits_again_and_pbt_equals_one_process(tmp_path, method,
+                                                                                                steps):
+    """PBT, a checkpoint after every chunk: worker 1 dies after its chunk ran, in a checkpoint's gather (after the
+    round's edits) or as the target of an edit. It reloads the chunk before, runs the chunk again, takes the
+    round's edits again (with new exports from the other worker) and the call is made again: the run equals an
+    uninterrupted one-process run, decision by decision and return by return. Before this, the edits were lost
+    on that block while lineage.jsonl recorded them."""
+    out, reference = tmp_path / "ray", tmp_path / "local"
+    args = [*SMALL, "--pop", "4", "--total-steps", "1200", "--eval-every", "200", "--strategy", "pbt",
+            "--pbt-bottom", "0.5", "--pbt-top", "0.5", "--ready-interval", "200", "--hp.lr-actor",
+            "loguniform:1e-4,1e-2", "--checkpoint-every", "200", "--keep-checkpoints", "10", "--seed", "0"]
+    run_loopback(dying_train(tmp_path, method, steps, *args, "--executor", "ray", "--workers", "2", "--out", str(out)))
+    assert (tmp_path / "died").exists()
+    restarts = [r for r in records(out / "ray.jsonl") if r["event"] == "worker_restart"]
+    replays = [r for r in records(out / "ray.jsonl") if r["event"] == "block_replay"]
+    assert len(restarts) == 1 and restarts[0]["worker"] == 1
+    assert [(r["from_env_step"], r["to_env_step"]) for r in replays] == [
+        (restarts[0]["restored_env_step"], restarts[0]["restored_env_step"] + 200)], replays
+    run(prepare(parse_train_args([*args, "--executor", "chunked:2", "--out", str(reference)])))
+    decided = [e for e in records(out / "lineage.jsonl") if e["event"] != "block_reload"]
+    assert decided == records(reference / "lineage.jsonl") and any(e["member"] >= 2 for e in decided)
     got, expected = logged_returns(out), logged_returns(reference)
     assert [g[:2] for g in got] == [e[:2] for e in expected] and len(got) == 4 * 6
     np.testing.assert_allclose([g[2] for g in got], [e[2] for e in expected], rtol=1e-5)

@@ -228,8 +228,12 @@ class CohortBackend:
         ``imported``: copy sources held elsewhere (a Ray block's sources in other blocks), as (cohort, the
         member as a block of one); a source index ``n + i`` (``n``: these members) names ``imported[i]``."""
         sources_of = self._sources(imported or [])
-        after = self.assignment if edits.cohorts is None else np.asarray(edits.cohorts, np.int64)
         targets, sources = np.asarray(edits.targets, int), np.asarray(edits.sources, int)
+        # Only a copy's target moves: the others stay where they are here, whatever the strategy believes (a Ray
+        # block reloaded from a checkpoint has its members in that checkpoint's cohorts).
+        after = self.assignment.copy()
+        if edits.cohorts is not None:
+            after[targets] = np.asarray(edits.cohorts, np.int64)[targets]
         source_cohort = np.asarray([sources_of(int(s))[0] for s in sources], np.int64)
         stays = (after[targets] == self.assignment[targets]) & (source_cohort == self.assignment[targets])
         for cohort in sorted(self.blocks):

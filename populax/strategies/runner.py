@@ -349,7 +349,11 @@ class PopulationStrategy:
         return event
 
     def record(self, events: list[dict]) -> None:
-        """Add events that happened outside the strategy (a backend's: a Ray block reloaded) to the lineage."""
+        """Add events that happened outside the strategy (a backend's: a Ray block reloaded) to the lineage; a
+        mixed-shape member an event puts back in a cohort (``cohort``: its label) is there from now on."""
+        for event in events:
+            if self.cohort is not None and event.get("cohort") is not None:
+                self.cohort[int(event["member"])] = self.space.labels.index(event["cohort"])
         self.events.extend(events)
         self._write(events)
 

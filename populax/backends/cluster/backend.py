@@ -65,6 +65,7 @@ from populax.member import (
     take_rows,
 )
 from populax.population import vmap_executor
+from populax.run.checkpoint import list_checkpoints
 from populax.run.config import TrainConfig
 from populax.run.logging import read_jsonl
 
@@ -126,33 +127,61 @@ class RayBackend:
         self.cohorts_at_stop: dict[str, Any] | None = None
         """A mixed-shape population's cohorts when the workers stopped (``summary``)."""
         self.extra: Any = None
+        self.round_edits: MemberEdits | None = None
+        """This chunk's edits once made (None from the next advance on): a block reloaded after them makes its
+        share again."""
+        self.start_members: tuple[Member | Cohorts, Any] | None = None
+        """(whole members, extra) a run started from (a warm start's or a resume's) until its first checkpoint:
+        what a block dying before it reloads (a warm start's members, not a fresh draw)."""
+        self.stopping = False
+        """Set by ``stop``: a worker reloaded then is not caught up (only its cohorts' summary is asked for)."""
         self.steps_due: np.ndarray | None = None
         """Each member's env steps where the driver stands (before a chunk's advance, after it once it has
         returned): what a reloaded block catches up to. None before the first chunk."""
 
     def _reload(self, block: int, error: Exception) -> None:
-        """Worker ``block`` died: wait for Ray's restart, reload its members from the last checkpoint and run
-        their chunks since then again, up to where the other blocks stand (``_catch_up``)."""
-        import ray
+        """Worker ``block`` died: wait for Ray's restart, reload its members from the last checkpoint, run their
+        chunks since then again up to where the other blocks stand (``_catch_up``) and, after this chunk's
+        edits, make the block's share of them again (``_redo_edits``). A death meanwhile starts it over (Ray
+        restarts a worker up to ``MAX_RESTARTS`` times)."""
         from ray.exceptions import RayActorError
+
+        try:
+            restored_step = self._restore_block(block, error)
+            if not self.stopping:  # at the end of a run only its cohorts' summary is asked for
+                self._catch_up(block, restored_step)
+                self._redo_edits(block)
+        except RayActorError as again:
+            self._reload(block, again)
+
+    def _restore_block(self, block: int, error: Exception) -> int:
+        """Load worker ``block``'s members, once Ray restarted it, from the run's newest checkpoint, or before
+        the first one from the run's start (the initial draw, or a warm start's members); log the restart
+        (ray.jsonl) and one ``block_reload`` lineage event per member. Returns the env step restored."""
+        import ray
 
         from populax.run.checkpoint import latest_checkpoint, list_checkpoints
 
         old_pid, start = self.pool.pids[block], time.perf_counter()
         self.pool.pids[block] = self.pool.await_restart(block)
         members = self.blocks[block]
+        worker = self.pool.workers[block]
         if list_checkpoints(self.run_dir):
             checkpoint = latest_checkpoint(self.run_dir, self.template, initial_hparams=self.initial_hparams)
             rows = select_members(checkpoint.population, members)
             if not checkpoint.manifest.get("buffer_saved", True) and has_buffers(rows):
                 rows = refill_point(self.config, rows)
             source, restored_step, hparams = checkpoint.path.name, checkpoint.manifest["env_step"], rows.hparams
-            extra = block_extra(checkpoint.extra, members)
-            ray.get(self.pool.workers[block].load_block.remote(to_wire(rows), extra))
+            ray.get(worker.load_block.remote(to_wire(rows), block_extra(checkpoint.extra, members)))
+        elif self.start_members is not None:  # a warm start (--init-from) before its first checkpoint
+            population, extra = self.start_members
+            rows = select_members(population, members)
+            source, restored_step, hparams = "start", member_steps(population), rows.hparams
+            ray.get(worker.load_block.remote(to_wire(rows), block_extra(extra, members)))
         else:  # before the first checkpoint: the block's initial state (a resumed run has a checkpoint)
             keys, initial_hparams = self.initial
             hparams = take_rows(initial_hparams, members)
-            ray.get(self.pool.workers[block].init_block.remote(to_wire(keys[members]), to_wire(hparams)))
+            ray.get(worker.init_block.remote(to_wire(keys[members]), to_wire(hparams)))
             source, restored_step = "init", 0
         self.pool.write_pids()
         self.version += 1
@@ -169,25 +198,19 @@ class RayBackend:
                 "fitness": None, "source_fitness": None,
                 "worker": block, "reloaded_from": source, "restored_env_step": int(restored_step),
             })
-        try:
-            self._catch_up(block, int(restored_step))
-        except RayActorError as again:  # it died again while catching up: Ray restarts it (up to MAX_RESTARTS)
-            self._reload(block, again)
+        return int(restored_step)
 
     def _catch_up(self, block: int, steps: int) -> None:
         """Run a reloaded block's chunks again, from its checkpoint's ``steps`` to where the driver stands.
 
         Members advance in lockstep, and a compiled chunk is a fixed number of
         steps: a block reloaded from a checkpoint some chunks old (the default
-        cadence is every 2 minutes) or after the chunk it died in had run
-        (in the evaluation, an edit, a gather) would stay behind the others for
-        the rest of the run; until the twentieth session the driver then
-        ended the run as if stopped, exit 0, without a summary. The edits
-        the strategy made to these members between the checkpoint and this
-        chunk are not replayed (``block_reload`` in lineage.jsonl says so); with
-        ``--strategy independent`` and the buffers saved, the replayed chunks
-        are the ones the dead worker ran. One ``block_replay`` record per
-        catch-up goes to ray.jsonl.
+        cadence is every 2 minutes), or after the chunk it died in had run (in
+        the evaluation, an edit, a checkpoint's gather), would stay behind the
+        others for the rest of the run. The strategy's edits to these members
+        between the checkpoint and this chunk are not replayed
+        (``block_reload`` in lineage.jsonl says so). One ``block_replay``
+        record per catch-up goes to ray.jsonl.
         """
         import ray
 
@@ -202,6 +225,33 @@ class RayBackend:
         if chunks:
             self.traffic.note({"event": "block_replay", "worker": block, "chunks": chunks, "from_env_step": start,
                                "to_env_step": steps, "seconds": round(time.perf_counter() - begin, 3)})
+
+    def _redo_edits(self, block: int) -> None:
+        """After this chunk's edits were made (a death in a checkpoint's gather, or between calls), make the
+        reloaded block's share of them again on its caught-up members, with new exports from the source
+        blocks: the members stand where the strategy decided on them, so the lineage holds. During
+        ``apply_edits`` the edit loop makes them again itself."""
+        edits = self.round_edits
+        if edits is None or not edits.edited()[self.blocks[block]].any():
+            return
+        for _ in range(MAX_RESTARTS + 1):
+            arguments, exports = self._block_edit(edits, block)
+            (got,) = self.pool.call_all("edit", [arguments], [block], retry=False,
+                                        depends=[[source for source, _, _ in exports]])
+            if not isinstance(got, CallLost):
+                self._log_copies(exports, got)
+                self.version += 1
+                return
+            if got.reloaded:  # it died again: that reload made them
+                return
+        raise RuntimeError(f"worker {block}: its edits could not be made again (its copy sources kept dying)")
+
+    def _log_copies(self, exports: list[tuple[int, int, list[int]]], sizes: list[int]) -> int:
+        """One ray.jsonl ``member_copy`` record per export an edit read; returns the member-state bytes moved."""
+        for (source_block, target_block, sources), nbytes in zip(exports, sizes):
+            self.traffic.log("member_copy", nbytes, 0.0, chunk=self.chunk, sources=sources,
+                             from_worker=source_block, to_worker=target_block, member_state_bytes=nbytes)
+        return sum(sizes)
 
     # -- what the driver calls -------------------------------------------------------------
 
@@ -229,6 +279,7 @@ class RayBackend:
                                            population.hparams)
             if self.initial_hparams is None:
                 self.initial_hparams = population.hparams
+            self.start_members = (population, extra)
             begin = time.perf_counter()
             rows = [to_wire(select_members(population, members)) for members in self.blocks]
             ray.get([worker.load_block.remote(part, block_extra(extra, members))
@@ -264,6 +315,9 @@ class RayBackend:
     def advance(self, population: Member, chunk: int, should_stop: Any = None) -> tuple[Member, dict[str, Any]]:
         """One compiled chunk on every block at once; step counts, hyperparameters and metrics come back."""
         self.population, self.chunk, self.version = population, chunk, self.version + 1
+        self.round_edits = None
+        if self.start_members is not None and list_checkpoints(self.run_dir):
+            self.start_members = None  # a reload reads the checkpoint from now on
         self.steps_due = np.asarray(population.env_steps)  # a block dying in this chunk catches up to its start
         begin = time.perf_counter()
         parts = self.pool.call_all("advance", [(chunk,)] * len(self.pool.workers))
@@ -307,18 +361,17 @@ class RayBackend:
                 received = self.pool.call_all("edit", [arguments for _, arguments, _ in calls], targets, retry=False,
                                           depends=[[source for source, _, _ in exports] for _, _, exports in calls])
                 for (_, _, exports), got in zip(calls, received):
-                    sizes = [] if isinstance(got, CallLost) else got
-                    for (source_block, target_block, sources), nbytes in zip(exports, sizes):
-                        self.traffic.log("member_copy", nbytes, 0.0, chunk=self.chunk, sources=sources,
-                                         from_worker=source_block, to_worker=target_block, member_state_bytes=nbytes)
-                        copied += nbytes
+                    copied += 0 if isinstance(got, CallLost) else self._log_copies(exports, got)
                 # Again for every lost edit: a target reloaded (and caught up to this chunk's end) takes the edit
                 # the strategy made for it, as a healthy target whose copy source died does, so lineage.jsonl
                 # holds for every member.
                 targets = [block for block, got in zip(targets, received) if isinstance(got, CallLost)]
                 if not targets:
                     break
+            else:
+                raise RuntimeError(f"workers {targets}: the strategy's edits could not be made (workers kept dying)")
             self.version += 1
+        self.round_edits = edits  # what a worker dying before the next chunk makes again once reloaded
         self.traffic.log("chunk", self.results["bytes"] + pushed, self.results["advance_ms"] / 1000, chunk=self.chunk,
                          member_state_bytes=copied, edited=int(edited.sum()),
                          edit_ms=round(1000 * (time.perf_counter() - begin), 3))
@@ -360,8 +413,18 @@ class RayBackend:
         return gathered
 
     def take_events(self) -> list[dict]:
-        """Lineage events since the last call: one ``block_reload`` per member of a restarted worker."""
+        """Lineage events since the last call: one ``block_reload`` per member of a restarted worker; of a
+        mixed-shape population with the ``cohort`` its worker holds it in now (the checkpoint's, and the moves
+        made again since), which the strategy takes (``StrategyRunner.record``): moves made after the
+        checkpoint and before the chunk the worker died in are lost with their edits."""
         events, self.events = self.events, []
+        reloaded = sorted({e["worker"] for e in events if e["event"] == "block_reload"})
+        if self.space is not None and reloaded:
+            parts = self.pool.call_all("cohort_summary", [()] * len(reloaded), reloaded)
+            label_of = {m: label for part in parts for label, ids in part["members"].items() for m in ids}
+            for event in events:
+                if event["event"] == "block_reload":
+                    event["cohort"] = label_of[event["member"]]
         return events
 
     def extra_state(self) -> Any:
@@ -373,6 +436,7 @@ class RayBackend:
         a cluster's is left running."""
         import ray
 
+        self.stopping = True
         if self.pool.workers and self.space is not None:  # the summary is written after the workers are gone
             self.cohorts_at_stop = self._cohort_summary()
         if self.pool.workers:
