@@ -13,7 +13,7 @@ import pytest
 from test_failures import members_at
 
 import populax
-from populax.cli import main
+from populax.cli import main, parse_train_args
 from populax.member import member_row
 from populax.run.checkpoint import is_key, list_checkpoints, restore
 from populax.run.resume import load_checkpoint, load_setup
@@ -271,6 +271,29 @@ def test_ray_workers_start_from_the_source_members(td3_source, tmp_path):
     first = restore(list_checkpoints(out)[0], jax.eval_shape(lambda: populax.runtime.init_population(setup)))
     assert first.manifest["env_step"] == 400
     assert_rows_equal(source_population(td3_source).agent, on_host(first.population.agent), [best] * 3)
+
+
+@pytest.mark.extended
+def test_a_ray_worker_dying_before_the_first_checkpoint_of_a_warm_start_reloads_the_warm_members(td3_source, tmp_path):
+    """Before a warm-started Ray run's first checkpoint, a dead worker's block reloads the source's members (a
+    fresh draw until the twentieth session: untrained members, silently) and catches up: every logged return
+    equals the same warm start in one process (chunked:2)."""
+    from test_ray import REASON, dying_train, logged_returns, records, run_loopback
+
+    if REASON is not None:
+        pytest.skip(f"Ray runs in a loopback-only namespace: {REASON}")
+    out, reference = tmp_path / "ray", tmp_path / "local"
+    args = ["--env", "Pendulum-v1", "--algo", "td3", "--pop", "4", "--hidden", "16,16", "--obs-norm", "true",
+            "--total-steps", "800", "--eval-every", "200", "--learning-starts", "100", "--batch-size", "32",
+            "--eval-episodes", "2", "--checkpoint-every", "800", "--init-from", str(td3_source), "--init-member",
+            "best", "--no-recipe", "--no-progress", "--no-tensorboard", "--seed", "3"]
+    run_loopback(dying_train(tmp_path, "advance", 400, *args, "--executor", "ray", "--workers", "2", "--out", str(out)))
+    restarts = [r for r in records(out / "ray.jsonl") if r["event"] == "worker_restart"]
+    assert [(r["worker"], r["reloaded_from"], r["restored_env_step"]) for r in restarts] == [(1, "start", 0)]
+    run(prepare(parse_train_args([*args, "--executor", "chunked:2", "--out", str(reference)])))
+    got, expected = logged_returns(out), logged_returns(reference)
+    assert [g[:2] for g in got] == [e[:2] for e in expected] and len(got) == 4 * 4
+    np.testing.assert_allclose([g[2] for g in got], [e[2] for e in expected], rtol=1e-5)
 
 
 @pytest.mark.extended

@@ -28,12 +28,13 @@ per checkpoint             every block whole, to the driver (which writes it);
 Every transfer is counted in ``RUN/ray.jsonl`` (bytes, milliseconds; one
 ``chunk`` record per chunk with its ``member_state_bytes``) and summed in
 summary.json. A worker process that dies is restarted by Ray
-(``max_restarts``); its block reloads from the run's last checkpoint (or its
-initial state before the first one), runs the chunks since then again up to
-where the other blocks stand, and the call it died in is made again (an edit
-too: the caught-up members are at the step the strategy decided on); the restart and the
-replay go to ray.jsonl and one ``block_reload`` event per member to
-lineage.jsonl. A killed driver is resumed with ``populax resume RUN``.
+(``max_restarts``); its block reloads from the run's last checkpoint (or the
+run's start before the first one), runs the chunks since then again up to
+where the other blocks stand, takes the round's edits again if they had been
+made, and the call it died in is made again (an edit too: the caught-up
+members are at the step the strategy decided on); the restart and the replay
+go to ray.jsonl and one ``block_reload`` event per member to lineage.jsonl
+(docs/scaling.md, "Faults"). A killed driver is resumed with ``populax resume RUN``.
 """
 
 from __future__ import annotations
