@@ -391,19 +391,19 @@ def test_killed_worker_restarts_and_reloads_its_block(tmp_path):
 
 
 @pytest.mark.parametrize("method, steps, checkpoint_every, restored, due", [
-    ("evaluate", 800, "400", 400, 800),  # after its chunk ran (600-800), the last checkpoint 2 chunks old
-    pytest.param("advance", 400, "1200", 0, 400, marks=pytest.mark.extended),  # before the first checkpoint
-], ids=["evaluate-stale-checkpoint", "advance-no-checkpoint"])
+    ("evaluate", 600, "800", 0, 600),  # after its chunk ran (400-600), before the first checkpoint: 3 chunks again
+    pytest.param("advance", 600, "400", 400, 600, marks=pytest.mark.extended),  # before chunk 3, from chunk 1's
+], ids=["evaluate-no-checkpoint", "advance-older-checkpoint"])
 def test_a_worker_dying_chunks_after_the_checkpoint_catches_up_and_the_run_equals_one_process(
         tmp_path, method, steps, checkpoint_every, restored, due):
-    """A worker dies (exit, no reply) in ``method`` while the last checkpoint is older than the chunk before:
-    the reloaded block runs the chunks since then again up to where the other block stands (ray.jsonl's
+    """A worker dies (exit, no reply) in ``method`` while the last checkpoint, if any, is older than the chunk
+    before: the reloaded block runs the chunks since then again up to where the other block stands (ray.jsonl's
     block_replay, from ``restored`` to ``due`` env steps), and the run completes. Before this, the block stayed
     behind and the driver ended the run as if stopped (exit 0, no summary.json), the default checkpoint
     cadence (2 minutes) making it the common case. Independent members with saved buffers on a JAX env replay
     exactly: every logged return equals an uninterrupted one-process run of the same blocks (chunked:2)."""
     out, reference = tmp_path / "ray", tmp_path / "local"
-    args = [*SMALL, "--pop", "4", "--total-steps", "1200", "--eval-every", "200", "--checkpoint-every",
+    args = [*SMALL, "--pop", "4", "--total-steps", "800", "--eval-every", "200", "--checkpoint-every",
             checkpoint_every, "--keep-checkpoints", "10", "--seed", "0", "--hp.lr-actor", "1e-3,3e-4,1e-4,3e-5"]
     run_loopback(dying_train(tmp_path, method, steps, *args, "--executor", "ray", "--workers", "2", "--out", str(out)))
     assert (tmp_path / "died").exists()
@@ -412,10 +412,10 @@ def test_a_worker_dying_chunks_after_the_checkpoint_catches_up_and_the_run_equal
     assert [(r["worker"], r["restored_env_step"]) for r in restarts] == [(1, restored)], restarts
     assert [(r["worker"], r["from_env_step"], r["to_env_step"]) for r in replays] == [(1, restored, due)], replays
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["env_steps_per_member"] == 1200 and summary["ray"]["restarts"] == 1
+    assert summary["env_steps_per_member"] == 800 and summary["ray"]["restarts"] == 1
     run(prepare(parse_train_args([*args, "--executor", "chunked:2", "--out", str(reference)])))
     got, expected = logged_returns(out), logged_returns(reference)
-    assert [g[:2] for g in got] == [e[:2] for e in expected] and len(got) == 4 * 6
+    assert [g[:2] for g in got] == [e[:2] for e in expected] and len(got) == 4 * 4
     np.testing.assert_allclose([g[2] for g in got], [e[2] for e in expected], rtol=1e-5)
 
 
@@ -431,7 +431,7 @@ def test_a_worker_dying_after_its_chunk_takes_the_rounds_edits_again_and_pbt_equ
     uninterrupted one-process run, decision by decision and return by return. Before this, the edits were lost
     on that block while lineage.jsonl recorded them."""
     out, reference = tmp_path / "ray", tmp_path / "local"
-    args = [*SMALL, "--pop", "4", "--total-steps", "1200", "--eval-every", "200", "--strategy", "pbt",
+    args = [*SMALL, "--pop", "4", "--total-steps", "800", "--eval-every", "200", "--strategy", "pbt",
             "--pbt-bottom", "0.5", "--pbt-top", "0.5", "--ready-interval", "200", "--hp.lr-actor",
             "loguniform:1e-4,1e-2", "--checkpoint-every", "200", "--keep-checkpoints", "10", "--seed", "0"]
     run_loopback(dying_train(tmp_path, method, steps, *args, "--executor", "ray", "--workers", "2", "--out", str(out)))
@@ -445,7 +445,7 @@ def test_a_worker_dying_after_its_chunk_takes_the_rounds_edits_again_and_pbt_equ
     decided = [e for e in records(out / "lineage.jsonl") if e["event"] != "block_reload"]
     assert decided == records(reference / "lineage.jsonl") and any(e["member"] >= 2 for e in decided)
     got, expected = logged_returns(out), logged_returns(reference)
-    assert [g[:2] for g in got] == [e[:2] for e in expected] and len(got) == 4 * 6
+    assert [g[:2] for g in got] == [e[:2] for e in expected] and len(got) == 4 * 4
     np.testing.assert_allclose([g[2] for g in got], [e[2] for e in expected], rtol=1e-5)
 
 

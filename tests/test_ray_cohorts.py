@@ -101,6 +101,10 @@ def test_a_killed_worker_of_a_mixed_population_reloads_its_cohorts_from_the_chec
     kill_worker_after_checkpoint(in_loopback("exec " + populax("train", *args)), out, "chunk_000003")
     restarts = [r for r in records(out / "ray.jsonl") if r["event"] == "worker_restart"]
     assert len(restarts) == 1 and restarts[0]["members"] == [2, 3] and restarts[0]["reloaded_from"].startswith("chunk_")
+    # each reloaded member's cohort as its worker holds it after the reload (what the strategy goes on from)
+    reloads = [e for e in records(out / "lineage.jsonl") if e["event"] == "block_reload"]
+    assert sorted(e["member"] for e in reloads) == [2, 3]
+    assert all(e["cohort"] in ("hidden=8x8", "hidden=32x32") for e in reloads), reloads
     summary = json.loads((out / "summary.json").read_text())
     assert summary["env_steps_per_member"] == 2000 and summary["ray"]["restarts"] == 1
     assert summary["worker_backend"] == ("host" if env else "compiled")
