@@ -1,5 +1,5 @@
 """The one exception type a user's mistake raises, the warning for a setting a run does not read, and the warning
-for an environment that trains but likely not as its author meant."""
+for an environment that trains but likely not as its author meant (said once per run: ``SaidOnce``)."""
 
 import warnings
 

@@ -86,8 +86,8 @@ class CallLost(NamedTuple):
     """The result of a worker call that did not complete (``WorkerPool.call_all``)."""
 
     reloaded: bool
-    """True: the worker itself died and was reloaded; False: a worker it took input from was. Either way the
-    caller makes the call again."""
+    """True: the worker itself died and was reloaded; False: a worker it took input from was. The caller makes
+    the call again (``RayBackend.apply_edits``), unless the reload already did (``RayBackend._redo_edits``)."""
 
 
 class WorkerPool:
