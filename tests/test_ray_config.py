@@ -57,6 +57,31 @@ def test_ray_that_cannot_run_is_one_line_and_an_earlier_run_stays(tmp_path, caps
     assert sorted(p.name for p in earlier.iterdir()) == ["config.yaml", "summary.json"]
 
 
+def test_ray_address_auto_with_no_cluster_says_so_in_one_line(tmp_path, capsys, monkeypatch):
+    """``--ray-address auto`` with no cluster on the machine printed Ray's own advice (``--address`` flag,
+    RAY_ADDRESS) and a token hint that does not apply. Ray's "auto" also joins any Ray instance it finds running
+    on the machine (another run's private one included), so the search for running ones is emptied here: the test
+    is about the answer when there is none."""
+    import functools
+
+    import ray._private.services as services
+
+    from populax.cli import main
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    no_instances = functools.lru_cache(lambda: frozenset())  # Ray clears the cache of its own on the way
+    monkeypatch.setattr(services, "find_gcs_addresses", no_instances)
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: None)
+    assert main(["train", "--pop", "2", "--total-steps", "400", "--eval-every", "200", "--hidden", "8,8",
+                 "--learning-starts", "100", "--no-progress", "--executor", "ray", "--workers", "2",
+                 "--ray-address", "auto",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("populax: error: --ray-address auto: no Ray cluster runs on this machine (start one with `ray start "
+                   "--head`, give HOST:PORT of a remote head, or leave --ray-address out for a private Ray instance)"), err
+    assert not (tmp_path / "run").exists()
+
+
 def test_ray_backend_splits_members_into_contiguous_blocks():
     from populax.backends.cluster import block_members
 

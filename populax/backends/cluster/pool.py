@@ -113,6 +113,10 @@ class WorkerPool:
                 try:
                     ray.init(address=config.ray_address, logging_level="warning", log_to_driver=False)
                 except (ConnectionError, ValueError) as error:
+                    if config.ray_address == "auto" and "Could not find any running Ray instance" in str(error):
+                        raise ConfigError("--ray-address auto: no Ray cluster runs on this machine (start one with "
+                                          "`ray start --head`, give HOST:PORT of a remote head, or leave "
+                                          "--ray-address out for a private Ray instance)") from None
                     hint = ("; if the cluster uses token authentication (`ray start`'s default), run populax with "
                             "RAY_AUTH_MODE=token and the cluster's token (~/.ray/auth_token)"
                             if os.environ.get("RAY_AUTH_MODE") != "token" else
