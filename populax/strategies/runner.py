@@ -189,14 +189,18 @@ class PopulationStrategy:
             "pb2_x": self.pb2_x,
             "pb2_y": self.pb2_y,
             "rounds": self.rounds,
-            "events": self.events,
+            # As one JSON text: a checkpoint's dicts come back with their keys sorted (pytree order), and the
+            # lineage.jsonl a resume rewrites from them would differ from the uninterrupted run's in key order.
+            "events": json.dumps(self.events),
             "cohort": self.cohort,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (e.g. when resuming a run)."""
-        for name in ("history", "schedules", "frozen", "baseline", "pb2_x", "pb2_y", "rounds", "events"):
+        for name in ("history", "schedules", "frozen", "baseline", "pb2_x", "pb2_y", "rounds"):
             setattr(self, name, state[name])
+        events = state["events"]  # a list in checkpoints older than the JSON text
+        self.events = json.loads(events) if isinstance(events, str) else list(events)
         if state.get("cohort") is not None:
             self.cohort = [int(c) for c in state["cohort"]]
 
