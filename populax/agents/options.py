@@ -135,6 +135,21 @@ def _coerce(name: str, kind: type, value: Any, allowed: str) -> Any:
         raise ConfigError(f"{setting}: cannot read {value!r} as {kind.__name__}") from None
 
 
+OPTION_KINDS = {"bool": bool, "int": int, "float": float, "str": str}
+"""The types an algorithm option may have (a static setting given on the command line or in YAML)."""
+
+
+def option_kind(field: dataclasses.Field, algo: str) -> type:
+    """``field``'s type, whether its module postponed annotations (``from __future__ import annotations``: the
+    name, a string) or not (the type itself); ConfigError for a type an option cannot have."""
+    annotation = field.type
+    kind = OPTION_KINDS.get(annotation) if isinstance(annotation, str) else annotation
+    if kind not in OPTION_KINDS.values():
+        raise ConfigError(f"--algo-opt.{field.name.replace('_', '-')}: {algo}'s option is annotated {annotation!r}; "
+                          f"an algorithm option is one of {', '.join(OPTION_KINDS)}")
+    return kind
+
+
 def resolve_options(options_type: type | None, user: dict[str, Any], algo: str) -> Any:
     """The typed options of ``algo`` from the user's name -> value mapping (ConfigError on a bad one)."""
     if options_type is None:
@@ -148,8 +163,7 @@ def resolve_options(options_type: type | None, user: dict[str, Any], algo: str) 
         if name not in fields:
             allowed = ", ".join(n.replace("_", "-") for n in fields)
             raise ConfigError(f"--algo-opt.{raw}: unknown option of {algo}; allowed: {allowed}")
-        kind = {"bool": bool, "int": int, "float": float, "str": str}[str(fields[name].type)]
-        values[name] = _coerce(name, kind, value, "")
+        values[name] = _coerce(name, option_kind(fields[name], algo), value, "")
     options = options_type(**values)
     for name in ("rollout_len", "epochs", "minibatches"):
         if getattr(options, name, 1) < 1:
