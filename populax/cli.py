@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import warnings
@@ -132,8 +133,10 @@ def print_members(result) -> None:
     if shared:
         out.print("same for all members: " + ", ".join(f"{n}={v:.4g}" for n, v in shared.items()))
     out.print(
-        f"best member {summary['best_member']} (return {summary['best_return']:.1f}); "
-        f"{summary['env_steps_per_s']:,.0f} env steps/s, {summary['wall_time_s']:.0f}s wall"
+        (f"best member {summary['best_member']} (return {summary['best_return']:.1f}); "
+         if math.isfinite(summary["best_return"] or math.nan) else
+         "every member failed in the last chunk (lineage.jsonl); ")
+        + f"{summary['env_steps_per_s']:,.0f} env steps/s, {summary['wall_time_s']:.0f}s wall"
     )
     if "mean_policy_return" in summary:
         out.print(f"CEM mean actor (the distribution's mean): return {summary['mean_policy_return']:.1f}")

@@ -92,6 +92,31 @@ def test_a_diverging_member_of_a_mixed_population_is_reinitialised_or_replaced(t
     assert all(np.isfinite(leaf).all() for m in range(4) for leaf in agent(final, m) if leaf.dtype.kind == "f")
 
 
+def test_when_every_member_of_a_pbt_population_fails_they_start_again_and_the_user_is_told(tmp_path, capsys):
+    """PBT replaces a failed member with a copy of a healthy one; when all failed at once there was none, and
+    nothing happened: no event, no line, NaN members trained on to the end and the run exited 0. Now they are
+    re-initialised (their counters too: they diverge again 300 updates later), stderr says so per chunk, and
+    the report has a Failures paragraph. The end table printed "return -inf" (summary.json: null)."""
+    from populax.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "--env", "Pendulum-v1", "--algo", SETTINGS["algo"], "--pop", "2", "--total-steps", "800",
+                 "--eval-every", "200", "--batch-size", "32", "--learning-starts", "100", "--eval-episodes", "2",
+                 "--hp.diverge-at", "300", "--strategy", "pbt", "--seed", "0", "--no-progress", "--no-tensorboard",
+                 "--out", str(run_dir)]) == 0
+    assert events(run_dir) == [("reinit", 0, 400), ("reinit", 1, 400), ("reinit", 0, 800), ("reinit", 1, 800)]
+    out, err = capsys.readouterr()
+    assert "every member failed in the last chunk (lineage.jsonl)" in out, out
+    for step in ("400", "800"):
+        assert (f"populax: warning: failed in the chunk to env step {step} (parameters, a loss or the return not "
+                f"finite): member 0 re-initialised; member 1 re-initialised") in err, err
+    final = load_checkpoint(load_setup(run_dir)).population
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(final.agent) if leaf.dtype.kind == "f")
+    report = (run_dir / "report" / "report.md").read_text()
+    assert ("**Failures:** 4 times a member's parameters, a loss or its return were not finite after a chunk "
+            "(member 0 2x, member 1 2x; first at 400 env steps per member); each is a `reinit` event") in report
+
+
 @pytest.mark.skipif(REASON is not None, reason=f"Ray tests run in a loopback-only namespace: {REASON}")
 @pytest.mark.parametrize("env", ["Pendulum-v1", pytest.param("gymnasium:Pendulum-v1", marks=pytest.mark.extended)])
 def test_a_diverging_member_of_a_mixed_population_on_ray_is_frozen_on_its_worker(tmp_path, env):

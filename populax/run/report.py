@@ -240,6 +240,36 @@ def static_tables(summary: dict[str, Any], events: list[dict[str, Any]]) -> list
     return lines
 
 
+FAILURE_EVENTS = {"reinit": "re-initialised", "freeze": "frozen at its state before the chunk",
+                  "replace_failed": "replaced by a copy of member {source}"}
+"""The lineage events of a member that failed (its parameters, a loss or its return not finite after a chunk),
+and what each did to it."""
+
+
+def failure_note(events: list[dict[str, Any]]) -> str | None:
+    """One line on the members that failed in one chunk (``events``: that chunk's lineage events), or None."""
+    failed = [e for e in events if e["event"] in FAILURE_EVENTS]
+    if not failed:
+        return None
+    what = "; ".join(f"member {e['member']} {FAILURE_EVENTS[e['event']].format(**e)}" for e in failed)
+    return (f"failed in the chunk to env step {failed[0]['env_step']:,} (parameters, a loss or the return not "
+            f"finite): {what}")
+
+
+def failure_lines(events: list[dict[str, Any]]) -> list[str]:
+    """The report's paragraph on failed members (from lineage.jsonl's events), or none."""
+    failed = [e for e in events if e["event"] in FAILURE_EVENTS]
+    if not failed:
+        return []
+    per_member: dict[int, int] = {}
+    for event in failed:
+        per_member[event["member"]] = per_member.get(event["member"], 0) + 1
+    members = ", ".join(f"member {m} {n}x" if n > 1 else f"member {m}" for m, n in sorted(per_member.items()))
+    return [f"**Failures:** {len(failed)} time{'s' if len(failed) > 1 else ''} a member's parameters, a loss or its "
+            f"return were not finite after a chunk ({members}; first at {failed[0]['env_step']:,} env steps per "
+            f"member); each is a `{'`/`'.join(sorted({e['event'] for e in failed}))}` event in lineage.jsonl.", ""]
+
+
 def target_outcome(target: dict[str, Any]) -> tuple[str, str]:
     """(``reached`` or ``not reached``, what happened) of summary.json's ``target`` entry (--target-return), as
     the report and the CLI say it."""
@@ -523,15 +553,17 @@ def write_report(run_dir: str | Path) -> Path:
     ]
     if summary is not None:
         lines += [
-            f"Population median final return {summary['median_return']:.1f}; "
+            f"Population median final return {_return_text(summary['median_return'])}; "
             f"{summary['env_steps_per_member']:,} env steps per member in {summary['wall_time_s']:.0f} s "
-            f"({summary['env_steps_per_s']:,.0f} env steps/s, {summary['updates_per_s']:,.0f} updates/s, "
-            f"executor `{summary['executor']}`).",
+            f"({summary['env_steps_per_s']:,.0f} env steps/s, "
+            + ("" if summary.get("updates_per_s") is None else f"{summary['updates_per_s']:,.0f} updates/s, ")
+            + f"executor `{summary['executor']}`).",
             "",
         ]
     if summary is not None and "mean_policy_return" in summary:  # CEM-RL's product: the distribution's mean
         lines += [f"**CEM mean actor:** return {summary['mean_policy_return']:.1f} at the last generation (the "
                   "mean of the population's CEM distribution; the members above are its samples).", ""]
+    lines += failure_lines(read_jsonl(run_dir / "lineage.jsonl"))
     target = (summary or {}).get("target")
     if target:
         status, detail = target_outcome(target)

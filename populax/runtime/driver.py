@@ -46,7 +46,7 @@ from populax.run.checkpoint import Checkpoint, config_hash, save_checkpoint
 from populax.run.compile_clock import CompileClock
 from populax.run.config import TrainConfig
 from populax.run.logging import RunLogger, write_hparams_sessions
-from populax.run.report import member_static, write_report
+from populax.run.report import failure_note, member_static, write_report
 from populax.runtime.setup import RunSetup, create_run_dir, device_layout, init_population, prepare
 from populax.runtime.target import TargetReached, check_target, reached_from_manifest, target_summary
 from populax.runtime.unused import run_unused_settings
@@ -69,6 +69,29 @@ class TrainResult:
     """The content of summary.json (empty when interrupted)."""
     interrupted: bool = False
     """True when SIGINT/SIGTERM stopped the run early; `populax resume RUN` continues it."""
+
+
+class FailureNotes:
+    """Say on stderr which members failed in a chunk and what was done (lineage.jsonl has every one): a NaN in
+    a user's own update must not pass unseen. After ``LIMIT`` chunks with failures, one line says the rest
+    are only in the files (an algorithm that fails every chunk would fill the terminal)."""
+
+    LIMIT = 5
+
+    def __init__(self):
+        self.chunks = 0
+
+    def say(self, events: list[dict]) -> None:
+        """Print the line for one chunk's lineage ``events``, if any member failed in it."""
+        note = failure_note(events)
+        if note is None:
+            return
+        self.chunks += 1
+        if self.chunks <= self.LIMIT:
+            print(f"populax: warning: {note}", file=sys.stderr, flush=True)
+        if self.chunks == self.LIMIT:
+            print(f"populax: warning: members failed in {self.LIMIT} chunks; later failures are only in lineage.jsonl "
+                  "(summary.json's lineage_events counts them)", file=sys.stderr, flush=True)
 
 
 class Progress:
@@ -150,6 +173,7 @@ def run(
     logger = RunLogger(setup.run_dir, tensorboard=config.tensorboard, purge_step=progress.env_steps + 1 if start else None)
     policy = CheckpointPolicy(config.checkpoint_every, setup.chunk_steps)
     begin = time.perf_counter() - elapsed
+    failures = FailureNotes()
     interrupted = False
     try:
         backend.start(population, extra)
@@ -196,6 +220,7 @@ def run(
                 reached = check_target(config, returns, progress.env_steps, time.perf_counter() - begin)
                 # After logging, so each record pairs a return with the hyperparameters that produced it.
                 edits, returns, events = strategy.update(population, returns, metrics, chunk)
+                failures.say(events)
                 population = backend.apply_edits(population, previous, edits)
                 strategy.record(backend.take_events())  # what happened while the edits were applied
                 last = chunk == setup.num_chunks - 1 or reached is not None
@@ -340,7 +365,10 @@ def write_summary(
     """
     pop = setup.config.pop
     steps_per_member = member_steps(population)
-    updates_per_member = int(np.asarray(getattr(member_row(population, 0).agent, "updates", 0)))
+    # An agent state's ``updates`` counter (every built-in's; a user's algorithm may keep one): None without one,
+    # rather than a 0 that reads as "never learned".
+    counter = getattr(member_row(population, 0).agent, "updates", None)
+    updates_per_member = None if counter is None else int(np.asarray(counter))
     finite = np.where(np.isfinite(returns), returns, -np.inf)
     summary = {
         "algo": setup.config.algo,
@@ -354,15 +382,16 @@ def write_summary(
             for i in range(pop)
         ],
         "best_member": int(np.argmax(finite)),
-        "best_return": float(np.max(finite)),
-        "median_return": float(np.nanmedian(returns)) if np.isfinite(returns).any() else math.nan,
+        # None when every member failed in the last chunk (as summary.json writes it: JSON has no NaN or Inf)
+        "best_return": float(np.max(finite)) if np.isfinite(returns).any() else None,
+        "median_return": float(np.nanmedian(returns)) if np.isfinite(returns).any() else None,
         "env_steps_per_member": steps_per_member,
         "updates_per_member": updates_per_member,
         "wall_time_s": wall,
         "first_chunk_s": first_chunk_s,
         **(facts or {}),
         "env_steps_per_s": pop * steps_per_member / wall,
-        "updates_per_s": pop * updates_per_member / wall,
+        "updates_per_s": None if updates_per_member is None else pop * updates_per_member / wall,
         "executor": setup.config.executor,
         "devices": [str(d) for d in jax.devices()],
     }

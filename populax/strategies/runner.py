@@ -13,7 +13,8 @@ members (hyperparameters, step counts). Per chunk, top to bottom::
     independent: failed members are re-initialised or frozen; done
     pbt / pb2:   if a round is due (every ready_interval env steps) or a member
                  failed: truncation selection -> compiled exploit -> explore
-                 (pbt: perturb/resample; pb2: GP-bandit suggestion)
+                 (pbt: perturb/resample; pb2: GP-bandit suggestion); a failed
+                 member no healthy one can replace (all failed) is re-initialised
     every event -> lineage.jsonl
 
 Members are edited only through ``populax.edits`` over the declared layout of ``populax.member``
@@ -234,21 +235,35 @@ class PopulationStrategy:
             events = []
             if ready or failed.any():
                 edits, events = self._exploit_explore(edits, returns, failed, ready, env_step, select_key, explore_key)
+            # Every member failed at once: none is left to copy from, so they start again (as independent's
+            # reinit) rather than train on with NaN parameters.
+            orphans = np.flatnonzero(failed & ~np.isin(np.arange(self.config.pop), np.asarray(edits.targets)))
+            if orphans.size:
+                edits, reinit_events = self._reinitialise(edits, orphans, returns, env_step, reinit_key)
+                events += reinit_events
         self._write(events)
         return edits, returns, events
+
+    def _reinitialise(self, edits, members, returns, env_step, key):
+        """Members ``members`` (indices) get fresh agents, keeping their hyperparameters: one reinit event each."""
+        edits = edits.replace(reinit=members, reinit_keys=jax.random.split(key, self.config.pop)[members])
+        events = []
+        for i in members:
+            self.history[i] = []
+            hp = member_hparams(edits.hparams, int(i))
+            events.append(self._event("reinit", env_step, i, None, hp, hp, returns[i], None))
+        return edits, events
 
     def _independent(self, edits, returns, failed, env_step, key):
         events = []
         members = np.flatnonzero(failed)
         if members.size and self.config.on_failure == "reinit":
-            edits = edits.replace(reinit=members, reinit_keys=jax.random.split(key, self.config.pop)[members])
+            edits, events = self._reinitialise(edits, members, returns, env_step, key)
+        if self.config.on_failure == "freeze":
             for i in members:
-                self.history[i] = []
-        for i in members:
-            if self.config.on_failure == "freeze":
                 self.frozen[i] = True
-            hp = member_hparams(edits.hparams, int(i))
-            events.append(self._event(self.config.on_failure, env_step, i, None, hp, hp, returns[i], None))
+                hp = member_hparams(edits.hparams, int(i))
+                events.append(self._event("freeze", env_step, i, None, hp, hp, returns[i], None))
         frozen = np.asarray(self.frozen, bool)
         if frozen.any():
             edits = edits.replace(frozen=frozen)
