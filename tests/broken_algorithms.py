@@ -1,5 +1,5 @@
 """Algorithms a user gets wrong, for tests/test_algorithm_checks.py: each is examples/custom_algorithm.py's DDPG
-with one mistake that populax refuses in one line when it loads the algorithm (`--algo py:broken_algorithms:NAME`,
+(or examples/custom_onpolicy_algorithm.py's A2C) with one mistake that populax refuses in one line when it loads the algorithm (`--algo py:broken_algorithms:NAME`,
 `register_algorithm`), before a run starts. Imported by name as a user's module is (tests/ is on sys.path)."""
 
 import dataclasses
@@ -7,6 +7,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 from custom_algorithm import DDPG, DDPGHParams, make_ddpg
+from custom_onpolicy_algorithm import A2C, make_a2c
 from flax import struct
 
 from populax import Algorithm
@@ -108,3 +109,44 @@ ONE_ACTION = ddpg("ddpg-one-action", make=make_one_action)
 
 ONPOLICY_AGENT = get_algorithm("ppo")._replace(name="ppo-off", on_policy=False)
 """PPO's OnPolicyAgent declared off-policy (on_policy=True forgotten)."""
+
+
+def make_act_without_hparams(spec):
+    agent = make_ddpg(spec)
+    return agent._replace(act=lambda state, obs, key: agent.policy(state, obs))
+
+
+ACT_WITHOUT_HPARAMS = ddpg("ddpg-act-no-hp", make=make_act_without_hparams)
+"""act written as an on-policy agent's, act(state, obs, key): a TypeError from inside the run's first chunk."""
+
+
+def make_hparam_typo(spec):
+    agent = make_ddpg(spec)
+    return agent._replace(act=lambda state, obs, key, hp: agent.act(state, obs, key, hp) * hp.sgma)
+
+
+HPARAM_TYPO = ddpg("ddpg-hp-typo", make=make_hparam_typo)
+"""act reads hp.sgma: an AttributeError from inside the run."""
+
+
+# --- on-policy: examples/custom_onpolicy_algorithm.py's A2C with one mistake ---------------------------------
+
+
+def a2c_with(name: str, **functions) -> Algorithm:
+    """A2C under another name, its agent's ``functions`` replaced (each given the correct agent to wrap)."""
+    def make(spec):
+        agent = make_a2c(spec)
+        return agent._replace(**{name: wrap(agent) for name, wrap in functions.items()})
+
+    return A2C._replace(name=name, make=make)
+
+
+A2C_VALUE_COLUMN = a2c_with("a2c-value-column", value=lambda agent: lambda state, obs: agent.value(state, obs)[:, None])
+"""value returns [B, 1] (a critic head's raw output): GAE failed with a concatenate error deep in the loop."""
+
+A2C_LOG_PROB_PER_ACTION = a2c_with("a2c-log-probs", act=lambda agent: lambda state, obs, key: (
+    agent.act(state, obs, key)[0], jnp.zeros((obs.shape[0], 2)), agent.act(state, obs, key)[2]))
+"""act returns every action's log-probability, not the taken one's: it trained silently."""
+
+A2C_ACT_WITH_HPARAMS = a2c_with("a2c-act-hp", act=lambda agent: lambda state, obs, key, hp: agent.act(state, obs, key))
+"""act(state, obs, key, hparams), as an off-policy Agent's: the on-policy loop calls act(state, obs, key)."""

@@ -41,6 +41,16 @@ REFUSED = [
                    "shape (1,)"),
     ("ONPOLICY_AGENT", "'s make must return a populax.agents.base.Agent (it is off-policy); it returned an "
                        "OnPolicyAgent; an OnPolicyAgent is on-policy's: declare Algorithm(..., on_policy=True)"),
+    ("ACT_WITHOUT_HPARAMS", "'s act must take the arguments act(state, obs, key, hparams) (too many positional "
+                            "arguments)"),
+    ("HPARAM_TYPO", "'s act(state, obs, key, hparams) reads a hyperparameter it does not declare ('DDPGHParams' "
+                    "object has no attribute 'sgma'; declared: lr_actor, lr_critic, gamma, tau, sigma)"),
+    ("A2C_VALUE_COLUMN", "'s value(state, obs) must return a value estimate per observation (shape (4,) for 4 "
+                         "observations); it returned an array of shape (4, 1)"),
+    ("A2C_LOG_PROB_PER_ACTION", "'s act(state, obs, key) must return a log-probability per observation (shape (4,) "
+                                "for 4 observations); it returned an array of shape (4, 2)"),
+    ("A2C_ACT_WITH_HPARAMS", "'s act must take the arguments act(state, obs, key) (missing a required argument: "
+                             "'hp')"),
 ]
 
 
@@ -111,3 +121,27 @@ def test_numpy_bounds_in_a_declaration_are_numbers_too():
         gamma: float = hparam(0.99, "Discount.", valid=(np.float32(0), np.float32(1)), search=(np.int64(0), 1))
 
     check_declarations(NumpyBounds, "numpy-bounds")
+
+
+def test_options_read_plain_and_postponed_annotations_and_name_a_type_they_cannot_take():
+    """An options dataclass in a module without ``from __future__ import annotations`` (its field types are
+    the types, not their names) crashed with KeyError "<class 'int'>" on any --algo-opt; a field of a type the
+    command line cannot give was a KeyError too."""
+    import dataclasses
+
+    from populax.agents.options import DQNOptions, resolve_options
+
+    @dataclasses.dataclass(frozen=True)
+    class PlainOptions:
+        rollout_len: int = 8
+        max_grad_norm: float = 0.5
+        widths: tuple = (64, 64)
+
+    assert not isinstance(dataclasses.fields(PlainOptions)[0].type, str)  # this module does not postpone them
+    options = resolve_options(PlainOptions, {"rollout-len": "16", "max-grad-norm": "1"}, "a2c")
+    assert (options.rollout_len, options.max_grad_norm) == (16, 1.0)
+    assert isinstance(dataclasses.fields(DQNOptions)[0].type, str)  # populax's own postpone them
+    assert resolve_options(DQNOptions, {"dueling": "true"}, "dqn").dueling is True
+    with pytest.raises(ConfigError, match=r"^--algo-opt.widths: a2c's option is annotated <class 'tuple'>; an "
+                                          r"algorithm option is one of bool, int, float, str$"):
+        resolve_options(PlainOptions, {"widths": "1"}, "a2c")

@@ -6,13 +6,16 @@ two-action discrete action) and its functions are traced for shapes only (``jax.
 compiled or allocated): its ``make`` must build an :class:`~populax.agents.base.Agent` (or an
 :class:`~populax.agents.base.OnPolicyAgent`) with every function, its ``policy_fields`` must be fields of the
 state ``init`` returns, ``act``/``policy`` must answer one action per observation and ``update`` must return
-``(state, metrics)`` with the state as ``init`` shapes it. A function that fails on the stand-in itself (an
-algorithm for images, say) is left to the run, which builds it for the real environment.
+``(state, metrics)`` with the state as ``init`` shapes it (an on-policy agent's ``value`` and act's log-prob and
+value: one number per observation). A function that fails on the stand-in itself (an algorithm for images, say)
+is left to the run, which builds it for the real environment, unless it fails in a way no environment changes:
+it does not take the loop's arguments, or it reads a hyperparameter its algorithm does not declare.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -95,14 +98,42 @@ STRICT = False
 being left to the run, so a skipped probe cannot pass for a checked one."""
 
 
-def traced(fn: Any, *args: Any) -> tuple[bool, Any]:
-    """``(True, shapes of fn(*args))``, or ``(False, None)`` when tracing it fails (left to the run)."""
+def traced(fn: Any, *args: Any, where: str = "", signature: str = "") -> tuple[bool, Any]:
+    """``(True, shapes of fn(*args))``, or ``(False, None)`` when tracing it fails (left to the run: it may need
+    an environment unlike the stand-in). Two mistakes no environment changes are refused here (ConfigError
+    naming ``where``'s ``signature``): a function that does not take the loop's arguments (an off-policy
+    ``act(state, obs, key, hparams)`` written for an on-policy agent, whose act takes no hparams), and one that
+    reads a hyperparameter its algorithm does not declare."""
+    try:
+        inspect.signature(fn).bind(*args)
+    except TypeError as error:
+        raise ConfigError(f"--algo: {where}'s {signature.split('(')[0]} must take the arguments {signature} "
+                          f"({error})") from None
+    except ValueError:  # no signature to read (a builtin, some wrappers): tracing will tell
+        pass
     try:
         return True, jax.eval_shape(fn, *args)
+    except AttributeError as error:
+        hparams = args[-1]
+        missing = f"'{type(hparams).__name__}' object has no attribute"
+        if dataclasses.is_dataclass(hparams) and missing in str(error):
+            declared = ", ".join(f.name for f in dataclasses.fields(hparams))
+            raise ConfigError(f"--algo: {where}'s {signature} reads a hyperparameter it does not declare "
+                              f"({error}; declared: {declared})") from None
+        if STRICT:
+            raise
+        return False, None
     except Exception:  # noqa: BLE001 - it may need an environment unlike the stand-in; the run reports it
         if STRICT:
             raise
         return False, None
+
+
+def check_per_observation(value: Any, where: str, signature: str, what: str) -> None:
+    """``value`` (a log-probability or a value estimate for PROBE_BATCH observations) is one number each."""
+    if not isinstance(value, jax.ShapeDtypeStruct) or value.shape != (PROBE_BATCH,):
+        raise ConfigError(f"--algo: {where}'s {signature} must return {what} per observation (shape "
+                          f"{(PROBE_BATCH,)} for {PROBE_BATCH} observations); it returned {describe(value)}")
 
 
 def check_action(action: Any, spec: ActionSpec, where: str, signature: str) -> None:
@@ -161,7 +192,7 @@ def check_agent(algorithm: Any, where: str) -> None:
                           f"{'is' if len(not_callable) == 1 else 'are'} not callable")
     key = jax.eval_shape(lambda: jax.random.key(0))
     hparams = probe_hparams(algorithm.hparams)
-    built, state = traced(agent.init, key, hparams)
+    built, state = traced(agent.init, key, hparams, where=where, signature="init(key, hparams)")
     if not built:
         return
     check_policy_fields(algorithm.policy_fields, state, where)
@@ -170,30 +201,39 @@ def check_agent(algorithm: Any, where: str) -> None:
     if algorithm.on_policy:
         check_onpolicy(agent, state, obs, key, hparams, spec, where)
         return
-    acted, action = traced(agent.act, state, obs, key, hparams)
+    signature = "act(state, obs, key, hparams)"
+    acted, action = traced(agent.act, state, obs, key, hparams, where=where, signature=signature)
     if acted:
-        check_action(action, spec.action, where, "act(state, obs, key, hparams)")
-    chosen, action = traced(agent.policy, state, obs)
+        check_action(action, spec.action, where, signature)
+    chosen, action = traced(agent.policy, state, obs, where=where, signature="policy(state, obs)")
     if chosen:
         check_action(action, spec.action, where, "policy(state, obs)")
     stored = jax.ShapeDtypeStruct((PROBE_BATCH,), jnp.float32)
     actions = (jax.ShapeDtypeStruct((PROBE_BATCH,), jnp.int32) if spec.action.discrete
                else jax.ShapeDtypeStruct((PROBE_BATCH, spec.action.size), jnp.float32))
     batch = Transition(obs, actions, stored, obs, stored)
-    updated, out = traced(agent.update, state, batch, key, hparams)
+    signature = "update(state, batch, key, hparams)"
+    updated, out = traced(agent.update, state, batch, key, hparams, where=where, signature=signature)
     if updated:
-        check_update_output(out, state, where, "update(state, batch, key, hparams)")
+        check_update_output(out, state, where, signature)
 
 
 def check_onpolicy(agent: OnPolicyAgent, state: Any, obs: Any, key: Any, hparams: Any, spec: Any, where: str) -> None:
-    """The on-policy functions: act's (action, log_prob, value), policy's action, update's (state, metrics)."""
-    acted, out = traced(agent.act, state, obs, key)
+    """The on-policy functions: act's (action, log_prob, value), value's value, policy's action, update's
+    (state, metrics); one number per observation where the loop takes one."""
+    signature = "act(state, obs, key)"
+    acted, out = traced(agent.act, state, obs, key, where=where, signature=signature)
     if acted and not (isinstance(out, tuple) and len(out) == 3):
-        raise ConfigError(f"--algo: {where}'s act(state, obs, key) must return (action, log_prob, value); it "
+        raise ConfigError(f"--algo: {where}'s {signature} must return (action, log_prob, value); it "
                           f"returned {describe(out)}")
     if acted:
-        check_action(out[0], spec.action, where, "act(state, obs, key)")
-    chosen, action = traced(agent.policy, state, obs)
+        check_action(out[0], spec.action, where, signature)
+        check_per_observation(out[1], where, signature, "a log-probability")
+        check_per_observation(out[2], where, signature, "a value estimate")
+    valued, value = traced(agent.value, state, obs, where=where, signature="value(state, obs)")
+    if valued:
+        check_per_observation(value, where, "value(state, obs)", "a value estimate")
+    chosen, action = traced(agent.policy, state, obs, where=where, signature="policy(state, obs)")
     if chosen:
         check_action(action, spec.action, where, "policy(state, obs)")
     lead = (max(1, int(spec.options.rollout_len)), PROBE_ENVS)  # check_algorithm made sure it declares one
@@ -201,6 +241,8 @@ def check_onpolicy(agent: OnPolicyAgent, state: Any, obs: Any, key: Any, hparams
     actions = (jax.ShapeDtypeStruct(lead, jnp.int32) if spec.action.discrete
                else jax.ShapeDtypeStruct((*lead, spec.action.size), jnp.float32))
     rollout = Rollout(jax.ShapeDtypeStruct((*lead, *PROBE_OBS), jnp.float32), actions, number, number, number, number)
-    updated, out = traced(agent.update, state, rollout, number, number, key, hparams)
+    signature = "update(state, rollout, advantages, returns, key, hparams)"
+    updated, out = traced(agent.update, state, rollout, number, number, key, hparams, where=where,
+                          signature=signature)
     if updated:
-        check_update_output(out, state, where, "update(state, rollout, advantages, returns, key, hparams)")
+        check_update_output(out, state, where, signature)
