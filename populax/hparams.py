@@ -260,12 +260,13 @@ def check_spec(name: str, info: HParamInfo, spec: Distribution) -> None:
 
 
 def resolve_specs(
-    hparams_type: type, user: dict[str, Any], pop: int | None
+    hparams_type: type, user: dict[str, Any], pop: int | None, option_names: tuple[str, ...] = ()
 ) -> dict[str, Distribution]:
     """Turn the user's hyperparameter settings into one Distribution per field.
 
     Unknown names raise a ConfigError listing the algorithm's names; fields the
-    user did not set take their declared default; ``search`` becomes the declared
+    user did not set take their declared default (``option_names``: the algorithm's static options, which a
+    mistaken ``--hp.NAME`` is pointed to); ``search`` becomes the declared
     search range (:func:`declared_search`). A value that is not allowed is refused
     here, before any draw (:func:`check_spec`).
     """
@@ -273,6 +274,9 @@ def resolve_specs(
     specs = {name: Distribution("const", (info.default,)) for name, info in infos.items()}
     for raw_name, text in user.items():
         name = field_name(raw_name)
+        if name not in infos and name in option_names:
+            raise ConfigError(f"--hp.{cli_name(name)}: an algorithm option (static: one value for the whole "
+                              f"population), not a hyperparameter; give --algo-opt.{cli_name(name)} VALUE")
         if name not in infos:
             known = ", ".join(cli_name(n) for n in infos)
             raise ConfigError(f"--hp.{cli_name(name)}: unknown hyperparameter; allowed: {known}")

@@ -76,6 +76,9 @@ def test_train_writes_the_documented_run_directory(tmp_path):
         (["--hidden", "64,x"], "--hidden: cannot read"),
         (["--executor", "warp"], "--executor: unknown executor 'warp'"),
         (["--algo", "a2c"], "--algo: unknown algorithm 'a2c'"),
+        (["--algo", "ppo", "--env", "CartPole-v1", "--no-recipe", "--hp.rollout-len", "8,16"],
+         "--hp.rollout-len: an algorithm option (static: one value for the whole population), not a hyperparameter; "
+         "give --algo-opt.rollout-len VALUE"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, fragment):

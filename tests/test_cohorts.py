@@ -68,7 +68,8 @@ def test_static_settings_that_cannot_be_read_or_mixed_are_refused(hp, fragment):
     (["--executor", "sharded"], "--executor sharded: cohort sizes change as members move"),
     (["--algo", "cemrl"], "--hp.hidden: cemrl couples its members through state of one shape"),
     (["--pbt-cross-cohort", "teleport"], "--pbt-cross-cohort: got 'teleport'; allowed: copy, distill, fresh"),
-    (["--algo", "ppo", "--pbt-cross-cohort", "distill"], "--pbt-cross-cohort distill: ppo declares no distillation"),
+    (["--algo", "ppo", "--pbt-cross-cohort", "distill"],
+     "--pbt-cross-cohort distill: ppo cannot distil: on-policy members (OnPolicyAgent) have none"),
     (["--hp.envs-per-member", "1,3,1,3", "--eval-every", "2000"],
      "--hp.envs-per-member: every cohort must evaluate after the same env steps"),
 ])

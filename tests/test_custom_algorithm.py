@@ -50,6 +50,15 @@ def test_the_example_trains_ddpg_with_pbt_on_both_kinds_of_environment_and_explo
         for event in exploits:
             for leaf in jax.tree.leaves(population.agent):
                 np.testing.assert_array_equal(np.asarray(leaf[event["member"]]), np.asarray(leaf[event["source"]]))
+        # DDPG's state keeps no `updates` counter: no count rather than a 0 that reads as "never learned".
+        assert summary["updates_per_member"] is None and summary["updates_per_s"] is None
+        assert "updates/s" not in (run_dir / "report" / "report.md").read_text()
+    # A process that never registered "ddpg" names what the run was trained with and the way out.
+    evaluated = run_cli("eval", str(out / "Pendulum-v1"))
+    assert evaluated.returncode == 2 and evaluated.stderr.strip() == (
+        f"populax: error: RUN: {out / 'Pendulum-v1'}'s algo 'ddpg' was a name given to populax.register_algorithm "
+        "in the process that trained it; register it here too (Python API), or train with --algo py:module:NAME, "
+        "which any process finds"), evaluated.stderr
 
 
 def test_ddpg_named_by_import_path_learns_pendulum_and_other_processes_find_it(tmp_path):

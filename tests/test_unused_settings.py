@@ -107,6 +107,16 @@ def test_terminal_on_life_loss_is_named_where_there_are_no_lives(env, warned):
     assert [line.split(":")[0] for line in lines] == (["--terminal-on-life-loss"] if warned else [])
 
 
+def test_per_member_replay_settings_of_an_on_policy_run_are_named():
+    """``--hp.batch-size 32,64`` for PPO made two cohorts of a setting no member reads, silently (the scalar
+    ``--batch-size`` was named)."""
+    config = build_config([dict(env="CartPole-v1", algo="ppo", pop=2, total_steps=512, eval_every=512,
+                                hp={"batch-size": "32,64"}, progress=False)])
+    assert run_unused_settings(prepare(config)) == [
+        "--hp.batch-size: ppo is on-policy, without a replay buffer; its members differ in a setting none of them "
+        "reads (each value a cohort of its own)"]
+
+
 TINY = ["--pop", "2", "--total-steps", "500", "--eval-every", "500", "--eval-episodes", "1", "--hidden", "8",
         "--learning-starts", "100", "--batch-size", "16", "--no-progress", "--no-tensorboard"]
 

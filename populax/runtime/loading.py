@@ -52,6 +52,10 @@ def load_setup(run_dir: str | Path) -> RunSetup:
     try:
         return prepare(config, new_run=False)
     except ConfigError as error:
+        if str(error).startswith(f"--algo: unknown algorithm {config.algo!r}"):  # a name registered elsewhere
+            raise ConfigError(f"RUN: {run_dir}'s algo {config.algo!r} was a name given to populax.register_algorithm "
+                              "in the process that trained it; register it here too (Python API), or train with "
+                              "--algo py:module:NAME, which any process finds") from None
         recorded = re.fullmatch(r"--(env|algo): (cannot import .*)", str(error))
         if recorded is None:
             raise

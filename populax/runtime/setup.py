@@ -149,7 +149,9 @@ def prepare(config: TrainConfig, new_run: bool = True) -> RunSetup:
     assignment = None if space is None else initial_assignment(space, config.seed, config.pop)
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     backend = make_backend(config, algorithm, run_dir, space, assignment)
-    specs = resolve_specs(algorithm.hparams, config.hp, config.pop)
+    options = algorithm.options
+    specs = resolve_specs(algorithm.hparams, config.hp, config.pop,
+                          tuple(f.name for f in dataclasses.fields(options)) if dataclasses.is_dataclass(options) else ())
     hparams = sample_population(algorithm.hparams, specs, jax.random.fold_in(jax.random.key(config.seed), HPARAM_KEY),
                                 config.pop)
     dims = make_space(algorithm.hparams, specs)
@@ -176,8 +178,9 @@ def prepare(config: TrainConfig, new_run: bool = True) -> RunSetup:
     if new_run:
         check_out_dir(run_dir, config.force)
     if config.pbt_cross_cohort == "distill" and space is not None and not can_distill((backend.local if ray else backend).agent_of(0)):
-        raise ConfigError(f"--pbt-cross-cohort distill: {config.algo} declares no distillation (Agent.distill); "
-                          "allowed: copy, fresh")
+        how = ("on-policy members (OnPolicyAgent) have none" if algorithm.on_policy
+               else "it declares no distillation (Agent.distill)")
+        raise ConfigError(f"--pbt-cross-cohort distill: {config.algo} cannot distil: {how}; allowed: copy, fresh")
     return RunSetup(config, algorithm, backend, specs, hparams, dims, ready, run_dir, space, assignment)
 
 

@@ -60,8 +60,8 @@ def unused_settings(config: TrainConfig, *, host: bool, on_policy: bool, mixed: 
         elif config.pbt_cross_cohort != "distill" and config.pbt_static_explore == 0:
             unused(("distill_steps",), "applies to --pbt-cross-cohort distill or --pbt-static-explore > 0")
     if on_policy:
-        unused(REPLAY_ONLY, f"{config.algo} is on-policy, without a replay buffer (its minibatches: "
-                            "--algo-opt.minibatches)")
+        unused(REPLAY_ONLY, f"{config.algo} is on-policy, without a replay buffer"
+                            + (" (its minibatches: --algo-opt.minibatches)" if config.algo == "ppo" else ""))
     if config.target_return is None:
         unused(("target_stat",), "applies to --target-return")
     if config.init_from is None:
@@ -106,8 +106,12 @@ def run_unused_settings(setup: RunSetup) -> list[str]:
     on_policy = setup.algorithm.on_policy
     lines = unused_settings(setup.config, host=host, on_policy=on_policy, mixed=setup.space is not None,
                             atari=host and is_atari(choice.env_id))
-    # A mixed-shape population's cohorts may set the replay settings per member (--hp.batch-size 64,512).
     space = setup.space
+    if on_policy and space is not None:  # cohorts that differ only in a setting no member reads
+        lines += [f"--hp.{name.replace('_', '-')}: {setup.config.algo} is on-policy, without a replay buffer; its "
+                  "members differ in a setting none of them reads (each value a cohort of its own)"
+                  for name in space.names if name in REPLAY_ONLY]
+    # A mixed-shape population's cohorts may set the replay settings per member (--hp.batch-size 64,512).
     configs = [space.config_for(setup.config, c) for c in range(len(space.settings))] if space else [setup.config]
     for config in configs:
         for line in ineffective_settings(config, on_policy=on_policy, run_steps=setup.num_chunks * setup.chunk_steps,
