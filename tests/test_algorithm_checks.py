@@ -145,3 +145,30 @@ def test_options_read_plain_and_postponed_annotations_and_name_a_type_they_canno
     with pytest.raises(ConfigError, match=r"^--algo-opt.widths: a2c's option is annotated <class 'tuple'>; an "
                                           r"algorithm option is one of bool, int, float, str$"):
         resolve_options(PlainOptions, {"widths": "1"}, "a2c")
+
+
+def test_a_decorator_that_supplies_an_argument_is_not_taken_for_a_wrong_signature():
+    """The argument check reads the wrapper's own signature: ``functools.wraps`` makes ``inspect.signature``
+    report the wrapped function's (one argument more), which refused this correct act."""
+    import functools
+
+    from custom_algorithm import make_ddpg
+
+    def with_agent(agent):
+        def decorate(fn):
+            @functools.wraps(fn)
+            def act(state, obs, key, hparams):
+                return fn(agent, state, obs, key, hparams)
+            return act
+        return decorate
+
+    def make(spec):
+        agent = make_ddpg(spec)
+
+        @with_agent(agent)
+        def act(base, state, obs, key, hparams):
+            return base.act(state, obs, key, hparams)
+
+        return agent._replace(act=act)
+
+    check_algorithm(DDPG._replace(name="ddpg-decorated", make=make), "py:test:DECORATED")  # no ConfigError

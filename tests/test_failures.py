@@ -110,8 +110,10 @@ def test_when_every_member_of_a_pbt_population_fails_they_start_again_and_the_us
     for step in ("400", "800"):
         assert (f"populax: warning: failed in the chunk to env step {step} (parameters, a loss or the return not "
                 f"finite): member 0 re-initialised; member 1 re-initialised") in err, err
-    final = load_checkpoint(load_setup(run_dir)).population
-    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(final.agent) if leaf.dtype.kind == "f")
+    final = load_checkpoint(load_setup(run_dir))
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(final.population.agent) if leaf.dtype.kind == "f")
+    # Re-initialised at the end: no fitness window, and no baseline PB2 would measure a fresh agent's gain from
+    assert final.strategy["history"] == [[], []] and final.strategy["baseline"] == [None, None]
     report = (run_dir / "report" / "report.md").read_text()
     assert ("**Failures:** 4 times a member's parameters, a loss or its return were not finite after a chunk "
             "(member 0 2x, member 1 2x; first at 400 env steps per member); each is a `reinit` event") in report

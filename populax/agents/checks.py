@@ -105,14 +105,15 @@ def traced(fn: Any, *args: Any, where: str = "", signature: str = "") -> tuple[b
     ``act(state, obs, key, hparams)`` written for an on-policy agent, whose act takes no hparams), and one that
     reads a hyperparameter its algorithm does not declare."""
     try:
-        inspect.signature(fn).bind(*args)
-    except TypeError as error:
-        raise ConfigError(f"--algo: {where}'s {signature.split('(')[0]} must take the arguments {signature} "
-                          f"({error})") from None
-    except ValueError:  # no signature to read (a builtin, some wrappers): tracing will tell
-        pass
-    try:
         return True, jax.eval_shape(fn, *args)
+    except TypeError:
+        mismatch = arguments_mismatch(fn, args)
+        if mismatch is not None:
+            raise ConfigError(f"--algo: {where}'s {signature.split('(')[0]} must take the arguments {signature} "
+                              f"({mismatch})") from None
+        if STRICT:
+            raise
+        return False, None
     except AttributeError as error:
         hparams = args[-1]
         missing = f"'{type(hparams).__name__}' object has no attribute"
@@ -129,8 +130,23 @@ def traced(fn: Any, *args: Any, where: str = "", signature: str = "") -> tuple[b
         return False, None
 
 
+def arguments_mismatch(fn: Any, args: tuple) -> str | None:
+    """Why ``fn`` cannot be called with ``args`` by its own signature, or None when it can (or has none to read).
+    The wrapper's own signature (``follow_wrapped=False``): a ``functools.wraps`` decorator that supplies an
+    argument reports the inner function's otherwise."""
+    try:
+        inspect.signature(fn, follow_wrapped=False).bind(*args)
+    except TypeError as error:
+        return str(error)
+    except ValueError:  # no signature to read (a builtin, some wrappers)
+        return None
+    return None
+
+
 def check_per_observation(value: Any, where: str, signature: str, what: str) -> None:
     """``value`` (a log-probability or a value estimate for PROBE_BATCH observations) is one number each."""
+    if value is None and what == "a log-probability":  # an update that never reads it (A2C) may leave it out
+        return
     if not isinstance(value, jax.ShapeDtypeStruct) or value.shape != (PROBE_BATCH,):
         raise ConfigError(f"--algo: {where}'s {signature} must return {what} per observation (shape "
                           f"{(PROBE_BATCH,)} for {PROBE_BATCH} observations); it returned {describe(value)}")

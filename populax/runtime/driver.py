@@ -89,9 +89,9 @@ class FailureNotes:
         self.chunks += 1
         if self.chunks <= self.LIMIT:
             print(f"populax: warning: {note}", file=sys.stderr, flush=True)
-        if self.chunks == self.LIMIT:
-            print(f"populax: warning: members failed in {self.LIMIT} chunks; later failures are only in lineage.jsonl "
-                  "(summary.json's lineage_events counts them)", file=sys.stderr, flush=True)
+        elif self.chunks == self.LIMIT + 1:
+            print(f"populax: warning: members failed in more than {self.LIMIT} chunks; the later failures are only "
+                  "in lineage.jsonl (summary.json's lineage_events counts them)", file=sys.stderr, flush=True)
 
 
 class Progress:

@@ -250,6 +250,7 @@ class PopulationStrategy:
         events = []
         for i in members:
             self.history[i] = []
+            self.baseline[i] = None  # PB2 measures a fresh agent's improvement from its own first evaluation
             hp = member_hparams(edits.hparams, int(i))
             events.append(self._event("reinit", env_step, i, None, hp, hp, returns[i], None))
         return edits, events
