@@ -322,3 +322,19 @@ def test_algos_lists_every_algorithm_and_each_ones_declared_hyperparameters_and_
     assert main(["algos", "td3", "sac"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "unknown algorithm 'nope'" in err[0] and "usage: populax algos" in err[1]
+
+
+@pytest.mark.parametrize("best, line", [(0.0, "best member 1 (return 0.0); "),
+                                        (None, "every member failed in the last chunk (lineage.jsonl); ")])
+def test_the_end_line_names_the_best_return_even_at_zero(capsys, best, line):
+    """A best final return of exactly 0.0 (sparse rewards) read as falsy: the end line said every member failed."""
+    from types import SimpleNamespace
+
+    from populax.cli import print_members
+
+    final = [-1.0, 0.0] if best is not None else [None, None]
+    summary = {"algo": "dqn", "env": "CartPole-v1", "pop": 2, "best_member": 1, "best_return": best,
+               "env_steps_per_s": 1000.0, "wall_time_s": 3.0,
+               "members": [{"id": i, "hparams": {"lr": 1e-3}, "final_return": r} for i, r in enumerate(final)]}
+    print_members(SimpleNamespace(summary=summary, run_dir="runs/x"))
+    assert line + "1,000 env steps/s, 3s wall" in capsys.readouterr().out
