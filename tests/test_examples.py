@@ -46,10 +46,10 @@ def test_the_onpolicy_algorithm_example_learns_cartpole_with_pbt_on_both_kinds_o
     ``from __future__ import annotations``; such a module's options crashed with KeyError "<class 'int'>"), its
     state an ``updates`` counter (reported), and PBT runs on gymnax and on Gymnasium."""
     out = tmp_path / "run"
-    printed = run_example("custom_onpolicy_algorithm.py", "--steps", "20000", "--out", str(out))
+    printed = run_example("custom_onpolicy_algorithm.py", "--steps", "12000", "--out", str(out))
     for env, backend in (("CartPole-v1", "compiled"), ("gymnasium_CartPole-v1", "host")):
         summary = json.loads((out / env / "summary.json").read_text())
         assert summary["algo"] == "a2c" and summary["backend"] == backend and summary["strategy"] == "pbt"
-        assert summary["lineage_events"]["exploit"] > 0 and summary["updates_per_member"] > 600, summary
+        assert summary["lineage_events"]["exploit"] > 0 and summary["updates_per_member"] > 350, summary
         assert summary["best_return"] >= 300, printed  # a random policy: about 20; the cap: 500
         assert "rollout-len: 8" in (out / env / "config.yaml").read_text()

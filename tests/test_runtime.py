@@ -206,6 +206,7 @@ def test_pbt_rescues_ppo_from_a_bad_learning_rate_prior(tmp_path):
     assert medians["pbt"] >= medians["independent"] + 100, medians
 
 
+@pytest.mark.extended  # make test-extended; CI runs it (host PBT runs in the default suite's strategy matrix)
 def test_td3_pbt_on_gymnasium_pendulum_learns(tmp_path):
     """TD3 + PBT on the host backend (Gymnasium Pendulum-v1, overlapped collector): exploit events
     occur and the best member reaches >= -400 within 15k env steps per member."""

@@ -16,7 +16,7 @@ def run_on_4_devices(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
 
 
-@pytest.mark.parametrize("check", ["equality", "pbt"])
+@pytest.mark.parametrize("check", ["equality", pytest.param("pbt", marks=pytest.mark.extended)])
 def test_sharded_on_4_devices(check, tmp_path):
     """equality: a sharded TD3 population of 8 equals vmap after 250 updates; pbt: a sharded PBT run's copies
     (also between devices) hold their sources' weights and hyperparameters (see tests/sharded_checks.py)."""

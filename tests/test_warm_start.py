@@ -165,6 +165,7 @@ def agents_of(population, members) -> list[list[np.ndarray]]:
             for m in members]
 
 
+@pytest.mark.extended  # make test-extended; CI runs it (a mixed target of a one-shape source stays in the default suite)
 def test_a_mixed_shape_run_starts_member_by_member_from_a_mixed_shape_source(tmp_path):
     """Two widths on both sides: each member takes its source member in its own cohort's shape (a width-32 member
     from a width-32 member); a one-width run takes the one source member of its width (--init-member 2); a
