@@ -148,3 +148,26 @@ def test_each_cohorts_own_batch_size_is_checked_against_the_replay():
     config = build_config([dict(env="Pendulum-v1", pop=2, total_steps=400, eval_every=200, buffer_size=300,
                                 learning_starts=100, hp={"batch-size": "32,512"}, progress=False)])
     assert [line.split(":")[0] for line in run_unused_settings(prepare(config))] == ["--batch-size 512"]
+
+
+def test_a_run_wide_static_setting_beside_its_per_member_values_is_named():
+    """``--hidden 32,32 --hp.hidden 16x16,64x64``: every member's network comes from --hp.hidden, and config.yaml
+    recorded both without a word."""
+    config = build_config([dict(env="Pendulum-v1", algo="td3", pop=2, total_steps=512, eval_every=512,
+                                learning_starts=100, hidden=(32, 32), batch_size=128,
+                                hp={"hidden": "16x16,64x64", "batch-size": "32,64"}, progress=False)])
+    assert run_unused_settings(prepare(config)) == [
+        "--hidden 32,32: each member's comes from --hp.hidden (a value per member); ignored",
+        "--batch-size 128: each member's comes from --hp.batch-size (a value per member); ignored"]
+
+
+@pytest.mark.parametrize("flags, hint", [
+    (["--hidden", "choice:16x16,64x64"], "; --hidden is one network for every member (64,64); a network per member "
+                                         "is --hp.hidden 16x16,64x64 or choice:16x16,64x64"),
+    (["--batch-size", "32,64,32,64"], "; --batch-size is one value for every member; a value per member is "
+                                      "--hp.batch-size A,B,... or choice:A,B"),
+])
+def test_per_member_values_given_to_the_run_wide_flag_point_to_hp(tmp_path, capsys, flags, hint):
+    assert main(["train", *flags, "--pop", "2", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(hint) and len(err.splitlines()) == 1, err

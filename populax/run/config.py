@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from populax.cohorts import MIXABLE
 from populax.errors import ConfigError
 
 EVAL_STEP_LIMIT = 100_000
@@ -218,7 +220,17 @@ def coerce(name: str, value: Any) -> Any:
     except (TypeError, ValueError):
         kind = {"hidden": "comma-separated positive whole numbers", "target_return": "a finite number (or none)"}.get(
             name, type(default).__name__)
-        raise ConfigError(f"{setting}: cannot read {value!r} as {kind}") from None
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        # A value per member (or a choice) given to the run-wide flag: say where it goes.
+        per_member = name in MIXABLE and ("choice:" in text or ("," in text and name != "hidden")
+                                          or (name == "hidden" and re.search(r"\d\s*x\s*\d", text) is not None))
+        flag = name.replace("_", "-")
+        hint = ("" if not per_member else
+                "; --hidden is one network for every member (64,64); a network per member is --hp.hidden "
+                "16x16,64x64 or choice:16x16,64x64" if name == "hidden" else
+                f"; --{flag} is one value for every member; a value per member is --hp.{flag} A,B,... or "
+                "choice:A,B")
+        raise ConfigError(f"{setting}: cannot read {value!r} as {kind}{hint}") from None
 
 
 def coerce_config(config: TrainConfig) -> TrainConfig:

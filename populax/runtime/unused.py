@@ -99,6 +99,11 @@ def ineffective_settings(config: TrainConfig, *, on_policy: bool, run_steps: int
     return lines
 
 
+def flag_text(name: str, value: object) -> str:
+    """A setting's value as its run-wide flag takes it (``--hidden 32,32``)."""
+    return ",".join(map(str, value)) if name == "hidden" else str(value)
+
+
 def run_unused_settings(setup: RunSetup) -> list[str]:
     """:func:`unused_settings` and :func:`ineffective_settings` of a prepared run."""
     choice = resolve_env(setup.config.env, gymnax_ids())
@@ -107,6 +112,11 @@ def run_unused_settings(setup: RunSetup) -> list[str]:
     lines = unused_settings(setup.config, host=host, on_policy=on_policy, mixed=setup.space is not None,
                             atari=host and is_atari(choice.env_id))
     space = setup.space
+    defaults = TrainConfig()
+    if space is not None:  # --hidden 32,32 beside --hp.hidden 16x16,64x64: every member's comes from the latter
+        lines += [f"--{name.replace('_', '-')} {flag_text(name, getattr(setup.config, name))}: each member's comes "
+                  f"from --hp.{name.replace('_', '-')} (a value per member); ignored" for name in space.names
+                  if getattr(setup.config, name) != getattr(defaults, name)]
     if on_policy and space is not None:  # cohorts that differ only in a setting no member reads
         lines += [f"--hp.{name.replace('_', '-')}: {setup.config.algo} is on-policy, without a replay buffer; its "
                   "members differ in a setting none of them reads (each value a cohort of its own)"
