@@ -143,7 +143,9 @@ def test_an_on_policy_and_a_coupled_population_start_from_the_source(tmp_path, a
 ])
 def test_a_source_that_does_not_fit_is_one_line_exit_2_nothing_written(td3_source, tmp_path, capsys, args, fragment):
     out = tmp_path / "new"
-    base = ["train", "--env", "Pendulum-v1", "--algo", "td3", "--pop", "3", "--hidden", "16,16", "--obs-norm", "true",
+    # the source's 16,16, unless the cell gives a network per member (--hidden beside it is named as ignored)
+    hidden = [] if "--hp.hidden" in args else ["--hidden", "16,16"]
+    base = ["train", "--env", "Pendulum-v1", "--algo", "td3", "--pop", "3", *hidden, "--obs-norm", "true",
             "--total-steps", "800", "--eval-every", "400", "--learning-starts", "100", "--init-from", str(td3_source),
             "--no-recipe",
             "--no-progress", "--out", str(out)]
