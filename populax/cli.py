@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import sys
 import warnings
@@ -134,7 +133,7 @@ def print_members(result) -> None:
         out.print("same for all members: " + ", ".join(f"{n}={v:.4g}" for n, v in shared.items()))
     out.print(
         (f"best member {summary['best_member']} (return {summary['best_return']:.1f}); "
-         if summary["best_return"] is not None and math.isfinite(summary["best_return"]) else
+         if summary["best_return"] is not None else
          "every member failed in the last chunk (lineage.jsonl); ")
         + f"{summary['env_steps_per_s']:,.0f} env steps/s, {summary['wall_time_s']:.0f}s wall"
     )

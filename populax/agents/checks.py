@@ -106,28 +106,29 @@ def traced(fn: Any, *args: Any, where: str = "", signature: str = "") -> tuple[b
     reads a hyperparameter its algorithm does not declare."""
     try:
         return True, jax.eval_shape(fn, *args)
-    except TypeError:
+    except Exception as error:  # noqa: BLE001 - it may need an environment unlike the stand-in; the run reports it
+        mistake = users_mistake(error, fn, args)
+        if mistake is not None:
+            raise ConfigError(f"--algo: {where}'s {mistake(signature)}") from None
+        if STRICT:
+            raise
+        return False, None
+
+
+def users_mistake(error: Exception, fn: Any, args: tuple) -> Any:
+    """For a tracing ``error`` no environment would change, a function of the call's signature giving what to
+    say; else None."""
+    if isinstance(error, TypeError):
         mismatch = arguments_mismatch(fn, args)
         if mismatch is not None:
-            raise ConfigError(f"--algo: {where}'s {signature.split('(')[0]} must take the arguments {signature} "
-                              f"({mismatch})") from None
-        if STRICT:
-            raise
-        return False, None
-    except AttributeError as error:
-        hparams = args[-1]
-        missing = f"'{type(hparams).__name__}' object has no attribute"
-        if dataclasses.is_dataclass(hparams) and missing in str(error):
-            declared = ", ".join(f.name for f in dataclasses.fields(hparams))
-            raise ConfigError(f"--algo: {where}'s {signature} reads a hyperparameter it does not declare "
-                              f"({error}; declared: {declared})") from None
-        if STRICT:
-            raise
-        return False, None
-    except Exception:  # noqa: BLE001 - it may need an environment unlike the stand-in; the run reports it
-        if STRICT:
-            raise
-        return False, None
+            return lambda signature: f"{signature.split('(')[0]} must take the arguments {signature} ({mismatch})"
+    hparams = args[-1]
+    if (isinstance(error, AttributeError) and dataclasses.is_dataclass(hparams)
+            and f"'{type(hparams).__name__}' object has no attribute" in str(error)):
+        declared = ", ".join(f.name for f in dataclasses.fields(hparams))
+        return lambda signature: (f"{signature} reads a hyperparameter it does not declare ({error}; declared: "
+                                  f"{declared})")
+    return None
 
 
 def arguments_mismatch(fn: Any, args: tuple) -> str | None:

@@ -220,17 +220,24 @@ def coerce(name: str, value: Any) -> Any:
     except (TypeError, ValueError):
         kind = {"hidden": "comma-separated positive whole numbers", "target_return": "a finite number (or none)"}.get(
             name, type(default).__name__)
-        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-        # A value per member (or a choice) given to the run-wide flag: say where it goes.
-        per_member = name in MIXABLE and ("choice:" in text or ("," in text and name != "hidden")
-                                          or (name == "hidden" and re.search(r"\d\s*x\s*\d", text) is not None))
+        raise ConfigError(f"{setting}: cannot read {value!r} as {kind}{per_member_hint(name, value)}") from None
+
+
+def per_member_hint(name: str, value: Any) -> str:
+    """Where a value per member (or a choice) given to a static setting's run-wide flag goes: ``--hp.NAME``;
+    empty for any other unreadable value."""
+    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    if name not in MIXABLE:
+        return ""
+    if name == "hidden":  # "64,64" is --hidden's own form; "16x16" or a choice is --hp.hidden's
+        if "choice:" in text or re.search(r"\d\s*x\s*\d", text):
+            return ("; --hidden is one network for every member (64,64); a network per member is --hp.hidden "
+                    "16x16,64x64 or choice:16x16,64x64")
+        return ""
+    if "choice:" in text or "," in text:
         flag = name.replace("_", "-")
-        hint = ("" if not per_member else
-                "; --hidden is one network for every member (64,64); a network per member is --hp.hidden "
-                "16x16,64x64 or choice:16x16,64x64" if name == "hidden" else
-                f"; --{flag} is one value for every member; a value per member is --hp.{flag} A,B,... or "
-                "choice:A,B")
-        raise ConfigError(f"{setting}: cannot read {value!r} as {kind}{hint}") from None
+        return f"; --{flag} is one value for every member; a value per member is --hp.{flag} A,B,... or choice:A,B"
+    return ""
 
 
 def coerce_config(config: TrainConfig) -> TrainConfig:

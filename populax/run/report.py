@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -261,9 +262,7 @@ def failure_lines(events: list[dict[str, Any]]) -> list[str]:
     failed = [e for e in events if e["event"] in FAILURE_EVENTS]
     if not failed:
         return []
-    per_member: dict[int, int] = {}
-    for event in failed:
-        per_member[event["member"]] = per_member.get(event["member"], 0) + 1
+    per_member = Counter(e["member"] for e in failed)
     members = ", ".join(f"member {m} {n}x" if n > 1 else f"member {m}" for m, n in sorted(per_member.items()))
     return [f"**Failures:** {len(failed)} time{'s' if len(failed) > 1 else ''} a member's parameters, a loss or its "
             f"return were not finite after a chunk ({members}; first at {failed[0]['env_step']:,} env steps per "
@@ -563,7 +562,8 @@ def write_report(run_dir: str | Path) -> Path:
     if summary is not None and "mean_policy_return" in summary:  # CEM-RL's product: the distribution's mean
         lines += [f"**CEM mean actor:** return {summary['mean_policy_return']:.1f} at the last generation (the "
                   "mean of the population's CEM distribution; the members above are its samples).", ""]
-    lines += failure_lines(read_jsonl(run_dir / "lineage.jsonl"))
+    events = read_jsonl(run_dir / "lineage.jsonl")
+    lines += failure_lines(events)
     target = (summary or {}).get("target")
     if target:
         status, detail = target_outcome(target)
@@ -573,7 +573,7 @@ def write_report(run_dir: str | Path) -> Path:
         lines += ["All members share the same hyperparameters"
                   + (" (their static settings differ: below)." if static else "."), ""]
     if summary is not None:
-        lines += static_tables(summary, read_jsonl(run_dir / "lineage.jsonl"))
+        lines += static_tables(summary, events)
     lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", "",
               "## Best member", "", "![best member](best_member.png)", ""]
     if names:

@@ -370,6 +370,7 @@ def write_summary(
     counter = getattr(member_row(population, 0).agent, "updates", None)
     updates_per_member = None if counter is None else int(np.asarray(counter))
     finite = np.where(np.isfinite(returns), returns, -np.inf)
+    any_finite = bool(np.isfinite(returns).any())
     summary = {
         "algo": setup.config.algo,
         "env": setup.config.env,
@@ -383,8 +384,8 @@ def write_summary(
         ],
         "best_member": int(np.argmax(finite)),
         # None when every member failed in the last chunk (as summary.json writes it: JSON has no NaN or Inf)
-        "best_return": float(np.max(finite)) if np.isfinite(returns).any() else None,
-        "median_return": float(np.nanmedian(returns)) if np.isfinite(returns).any() else None,
+        "best_return": float(np.max(finite)) if any_finite else None,
+        "median_return": float(np.nanmedian(returns)) if any_finite else None,
         "env_steps_per_member": steps_per_member,
         "updates_per_member": updates_per_member,
         "wall_time_s": wall,

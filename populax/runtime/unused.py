@@ -112,8 +112,8 @@ def run_unused_settings(setup: RunSetup) -> list[str]:
     lines = unused_settings(setup.config, host=host, on_policy=on_policy, mixed=setup.space is not None,
                             atari=host and is_atari(choice.env_id))
     space = setup.space
-    defaults = TrainConfig()
     if space is not None:  # --hidden 32,32 beside --hp.hidden 16x16,64x64: every member's comes from the latter
+        defaults = TrainConfig()
         lines += [f"--{name.replace('_', '-')} {flag_text(name, getattr(setup.config, name))}: each member's comes "
                   f"from --hp.{name.replace('_', '-')} (a value per member); ignored" for name in space.names
                   if getattr(setup.config, name) != getattr(defaults, name)]
